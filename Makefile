@@ -1,0 +1,38 @@
+# The two commands a newcomer needs are `make run` and `make test`; both install what
+# they need on first use.
+.DEFAULT_GOAL := help
+VENV := .venv/bin
+
+.PHONY: help run test lint format bootstrap services-stop clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-14s %s\n", $$1, $$2}'
+
+bootstrap: ## make .venv and install wangge with its dev tools
+	@./scripts/bootstrap.sh
+
+run: bootstrap ## start PostGIS, the broker, load Baoji's grids and serve (wangge up)
+	$(VENV)/wangge up
+
+test: bootstrap ## lint, type-check and run the whole test suite against real services
+	@./scripts/test-tools.sh
+	$(VENV)/wangge services start
+	$(VENV)/ruff check .
+	$(VENV)/ruff format --check .
+	$(VENV)/mypy
+	$(VENV)/pytest
+
+lint: bootstrap ## ruff and mypy only
+	$(VENV)/ruff check .
+	$(VENV)/ruff format --check .
+	$(VENV)/mypy
+
+format: bootstrap ## apply ruff's fixes and formatting
+	$(VENV)/ruff check --fix .
+	$(VENV)/ruff format .
+
+services-stop: bootstrap ## stop the local broker that wangge started
+	$(VENV)/wangge services stop
+
+clean: ## remove the virtual environment and caches
+	rm -rf .venv .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""Kafka adapter: consumers, dead letters and the simulator (later issues)."""

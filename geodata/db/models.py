@@ -1,0 +1,270 @@
+"""ORM models of the grid hierarchy, staff, points of interest and event tables."""
+
+import uuid
+from datetime import datetime
+
+from geoalchemy2 import Geometry, WKBElement
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+# Stable constraint names so that Alembic migrations can refer to them.
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def _geometry(kind: str) -> Geometry:
+    # GiST indexes are declared explicitly in __table_args__ so migrations own them.
+    return Geometry(kind, srid=4326, spatial_index=False)
+
+
+class Base(DeclarativeBase):
+    """Declarative base with the project's naming convention."""
+
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class District(Base):
+    """A district (区), the top level below the city."""
+
+    __tablename__ = "districts"
+    __table_args__ = (
+        CheckConstraint("code ~ '^[0-9]{6}$'", name="code_format"),
+        Index("ix_districts_geom", "geom", postgresql_using="gist"),
+    )
+
+    code: Mapped[str] = mapped_column(String(6), primary_key=True)
+    name: Mapped[str] = mapped_column(Text)
+    name_en: Mapped[str | None] = mapped_column(Text)
+    geom: Mapped[WKBElement] = mapped_column(_geometry("MULTIPOLYGON"))
+
+
+class Street(Base):
+    """A street office (街道)."""
+
+    __tablename__ = "streets"
+    __table_args__ = (
+        CheckConstraint(
+            "code ~ '^[0-9]{9}$' AND left(code, 6) = district_code", name="code_format"
+        ),
+        Index("ix_streets_geom", "geom", postgresql_using="gist"),
+    )
+
+    code: Mapped[str] = mapped_column(String(9), primary_key=True)
+    district_code: Mapped[str] = mapped_column(ForeignKey("districts.code"), index=True)
+    name: Mapped[str] = mapped_column(Text)
+    geom: Mapped[WKBElement] = mapped_column(_geometry("MULTIPOLYGON"))
+
+
+class Community(Base):
+    """A community (社区), the residents' committee area cut into grids."""
+
+    __tablename__ = "communities"
+    __table_args__ = (
+        CheckConstraint("code ~ '^[0-9]{12}$' AND left(code, 9) = street_code", name="code_format"),
+        Index("ix_communities_geom", "geom", postgresql_using="gist"),
+    )
+
+    code: Mapped[str] = mapped_column(String(12), primary_key=True)
+    street_code: Mapped[str] = mapped_column(ForeignKey("streets.code"), index=True)
+    name: Mapped[str] = mapped_column(Text)
+    geom: Mapped[WKBElement] = mapped_column(_geometry("MULTIPOLYGON"))
+
+
+class Grid(Base):
+    """One version of a grid's boundary; `valid_to` is NULL for the version in force.
+
+    A boundary change closes the old row and adds a new one, so events are always
+    assigned with the boundary that was valid when they happened.
+    """
+
+    __tablename__ = "grids"
+    __table_args__ = (
+        CheckConstraint(
+            "code ~ '^[0-9]{15}$' AND left(code, 12) = community_code", name="code_format"
+        ),
+        CheckConstraint("valid_to IS NULL OR valid_to > valid_from", name="validity_order"),
+        UniqueConstraint("code", "valid_from"),
+        Index("ix_grids_geom", "geom", postgresql_using="gist"),
+        Index(
+            "ix_grids_current_code",
+            "code",
+            unique=True,
+            postgresql_where=text("valid_to IS NULL"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    code: Mapped[str] = mapped_column(String(15), index=True)
+    community_code: Mapped[str] = mapped_column(ForeignKey("communities.code"), index=True)
+    name: Mapped[str] = mapped_column(Text)
+    households: Mapped[int | None] = mapped_column(Integer)
+    geom: Mapped[WKBElement] = mapped_column(_geometry("MULTIPOLYGON"))
+    valid_from: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    valid_to: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Worker(Base):
+    """A grid worker (网格员)."""
+
+    __tablename__ = "workers"
+    __table_args__ = (
+        CheckConstraint("worker_id ~ '^W[0-9]{5}$'", name="id_format"),
+        CheckConstraint("employment IN ('full_time', 'part_time')", name="employment_kind"),
+    )
+
+    worker_id: Mapped[str] = mapped_column(String(6), primary_key=True)
+    name: Mapped[str] = mapped_column(Text)
+    phone: Mapped[str | None] = mapped_column(Text)
+    employment: Mapped[str] = mapped_column(Text)
+    party_role: Mapped[str | None] = mapped_column(Text)
+
+
+class WorkerAssignment(Base):
+    """A worker's assignment to a grid (定格定人) over a validity period."""
+
+    __tablename__ = "worker_assignments"
+    __table_args__ = (
+        CheckConstraint("valid_to IS NULL OR valid_to > valid_from", name="validity_order"),
+        UniqueConstraint("worker_id", "grid_code", "valid_from"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    worker_id: Mapped[str] = mapped_column(ForeignKey("workers.worker_id"), index=True)
+    # A code, not a version row: an assignment outlives boundary changes.
+    grid_code: Mapped[str] = mapped_column(String(15), index=True)
+    valid_from: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    valid_to: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class PointOfInterest(Base):
+    """Something put on the grid (一网统管): compounds, organisations, shops, lockers."""
+
+    __tablename__ = "pois"
+    __table_args__ = (Index("ix_pois_geom", "geom", postgresql_using="gist"),)
+
+    poi_id: Mapped[str] = mapped_column(String(16), primary_key=True)
+    name: Mapped[str] = mapped_column(Text)
+    kind: Mapped[str] = mapped_column(Text, index=True)
+    grid_code: Mapped[str] = mapped_column(String(15), index=True)
+    geom: Mapped[WKBElement] = mapped_column(_geometry("POINT"))
+
+
+class Checkin(Base):
+    """A GPS check-in as kept by the pipeline, with its assignment."""
+
+    __tablename__ = "checkins"
+    __table_args__ = (
+        Index("ix_checkins_geom", "geom", postgresql_using="gist"),
+        Index("ix_checkins_worker_recorded", "worker_id", "recorded_at"),
+        Index("ix_checkins_grid_recorded", "grid_code", "recorded_at"),
+    )
+
+    event_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    worker_id: Mapped[str] = mapped_column(String(6))
+    recorded_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    lon: Mapped[float] = mapped_column(Float)
+    lat: Mapped[float] = mapped_column(Float)
+    crs: Mapped[str] = mapped_column(Text, server_default="EPSG:4326")
+    accuracy_m: Mapped[float | None] = mapped_column(Float)
+    geom: Mapped[WKBElement] = mapped_column(_geometry("POINT"))
+    grid_code: Mapped[str | None] = mapped_column(String(15))
+    staff_id: Mapped[str | None] = mapped_column(String(6))
+    in_assigned_grid: Mapped[bool | None] = mapped_column(Boolean)
+    assignment_rule: Mapped[str] = mapped_column(Text)
+    flags: Mapped[list[str]] = mapped_column(ARRAY(Text), server_default="{}")
+    late: Mapped[bool] = mapped_column(Boolean, server_default="false")
+    received_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
+    assigned_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
+
+
+class Incident(Base):
+    """An incident (事件) and where it stands in its lifecycle."""
+
+    __tablename__ = "incidents"
+    __table_args__ = (
+        Index("ix_incidents_geom", "geom", postgresql_using="gist"),
+        Index("ix_incidents_grid_status", "grid_code", "status"),
+    )
+
+    incident_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    event_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), unique=True)
+    category: Mapped[str] = mapped_column(Text)
+    description: Mapped[str | None] = mapped_column(Text)
+    source: Mapped[str] = mapped_column(Text)
+    reporter_id: Mapped[str | None] = mapped_column(Text)
+    reported_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    lon: Mapped[float] = mapped_column(Float)
+    lat: Mapped[float] = mapped_column(Float)
+    geom: Mapped[WKBElement] = mapped_column(_geometry("POINT"))
+    grid_code: Mapped[str | None] = mapped_column(String(15))
+    community_code: Mapped[str | None] = mapped_column(String(12))
+    staff_id: Mapped[str | None] = mapped_column(String(6))
+    assignment_rule: Mapped[str] = mapped_column(Text)
+    escalated_to: Mapped[str | None] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(Text, server_default="reported")
+    flags: Mapped[list[str]] = mapped_column(ARRAY(Text), server_default="{}")
+    payload: Mapped[dict[str, object]] = mapped_column(JSONB)
+    received_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
+
+
+class ProcessedEvent(Base):
+    """Idempotency keys: an event id here has been fully processed once."""
+
+    __tablename__ = "processed_events"
+
+    event_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    topic: Mapped[str] = mapped_column(Text)
+    processed_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
+
+
+class ConsumerOffset(Base):
+    """Kafka offsets stored in the same transaction as the rows they produced."""
+
+    __tablename__ = "consumer_offsets"
+
+    consumer_group: Mapped[str] = mapped_column(Text, primary_key=True)
+    topic: Mapped[str] = mapped_column(Text, primary_key=True)
+    partition: Mapped[int] = mapped_column(Integer, primary_key=True)
+    next_offset: Mapped[int] = mapped_column(BigInteger)
+
+
+class DatasetImport(Base):
+    """An audit row per boundary import: what file, when, and what it changed."""
+
+    __tablename__ = "dataset_imports"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    source: Mapped[str] = mapped_column(Text)
+    imported_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
+    summary: Mapped[dict[str, object]] = mapped_column(JSONB)

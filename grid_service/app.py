@@ -1,0 +1,84 @@
+"""The FastAPI application factory."""
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from kafka.admin import KafkaAdminClient
+from kafka.errors import KafkaError
+from sqlalchemy import Engine, text
+from sqlalchemy.exc import SQLAlchemyError
+
+from geodata.db import migrate
+from geodata.db.engine import create_db_engine
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ApiConfig:
+    """What the API needs to know, built by the composition root from settings."""
+
+    database_url: str
+    kafka_bootstrap: str
+
+
+def _database_health(engine: Engine) -> dict[str, object]:
+    try:
+        with engine.connect() as connection:
+            grids = connection.execute(
+                text("SELECT count(*) FROM grids WHERE valid_to IS NULL")
+            ).scalar_one()
+        revision = migrate.current_revision(engine)
+    except SQLAlchemyError as exc:
+        logger.warning("database health check failed: %s", exc)
+        return {"ok": False, "error": "database unreachable or schema missing"}
+    return {"ok": revision == migrate.head_revision(), "revision": revision, "grids": grids}
+
+
+def _broker_health(bootstrap: str) -> dict[str, object]:
+    try:
+        admin = KafkaAdminClient(
+            bootstrap_servers=bootstrap, client_id="wangge-healthz", request_timeout_ms=3000
+        )
+        try:
+            topics = sorted(t for t in admin.list_topics() if t.startswith("grid."))
+        finally:
+            admin.close()
+    except KafkaError as exc:
+        logger.warning("broker health check failed: %s", exc)
+        return {"ok": False, "error": "broker unreachable"}
+    return {"ok": True, "topics": topics}
+
+
+def create_app(config: ApiConfig) -> FastAPI:
+    """Build the API around one engine for the app's lifetime."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.engine = create_db_engine(config.database_url)
+        yield
+        app.state.engine.dispose()
+
+    app = FastAPI(
+        title="wangge",
+        description="Urban grid governance: grids, check-ins, incidents and patrol compliance.",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+
+    @app.get("/healthz", tags=["operations"])
+    def healthz(request: Request) -> JSONResponse:
+        """Liveness and readiness of the database (schema, grids) and the broker."""
+        database = _database_health(request.app.state.engine)
+        broker = _broker_health(config.kafka_bootstrap)
+        ready = bool(database["ok"] and broker["ok"])
+        return JSONResponse(
+            {"status": "ok" if ready else "degraded", "database": database, "broker": broker},
+            status_code=200 if ready else 503,
+        )
+
+    return app

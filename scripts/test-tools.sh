@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# System tools the test suite uses besides Python: Debian's docker-compose validates
+# docker/compose.yaml without a Docker engine. Installed once, when missing.
+set -euo pipefail
+missing=()
+command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "test-tools: please install: ${missing[*]} (apt-get install ${missing[*]})" >&2
+    exit 1
+  fi
+  echo "test-tools: installing ${missing[*]} with apt-get"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq "${missing[@]}" >/dev/null
+fi

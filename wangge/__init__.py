@@ -1,0 +1,1 @@
+"""wangge: event-driven GIS platform for urban grid governance."""

@@ -1,0 +1,274 @@
+"""The `wangge` command line: services, schema, dataset and the main job."""
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from wangge import services
+from wangge.settings import DatabaseSettings, KafkaSettings, LocalServicesSettings
+
+app = typer.Typer(
+    help="wangge: event-driven GIS platform for urban grid governance.",
+    pretty_exceptions_show_locals=False,
+)
+services_app = typer.Typer(help="Start, stop and inspect PostGIS and the Kafka broker.")
+db_app = typer.Typer(help="Database schema migrations.")
+dataset_app = typer.Typer(help="The reference dataset: generate and import boundaries.")
+app.add_typer(services_app, name="services")
+app.add_typer(db_app, name="db")
+app.add_typer(dataset_app, name="dataset")
+
+console = Console()
+err_console = Console(stderr=True)
+
+ProgressCallback = Callable[[str, int, int], None]
+
+
+def _fail(message: str) -> typer.Exit:
+    err_console.print(f"[bold red]error:[/] {message}")
+    return typer.Exit(code=1)
+
+
+@contextmanager
+def progress_bar() -> Iterator[ProgressCallback]:
+    """A rich progress bar driven by the core's `progress(step, done, total)` callbacks."""
+    with Progress(
+        TextColumn("{task.description:<36}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    ) as progress:
+        tasks: dict[str, TaskID] = {}
+
+        def update(step: str, done: int, total: int) -> None:
+            if step not in tasks:
+                tasks[step] = progress.add_task(step, total=total)
+            progress.update(tasks[step], completed=done, total=total)
+
+        yield update
+
+
+def _print_reports(reports: list[services.ServiceReport]) -> None:
+    table = Table("service", "state", "details")
+    for report in reports:
+        table.add_row(report.name, report.state, "\n".join(report.details))
+    console.print(table)
+
+
+# --------------------------------------------------------------------------- services
+
+
+def start_services() -> list[services.ServiceReport]:
+    """Start or check PostGIS and the broker; exit with a clear message on failure."""
+    try:
+        return [
+            services.ensure_postgis(DatabaseSettings(), log=console.print),
+            services.ensure_broker(KafkaSettings(), LocalServicesSettings(), log=console.print),
+        ]
+    except services.ServiceError as exc:
+        raise _fail(str(exc)) from exc
+
+
+@services_app.command("start")
+def services_start() -> None:
+    """Make sure PostGIS and a Kafka broker run, starting local ones where none is configured."""
+    _print_reports(start_services())
+
+
+@services_app.command("status")
+def services_status() -> None:
+    """Show whether PostGIS and the broker answer."""
+    reports = [
+        services.postgis_status(DatabaseSettings()),
+        services.broker_status(KafkaSettings(), LocalServicesSettings()),
+    ]
+    _print_reports(reports)
+    if any(r.state != "running" for r in reports):
+        raise typer.Exit(code=1)
+
+
+@services_app.command("stop")
+def services_stop() -> None:
+    """Stop the local broker wangge started (the system PostgreSQL is left running)."""
+    report = services.stop_broker(LocalServicesSettings(), log=console.print)
+    postgres = services.ServiceReport(
+        "postgis",
+        "left running",
+        ["the PostgreSQL cluster is the system's; wangge does not stop it"],
+    )
+    _print_reports([report, postgres])
+
+
+# --------------------------------------------------------------------------- db
+
+
+@db_app.command("upgrade")
+def db_upgrade(revision: Annotated[str, typer.Argument()] = "head") -> None:
+    """Migrate the database to the current schema (Alembic)."""
+    from geodata.db import migrate
+
+    settings = DatabaseSettings()
+    migrate.upgrade(settings.url, revision)
+    console.print(f"database at revision [bold]{revision}[/]")
+
+
+@db_app.command("downgrade")
+def db_downgrade(revision: Annotated[str, typer.Argument()] = "base") -> None:
+    """Migrate the database down (to `base` by default: drops every wangge table)."""
+    from geodata.db import migrate
+
+    migrate.downgrade(DatabaseSettings().url, revision)
+    console.print(f"database at revision [bold]{revision}[/]")
+
+
+@db_app.command("current")
+def db_current() -> None:
+    """Print the database's schema revision and the code's."""
+    from geodata.db import migrate
+    from geodata.db.engine import create_db_engine
+
+    engine = create_db_engine(DatabaseSettings().url)
+    current = migrate.current_revision(engine)
+    console.print(f"database: {current or 'no schema'}; code: {migrate.head_revision()}")
+
+
+# --------------------------------------------------------------------------- dataset
+
+
+@dataset_app.command("generate")
+def dataset_generate(
+    out: Annotated[Path, typer.Option(help="GeoPackage to write")],
+    seed: Annotated[int, typer.Option(help="random seed; same seed, same file")] = 2020,
+) -> None:
+    """Write the synthetic Baoji reference dataset (1,138 grids) as a GeoPackage."""
+    from geodata.dataset.generate import generate_reference_dataset, write_geopackage
+
+    with progress_bar() as progress:
+        dataset = generate_reference_dataset(seed, progress=progress)
+    write_geopackage(dataset, out)
+    table = Table("layer", "features")
+    for layer in ("districts", "streets", "communities", "grids", "workers", "pois"):
+        table.add_row(layer, f"{len(getattr(dataset, layer)):,}")
+    console.print(table)
+    console.print(f"wrote {out}")
+
+
+def _import(path: Path, *, dry_run: bool, repair: bool) -> None:
+    from geodata.dataset.importer import import_boundaries
+    from geodata.db import migrate
+    from geodata.db.engine import create_db_engine
+    from geodata.errors import ImportRefused, SchemaMissing
+
+    engine = create_db_engine(DatabaseSettings().url)
+    try:
+        migrate.require_current_schema(engine)
+        with progress_bar() as progress:
+            report = import_boundaries(
+                engine, path, dry_run=dry_run, repair=repair, progress=progress
+            )
+    except SchemaMissing as exc:
+        raise _fail(str(exc)) from exc
+    except ImportRefused as exc:
+        table = Table("layer", "feature", "reason", "detail", title="refused: nothing was written")
+        for problem in exc.problems:
+            table.add_row(
+                str(getattr(problem, "layer", "")),
+                str(getattr(problem, "feature", "")),
+                str(getattr(problem, "reason", "")),
+                str(getattr(problem, "detail", "")),
+            )
+        err_console.print(table)
+        raise _fail(str(exc)) from exc
+    finally:
+        engine.dispose()
+    console.print(report.render() if hasattr(report, "render") else report)
+
+
+@dataset_app.command("import")
+def dataset_import(
+    path: Annotated[
+        Path,
+        typer.Argument(
+            exists=True, help="GeoJSON, Shapefile (.shp/.zip), GeoPackage or FlatGeobuf"
+        ),
+    ],
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="validate and report only")] = False,
+    repair: Annotated[
+        bool, typer.Option("--repair", help="repair rings make_valid fixes within 0.1 % area")
+    ] = False,
+) -> None:
+    """Validate and import boundaries, all or nothing."""
+    _import(path, dry_run=dry_run, repair=repair)
+
+
+# --------------------------------------------------------------------------- main job
+
+
+def _reference_dataset_path(seed: int) -> Path:
+    return LocalServicesSettings().state_dir / f"baoji-reference-seed{seed}.gpkg"
+
+
+def load_reference_dataset_if_empty(seed: int) -> None:
+    """Import the reference dataset when the database has no grid yet."""
+    from geodata.dataset.generate import generate_reference_dataset, write_geopackage
+    from geodata.dataset.importer import database_is_empty
+    from geodata.db.engine import create_db_engine
+
+    engine = create_db_engine(DatabaseSettings().url)
+    try:
+        empty = database_is_empty(engine)
+    finally:
+        engine.dispose()
+    if not empty:
+        console.print("database already holds grids: reference dataset not loaded")
+        return
+    path = _reference_dataset_path(seed)
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with progress_bar() as progress:
+            write_geopackage(generate_reference_dataset(seed, progress=progress), path)
+    console.print(f"loading the reference dataset from {path}")
+    _import(path, dry_run=False, repair=False)
+
+
+def _serve(host: str, port: int) -> None:
+    import uvicorn
+
+    from grid_service.app import ApiConfig, create_app
+
+    api = create_app(ApiConfig(DatabaseSettings().url, KafkaSettings().bootstrap))
+    uvicorn.run(api, host=host, port=port, log_level="info")
+
+
+@app.command()
+def up(
+    host: Annotated[str, typer.Option()] = "127.0.0.1",
+    port: Annotated[int, typer.Option()] = 8000,
+    seed: Annotated[int, typer.Option(help="seed of the reference dataset")] = 2020,
+) -> None:
+    """Start services, migrate, load the reference dataset if empty, and serve the API."""
+    from geodata.db import migrate
+
+    _print_reports(start_services())
+    migrate.upgrade(DatabaseSettings().url)
+    console.print("schema at the current revision")
+    load_reference_dataset_if_empty(seed)
+    console.print(f"[bold green]wangge is up:[/] http://{host}:{port}/healthz  (Ctrl-C stops)")
+    _serve(host, port)
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option()] = "127.0.0.1",
+    port: Annotated[int, typer.Option()] = 8000,
+) -> None:
+    """Run the HTTP API."""
+    _serve(host, port)

@@ -1,0 +1,70 @@
+"""Configuration from `WANGGE_*` environment variables (and an optional `.env`)."""
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+LOCAL_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/wangge"
+
+
+def _config() -> SettingsConfigDict:
+    return SettingsConfigDict(env_prefix="WANGGE_", env_file=".env", extra="ignore")
+
+
+class DatabaseSettings(BaseSettings):
+    """Where PostGIS is; unset means the local cluster that `wangge services` manages."""
+
+    model_config = _config()
+
+    database_url: str | None = None
+    allow_apt: bool = Field(
+        default=True, description="may `services start` apt-get install PostGIS when missing"
+    )
+
+    @property
+    def is_configured(self) -> bool:
+        """True when the user pointed us at a database of their own."""
+        return self.database_url is not None
+
+    @property
+    def url(self) -> str:
+        """The effective libpq URL."""
+        return self.database_url or LOCAL_DATABASE_URL
+
+
+class KafkaSettings(BaseSettings):
+    """Where the Kafka broker is; unset means a local Tansu broker that we start."""
+
+    model_config = _config()
+
+    kafka_bootstrap: str | None = None
+    local_broker_port: int = Field(default=9092, description="port of the local Tansu broker")
+    topic_partitions: int = Field(default=6, ge=1)
+
+    @property
+    def is_configured(self) -> bool:
+        """True when the user pointed us at a broker of their own."""
+        return self.kafka_bootstrap is not None
+
+    @property
+    def bootstrap(self) -> str:
+        """The effective `host:port[,host:port]` list."""
+        return self.kafka_bootstrap or f"127.0.0.1:{self.local_broker_port}"
+
+
+class LocalServicesSettings(BaseSettings):
+    """Where local services keep their pid files and logs."""
+
+    model_config = _config()
+
+    state_dir: Path = Path.home() / ".local" / "state" / "wangge"
+
+
+class ApiSettings(BaseSettings):
+    """The HTTP API's bind address."""
+
+    model_config = _config()
+
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
