@@ -19,7 +19,7 @@ def include_object(
     """Skip PostGIS' own tables, then let GeoAlchemy2 filter its spatial indexes."""
     if type_ == "table" and name in _FOREIGN_TABLES:
         return False
-    return bool(alembic_helpers.include_object(obj, name, type_, reflected, compare_to))
+    return bool(alembic_helpers.include_object(obj, name, type_, reflected, compare_to))  # type: ignore[no-untyped-call]
 
 
 def run_migrations_offline() -> None:
