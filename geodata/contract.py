@@ -1,5 +1,7 @@
 """The Kafka topic names of the event contract (spec/EVENTS.md); plain names, no client."""
 
+from dataclasses import astuple, dataclass
+
 CHECKINS_TOPIC = "grid.checkins.v1"
 INCIDENTS_TOPIC = "grid.incidents.v1"
 ASSIGNMENTS_TOPIC = "grid.assignments.v1"
@@ -13,3 +15,27 @@ ALL_TOPICS: tuple[str, ...] = (
     COMPLIANCE_TOPIC,
     DEADLETTER_TOPIC,
 )
+
+
+@dataclass(frozen=True)
+class Topics:
+    """The contract's topics, optionally under a namespace prefix.
+
+    Production uses the bare names; tests and benchmarks give each run its own
+    namespace so that runs never read each other's events.
+    """
+
+    checkins: str = CHECKINS_TOPIC
+    incidents: str = INCIDENTS_TOPIC
+    assignments: str = ASSIGNMENTS_TOPIC
+    compliance: str = COMPLIANCE_TOPIC
+    deadletter: str = DEADLETTER_TOPIC
+
+    @classmethod
+    def under(cls, namespace: str) -> "Topics":
+        """The topics prefixed with `namespace` (empty: the contract's own names)."""
+        return cls(*(f"{namespace}{name}" for name in ALL_TOPICS))
+
+    def all(self) -> tuple[str, ...]:
+        """Every topic name, in the contract's order."""
+        return astuple(self)

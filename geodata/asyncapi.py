@@ -1,0 +1,271 @@
+"""The AsyncAPI 2.6 document of the event contract, built from the models themselves.
+
+docs/asyncapi.yaml is this module's output, so the published contract cannot drift from
+the code that enforces it: `.venv/bin/python -m geodata.asyncapi > docs/asyncapi.yaml`.
+"""
+
+import sys
+from typing import Any, Final
+
+import yaml
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+
+from geodata.contract import (
+    ASSIGNMENTS_TOPIC,
+    CHECKINS_TOPIC,
+    COMPLIANCE_TOPIC,
+    DEADLETTER_TOPIC,
+    INCIDENTS_TOPIC,
+)
+from geodata.events import (
+    CE_SPECVERSION,
+    CE_TYPES,
+    CHECKIN_EXAMPLE,
+    DEADLETTER_DETAIL_HEADER,
+    DEADLETTER_REASON_HEADER,
+    INCIDENT_EXAMPLE,
+    MAX_EVENT_BYTES,
+    CheckIn,
+    CheckInAssignment,
+    ComplianceChange,
+    IncidentAssignment,
+    IncidentReport,
+    RefusalReason,
+)
+
+ASYNCAPI_VERSION: Final = "2.6.0"
+CONTRACT_VERSION: Final = "1.0.0"
+_KAFKA_BINDING_VERSION: Final = "0.4.0"
+_SCHEMAS_REF: Final = "#/components/schemas/{model}"
+
+_MODELS: Final[tuple[type[BaseModel], ...]] = (
+    CheckIn,
+    IncidentReport,
+    CheckInAssignment,
+    IncidentAssignment,
+    ComplianceChange,
+)
+
+
+def _ref(name: str, kind: str = "schemas") -> dict[str, str]:
+    return {"$ref": f"#/components/{kind}/{name}"}
+
+
+def _key_binding(description: str) -> dict[str, Any]:
+    return {
+        "kafka": {
+            "key": {"type": "string", "description": description},
+            "bindingVersion": _KAFKA_BINDING_VERSION,
+        }
+    }
+
+
+def _cloudevent_headers(ce_type: str) -> dict[str, Any]:
+    # Not required: consumers accept a plain JSON value from any client (EVENTS.md).
+    return {
+        "type": "object",
+        "description": "CloudEvents 1.0 binary-mode headers, UTF-8; set on what wangge "
+        "produces, never required of other producers.",
+        "properties": {
+            "ce_specversion": {"type": "string", "const": CE_SPECVERSION},
+            "ce_id": {"type": "string", "format": "uuid", "description": "The event_id."},
+            "ce_source": {
+                "type": "string",
+                "description": "Who produced it, e.g. wangge/gateway or wangge/consumers.",
+            },
+            "ce_type": {"type": "string", "const": ce_type},
+            "ce_time": {
+                "type": "string",
+                "format": "date-time",
+                "description": "The event time (recorded_at, reported_at, ...), RFC 3339.",
+            },
+        },
+    }
+
+
+def _deadletter_headers() -> dict[str, Any]:
+    return {
+        "type": "object",
+        "required": [DEADLETTER_REASON_HEADER, DEADLETTER_DETAIL_HEADER],
+        "properties": {
+            DEADLETTER_REASON_HEADER: {
+                "type": "string",
+                "enum": [reason.value for reason in RefusalReason],
+                "description": "Stable machine code of the refusal.",
+            },
+            DEADLETTER_DETAIL_HEADER: {
+                "type": "string",
+                "description": "Human explanation; never parse it.",
+            },
+        },
+    }
+
+
+def _messages() -> dict[str, Any]:
+    events: dict[str, tuple[dict[str, Any] | None, str, str, str]] = {
+        "CheckIn": (CHECKIN_EXAMPLE, CE_TYPES[CHECKINS_TOPIC], "worker_id", "A worker's GPS fix."),
+        "IncidentReport": (
+            INCIDENT_EXAMPLE,
+            CE_TYPES[INCIDENTS_TOPIC],
+            "incident_id",
+            "An incident reported by a worker, a resident, the 12345 hotline, a locker or "
+            "a sensor.",
+        ),
+        "ComplianceChange": (
+            None,
+            CE_TYPES[COMPLIANCE_TOPIC],
+            "worker_id",
+            "A change of a worker's weekly patrol status in one grid, published once.",
+        ),
+    }
+    messages: dict[str, Any] = {}
+    for name, (example, ce_type, key, summary) in events.items():
+        messages[name] = {
+            "messageId": name,
+            "name": name,
+            "title": name,
+            "summary": summary,
+            "contentType": "application/json",
+            "headers": _cloudevent_headers(ce_type),
+            "payload": _ref(name),
+            "bindings": _key_binding(f"The event's {key}, UTF-8."),
+        }
+        if example is not None:
+            messages[name]["examples"] = [{"name": f"{name} from EVENTS.md", "payload": example}]
+    messages["Assignment"] = {
+        "messageId": "Assignment",
+        "name": "Assignment",
+        "title": "Assignment",
+        "summary": "The input event, unchanged, plus its grid, area codes and staff member.",
+        "contentType": "application/json",
+        "headers": _cloudevent_headers(CE_TYPES[ASSIGNMENTS_TOPIC]),
+        "payload": {
+            "description": "A check-in or an incident: only incidents have incident_id.",
+            "oneOf": [_ref("CheckInAssignment"), _ref("IncidentAssignment")],
+        },
+        "bindings": _key_binding("The grid_code, UTF-8; empty for outside_area."),
+    }
+    messages["DeadLetter"] = {
+        "messageId": "DeadLetter",
+        "name": "DeadLetter",
+        "title": "DeadLetter",
+        "summary": "The raw bytes of a refused event, unchanged, with the reason.",
+        "contentType": "application/octet-stream",
+        "headers": _deadletter_headers(),
+        "payload": {
+            "type": "string",
+            "format": "binary",
+            "description": f"The refused value as it arrived (at most {MAX_EVENT_BYTES} bytes "
+            "are parsed; larger values are refused as payload_too_large).",
+        },
+        "bindings": _key_binding("The original record's key, unchanged."),
+    }
+    return messages
+
+
+def _channels() -> dict[str, Any]:
+    # AsyncAPI 2.x speaks from the platform's side: "publish" means others send to wangge,
+    # "subscribe" means others may read what wangge sends.
+    def send(topic_summary: str, message: str, operation_id: str) -> dict[str, Any]:
+        return {
+            "publish": {
+                "operationId": operation_id,
+                "summary": topic_summary,
+                "message": _ref(message, "messages"),
+            }
+        }
+
+    def receive(topic_summary: str, message: str, operation_id: str) -> dict[str, Any]:
+        return {
+            "subscribe": {
+                "operationId": operation_id,
+                "summary": topic_summary,
+                "message": _ref(message, "messages"),
+            }
+        }
+
+    return {
+        CHECKINS_TOPIC: {
+            "description": "Check-ins, keyed by worker_id so that each worker's fixes stay "
+            "in order within a partition; nothing relies on order across workers.",
+            **send(
+                "Phones (through POST /api/v1/checkins) or any Kafka client.",
+                "CheckIn",
+                "sendCheckIn",
+            ),
+        },
+        INCIDENTS_TOPIC: {
+            "description": "Incident reports, keyed by incident_id.",
+            **send("The gateway, workers and other systems.", "IncidentReport", "sendIncident"),
+        },
+        ASSIGNMENTS_TOPIC: {
+            "description": "Each accepted event with the grid it falls in, keyed by grid_code.",
+            **receive("Produced by the consumers.", "Assignment", "receiveAssignment"),
+        },
+        COMPLIANCE_TOPIC: {
+            "description": "Patrol-compliance status changes, keyed by worker_id.",
+            **receive(
+                "Produced by the compliance engine.", "ComplianceChange", "receiveCompliance"
+            ),
+        },
+        DEADLETTER_TOPIC: {
+            "description": "Refused events: never dropped silently, never stopping a consumer.",
+            **receive("Produced by the consumers.", "DeadLetter", "receiveDeadLetter"),
+        },
+    }
+
+
+def _schemas() -> dict[str, Any]:
+    _, top = models_json_schema(
+        [(model, "validation") for model in _MODELS], ref_template=_SCHEMAS_REF
+    )
+    definitions: dict[str, Any] = top["$defs"]
+    return {name: definitions[name] for name in sorted(definitions)}
+
+
+def asyncapi_document() -> dict[str, Any]:
+    """The AsyncAPI 2.6 document of the five topics; the same on every call."""
+    return {
+        "asyncapi": ASYNCAPI_VERSION,
+        "id": "urn:wangge:events",
+        "info": {
+            "title": "wangge events",
+            "version": CONTRACT_VERSION,
+            "description": "The Kafka event contract of wangge (spec/EVENTS.md). Keys are "
+            "UTF-8 strings, values UTF-8 JSON objects. Extending a payload with optional "
+            "fields is allowed; renaming or removing one needs a new topic version. "
+            "Generated by geodata/asyncapi.py: do not edit by hand.",
+            "license": {
+                "name": "Apache-2.0",
+                "url": "https://www.apache.org/licenses/LICENSE-2.0",
+            },
+        },
+        "tags": [
+            {"name": "grid", "description": "Urban grid governance (网格化管理) in Baoji."},
+            {"name": "kafka", "description": "Topics of one Kafka-compatible broker."},
+        ],
+        "defaultContentType": "application/json",
+        "servers": {
+            "local": {
+                "url": "127.0.0.1:9092",
+                "protocol": "kafka",
+                "description": "The local broker that `wangge up` starts; configure another "
+                "with WANGGE_KAFKA_BOOTSTRAP.",
+            }
+        },
+        "channels": _channels(),
+        "components": {"messages": _messages(), "schemas": _schemas()},
+    }
+
+
+def render_asyncapi_yaml() -> str:
+    """The document as YAML, in the fixed order it is built in (contract field order)."""
+    return yaml.safe_dump(
+        asyncapi_document(), sort_keys=False, allow_unicode=True, width=100, indent=2
+    )
+
+
+if __name__ == "__main__":
+    # Bytes, not text: the file is UTF-8 whatever the locale of the shell redirecting it.
+    sys.stdout.buffer.write(render_asyncapi_yaml().encode())

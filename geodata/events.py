@@ -1,0 +1,518 @@
+"""The event contract of spec/EVENTS.md as pydantic models, and the rules that refuse events.
+
+Pure: no Kafka, no web framework. Consumers parse raw Kafka values with `parse_checkin`
+and `parse_incident`; the HTTP gateway runs the very same functions on each posted object,
+so an event the gateway accepts is never refused downstream for its shape.
+"""
+
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Annotated, Any, Final, Literal, Self
+from uuid import UUID
+
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    TypeAdapter,
+    ValidationError,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from geodata.contract import ASSIGNMENTS_TOPIC, CHECKINS_TOPIC, COMPLIANCE_TOPIC, INCIDENTS_TOPIC
+from geodata.crs import DEFAULT_CRS, Crs
+from geodata.errors import WanggeError
+
+MAX_EVENT_BYTES: Final = 65536
+"""Largest accepted event value; a check-in is ~250 bytes, so this only stops abuse."""
+
+MAX_CLOCK_SKEW: Final = timedelta(minutes=5)
+"""An event time further than this ahead of the server clock is refused (COMPLIANCE.md)."""
+
+
+class RefusalReason(StrEnum):
+    """Why an event was refused; the values are a public contract (`error.reason`)."""
+
+    INVALID_JSON = "invalid_json"
+    MISSING_FIELD = "missing_field"
+    INVALID_FIELD = "invalid_field"
+    COORDINATE_OUT_OF_RANGE = "coordinate_out_of_range"
+    UNKNOWN_WORKER = "unknown_worker"
+    FUTURE_TIMESTAMP = "future_timestamp"
+    PAYLOAD_TOO_LARGE = "payload_too_large"
+    UNSUPPORTED_CRS = "unsupported_crs"
+
+
+class EventRefused(WanggeError):
+    """An event that breaks the contract; it goes to the dead letters with `reason`."""
+
+    code = "event_refused"
+
+    def __init__(self, reason: RefusalReason, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+    def __reduce__(self) -> tuple[type[Self], tuple[RefusalReason, str]]:
+        # Pickle by the constructor's arguments, so refusals cross process boundaries.
+        return type(self), (self.reason, self.detail)
+
+
+# --- field types -----------------------------------------------------------------------
+# strict=True: JSON gives no excuse for "107.15" as a number or 42 as an id, and a producer
+# that sends them has a bug we want to see in the dead letters rather than guess around.
+
+EventId = Annotated[
+    UUID, Field(strict=True, description="UUID chosen by the producer; the idempotency key.")
+]
+WorkerId = Annotated[
+    str,
+    Field(strict=True, min_length=1, max_length=64, description="A worker's id, e.g. W00042."),
+]
+Code = Annotated[str, Field(strict=True, min_length=1, max_length=64)]
+Longitude = Annotated[
+    float,
+    Field(strict=True, ge=-180.0, le=180.0, allow_inf_nan=False, description="Decimal degrees."),
+]
+Latitude = Annotated[
+    float,
+    Field(strict=True, ge=-90.0, le=90.0, allow_inf_nan=False, description="Decimal degrees."),
+]
+EventTime = Annotated[
+    AwareDatetime, Field(strict=True, description="RFC 3339 with an offset: the event time.")
+]
+IncidentSource = Literal["worker", "resident", "hotline", "locker", "sensor"]
+AssignmentRule = Literal[
+    "contains", "boundary_tiebreak", "nearest_within_tolerance", "outside_area"
+]
+ComplianceStatus = Literal["met", "on_track", "at_risk", "missed"]
+CrsField = Annotated[
+    Crs,
+    Field(description="EPSG:4326 (default), EPSG:4490 (CGCS2000, as WGS84) or GCJ-02."),
+]
+
+# The error types that pydantic-core raises for each refusal; checked in this order so
+# that the structural problem is the one reported when an event has several.
+_NULL_ISLAND = "null_island"
+_REPORTER_REQUIRED = "reporter_required"
+_COORDINATE_TYPES: Final = frozenset({"finite_number", "greater_than_equal", "less_than_equal"})
+_PRIORITY: Final = (
+    RefusalReason.INVALID_JSON,
+    RefusalReason.MISSING_FIELD,
+    RefusalReason.INVALID_FIELD,
+    RefusalReason.UNSUPPORTED_CRS,
+    RefusalReason.COORDINATE_OUT_OF_RANGE,
+)
+
+
+CHECKIN_EXAMPLE: Final[dict[str, Any]] = {
+    "event_id": "0b6f3c1e-3a59-4f36-9d55-0c3b3e2b8f10",
+    "worker_id": "W00042",
+    "lon": 107.1523,
+    "lat": 34.3671,
+    "recorded_at": "2020-09-07T09:15:00+08:00",
+    "accuracy_m": 8.0,
+    "crs": "EPSG:4326",
+}
+"""The check-in of EVENTS.md."""
+
+INCIDENT_EXAMPLE: Final[dict[str, Any]] = {
+    "event_id": "5d0e2a9e-8f0a-4c59-a1c9-3f4f2b0d2c11",
+    "incident_id": "5d0e2a9e-8f0a-4c59-a1c9-3f4f2b0d2c11",
+    "category": "environment.garbage",
+    "description": "垃圾堆放在楼道口",
+    "lon": 107.1498,
+    "lat": 34.3652,
+    "reported_at": "2020-09-07T10:02:00+08:00",
+    "source": "worker",
+    "reporter_id": "W00042",
+}
+"""The incident report of EVENTS.md."""
+
+
+class _Event(BaseModel):
+    # extra="allow": producers may extend payloads (EVENTS.md), and the extra fields must
+    # survive into the assignment. frozen: an event is a fact.
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+
+def _reject_null_island(lon: float, lat: float) -> None:
+    # Phones report (0, 0) when they have no fix yet; it is never a place in Baoji.
+    if lon == 0.0 and lat == 0.0:
+        raise PydanticCustomError(_NULL_ISLAND, "(0, 0) is a missing GPS fix, not a position")
+
+
+class CheckIn(_Event):
+    """A worker's GPS fix on `grid.checkins.v1`, keyed by `worker_id`."""
+
+    model_config = ConfigDict(
+        title="CheckIn",
+        json_schema_extra={"examples": [CHECKIN_EXAMPLE]},
+    )
+
+    event_id: EventId
+    worker_id: WorkerId
+    lon: Longitude
+    lat: Latitude
+    recorded_at: EventTime
+    accuracy_m: (
+        Annotated[
+            float,
+            Field(strict=True, ge=0.0, allow_inf_nan=False, description="Phone's accuracy, m."),
+        ]
+        | None
+    ) = None
+    crs: CrsField = DEFAULT_CRS
+
+    @model_validator(mode="after")
+    def _located(self) -> Self:
+        _reject_null_island(self.lon, self.lat)
+        return self
+
+
+class IncidentReport(_Event):
+    """An incident on `grid.incidents.v1`, keyed by `incident_id`."""
+
+    model_config = ConfigDict(
+        title="IncidentReport",
+        json_schema_extra={"examples": [INCIDENT_EXAMPLE]},
+    )
+
+    event_id: EventId
+    # A UUID, as the incidents table's key: another system with ticket numbers of its own
+    # derives one (uuid5 of the number) and may send the number as an extra field.
+    incident_id: Annotated[
+        UUID,
+        Field(strict=True, description="The incident's id; several events may share it."),
+    ]
+    category: Annotated[
+        str,
+        Field(
+            strict=True,
+            min_length=1,
+            max_length=128,
+            description="A code of CATEGORIES; an unknown one is kept and read as "
+            "other.unclassified, flagged.",
+        ),
+    ]
+    description: Annotated[str, Field(strict=True)] | None = None
+    lon: Longitude
+    lat: Latitude
+    reported_at: EventTime
+    source: IncidentSource
+    reporter_id: Annotated[str, Field(strict=True, min_length=1, max_length=64)] | None = None
+    crs: CrsField = DEFAULT_CRS
+
+    @model_validator(mode="after")
+    def _located_and_attributed(self) -> Self:
+        _reject_null_island(self.lon, self.lat)
+        if self.source == "worker" and self.reporter_id is None:
+            raise PydanticCustomError(
+                _REPORTER_REQUIRED, "reporter_id is required when source is worker"
+            )
+        return self
+
+    @property
+    def normalized_category(self) -> tuple[str, bool]:
+        """The platform category and whether it was unknown (see `normalize_category`)."""
+        return normalize_category(self.category)
+
+
+class _AssignmentFields(_Event):
+    grid_code: Code | None = Field(description="None only when assignment_rule is outside_area.")
+    community_code: Code | None
+    street_code: Code | None
+    district_code: Code | None
+    staff_id: WorkerId | None = Field(
+        description="The responsible worker; for a check-in, the poster."
+    )
+    in_assigned_grid: bool | None = Field(
+        description="Check-ins: whether the poster is assigned to that grid; None for incidents."
+    )
+    assignment_rule: AssignmentRule
+    assigned_at: EventTime
+    flags: list[str] = Field(default_factory=list, description="Notes, e.g. category_unknown.")
+
+    @model_validator(mode="after")
+    def _grid_unless_outside(self) -> Self:
+        if self.grid_code is None and self.assignment_rule != "outside_area":
+            raise PydanticCustomError("missing", "grid_code is required unless outside_area")
+        return self
+
+
+# The assignment fields come first among the bases so that they come last in the payload,
+# after the input event's own fields (pydantic orders fields from the most basic class).
+class CheckInAssignment(_AssignmentFields, CheckIn):
+    """A check-in on `grid.assignments.v1`: the input event plus its grid and staff."""
+
+    model_config = ConfigDict(title="CheckInAssignment", json_schema_extra=None)
+
+
+class IncidentAssignment(_AssignmentFields, IncidentReport):
+    """An incident on `grid.assignments.v1`: the input event plus its grid and staff."""
+
+    model_config = ConfigDict(title="IncidentAssignment", json_schema_extra=None)
+
+
+def _assignment_kind(value: Any) -> str:
+    # Only incidents carry incident_id; a dict (JSON) or a model may come in.
+    if isinstance(value, dict):
+        return "incident" if "incident_id" in value else "checkin"
+    return "incident" if isinstance(value, IncidentReport) else "checkin"
+
+
+Assignment = Annotated[
+    Annotated[CheckInAssignment, Tag("checkin")] | Annotated[IncidentAssignment, Tag("incident")],
+    Discriminator(_assignment_kind),
+]
+"""An event on `grid.assignments.v1`: `CheckInAssignment` or `IncidentAssignment`."""
+
+ASSIGNMENT_ADAPTER: Final[TypeAdapter[CheckInAssignment | IncidentAssignment]] = TypeAdapter(
+    Assignment
+)
+
+
+def make_assignment(
+    event: CheckIn | IncidentReport, **fields: Any
+) -> CheckInAssignment | IncidentAssignment:
+    """The input event, unchanged (extra fields included), plus the assignment `fields`."""
+    merged = {**event.model_dump(), **fields}
+    if isinstance(event, IncidentReport):
+        return IncidentAssignment.model_validate(merged)
+    return CheckInAssignment.model_validate(merged)
+
+
+def parse_assignment(raw: bytes) -> CheckInAssignment | IncidentAssignment:
+    """Read a `grid.assignments.v1` value; raises pydantic's ValidationError if malformed."""
+    return ASSIGNMENT_ADAPTER.validate_json(raw)
+
+
+class ComplianceChange(_Event):
+    """A change of a (worker, grid, week) patrol status on `grid.compliance.v1`."""
+
+    model_config = ConfigDict(title="ComplianceChange")
+
+    event_id: EventId
+    worker_id: WorkerId
+    grid_code: Code
+    week: Annotated[
+        str,
+        Field(
+            strict=True,
+            pattern=r"^\d{4}-W(0[1-9]|[1-4]\d|5[0-3])$",
+            description="ISO week, e.g. 2020-W37.",
+        ),
+    ]
+    old_status: ComplianceStatus | None = None
+    new_status: ComplianceStatus
+    counted_patrols: Annotated[int, Field(strict=True, ge=0)]
+    required_patrols: Annotated[int, Field(strict=True, ge=0)]
+    changed_at: EventTime
+
+
+DEADLETTER_REASON_HEADER: Final = "error.reason"
+DEADLETTER_DETAIL_HEADER: Final = "error.detail"
+_MAX_DETAIL_CHARS: Final = 1000
+
+
+class DeadLetterHeaders(BaseModel):
+    """The headers of a `grid.deadletter.v1` record: why the raw value was refused."""
+
+    model_config = ConfigDict(frozen=True, title="DeadLetterHeaders")
+
+    reason: RefusalReason = Field(description="Stable machine code (header error.reason).")
+    detail: str = Field(description="Human explanation (header error.detail).")
+
+    @classmethod
+    def from_refusal(cls, refusal: EventRefused) -> Self:
+        """The headers that record `refusal`; the detail is cut to keep headers small."""
+        return cls(reason=refusal.reason, detail=refusal.detail[:_MAX_DETAIL_CHARS])
+
+    def to_kafka_headers(self) -> list[tuple[str, bytes]]:
+        """As (name, UTF-8 bytes) pairs, the form Kafka clients take."""
+        return [
+            (DEADLETTER_REASON_HEADER, self.reason.value.encode()),
+            (DEADLETTER_DETAIL_HEADER, self.detail.encode()),
+        ]
+
+    @classmethod
+    def from_kafka_headers(cls, headers: Iterable[tuple[str, bytes | None]]) -> Self:
+        """Read them back from a record's headers."""
+        found = {name: (value or b"").decode() for name, value in headers}
+        return cls(
+            reason=RefusalReason(found[DEADLETTER_REASON_HEADER]),
+            detail=found.get(DEADLETTER_DETAIL_HEADER, ""),
+        )
+
+
+# --- CloudEvents binary mode -------------------------------------------------------------
+
+CE_SPECVERSION: Final = "1.0"
+CE_TYPES: Final[dict[str, str]] = {
+    CHECKINS_TOPIC: "wangge.checkin.v1",
+    INCIDENTS_TOPIC: "wangge.incident.v1",
+    ASSIGNMENTS_TOPIC: "wangge.assignment.v1",
+    COMPLIANCE_TOPIC: "wangge.compliance.v1",
+}
+CE_HEADERS: Final = ("ce_specversion", "ce_id", "ce_source", "ce_type", "ce_time")
+
+
+def cloudevent_headers(
+    *, event_id: UUID | str, ce_type: str, source: str, time: datetime
+) -> list[tuple[str, bytes]]:
+    """CloudEvents 1.0 binary-mode Kafka headers; ce_time is the event time, RFC 3339."""
+    values = (CE_SPECVERSION, str(event_id), source, ce_type, time.isoformat())
+    return [(name, value.encode()) for name, value in zip(CE_HEADERS, values, strict=True)]
+
+
+# --- parsing ----------------------------------------------------------------------------
+
+
+def _reason_of(error_type: str, loc: tuple[int | str, ...]) -> RefusalReason:
+    if error_type == "json_invalid" or (error_type == "model_type" and not loc):
+        return RefusalReason.INVALID_JSON
+    if error_type in ("missing", _REPORTER_REQUIRED):
+        return RefusalReason.MISSING_FIELD
+    if error_type == _NULL_ISLAND:
+        return RefusalReason.COORDINATE_OUT_OF_RANGE
+    field = loc[0] if loc else None
+    if field in ("lon", "lat") and error_type in _COORDINATE_TYPES:
+        return RefusalReason.COORDINATE_OUT_OF_RANGE
+    if field == "crs":
+        return RefusalReason.UNSUPPORTED_CRS
+    return RefusalReason.INVALID_FIELD
+
+
+def refusal_from(exc: ValidationError) -> EventRefused:
+    """Map pydantic's errors to one EventRefused, the most structural reason first."""
+    errors = exc.errors(include_url=False, include_context=False, include_input=False)
+    ranked = sorted(
+        ((_reason_of(e["type"], e["loc"]), e) for e in errors),
+        key=lambda pair: _PRIORITY.index(pair[0]),
+    )
+    reason, first = ranked[0]
+    where = ".".join(str(part) for part in first["loc"])
+    if reason is RefusalReason.MISSING_FIELD and first["type"] == "missing":
+        detail = f"missing field {where!r}"
+    else:
+        detail = f"{where}: {first['msg']}" if where else first["msg"]
+    if len(ranked) > 1:
+        detail += f" (and {len(ranked) - 1} more)"
+    return EventRefused(reason, detail)
+
+
+def _check_size(raw: bytes, max_bytes: int) -> None:
+    if len(raw) > max_bytes:
+        raise EventRefused(
+            RefusalReason.PAYLOAD_TOO_LARGE, f"{len(raw)} bytes, more than {max_bytes}"
+        )
+
+
+def _check_not_future(event_time: datetime, now: datetime, field: str) -> None:
+    if event_time - now > MAX_CLOCK_SKEW:
+        raise EventRefused(
+            RefusalReason.FUTURE_TIMESTAMP,
+            f"{field} {event_time.isoformat()} is more than 5 minutes after {now.isoformat()}",
+        )
+
+
+def _require_aware(now: datetime) -> None:
+    if now.tzinfo is None:
+        raise ValueError("now must be timezone-aware")
+
+
+def parse_checkin(raw: bytes, *, now: datetime, max_bytes: int = MAX_EVENT_BYTES) -> CheckIn:
+    """Parse a `grid.checkins.v1` value, or raise EventRefused with the reason."""
+    _require_aware(now)
+    _check_size(raw, max_bytes)
+    try:
+        event = CheckIn.model_validate_json(raw)
+    except ValidationError as exc:
+        raise refusal_from(exc) from None
+    _check_not_future(event.recorded_at, now, "recorded_at")
+    return event
+
+
+def parse_incident(
+    raw: bytes, *, now: datetime, max_bytes: int = MAX_EVENT_BYTES
+) -> IncidentReport:
+    """Parse a `grid.incidents.v1` value, or raise EventRefused with the reason."""
+    _require_aware(now)
+    _check_size(raw, max_bytes)
+    try:
+        event = IncidentReport.model_validate_json(raw)
+    except ValidationError as exc:
+        raise refusal_from(exc) from None
+    _check_not_future(event.reported_at, now, "reported_at")
+    return event
+
+
+# --- incident categories ------------------------------------------------------------------
+# Modelled on the event classes of GB/T 30428.2 (数字化城市管理信息系统 管理部件和事件), with
+# its "parts" (管理部件) folded into public_facilities, which is how workers report them.
+
+CATEGORY_NAMES_ZH: Final[dict[str, str]] = {
+    "environment.garbage": "暴露垃圾",
+    "environment.refuse_accumulation": "积存垃圾渣土",
+    "environment.road_not_clean": "道路不洁",
+    "environment.waste_bin_overflow": "垃圾箱满溢",
+    "environment.open_burning": "露天焚烧",
+    "environment.sewage_overflow": "污水外溢",
+    "environment.water_body_dirty": "水域不洁",
+    "environment.dead_animal": "动物尸体",
+    "environment.green_space_dirty": "绿地脏乱",
+    "public_facilities.manhole_cover": "井盖破损或缺失",
+    "public_facilities.street_light": "路灯损坏",
+    "public_facilities.road_damage": "道路破损",
+    "public_facilities.traffic_sign": "交通标志损坏",
+    "public_facilities.guardrail": "护栏损坏",
+    "public_facilities.rain_grate": "雨水篦子破损",
+    "public_facilities.public_toilet": "公厕设施损坏",
+    "public_facilities.bus_shelter": "公交站亭损坏",
+    "public_facilities.fire_hydrant": "消防栓损坏",
+    "public_facilities.street_tree": "行道树缺株或损坏",
+    "street_order.unlicensed_vendor": "无照经营游商",
+    "street_order.outside_shop_operation": "店外经营",
+    "street_order.road_occupation": "占道经营",
+    "street_order.illegal_parking": "机动车乱停放",
+    "street_order.bicycle_clutter": "非机动车乱停放",
+    "street_order.clothes_drying": "乱拉乱挂",
+    "street_order.begging_performing": "乞讨卖艺",
+    "construction.illegal_building": "违法建设",
+    "construction.site_dust": "工地扬尘",
+    "construction.muck_spill": "道路遗撒",
+    "construction.unauthorized_excavation": "无证掘路",
+    "construction.site_enclosure": "施工围挡不规范",
+    "construction.night_noise": "夜间施工扰民",
+    "emergency.road_collapse": "路面塌陷",
+    "emergency.water_main_burst": "自来水管破裂",
+    "emergency.gas_leak": "燃气泄漏",
+    "emergency.road_flooding": "道路积水",
+    "emergency.fallen_tree": "树木倒伏",
+    "emergency.fire": "火情",
+    "advertising.illegal_small_ads": "非法小广告",
+    "advertising.illegal_billboard": "违规户外广告",
+    "advertising.banner": "违规悬挂横幅",
+    "advertising.damaged_shop_sign": "店招破损",
+    "advertising.leaflet_distribution": "散发广告",
+    "other.unclassified": "其他事件",
+}
+
+CATEGORIES: Final[tuple[str, ...]] = tuple(CATEGORY_NAMES_ZH)
+"""The platform's incident category codes, `class.subclass`."""
+
+UNCLASSIFIED: Final = "other.unclassified"
+_KNOWN_CATEGORIES: Final = frozenset(CATEGORIES)
+
+
+def normalize_category(code: str) -> tuple[str, bool]:
+    """The platform category for `code` and whether it was unknown (then other.unclassified)."""
+    canonical = code.strip().lower()
+    if canonical in _KNOWN_CATEGORIES:
+        return canonical, False
+    return UNCLASSIFIED, True

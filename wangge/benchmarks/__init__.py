@@ -1,0 +1,1 @@
+"""Measurements of the hot paths against the real services, for `make bench` and reports."""
