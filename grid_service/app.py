@@ -3,7 +3,7 @@
 import contextlib
 import logging
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
@@ -12,8 +12,13 @@ from kafka.errors import KafkaError
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import SQLAlchemyError
 
+from geodata.contract import Topics
 from geodata.db import migrate
 from geodata.db.engine import create_db_engine
+from grid_service import metrics
+from grid_service.errors import install_error_handlers
+from grid_service.gateway import create_producer
+from grid_service.gateway import router as gateway_router
 
 logger = logging.getLogger(__name__)
 
@@ -24,6 +29,7 @@ class ApiConfig:
 
     database_url: str
     kafka_bootstrap: str
+    topics: Topics = field(default_factory=Topics)
 
 
 def _database_health(engine: Engine) -> dict[str, object]:
@@ -60,7 +66,9 @@ def create_app(config: ApiConfig) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.engine = create_db_engine(config.database_url)
+        app.state.producer = create_producer(config.kafka_bootstrap, topics=config.topics)
         yield
+        app.state.producer.close()
         app.state.engine.dispose()
 
     app = FastAPI(
@@ -69,6 +77,10 @@ def create_app(config: ApiConfig) -> FastAPI:
         version="0.1.0",
         lifespan=lifespan,
     )
+
+    install_error_handlers(app)
+    app.include_router(metrics.router)
+    app.include_router(gateway_router)
 
     @app.get("/healthz", tags=["operations"])
     def healthz(request: Request) -> JSONResponse:

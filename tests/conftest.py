@@ -2,11 +2,13 @@
 
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import psycopg
 import pytest
 from sqlalchemy import Engine
 
+from geodata.contract import Topics
 from geodata.db import migrate
 from geodata.db.engine import create_db_engine
 from wangge.settings import DatabaseSettings
@@ -74,3 +76,67 @@ def kafka_bootstrap() -> str:
     settings = KafkaSettings()
     services.ensure_broker(settings, LocalServicesSettings(), log=lambda _msg: None)
     return settings.bootstrap
+
+
+@pytest.fixture(scope="session")
+def reference_gpkg(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The reference dataset (seed 2020) written once per test session."""
+    from geodata.dataset.generate import generate_reference_dataset, write_geopackage
+
+    path = tmp_path_factory.mktemp("reference") / "baoji-2020.gpkg"
+    write_geopackage(generate_reference_dataset(2020), path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def reference_template(database_factory: Callable[..., str], reference_gpkg: Path) -> str:
+    """Name of a database holding the imported reference dataset, used as a template."""
+    from geodata.dataset.importer import import_boundaries
+
+    url = database_factory()
+    engine = create_db_engine(url)
+    try:
+        import_boundaries(engine, reference_gpkg)
+    finally:
+        engine.dispose()
+    return url.rsplit("/", 1)[1]
+
+
+@pytest.fixture(scope="session")
+def reference_database_factory(
+    postgis_server: str, reference_template: str
+) -> Iterator[Callable[[], str]]:
+    """Factory: a fresh copy of the reference database (1,138 grids), cheap to make."""
+    created: list[str] = []
+
+    def make() -> str:
+        name = f"wangge_test_{uuid.uuid4().hex[:12]}"
+        with psycopg.connect(_admin_url(), autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{reference_template}"')
+        created.append(name)
+        return f"{postgis_server}/{name}"
+
+    yield make
+    with psycopg.connect(_admin_url(), autocommit=True) as conn:
+        for name in created:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def reference_database_url(reference_database_factory: Callable[[], str]) -> str:
+    """A fresh database with the reference dataset for one test."""
+    return reference_database_factory()
+
+
+@pytest.fixture
+def topic_factory(kafka_bootstrap: str) -> Callable[..., Topics]:
+    """Factory: the contract's topics under a fresh namespace, so tests never share events."""
+
+    def make(partitions: int = 6) -> Topics:
+        from wangge import services
+
+        topics = Topics.under(f"t{uuid.uuid4().hex[:10]}.")
+        services.ensure_topics(kafka_bootstrap, partitions, topics)
+        return topics
+
+    return make

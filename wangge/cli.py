@@ -1,5 +1,13 @@
 """The `wangge` command line: services, schema, dataset and the main job."""
 
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -46,12 +54,13 @@ def progress_bar() -> Iterator[ProgressCallback]:
         console=console,
         transient=False,
     ) as progress:
-        tasks: dict[str, TaskID] = {}
+        task: TaskID | None = None
 
         def update(step: str, done: int, total: int) -> None:
-            if step not in tasks:
-                tasks[step] = progress.add_task(step, total=total)
-            progress.update(tasks[step], completed=done, total=total)
+            nonlocal task
+            if task is None:
+                task = progress.add_task(step, total=total)
+            progress.update(task, description=step, completed=done, total=total)
 
         yield update
 
@@ -244,8 +253,59 @@ def _serve(host: str, port: int) -> None:
 
     from grid_service.app import ApiConfig, create_app
 
-    api = create_app(ApiConfig(DatabaseSettings().url, KafkaSettings().bootstrap))
+    kafka = KafkaSettings()
+    api = create_app(ApiConfig(DatabaseSettings().url, kafka.bootstrap, kafka.topics))
     uvicorn.run(api, host=host, port=port, log_level="info")
+
+
+def _consume(names: list[str], group: str, idle_exit_after_s: float | None) -> None:
+    from event_consumers.app import run_consumers
+    from event_consumers.runner import RunnerConfig
+    from geodata.db import migrate
+    from geodata.db.engine import create_db_engine, libpq_url
+    from geodata.errors import SchemaMissing
+
+    database_url = DatabaseSettings().url
+    engine = create_db_engine(database_url)
+    try:
+        migrate.require_current_schema(engine)
+    except SchemaMissing as exc:
+        raise _fail(str(exc)) from exc
+    kafka = KafkaSettings()
+    try:
+        services.ensure_topics(kafka.bootstrap, kafka.topic_partitions, kafka.topics)
+    except Exception as exc:
+        raise _fail(f"the broker at {kafka.bootstrap} does not answer: {exc}") from exc
+    config = RunnerConfig(
+        bootstrap=kafka.bootstrap, database_url=libpq_url(database_url), group_id=group
+    )
+    run_consumers(config, engine, kafka.topics, names, idle_exit_after_s=idle_exit_after_s)
+
+
+@app.command()
+def consume(
+    names: Annotated[
+        list[str] | None, typer.Argument(help="consumers to run: checkins, incidents (default all)")
+    ] = None,
+    group: Annotated[str, typer.Option(help="Kafka consumer group")] = "wangge-consumers",
+    idle_exit: Annotated[
+        float | None, typer.Option(help="exit after this many idle seconds (batch jobs)")
+    ] = None,
+    metrics_port: Annotated[
+        int | None, typer.Option(help="serve this process's Prometheus metrics on the port")
+    ] = None,
+) -> None:
+    """Run the consumers; several processes with one --group share the partitions."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    if metrics_port is not None:
+        from prometheus_client import start_http_server
+
+        start_http_server(metrics_port, addr="127.0.0.1")
+    _consume(names or ["checkins", "incidents"], group, idle_exit)
+
+
+def _child(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-m", "wangge", *args], env=env)
 
 
 @app.command()
@@ -254,15 +314,43 @@ def up(
     port: Annotated[int, typer.Option()] = 8000,
     seed: Annotated[int, typer.Option(help="seed of the reference dataset")] = 2020,
 ) -> None:
-    """Start services, migrate, load the reference dataset if empty, and serve the API."""
+    """Start services, migrate, load the reference dataset if empty, run consumers and API."""
     from geodata.db import migrate
 
     _print_reports(start_services())
     migrate.upgrade(DatabaseSettings().url)
     console.print("schema at the current revision")
     load_reference_dataset_if_empty(seed)
-    console.print(f"[bold green]wangge is up:[/] http://{host}:{port}/healthz  (Ctrl-C stops)")
-    _serve(host, port)
+
+    # One metrics directory so the API's /metrics adds up every process's samples.
+    metrics_dir = Path(tempfile.mkdtemp(prefix="wangge-metrics-"))
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}
+    children = [
+        _child(["consume"], env),
+        _child(["serve", "--host", host, "--port", str(port)], env),
+    ]
+    console.print(
+        f"[bold green]wangge is up:[/] http://{host}:{port}/healthz, "
+        f"API docs http://{host}:{port}/docs  (Ctrl-C stops)"
+    )
+    try:
+        while all(child.poll() is None for child in children):
+            time.sleep(0.5)
+        failed = [c.args for c in children if c.poll() not in (None, 0)]
+        if failed:
+            raise _fail(f"a wangge process exited: {failed}")
+    except KeyboardInterrupt:
+        console.print("stopping the consumers and the API")
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+        for child in children:
+            try:
+                child.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                child.kill()
+        shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
 @app.command()

@@ -22,7 +22,7 @@ from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 from sqlalchemy.engine import make_url
 
-from geodata.contract import ALL_TOPICS
+from geodata.contract import Topics
 from geodata.db.engine import libpq_url
 from wangge.settings import DatabaseSettings, KafkaSettings, LocalServicesSettings
 
@@ -271,11 +271,12 @@ def _start_tansu(kafka: KafkaSettings, local: LocalServicesSettings, log: Log) -
     return process.pid
 
 
-def ensure_topics(bootstrap: str, partitions: int) -> list[str]:
+def ensure_topics(bootstrap: str, partitions: int, topics: Topics | None = None) -> list[str]:
     """Create the contract's topics that are missing; return the ones created."""
     admin = _admin(bootstrap)
     try:
-        missing = [t for t in ALL_TOPICS if t not in set(admin.list_topics())]
+        existing = set(admin.list_topics())
+        missing = [t for t in (topics or Topics()).all() if t not in existing]
         created = []
         for topic in missing:
             try:
@@ -302,7 +303,7 @@ def ensure_broker(kafka: KafkaSettings, local: LocalServicesSettings, log: Log) 
         report.state = "started"
         report.details.append(f"Tansu broker pid {pid} (in memory: data lasts until it stops)")
     try:
-        created = ensure_topics(kafka.bootstrap, kafka.topic_partitions)
+        created = ensure_topics(kafka.bootstrap, kafka.topic_partitions, kafka.topics)
     except KafkaError as exc:
         raise ServiceError(
             f"The broker at {kafka.bootstrap} does not answer Kafka requests ({exc}). Is "

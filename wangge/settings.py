@@ -5,6 +5,8 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from geodata.contract import Topics
+
 LOCAL_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/wangge"
 
 
@@ -41,6 +43,7 @@ class KafkaSettings(BaseSettings):
     kafka_bootstrap: str | None = None
     local_broker_port: int = Field(default=9092, description="port of the local Tansu broker")
     topic_partitions: int = Field(default=6, ge=1)
+    topic_namespace: str = Field(default="", description="prefix of every topic name")
 
     @property
     def is_configured(self) -> bool:
@@ -51,6 +54,11 @@ class KafkaSettings(BaseSettings):
     def bootstrap(self) -> str:
         """The effective `host:port[,host:port]` list."""
         return self.kafka_bootstrap or f"127.0.0.1:{self.local_broker_port}"
+
+    @property
+    def topics(self) -> Topics:
+        """The contract's topic names under the configured namespace."""
+        return Topics.under(self.topic_namespace)
 
 
 class LocalServicesSettings(BaseSettings):

@@ -1,0 +1,133 @@
+"""Incident reports: assign to a grid and a responsible worker, or escalate."""
+
+import json
+from collections import Counter
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+import numpy as np
+import psycopg
+
+from event_consumers import metrics
+from event_consumers.boundaries import BoundaryCache
+from event_consumers.checkins import assignment_record
+from event_consumers.records import InboundRecord, OutboundRecord, dead_letter
+from geodata.contract import Topics
+from geodata.crs import to_wgs84
+from geodata.db import event_store
+from geodata.events import EventRefused, IncidentReport, normalize_category, parse_incident
+from geodata.hierarchy import lineage_of
+from geodata.staffing import choose_incident_staff
+
+UNKNOWN_CATEGORY_FLAG = "unknown_category"
+
+
+class IncidentHandler:
+    """Stores each incident with its grid and staff member (or community escalation)."""
+
+    def __init__(
+        self, boundaries: BoundaryCache, topics: Topics, max_bytes: int = 64 * 1024
+    ) -> None:
+        self.topic = topics.incidents
+        self.topics = topics
+        self.boundaries = boundaries
+        self.max_bytes = max_bytes
+
+    def reset(self) -> None:
+        """Nothing is kept between batches."""
+
+    def handle(
+        self, records: Sequence[InboundRecord], conn: psycopg.Connection, now: datetime
+    ) -> list[OutboundRecord]:
+        """Store the batch's valid incidents once each and return what to produce."""
+        self.boundaries.refresh_if_changed(conn)
+        outgoing: list[OutboundRecord] = []
+        accepted: list[tuple[InboundRecord, IncidentReport]] = []
+        for record in records:
+            try:
+                accepted.append(
+                    (record, parse_incident(record.value or b"", now=now, max_bytes=self.max_bytes))
+                )
+            except EventRefused as refused:
+                outgoing.append(
+                    dead_letter(record, refused.reason, refused.detail, self.topics.deadletter)
+                )
+                metrics.EVENTS_REFUSED.labels(self.topic, refused.reason).inc()
+        if not accepted:
+            return outgoing
+
+        roster = self.boundaries.roster
+        rows: list[event_store.StoredIncident] = []
+        # Open incidents per worker, including the ones this batch hands out.
+        open_counts: Counter[str] = Counter()
+        counted_workers: set[str] = set()
+        for record, report in accepted:
+            wgs_lon, wgs_lat = to_wgs84(np.array([report.lon]), np.array([report.lat]), report.crs)
+            at = np.array(
+                [report.reported_at.astimezone(UTC).replace(tzinfo=None)], "datetime64[us]"
+            )
+            located = self.boundaries.index.locate(wgs_lon, wgs_lat, at)
+            code = located.codes[0]
+            workers = roster.workers_of(code, report.reported_at) if code else []
+            uncounted = set(workers) - counted_workers
+            if uncounted:
+                open_counts.update(event_store.open_incident_counts(conn, uncounted))
+                counted_workers |= uncounted
+            community = lineage_of(code).community_code if code else None
+            staffing = choose_incident_staff(
+                grid_code=code,
+                community_code=community,
+                reporter_id=report.reporter_id,
+                assigned_workers=workers,
+                open_incidents=open_counts,
+            )
+            if staffing.staff_id:
+                open_counts[staffing.staff_id] += 1
+            category, unknown = normalize_category(report.category)
+            payload = json.loads(record.value or b"{}")
+            rows.append(
+                event_store.StoredIncident(
+                    incident_id=report.incident_id,
+                    event_id=report.event_id,
+                    category=category,
+                    description=report.description,
+                    source=report.source,
+                    reporter_id=report.reporter_id,
+                    reported_at=report.reported_at,
+                    lon=report.lon,
+                    lat=report.lat,
+                    wgs_lon=float(wgs_lon[0]),
+                    wgs_lat=float(wgs_lat[0]),
+                    grid_code=code,
+                    community_code=community,
+                    staff_id=staffing.staff_id,
+                    assignment_rule=str(located.rules[0]),
+                    escalated_to=staffing.escalated_to,
+                    flags=[UNKNOWN_CATEGORY_FLAG] if unknown else [],
+                    payload=payload,
+                )
+            )
+        new_ids = event_store.insert_incidents(conn, rows)
+        metrics.EVENTS_DUPLICATE.labels(self.topic).inc(len(rows) - len(new_ids))
+        assigned_at = datetime.now(UTC).isoformat()
+        for row in rows:
+            if row.event_id not in new_ids:
+                continue
+            metrics.EVENTS_ASSIGNED.labels(self.topic, row.assignment_rule).inc()
+            for flag in row.flags:
+                metrics.EVENTS_FLAGGED.labels(self.topic, flag).inc()
+            outgoing.append(
+                assignment_record(
+                    row.payload,
+                    topic=self.topics.assignments,
+                    grid_code=row.grid_code,
+                    staff_id=row.staff_id,
+                    in_assigned_grid=None,
+                    rule=row.assignment_rule,
+                    flags=row.flags,
+                    assigned_at=assigned_at,
+                    ce_type="wangge.assignment.incident.v1",
+                    extra={"escalated_to": row.escalated_to, "category_normalized": row.category},
+                )
+            )
+        return outgoing

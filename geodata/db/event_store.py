@@ -1,0 +1,232 @@
+"""Where the pipeline keeps events: bulk writes through COPY, offsets beside them.
+
+Functions take a psycopg connection inside the caller's transaction and never commit:
+the consumer commits the rows and the Kafka offsets that produced them together.
+"""
+
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+from geodata.quality import Fix
+from geodata.staffing import AssignmentPeriod, WorkerRoster
+
+
+@dataclass(frozen=True)
+class StoredCheckin:
+    """A check-in as the pipeline keeps it; `wgs_lon`/`wgs_lat` are after CRS conversion."""
+
+    event_id: uuid.UUID
+    worker_id: str
+    recorded_at: datetime
+    lon: float
+    lat: float
+    crs: str
+    accuracy_m: float | None
+    wgs_lon: float
+    wgs_lat: float
+    grid_code: str | None
+    in_assigned_grid: bool
+    assignment_rule: str
+    flags: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class StoredIncident:
+    """An incident report with its grid, staff member or escalation."""
+
+    incident_id: uuid.UUID
+    event_id: uuid.UUID
+    category: str
+    description: str | None
+    source: str
+    reporter_id: str | None
+    reported_at: datetime
+    lon: float
+    lat: float
+    wgs_lon: float
+    wgs_lat: float
+    grid_code: str | None
+    community_code: str | None
+    staff_id: str | None
+    assignment_rule: str
+    escalated_to: str | None
+    flags: list[str]
+    payload: dict[str, object]
+
+
+_CHECKIN_STAGE = """
+CREATE TEMP TABLE IF NOT EXISTS checkins_stage (
+    event_id uuid, worker_id text, recorded_at timestamptz, lon float8, lat float8,
+    crs text, accuracy_m float8, wgs_lon float8, wgs_lat float8, grid_code text,
+    in_assigned_grid boolean, assignment_rule text, flags text[]
+) ON COMMIT DELETE ROWS
+"""
+
+_CHECKIN_INSERT = """
+INSERT INTO checkins (event_id, worker_id, recorded_at, lon, lat, crs, accuracy_m, geom,
+                      grid_code, staff_id, in_assigned_grid, assignment_rule, flags)
+SELECT event_id, worker_id, recorded_at, lon, lat, crs, accuracy_m,
+       ST_SetSRID(ST_MakePoint(wgs_lon, wgs_lat), 4326), grid_code, worker_id,
+       in_assigned_grid, assignment_rule, flags
+FROM checkins_stage
+ON CONFLICT (event_id) DO NOTHING
+RETURNING event_id
+"""
+
+
+def insert_checkins(conn: psycopg.Connection, rows: Sequence[StoredCheckin]) -> set[uuid.UUID]:
+    """COPY the check-ins in; return the ids that were new (the rest were duplicates)."""
+    if not rows:
+        return set()
+    conn.execute(_CHECKIN_STAGE)
+    with conn.cursor() as cursor:
+        with cursor.copy(
+            "COPY checkins_stage (event_id, worker_id, recorded_at, lon, lat, crs, accuracy_m,"
+            " wgs_lon, wgs_lat, grid_code, in_assigned_grid, assignment_rule, flags)"
+            " FROM STDIN"
+        ) as copy:
+            for r in rows:
+                copy.write_row(
+                    (
+                        r.event_id,
+                        r.worker_id,
+                        r.recorded_at,
+                        r.lon,
+                        r.lat,
+                        r.crs,
+                        r.accuracy_m,
+                        r.wgs_lon,
+                        r.wgs_lat,
+                        r.grid_code,
+                        r.in_assigned_grid,
+                        r.assignment_rule,
+                        r.flags,
+                    )
+                )
+        cursor.execute(_CHECKIN_INSERT)
+        return {row[0] for row in cursor.fetchall()}
+
+
+def insert_incidents(conn: psycopg.Connection, rows: Sequence[StoredIncident]) -> set[uuid.UUID]:
+    """Insert incidents; return the event ids that were new."""
+    inserted: set[uuid.UUID] = set()
+    with conn.cursor() as cursor:
+        for r in rows:
+            cursor.execute(
+                """
+                INSERT INTO incidents (incident_id, event_id, category, description, source,
+                    reporter_id, reported_at, lon, lat, geom, grid_code, community_code,
+                    staff_id, assignment_rule, escalated_to, flags, payload)
+                VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s,
+                    ST_SetSRID(ST_MakePoint(%s, %s), 4326), %s, %s, %s, %s, %s, %s, %s)
+                ON CONFLICT DO NOTHING
+                RETURNING event_id
+                """,
+                (
+                    r.incident_id,
+                    r.event_id,
+                    r.category,
+                    r.description,
+                    r.source,
+                    r.reporter_id,
+                    r.reported_at,
+                    r.lon,
+                    r.lat,
+                    r.wgs_lon,
+                    r.wgs_lat,
+                    r.grid_code,
+                    r.community_code,
+                    r.staff_id,
+                    r.assignment_rule,
+                    r.escalated_to,
+                    r.flags,
+                    Jsonb(r.payload),
+                ),
+            )
+            row = cursor.fetchone()
+            if row is not None:
+                inserted.add(row[0])
+    return inserted
+
+
+def open_incident_counts(conn: psycopg.Connection, worker_ids: Iterable[str]) -> dict[str, int]:
+    """How many incidents each worker holds that are not closed yet."""
+    ids = sorted(set(worker_ids))
+    if not ids:
+        return {}
+    rows = conn.execute(
+        "SELECT staff_id, count(*) FROM incidents WHERE staff_id = ANY(%s)"
+        " AND status NOT IN ('closed', 'cancelled') GROUP BY staff_id",
+        (ids,),
+    ).fetchall()
+    return {str(worker): int(count) for worker, count in rows}
+
+
+def load_offsets(
+    conn: psycopg.Connection, group: str, topic: str, partitions: Iterable[int]
+) -> dict[int, int]:
+    """The next offset to read per partition, as committed with the rows."""
+    rows = conn.execute(
+        "SELECT partition, next_offset FROM consumer_offsets"
+        " WHERE consumer_group = %s AND topic = %s AND partition = ANY(%s)",
+        (group, topic, sorted(partitions)),
+    ).fetchall()
+    return {int(p): int(o) for p, o in rows}
+
+
+def store_offsets(
+    conn: psycopg.Connection, group: str, topic: str, next_offsets: dict[int, int]
+) -> None:
+    """Record next offsets; never move one backwards (a fenced-off zombie may still write)."""
+    if not next_offsets:
+        return
+    with conn.cursor() as cursor:
+        cursor.executemany(
+            """
+            INSERT INTO consumer_offsets (consumer_group, topic, partition, next_offset)
+            VALUES (%s, %s, %s, %s)
+            ON CONFLICT (consumer_group, topic, partition)
+            DO UPDATE SET next_offset = GREATEST(consumer_offsets.next_offset,
+                                                 EXCLUDED.next_offset)
+            """,
+            [(group, topic, p, o) for p, o in sorted(next_offsets.items())],
+        )
+
+
+def last_fixes(conn: psycopg.Connection, worker_ids: Iterable[str]) -> dict[str, Fix]:
+    """Each worker's latest stored fix (by event time), for the speed plausibility check."""
+    ids = sorted(set(worker_ids))
+    if not ids:
+        return {}
+    rows = conn.execute(
+        "SELECT DISTINCT ON (worker_id) worker_id, recorded_at, ST_X(geom), ST_Y(geom)"
+        " FROM checkins WHERE worker_id = ANY(%s) ORDER BY worker_id, recorded_at DESC",
+        (ids,),
+    ).fetchall()
+    return {str(w): Fix(t, float(x), float(y)) for w, t, x, y in rows}
+
+
+def load_roster(conn: psycopg.Connection) -> WorkerRoster:
+    """Every worker and assignment period, for the in-memory roster."""
+    workers = [str(r[0]) for r in conn.execute("SELECT worker_id FROM workers").fetchall()]
+    periods = [
+        AssignmentPeriod(str(w), str(g), f, t)
+        for w, g, f, t in conn.execute(
+            "SELECT worker_id, grid_code, valid_from, valid_to FROM worker_assignments"
+        ).fetchall()
+    ]
+    return WorkerRoster(periods, workers)
+
+
+def roster_stamp(conn: psycopg.Connection) -> tuple[object, ...]:
+    """A cheap value that changes whenever workers or assignments change."""
+    row = conn.execute(
+        "SELECT (SELECT count(*) FROM workers), count(*), max(id),"
+        " max(coalesce(valid_to, valid_from)) FROM worker_assignments"
+    ).fetchone()
+    return tuple(row) if row else ()

@@ -1,0 +1,147 @@
+"""The one mapping from domain exceptions to HTTP statuses and stable error codes.
+
+Every error body is `{"code": ..., "detail": ...}` (plus `index` for a refused batch item).
+A 5xx body carries a fixed public sentence; the exception itself goes to the log only.
+"""
+
+import logging
+from collections.abc import Mapping
+from http import HTTPStatus
+from typing import Any, Final
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from geodata.crs import UnsupportedCrs
+from geodata.errors import GridNotFound, ImportRefused, InvalidGeometry, SchemaMissing, WanggeError
+from geodata.events import EventRefused, RefusalReason
+
+logger = logging.getLogger(__name__)
+
+
+class BatchTooLarge(WanggeError):
+    """A posted batch holds more events than one request may carry."""
+
+    code = "batch_too_large"
+
+
+class BrokerUnavailable(WanggeError):
+    """The broker did not acknowledge the records in time; the client should retry."""
+
+    code = "broker_unavailable"
+
+
+class BatchItemRefused(WanggeError):
+    """One event of a posted batch was refused, so the whole batch was."""
+
+    code = "event_refused"
+
+    def __init__(self, refusal: EventRefused, index: int) -> None:
+        super().__init__(f"item {index}: {refusal}")
+        self.refusal = refusal
+        self.index = index
+
+
+STATUS_BY_ERROR: Final[Mapping[type[WanggeError], int]] = {
+    GridNotFound: 404,
+    InvalidGeometry: 422,
+    ImportRefused: 422,
+    UnsupportedCrs: 422,
+    EventRefused: 422,
+    BatchItemRefused: 422,
+    BatchTooLarge: 413,
+    SchemaMissing: 503,
+    BrokerUnavailable: 503,
+}
+"""Domain error class to HTTP status; subclasses inherit their nearest listed base."""
+
+_PUBLIC_5XX_DETAIL: Final[Mapping[str, str]] = {
+    "broker_unavailable": "the event broker did not acknowledge in time; retry later",
+    "schema_missing": "the service is not ready; retry later",
+}
+_INTERNAL_ERROR: Final = {"code": "internal_error", "detail": "internal error"}
+
+_CODE_BY_HTTP_STATUS: Final[Mapping[int, str]] = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "invalid_request",
+    429: "too_many_requests",
+}
+
+
+def _status_of(exc: WanggeError) -> int | None:
+    for cls in type(exc).__mro__:
+        if cls in STATUS_BY_ERROR:
+            return STATUS_BY_ERROR[cls]
+    return None
+
+
+def domain_error_response(exc: WanggeError) -> JSONResponse:
+    """The HTTP answer to a domain error, by STATUS_BY_ERROR."""
+    refusal = exc.refusal if isinstance(exc, BatchItemRefused) else exc
+    if isinstance(refusal, EventRefused):
+        too_large = refusal.reason is RefusalReason.PAYLOAD_TOO_LARGE
+        body: dict[str, Any] = {"code": refusal.reason.value, "detail": refusal.detail}
+        if isinstance(exc, BatchItemRefused):
+            body["index"] = exc.index
+        return JSONResponse(body, status_code=413 if too_large else 422)
+    status = _status_of(exc)
+    if status is None:
+        logger.error("unmapped domain error (add it to STATUS_BY_ERROR)", exc_info=exc)
+        return JSONResponse(_INTERNAL_ERROR, status_code=500)
+    if status >= 500:
+        logger.warning("%s: %s", exc.code, exc, exc_info=exc)
+        detail = _PUBLIC_5XX_DETAIL.get(exc.code, _INTERNAL_ERROR["detail"])
+        return JSONResponse({"code": exc.code, "detail": detail}, status_code=status)
+    return JSONResponse({"code": exc.code, "detail": str(exc)}, status_code=status)
+
+
+async def _on_domain_error(_request: Request, exc: Exception) -> JSONResponse:
+    if not isinstance(exc, WanggeError):  # registered for WanggeError only
+        raise exc
+    return domain_error_response(exc)
+
+
+async def _on_request_validation(_request: Request, exc: Exception) -> JSONResponse:
+    if not isinstance(exc, RequestValidationError):  # registered for RequestValidationError only
+        raise exc
+    problems = [
+        f"{'.'.join(str(part) for part in error.get('loc', ()))}: {error.get('msg', '')}"
+        for error in exc.errors()
+    ]
+    return JSONResponse({"code": "invalid_request", "detail": "; ".join(problems)}, 422)
+
+
+async def _on_http_exception(_request: Request, exc: Exception) -> JSONResponse:
+    if not isinstance(exc, StarletteHTTPException):  # registered for StarletteHTTPException only
+        raise exc
+    # Routes may raise HTTPException(status, detail={"code": ..., "detail": ...}) to pick
+    # their own code; a plain string detail gets the status's generic code.
+    if isinstance(exc.detail, dict) and "code" in exc.detail:
+        body = {"code": str(exc.detail["code"]), "detail": str(exc.detail.get("detail", ""))}
+    else:
+        code = _CODE_BY_HTTP_STATUS.get(exc.status_code, "http_error")
+        detail = exc.detail if exc.status_code < 500 else HTTPStatus(exc.status_code).phrase
+        body = {"code": code, "detail": str(detail)}
+    return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
+
+
+async def _on_unexpected(_request: Request, exc: Exception) -> JSONResponse:
+    logger.error("unhandled error", exc_info=exc)
+    return JSONResponse(_INTERNAL_ERROR, status_code=500)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Register the one error mapping on `app`; call it once in the app factory."""
+    app.add_exception_handler(WanggeError, _on_domain_error)
+    app.add_exception_handler(RequestValidationError, _on_request_validation)
+    app.add_exception_handler(StarletteHTTPException, _on_http_exception)
+    app.add_exception_handler(Exception, _on_unexpected)

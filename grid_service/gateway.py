@@ -1,0 +1,352 @@
+"""The HTTP gateway onto the event topics: check-ins and incident reports, and its producer.
+
+Each posted event is checked with the very functions the consumers use (geodata.events),
+so the gateway never accepts what a consumer would refuse, and it answers 202 only once
+the broker has acknowledged every record (acks=all).
+
+Authentication is a later issue: for now these endpoints are open to any caller.
+"""
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Annotated, Any, Final
+
+from fastapi import APIRouter, Depends, Request
+from kafka import KafkaProducer
+from kafka.errors import KafkaError
+from pydantic import BaseModel, Field
+from pydantic_core import from_json, to_json
+from starlette.concurrency import run_in_threadpool
+
+from geodata.contract import CHECKINS_TOPIC, INCIDENTS_TOPIC, Topics
+from geodata.events import (
+    CE_TYPES,
+    MAX_EVENT_BYTES,
+    CheckIn,
+    EventRefused,
+    IncidentReport,
+    RefusalReason,
+    cloudevent_headers,
+    parse_checkin,
+    parse_incident,
+)
+from grid_service.errors import BatchItemRefused, BatchTooLarge, BrokerUnavailable
+
+logger = logging.getLogger(__name__)
+
+MAX_BATCH_ITEMS: Final = 500
+"""Most check-ins in one request: a phone's offline buffer of a long shift."""
+
+MAX_BATCH_BODY_BYTES: Final = MAX_BATCH_ITEMS * 4096
+"""Largest batch body; a check-in is ~250 bytes, so 4 KiB each is generous."""
+
+CE_SOURCE: Final = "wangge/gateway"
+_CHECKIN_CE_TYPE: Final = CE_TYPES[CHECKINS_TOPIC]
+_INCIDENT_CE_TYPE: Final = CE_TYPES[INCIDENTS_TOPIC]
+
+
+@dataclass(frozen=True, slots=True)
+class OutgoingRecord:
+    """One Kafka record to produce: topic, UTF-8 key, JSON value and headers."""
+
+    topic: str
+    key: bytes
+    value: bytes
+    headers: list[tuple[str, bytes]]
+
+
+@dataclass(frozen=True, slots=True)
+class RecordPosition:
+    """Where the broker stored a record."""
+
+    topic: str
+    partition: int
+    offset: int
+
+
+class EventProducer:
+    """A KafkaProducer (acks=all, idempotent) made on first use, shared by all requests."""
+
+    def __init__(
+        self,
+        bootstrap: str,
+        *,
+        topics: Topics | None = None,
+        timeout_s: float = 10.0,
+        client_id: str = "wangge-gateway",
+    ) -> None:
+        self.bootstrap = bootstrap
+        self.topics = topics or Topics()
+        self.timeout_s = timeout_s
+        self._client_id = client_id
+        self._lock = threading.Lock()
+        self._producer: KafkaProducer | None = None
+
+    def _client(self) -> KafkaProducer:
+        # Made lazily so that the API starts, and answers 503, while the broker is down.
+        with self._lock:
+            if self._producer is None:
+                timeout_ms = int(self.timeout_s * 1000)
+                try:
+                    self._producer = KafkaProducer(
+                        bootstrap_servers=self.bootstrap.split(","),
+                        client_id=self._client_id,
+                        acks="all",
+                        enable_idempotence=True,
+                        # A few ms of batching: a phone's batch of 500 goes out in a few
+                        # requests, while a single check-in waits only this long.
+                        linger_ms=5,
+                        max_block_ms=timeout_ms,
+                        request_timeout_ms=timeout_ms,
+                        # Must cover linger + request timeout; the request stops waiting at
+                        # timeout_s anyway and answers 503.
+                        delivery_timeout_ms=timeout_ms + 1000,
+                        bootstrap_timeout_ms=timeout_ms,
+                    )
+                except KafkaError as exc:
+                    raise BrokerUnavailable(f"cannot connect to {self.bootstrap}: {exc}") from exc
+            return self._producer
+
+    def send_all(self, records: Sequence[OutgoingRecord]) -> list[RecordPosition]:
+        """Produce `records` and wait until the broker acknowledged each (blocking)."""
+        deadline = time.monotonic() + self.timeout_s
+        client = self._client()
+        try:
+            futures = [
+                client.send(r.topic, key=r.key, value=r.value, headers=r.headers) for r in records
+            ]
+            metadata = [f.get(timeout=max(0.0, deadline - time.monotonic())) for f in futures]
+        except KafkaError as exc:
+            # Some records may already be stored: a retry of the same events is safe, since
+            # event_id is the consumers' idempotency key.
+            raise BrokerUnavailable(f"broker did not acknowledge: {exc!r}") from exc
+        return [RecordPosition(m.topic, m.partition, m.offset) for m in metadata]
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        """Deliver what is buffered and close the connection."""
+        with self._lock:
+            if self._producer is not None:
+                self._producer.close(timeout=timeout_s)
+                self._producer = None
+
+
+def create_producer(
+    bootstrap: str, *, topics: Topics | None = None, timeout_s: float = 10.0
+) -> EventProducer:
+    """The app's producer; cheap: it connects on first use."""
+    return EventProducer(bootstrap, topics=topics, timeout_s=timeout_s)
+
+
+def get_producer(request: Request) -> EventProducer:
+    """Dependency: the producer made in the app's lifespan (`app.state.producer`)."""
+    producer: EventProducer = request.app.state.producer
+    return producer
+
+
+ProducerDep = Annotated[EventProducer, Depends(get_producer)]
+
+
+class CheckInsAccepted(BaseModel):
+    """The broker has every posted check-in."""
+
+    accepted: int = Field(description="How many check-ins were stored.")
+    event_ids: list[str] = Field(description="Their event_ids, in the order posted.")
+
+
+class IncidentAccepted(BaseModel):
+    """The broker has the incident report."""
+
+    event_id: str
+    incident_id: str
+    category: str = Field(description="The platform category the report will be filed under.")
+    category_unknown: bool = Field(
+        description="True when the posted category is not in the list: it is kept as posted "
+        "and filed as other.unclassified."
+    )
+
+
+class ErrorBody(BaseModel):
+    """An error: a stable machine code and a human detail."""
+
+    code: str
+    detail: str
+    index: int | None = Field(default=None, description="The refused item of a batch.")
+
+
+_ERRORS: Final[dict[int | str, dict[str, Any]]] = {
+    413: {"model": ErrorBody, "description": "payload_too_large or batch_too_large"},
+    422: {"model": ErrorBody, "description": "the event breaks the contract; nothing stored"},
+    503: {"model": ErrorBody, "description": "broker_unavailable: retry the same events"},
+}
+
+router = APIRouter(prefix="/api/v1", tags=["events"])
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    # Streamed with a cap so that an oversized body is refused without being held in memory.
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise _too_large(int(declared), limit)
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise _too_large(len(body), limit)
+    return bytes(body)
+
+
+def _too_large(size: int, limit: int) -> EventRefused:
+    return EventRefused(RefusalReason.PAYLOAD_TOO_LARGE, f"{size} bytes, more than {limit}")
+
+
+def _json_object(body: bytes) -> dict[str, Any]:
+    try:
+        # NaN and Infinity tokens parse here so that they are refused, as by the consumers,
+        # as coordinate_out_of_range rather than as broken JSON.
+        document = from_json(body, allow_inf_nan=True)
+    except ValueError as exc:
+        raise EventRefused(RefusalReason.INVALID_JSON, f"invalid JSON: {exc}") from None
+    if not isinstance(document, dict):
+        raise EventRefused(RefusalReason.INVALID_JSON, "the body must be a JSON object")
+    return document
+
+
+def _compact(item: object) -> bytes:
+    # The value as received, re-serialised compactly; NaN stays a NaN token so that the
+    # shared parser refuses it exactly as a consumer would.
+    return to_json(item, inf_nan_mode="constants")
+
+
+def _checkin_items(document: dict[str, Any], body_size: int) -> tuple[list[Any], bool]:
+    if "checkins" not in document:
+        if body_size > MAX_EVENT_BYTES:
+            raise _too_large(body_size, MAX_EVENT_BYTES)
+        return [document], False
+    items = document["checkins"]
+    if not isinstance(items, list) or not items:
+        raise EventRefused(
+            RefusalReason.INVALID_FIELD, f"checkins must be a list of 1 to {MAX_BATCH_ITEMS}"
+        )
+    if len(items) > MAX_BATCH_ITEMS:
+        raise BatchTooLarge(f"{len(items)} check-ins, more than {MAX_BATCH_ITEMS} per request")
+    return items, True
+
+
+def _checkin_record(checkin: CheckIn, value: bytes, topic: str) -> OutgoingRecord:
+    headers = cloudevent_headers(
+        event_id=checkin.event_id,
+        ce_type=_CHECKIN_CE_TYPE,
+        source=CE_SOURCE,
+        time=checkin.recorded_at,
+    )
+    return OutgoingRecord(topic, checkin.worker_id.encode(), value, headers)
+
+
+@router.post(
+    "/checkins",
+    status_code=202,
+    response_model=CheckInsAccepted,
+    responses=_ERRORS,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "oneOf": [
+                            CheckIn.model_json_schema(),
+                            {
+                                "type": "object",
+                                "required": ["checkins"],
+                                "properties": {
+                                    "checkins": {
+                                        "type": "array",
+                                        "minItems": 1,
+                                        "maxItems": MAX_BATCH_ITEMS,
+                                        "items": CheckIn.model_json_schema(),
+                                    }
+                                },
+                            },
+                        ]
+                    }
+                }
+            },
+        }
+    },
+)
+async def post_checkins(request: Request, producer: ProducerDep) -> CheckInsAccepted:
+    """Post one GPS check-in, or `{"checkins": [...]}` (1 to 500, a phone's offline buffer).
+
+    All or nothing: if any check-in breaks the contract, the answer is 422 with its `code`
+    and `index`, and none is stored. 202 means the broker has acknowledged every one
+    (keyed by worker_id on grid.checkins.v1); on 503, post the same events again: event_id
+    makes the retry harmless.
+    """
+    body = await _read_body(request, MAX_BATCH_BODY_BYTES)
+    items, is_batch = _checkin_items(_json_object(body), len(body))
+    now = datetime.now(UTC)
+    records: list[OutgoingRecord] = []
+    event_ids: list[str] = []
+    for index, item in enumerate(items):
+        value = _compact(item)
+        try:
+            checkin = parse_checkin(value, now=now)
+        except EventRefused as refusal:
+            raise (BatchItemRefused(refusal, index) if is_batch else refusal) from None
+        records.append(_checkin_record(checkin, value, producer.topics.checkins))
+        event_ids.append(str(checkin.event_id))
+    await run_in_threadpool(producer.send_all, records)
+    return CheckInsAccepted(accepted=len(records), event_ids=event_ids)
+
+
+@router.post(
+    "/incidents",
+    status_code=202,
+    response_model=IncidentAccepted,
+    responses=_ERRORS,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": IncidentReport.model_json_schema()}},
+        }
+    },
+)
+async def post_incident(request: Request, producer: ProducerDep) -> IncidentAccepted:
+    """Report an incident; event_id and incident_id are generated when absent.
+
+    An unknown category is accepted: the report is stored as posted and filed as
+    other.unclassified (`category_unknown` says so). 202 means the broker has it, keyed by
+    incident_id on grid.incidents.v1.
+    """
+    body = await _read_body(request, MAX_EVENT_BYTES)
+    document = _json_object(body)
+    # Absent or null ids are generated: a resident's phone or a form has none to give.
+    if document.get("event_id") is None:
+        document["event_id"] = str(uuid.uuid4())
+    if document.get("incident_id") is None:
+        # One id for both when the reporter has none: the incident is born with this event.
+        document["incident_id"] = document["event_id"]
+    value = _compact(document)
+    incident = parse_incident(value, now=datetime.now(UTC))
+    headers = cloudevent_headers(
+        event_id=incident.event_id,
+        ce_type=_INCIDENT_CE_TYPE,
+        source=CE_SOURCE,
+        time=incident.reported_at,
+    )
+    record = OutgoingRecord(
+        producer.topics.incidents, str(incident.incident_id).encode(), value, headers
+    )
+    await run_in_threadpool(producer.send_all, [record])
+    category, unknown = incident.normalized_category
+    return IncidentAccepted(
+        event_id=str(incident.event_id),
+        incident_id=str(incident.incident_id),
+        category=category,
+        category_unknown=unknown,
+    )

@@ -1,0 +1,118 @@
+"""The `wangge` command as a user runs it: a real process, real PostGIS, real broker."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+from sqlalchemy import text
+
+from geodata.db.engine import create_db_engine
+
+WANGGE = [sys.executable, "-m", "wangge"]
+
+
+def _env(database_url: str, tmp_path: Path, **extra: str) -> dict[str, str]:
+    return {
+        **os.environ,
+        "WANGGE_DATABASE_URL": database_url,
+        "WANGGE_STATE_DIR": str(tmp_path / "state"),
+        "COLUMNS": "200",
+        **extra,
+    }
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_import_without_schema_says_to_run_db_upgrade(
+    database_factory: Callable[..., str], tmp_path: Path
+) -> None:
+    url = database_factory(migrated=False)
+    path = tmp_path / "empty.geojson"
+    path.write_text('{"type": "FeatureCollection", "features": []}')
+    done = subprocess.run(
+        [*WANGGE, "dataset", "import", str(path)],
+        env=_env(url, tmp_path),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert "wangge db upgrade" in done.stderr
+
+
+def test_up_migrates_loads_the_reference_dataset_and_serves_health(
+    database_factory: Callable[..., str], tmp_path: Path, kafka_bootstrap: str
+) -> None:
+    url = database_factory(migrated=False)
+    port = _free_port()
+    process = subprocess.Popen(
+        [*WANGGE, "up", "--port", str(port)],
+        env=_env(url, tmp_path, WANGGE_KAFKA_BOOTSTRAP=kafka_bootstrap),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 240
+        health: dict[str, object] = {}
+        while time.monotonic() < deadline and process.poll() is None:
+            try:
+                response = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5)
+                health = response.json()
+                break
+            except httpx.TransportError:
+                time.sleep(1)
+        assert process.poll() is None, "wangge up exited early"
+        assert health["status"] == "ok", health
+        database = health["database"]
+        assert isinstance(database, dict)
+        assert database["grids"] == 1138
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            output, _ = process.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            output, _ = process.communicate()
+    assert "wangge is up" in output, output
+
+
+def test_generate_then_import_twice_changes_nothing_the_second_time(
+    database_url: str, tmp_path: Path
+) -> None:
+    env = _env(database_url, tmp_path)
+    out = tmp_path / "baoji.gpkg"
+    generated = subprocess.run(
+        [*WANGGE, "dataset", "generate", "--seed", "7", "--out", str(out)],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert generated.returncode == 0, generated.stderr
+    assert "1,138" in generated.stdout
+    first = subprocess.run(
+        [*WANGGE, "dataset", "import", str(out)], env=env, capture_output=True, text=True
+    )
+    assert first.returncode == 0, first.stderr
+    second = subprocess.run(
+        [*WANGGE, "dataset", "import", str(out)], env=env, capture_output=True, text=True
+    )
+    assert second.returncode == 0, second.stderr
+    engine = create_db_engine(database_url)
+    try:
+        with engine.connect() as conn:
+            versions = conn.execute(text("SELECT count(*) FROM grids")).scalar_one()
+    finally:
+        engine.dispose()
+    assert versions == 1138

@@ -1,0 +1,160 @@
+"""Crashes and rebalances: every event stored exactly once, the same as a clean run."""
+
+import ast
+import re
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from geodata.contract import Topics
+from tests.integration.pipeline_support import (
+    ConsumerProcess,
+    checkin_event,
+    checkin_message,
+    count_rows,
+    placements,
+    produce,
+    running,
+    wait_until,
+)
+
+ASSIGNMENT_COLUMNS = (
+    "SELECT event_id::text, grid_code, assignment_rule, staff_id, in_assigned_grid"
+    " FROM checkins ORDER BY event_id"
+)
+
+
+def _produce_checkins(bootstrap: str, topic: str, database_url: str, per_grid: int) -> list[str]:
+    spots = placements(database_url, per_grid=per_grid, seed=5)
+    events = [
+        checkin_event(s.worker_id, s.lon, s.lat, minutes=(i * 7) % 10_000)
+        for i, s in enumerate(spots)
+    ]
+    produce(bootstrap, topic, (checkin_message(e) for e in events))
+    return [str(e["event_id"]) for e in events]
+
+
+def _assignments(database_url: str) -> list[tuple[object, ...]]:
+    with psycopg.connect(database_url) as conn:
+        return [tuple(r) for r in conn.execute(ASSIGNMENT_COLUMNS).fetchall()]
+
+
+def _assigned_partitions(process: ConsumerProcess, topic: str) -> list[list[int]]:
+    """Each assignment the process logged, as the partitions of `topic` it got."""
+    return [
+        [p for t, p in ast.literal_eval(match) if t == topic]
+        for match in re.findall(r"partitions assigned: (\[.*\])", process.log())
+    ]
+
+
+def test_consumer_killed_mid_batch_repeatedly_stores_each_event_once_like_a_clean_run(
+    reference_database_factory: Callable[[], str],
+    kafka_bootstrap: str,
+    topic_factory: Callable[..., Topics],
+    tmp_path: Path,
+) -> None:
+    topics = topic_factory()
+    crashed_db = reference_database_factory()
+    clean_db = reference_database_factory()
+    event_ids = _produce_checkins(kafka_bootstrap, topics.checkins, crashed_db, per_grid=44)
+    total = len(event_ids)
+    assert total >= 50_000
+
+    def consumer(database_url: str) -> ConsumerProcess:
+        return ConsumerProcess(database_url, kafka_bootstrap, topics, crash_group, tmp_path)
+
+    crash_group = f"crashy-{uuid.uuid4().hex[:8]}"
+    kills = 0
+    stored = 0
+    while kills < 5:
+        process = consumer(crashed_db).start()
+        floor = stored
+        # Kill as soon as the consumer has committed something new: it is then almost
+        # always in the middle of its next batch.
+        wait_until(
+            lambda floor=floor: count_rows(crashed_db, "SELECT count(*) FROM checkins") > floor,
+            120,
+            "consumer made progress",
+        )
+        process.kill()
+        kills += 1
+        stored = count_rows(crashed_db, "SELECT count(*) FROM checkins")
+        if stored == total:
+            break
+    assert 0 < stored < total, "the crashes should happen mid-stream"
+
+    with running(consumer(crashed_db)):
+        wait_until(
+            lambda: count_rows(crashed_db, "SELECT count(*) FROM checkins") == total,
+            240,
+            "the restarted consumer finished",
+        )
+    clean = ConsumerProcess(
+        clean_db, kafka_bootstrap, topics, f"clean-{uuid.uuid4().hex[:8]}", tmp_path
+    )
+    with running(clean):
+        wait_until(
+            lambda: count_rows(clean_db, "SELECT count(*) FROM checkins") == total,
+            240,
+            "the clean run finished",
+        )
+
+    crashed = _assignments(crashed_db)
+    assert sorted(str(row[0]) for row in crashed) == sorted(event_ids)
+    assert crashed == _assignments(clean_db)
+    with psycopg.connect(crashed_db) as conn:
+        offsets = dict(
+            conn.execute(
+                "SELECT partition, next_offset FROM consumer_offsets WHERE consumer_group = %s",
+                (crash_group,),
+            ).fetchall()
+        )
+    assert sum(offsets.values()) == total
+
+
+@pytest.mark.parametrize("members", [2, 3])
+def test_group_members_share_partitions_and_a_rebalance_loses_and_repeats_nothing(
+    members: int,
+    reference_database_url: str,
+    kafka_bootstrap: str,
+    topic_factory: Callable[..., Topics],
+    tmp_path: Path,
+) -> None:
+    topics = topic_factory(partitions=6)
+    url = reference_database_url
+    event_ids = _produce_checkins(kafka_bootstrap, topics.checkins, url, per_grid=12)
+    total = len(event_ids)
+    group = f"shared-{uuid.uuid4().hex[:8]}"
+    processes = [
+        ConsumerProcess(url, kafka_bootstrap, topics, group, tmp_path) for _ in range(members)
+    ]
+    with running(processes[0]):
+        wait_until(
+            lambda: count_rows(url, "SELECT count(*) FROM checkins") > 0, 120, "first member works"
+        )
+        for process in processes[1:]:
+            process.start()
+        # Every member takes part before the stream is drained.
+        wait_until(
+            lambda: all(_assigned_partitions(p, topics.checkins) for p in processes),
+            120,
+            "all members joined",
+        )
+        # One member leaves mid-stream (SIGTERM: it finishes its batch and commits).
+        processes[-1].stop()
+        wait_until(
+            lambda: count_rows(url, "SELECT count(*) FROM checkins") == total,
+            240,
+            "the remaining members drained the topic",
+        )
+        for process in processes[1:-1]:
+            process.stop()
+
+    assert sorted(str(row[0]) for row in _assignments(url)) == sorted(event_ids)
+    # Sharing: at some point every member held some, but not all, of the six partitions.
+    for process in processes:
+        sizes = [len(a) for a in _assigned_partitions(process, topics.checkins)]
+        assert any(0 < size < 6 for size in sizes), (sizes, process.log()[-2000:])

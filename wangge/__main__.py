@@ -1,0 +1,5 @@
+"""`python -m wangge` runs the CLI."""
+
+from wangge.cli import app
+
+app()
