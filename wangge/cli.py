@@ -258,7 +258,7 @@ def _serve(host: str, port: int) -> None:
     uvicorn.run(api, host=host, port=port, log_level="info")
 
 
-def _consume(names: list[str], group: str, idle_exit_after_s: float | None) -> None:
+def _consume(names: list[str], group: str | None, idle_exit_after_s: float | None) -> None:
     from event_consumers.app import run_consumers
     from event_consumers.runner import RunnerConfig
     from geodata.db import migrate
@@ -277,7 +277,9 @@ def _consume(names: list[str], group: str, idle_exit_after_s: float | None) -> N
     except Exception as exc:
         raise _fail(f"the broker at {kafka.bootstrap} does not answer: {exc}") from exc
     config = RunnerConfig(
-        bootstrap=kafka.bootstrap, database_url=libpq_url(database_url), group_id=group
+        bootstrap=kafka.bootstrap,
+        database_url=libpq_url(database_url),
+        group_id=group or kafka.group_id,
     )
     run_consumers(config, engine, kafka.topics, names, idle_exit_after_s=idle_exit_after_s)
 
@@ -287,7 +289,9 @@ def consume(
     names: Annotated[
         list[str] | None, typer.Argument(help="consumers to run: checkins, incidents (default all)")
     ] = None,
-    group: Annotated[str, typer.Option(help="Kafka consumer group")] = "wangge-consumers",
+    group: Annotated[
+        str | None, typer.Option(help="Kafka consumer group (default: WANGGE_CONSUMER_GROUP)")
+    ] = None,
     idle_exit: Annotated[
         float | None, typer.Option(help="exit after this many idle seconds (batch jobs)")
     ] = None,

@@ -44,6 +44,7 @@ class KafkaSettings(BaseSettings):
     local_broker_port: int = Field(default=9092, description="port of the local Tansu broker")
     topic_partitions: int = Field(default=6, ge=1)
     topic_namespace: str = Field(default="", description="prefix of every topic name")
+    consumer_group: str = Field(default="wangge-consumers", description="Kafka consumer group")
 
     @property
     def is_configured(self) -> bool:
@@ -54,6 +55,11 @@ class KafkaSettings(BaseSettings):
     def bootstrap(self) -> str:
         """The effective `host:port[,host:port]` list."""
         return self.kafka_bootstrap or f"127.0.0.1:{self.local_broker_port}"
+
+    @property
+    def group_id(self) -> str:
+        """The consumer group, under the same namespace as the topics it reads."""
+        return f"{self.topic_namespace}{self.consumer_group}"
 
     @property
     def topics(self) -> Topics:

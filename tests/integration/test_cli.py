@@ -6,7 +6,9 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -50,25 +52,40 @@ def test_import_without_schema_says_to_run_db_upgrade(
     assert "wangge db upgrade" in done.stderr
 
 
-def test_up_migrates_loads_the_reference_dataset_and_serves_health(
+def _metric(base: str, name: str) -> float:
+    text = httpx.get(f"{base}/metrics", timeout=5).text
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith(name) and not line.startswith("#")
+    )
+
+
+def test_up_loads_the_city_and_a_check_in_posted_to_the_api_reaches_its_grid(
     database_factory: Callable[..., str], tmp_path: Path, kafka_bootstrap: str
 ) -> None:
     url = database_factory(migrated=False)
     port = _free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = _env(
+        url,
+        tmp_path,
+        WANGGE_KAFKA_BOOTSTRAP=kafka_bootstrap,
+        WANGGE_TOPIC_NAMESPACE=f"up{uuid.uuid4().hex[:8]}.",
+    )
     process = subprocess.Popen(
         [*WANGGE, "up", "--port", str(port)],
-        env=_env(url, tmp_path, WANGGE_KAFKA_BOOTSTRAP=kafka_bootstrap),
+        env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
     )
     try:
-        deadline = time.monotonic() + 240
         health: dict[str, object] = {}
+        deadline = time.monotonic() + 240
         while time.monotonic() < deadline and process.poll() is None:
             try:
-                response = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5)
-                health = response.json()
+                health = httpx.get(f"{base}/healthz", timeout=5).json()
                 break
             except httpx.TransportError:
                 time.sleep(1)
@@ -77,10 +94,44 @@ def test_up_migrates_loads_the_reference_dataset_and_serves_health(
         database = health["database"]
         assert isinstance(database, dict)
         assert database["grids"] == 1138
+
+        engine = create_db_engine(url)
+        try:
+            with engine.connect() as conn:
+                worker, grid, lon, lat = conn.execute(
+                    text(
+                        "SELECT wa.worker_id, g.code, ST_X(ST_PointOnSurface(g.geom)),"
+                        " ST_Y(ST_PointOnSurface(g.geom)) FROM worker_assignments wa"
+                        " JOIN grids g ON g.code = wa.grid_code ORDER BY wa.worker_id LIMIT 1"
+                    )
+                ).one()
+            checkin = {
+                "event_id": str(uuid.uuid4()),
+                "worker_id": worker,
+                "lon": lon,
+                "lat": lat,
+                "recorded_at": datetime.now(UTC).isoformat(),
+                "accuracy_m": 6.0,
+            }
+            accepted = httpx.post(f"{base}/api/v1/checkins", json=checkin, timeout=30)
+            assert accepted.status_code == 202, accepted.text
+            deadline = time.monotonic() + 60
+            while _metric(base, "wangge_events_assigned_total") < 1:
+                assert time.monotonic() < deadline, "the consumer never assigned the check-in"
+                time.sleep(0.5)
+            with engine.connect() as conn:
+                stored = conn.execute(
+                    text("SELECT grid_code, staff_id FROM checkins WHERE event_id = :id"),
+                    {"id": checkin["event_id"]},
+                ).one()
+        finally:
+            engine.dispose()
+        assert tuple(stored) == (grid, worker)
+        assert _metric(base, "wangge_events_in_total") >= 1
     finally:
         process.send_signal(signal.SIGINT)
         try:
-            output, _ = process.communicate(timeout=30)
+            output, _ = process.communicate(timeout=60)
         except subprocess.TimeoutExpired:
             process.kill()
             output, _ = process.communicate()
