@@ -1,0 +1,55 @@
+"""Patrol compliance (COMPLIANCE.md) as pure functions over plain data.
+
+No database, broker or web framework: the compliance consumer, the API and the tests
+all call `evaluate_week` on check-in records and assignment periods.
+"""
+
+from geodata.compliance.config import ComplianceConfig
+from geodata.compliance.patrols import (
+    CheckinRecord,
+    CountReason,
+    InvalidReason,
+    Patrol,
+    build_patrols,
+    is_usable,
+    unique_checkins,
+)
+from geodata.compliance.weekly import (
+    ComplianceKey,
+    StatusChange,
+    WeekResult,
+    checkin_window,
+    days_assigned,
+    evaluate_week,
+    is_week_final,
+    remaining_capacity,
+    required_patrols,
+    status_as_of,
+    status_changes,
+)
+from geodata.compliance.weeks import IsoWeek, day_start, local_date
+
+__all__ = [
+    "CheckinRecord",
+    "ComplianceConfig",
+    "ComplianceKey",
+    "CountReason",
+    "InvalidReason",
+    "IsoWeek",
+    "Patrol",
+    "StatusChange",
+    "WeekResult",
+    "build_patrols",
+    "checkin_window",
+    "day_start",
+    "days_assigned",
+    "evaluate_week",
+    "is_usable",
+    "is_week_final",
+    "local_date",
+    "remaining_capacity",
+    "required_patrols",
+    "status_as_of",
+    "status_changes",
+    "unique_checkins",
+]

@@ -1,0 +1,168 @@
+"""From check-ins to patrols: which check-ins count, how they chain, which patrols count."""
+
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from itertools import pairwise
+from typing import Literal, Self
+from uuid import UUID
+
+from geodata.compliance.config import ComplianceConfig
+from geodata.compliance.weeks import IsoWeek, require_aware
+from geodata.events import CheckInAssignment
+from geodata.staffing import AssignmentPeriod
+
+InvalidReason = Literal["too_few_checkins", "too_short"]
+"""Why a patrol is not valid; too few check-ins is reported first when both hold."""
+
+CountReason = Literal["counted", "invalid", "already_counted_today"]
+"""Why a patrol counts towards the week or not."""
+
+
+@dataclass(frozen=True)
+class CheckinRecord:
+    """A stored check-in as the patrol rule reads it: who, which grid, when, how precise."""
+
+    event_id: UUID
+    worker_id: str
+    grid_code: str | None
+    recorded_at: datetime
+    accuracy_m: float | None = None
+
+    def __post_init__(self) -> None:
+        require_aware(self.recorded_at, "recorded_at")
+
+    @classmethod
+    def from_assignment(cls, event: CheckInAssignment) -> Self:
+        """The record of a check-in on `grid.assignments.v1` (grid assigned by location)."""
+        return cls(
+            event.event_id, event.worker_id, event.grid_code, event.recorded_at, event.accuracy_m
+        )
+
+
+def is_usable(
+    checkin: CheckinRecord, assignments: Iterable[AssignmentPeriod], config: ComplianceConfig
+) -> bool:
+    """Whether a check-in can be part of a patrol (COMPLIANCE.md, "usable check-in").
+
+    Located in a grid, posted by a worker assigned to that very grid at `recorded_at`,
+    and with no accuracy or one within `max_accuracy_m`.
+    """
+    if checkin.grid_code is None:
+        return False
+    if checkin.accuracy_m is not None and checkin.accuracy_m > config.max_accuracy_m:
+        return False
+    return any(
+        p.worker_id == checkin.worker_id
+        and p.grid_code == checkin.grid_code
+        and p.covers(checkin.recorded_at)
+        for p in assignments
+    )
+
+
+@dataclass(frozen=True)
+class Patrol:
+    """One walk: a run of a worker's usable check-ins in a grid with no gap over `patrol_gap`."""
+
+    worker_id: str
+    grid_code: str
+    start: datetime
+    end: datetime
+    checkin_count: int
+    day: date
+    week: IsoWeek
+    invalid_reason: InvalidReason | None
+    count_reason: CountReason
+
+    @property
+    def valid(self) -> bool:
+        """Enough check-ins over long enough."""
+        return self.invalid_reason is None
+
+    @property
+    def counted(self) -> bool:
+        """Whether it counts towards the week's requirement."""
+        return self.count_reason == "counted"
+
+    @property
+    def duration(self) -> timedelta:
+        """From the first check-in to the last."""
+        return self.end - self.start
+
+
+def unique_checkins(checkins: Iterable[CheckinRecord]) -> list[CheckinRecord]:
+    """The check-ins once each, ordered by (recorded_at, event_id).
+
+    Delivery is at least once, so the same event may come twice; the order key makes
+    every result independent of arrival order, even for equal timestamps. Two different
+    records under one event id are a producer bug and raise ValueError.
+    """
+    by_id: dict[UUID, CheckinRecord] = {}
+    for checkin in checkins:
+        seen = by_id.setdefault(checkin.event_id, checkin)
+        if seen != checkin:
+            raise ValueError(f"event {checkin.event_id} appears with different contents")
+    return sorted(by_id.values(), key=lambda c: (c.recorded_at, c.event_id))
+
+
+def _validity(run: list[CheckinRecord], config: ComplianceConfig) -> InvalidReason | None:
+    if len(run) < config.min_checkins:
+        return "too_few_checkins"
+    if run[-1].recorded_at - run[0].recorded_at < config.min_duration:
+        return "too_short"
+    return None
+
+
+def build_patrols(checkins: Iterable[CheckinRecord], config: ComplianceConfig) -> list[Patrol]:
+    """Cut one worker's usable check-ins in one grid into patrols, ordered by start.
+
+    A gap of exactly `patrol_gap` continues a patrol; only a longer one starts a new
+    patrol. A patrol belongs to the local day and week of its first check-in. At most
+    `max_counted_per_day` valid patrols count per day: the earliest ones, so the choice
+    never depends on the order the check-ins arrived in.
+    """
+    ordered = unique_checkins(checkins)
+    if not ordered:
+        return []
+    owners = {(c.worker_id, c.grid_code) for c in ordered}
+    if len(owners) > 1 or ordered[0].grid_code is None:
+        raise ValueError(f"patrols are per worker and grid, got {sorted(owners, key=str)}")
+    worker_id, grid_code = ordered[0].worker_id, ordered[0].grid_code
+
+    runs: list[list[CheckinRecord]] = [[ordered[0]]]
+    for previous, current in pairwise(ordered):
+        if current.recorded_at - previous.recorded_at > config.patrol_gap:
+            runs.append([current])
+        else:
+            runs[-1].append(current)
+
+    tz = config.tz
+    counted_on: Counter[date] = Counter()
+    patrols = []
+    for run in runs:
+        start = run[0].recorded_at.astimezone(tz)
+        day = start.date()
+        invalid_reason = _validity(run, config)
+        count_reason: CountReason
+        if invalid_reason is not None:
+            count_reason = "invalid"
+        elif counted_on[day] < config.max_counted_per_day:
+            count_reason = "counted"
+            counted_on[day] += 1
+        else:
+            count_reason = "already_counted_today"
+        patrols.append(
+            Patrol(
+                worker_id=worker_id,
+                grid_code=grid_code,
+                start=start,
+                end=run[-1].recorded_at.astimezone(tz),
+                checkin_count=len(run),
+                day=day,
+                week=IsoWeek.of_date(day),
+                invalid_reason=invalid_reason,
+                count_reason=count_reason,
+            )
+        )
+    return patrols
