@@ -7,13 +7,15 @@ from sqlalchemy import Engine
 
 from event_consumers.boundaries import BoundaryCache
 from event_consumers.checkins import CheckinHandler
+from event_consumers.compliance import ComplianceHandler
 from event_consumers.incidents import IncidentHandler
+from event_consumers.outbox import OutboxPublisher, OutboxPublisherThread
 from event_consumers.runner import ConsumerRunner, Handler, RunnerConfig
 from geodata.contract import Topics
 
 logger = logging.getLogger(__name__)
 
-CONSUMER_NAMES = ("checkins", "incidents")
+CONSUMER_NAMES = ("checkins", "incidents", "compliance")
 
 
 def build_handlers(engine: Engine, names: Sequence[str], topics: Topics) -> list[Handler]:
@@ -27,6 +29,8 @@ def build_handlers(engine: Engine, names: Sequence[str], topics: Topics) -> list
         handlers.append(CheckinHandler(boundaries, topics))
     if "incidents" in names:
         handlers.append(IncidentHandler(boundaries, topics))
+    if "compliance" in names:
+        handlers.append(ComplianceHandler(boundaries, topics))
     return handlers
 
 
@@ -40,5 +44,15 @@ def run_consumers(
     """Run one consumer-group member until SIGTERM/SIGINT (or idle, for batch jobs)."""
     runner = ConsumerRunner(config, build_handlers(engine, names, topics))
     runner.install_signal_handlers()
+    publisher = None
+    if "compliance" in names:
+        publisher = OutboxPublisherThread(
+            OutboxPublisher(config.database_url, config.bootstrap, topics.compliance)
+        )
+        publisher.start()
     logger.info("consuming %s as group %s", ", ".join(names), config.group_id)
-    runner.run(idle_exit_after_s=idle_exit_after_s)
+    try:
+        runner.run(idle_exit_after_s=idle_exit_after_s)
+    finally:
+        if publisher is not None:
+            publisher.stop()

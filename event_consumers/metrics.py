@@ -51,3 +51,6 @@ TRANSIENT_FAILURES = Counter(
     "Batches retried after a database or broker failure",
     ["kind"],
 )
+STATUS_CHANGES = Counter(
+    "wangge_compliance_status_changes_total", "Patrol-compliance status changes queued to publish"
+)

@@ -49,6 +49,21 @@ class WorkerRoster:
             p.grid_code == grid_code and p.covers(at) for p in self._by_worker.get(worker_id, ())
         )
 
+    def periods_of(self, worker_id: str) -> list[AssignmentPeriod]:
+        """Every assignment period of a worker, in any grid."""
+        return list(self._by_worker.get(worker_id, ()))
+
+    def pairs_during(self, start: datetime, end: datetime) -> list[tuple[str, str]]:
+        """(worker, grid) pairs with an assignment overlapping [start, end), sorted."""
+        return sorted(
+            {
+                (p.worker_id, p.grid_code)
+                for periods in self._by_worker.values()
+                for p in periods
+                if p.valid_from < end and (p.valid_to is None or p.valid_to > start)
+            }
+        )
+
     def workers_of(self, grid_code: str, at: datetime) -> list[str]:
         """The workers assigned to a grid at `at`, sorted by id."""
         return sorted({p.worker_id for p in self._by_grid.get(grid_code, ()) if p.covers(at)})

@@ -287,7 +287,8 @@ def _consume(names: list[str], group: str | None, idle_exit_after_s: float | Non
 @app.command()
 def consume(
     names: Annotated[
-        list[str] | None, typer.Argument(help="consumers to run: checkins, incidents (default all)")
+        list[str] | None,
+        typer.Argument(help="consumers to run: checkins, incidents, compliance (default all)"),
     ] = None,
     group: Annotated[
         str | None, typer.Option(help="Kafka consumer group (default: WANGGE_CONSUMER_GROUP)")
@@ -305,7 +306,7 @@ def consume(
         from prometheus_client import start_http_server
 
         start_http_server(metrics_port, addr="127.0.0.1")
-    _consume(names or ["checkins", "incidents"], group, idle_exit)
+    _consume(names or ["checkins", "incidents", "compliance"], group, idle_exit)
 
 
 def _child(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:

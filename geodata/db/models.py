@@ -1,13 +1,14 @@
 """ORM models of the grid hierarchy, staff, points of interest and event tables."""
 
 import uuid
-from datetime import datetime
+from datetime import date, datetime
 
 from geoalchemy2 import Geometry, WKBElement
 from sqlalchemy import (
     BigInteger,
     Boolean,
     CheckConstraint,
+    Date,
     DateTime,
     Float,
     ForeignKey,
@@ -268,3 +269,100 @@ class DatasetImport(Base):
         DateTime(timezone=True), server_default=func.now()
     )
     summary: Mapped[dict[str, object]] = mapped_column(JSONB)
+
+
+class PatrolCheckin(Base):
+    """A check-in as the compliance engine sees it, copied from the assignments topic."""
+
+    __tablename__ = "patrol_checkins"
+    __table_args__ = (
+        Index("ix_patrol_checkins_worker_grid_time", "worker_id", "grid_code", "recorded_at"),
+    )
+
+    event_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    worker_id: Mapped[str] = mapped_column(String(6))
+    grid_code: Mapped[str | None] = mapped_column(String(15))
+    recorded_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    accuracy_m: Mapped[float | None] = mapped_column(Float)
+    in_assigned_grid: Mapped[bool] = mapped_column(Boolean)
+    # Arrived after its week was final: kept and counted, but it changes nothing.
+    late: Mapped[bool] = mapped_column(Boolean, server_default="false")
+    received_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
+
+
+class Patrol(Base):
+    """One patrol of a worker in a grid, as built from their usable check-ins."""
+
+    __tablename__ = "patrols"
+    __table_args__ = (
+        Index("ix_patrols_worker_grid_start", "worker_id", "grid_code", "started_at"),
+        Index("ix_patrols_week_grid", "week", "grid_code"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    worker_id: Mapped[str] = mapped_column(String(6))
+    grid_code: Mapped[str] = mapped_column(String(15))
+    week: Mapped[str] = mapped_column(String(8))
+    local_day: Mapped[date] = mapped_column(Date)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    ended_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    checkin_count: Mapped[int] = mapped_column(Integer)
+    valid: Mapped[bool] = mapped_column(Boolean)
+    # Event time at which the patrol first met both thresholds: counts "as of" later times.
+    valid_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    counted: Mapped[bool] = mapped_column(Boolean)
+    reason: Mapped[str] = mapped_column(Text)
+
+
+class PatrolWeek(Base):
+    """The engine's current status of one (worker, grid, week), as of its watermark."""
+
+    __tablename__ = "patrol_weeks"
+    __table_args__ = (Index("ix_patrol_weeks_week_grid", "week", "grid_code"),)
+
+    worker_id: Mapped[str] = mapped_column(String(6), primary_key=True)
+    grid_code: Mapped[str] = mapped_column(String(15), primary_key=True)
+    week: Mapped[str] = mapped_column(String(8), primary_key=True)
+    required: Mapped[int] = mapped_column(Integer)
+    counted: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(Text)
+    as_of: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    final: Mapped[bool] = mapped_column(Boolean, server_default="false")
+
+
+class ComplianceChangeRecord(Base):
+    """Outbox of status changes: written with the state, published exactly once."""
+
+    __tablename__ = "compliance_changes"
+    __table_args__ = (
+        Index(
+            "ix_compliance_changes_unpublished",
+            "id",
+            postgresql_where=text("published_at IS NULL"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    change_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), unique=True)
+    worker_id: Mapped[str] = mapped_column(String(6))
+    grid_code: Mapped[str] = mapped_column(String(15))
+    week: Mapped[str] = mapped_column(String(8))
+    old_status: Mapped[str | None] = mapped_column(Text)
+    new_status: Mapped[str] = mapped_column(Text)
+    counted: Mapped[int] = mapped_column(Integer)
+    required: Mapped[int] = mapped_column(Integer)
+    changed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    published_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class ComplianceClock(Base):
+    """The engine's event-time watermark and the last local day it evaluated everyone."""
+
+    __tablename__ = "compliance_clock"
+
+    name: Mapped[str] = mapped_column(Text, primary_key=True)
+    watermark: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    evaluated_day: Mapped[date | None] = mapped_column(Date)

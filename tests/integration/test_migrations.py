@@ -24,6 +24,11 @@ EXPECTED_TABLES = {
     "processed_events",
     "consumer_offsets",
     "dataset_imports",
+    "patrol_checkins",
+    "patrols",
+    "patrol_weeks",
+    "compliance_changes",
+    "compliance_clock",
 }
 
 

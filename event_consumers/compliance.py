@@ -1,0 +1,225 @@
+"""The compliance engine: folds check-in assignments into patrols and weekly statuses.
+
+It reads `grid.assignments.v1` (keyed by grid, so one (worker, grid) is always handled by
+one consumer) and keeps its own copy of the check-ins, so it depends on nothing but the
+topic. An event re-evaluates only the weeks whose reading window holds it; when the
+event-time watermark crosses a local midnight, every assigned worker of the open weeks
+is re-evaluated, because statuses also change as days run out. Status changes go to an
+outbox in the same transaction and are published exactly once after it commits.
+"""
+
+import json
+import logging
+import uuid
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+
+import psycopg
+
+from event_consumers import metrics
+from event_consumers.boundaries import BoundaryCache
+from event_consumers.outbox import OUTBOX_CHANNEL
+from event_consumers.records import InboundRecord, OutboundRecord, dead_letter
+from geodata.compliance import (
+    CheckinRecord,
+    ComplianceConfig,
+    ComplianceKey,
+    IsoWeek,
+    Patrol,
+    checkin_window,
+    evaluate_week,
+    is_usable,
+    is_week_final,
+    local_date,
+    required_patrols,
+    status_as_of,
+)
+from geodata.contract import Topics
+from geodata.db import compliance_store as store
+from geodata.events import RefusalReason
+from geodata.staffing import AssignmentPeriod
+
+logger = logging.getLogger(__name__)
+
+
+def valid_at(
+    patrol: Patrol, checkins: Sequence[CheckinRecord], config: ComplianceConfig
+) -> datetime | None:
+    """Event time at which a valid patrol first met both thresholds (None if invalid).
+
+    Patrol runs are prefix-stable, so "valid as of T" is exactly "valid_at <= T": this is
+    what lets the API answer for any `as_of` from stored patrols.
+    """
+    if not patrol.valid:
+        return None
+    times = sorted(c.recorded_at for c in checkins if patrol.start <= c.recorded_at <= patrol.end)
+    for k, t in enumerate(times, start=1):
+        if k >= config.min_checkins and t - times[0] >= config.min_duration:
+            return t
+    return None
+
+
+def weeks_reading(t: datetime, config: ComplianceConfig) -> list[IsoWeek]:
+    """The weeks whose evaluation window contains an instant (usually one, at most three)."""
+    week = IsoWeek.week_of(t, config.tz)
+    weeks = []
+    for candidate in (week.previous(), week, week.next()):
+        start, end = checkin_window(candidate, config)
+        if start <= t < end:
+            weeks.append(candidate)
+    return weeks
+
+
+class ComplianceHandler:
+    """Keeps patrols and statuses up to date from check-in assignments."""
+
+    def __init__(
+        self, boundaries: BoundaryCache, topics: Topics, config: ComplianceConfig | None = None
+    ) -> None:
+        self.topic = topics.assignments
+        self.topics = topics
+        self.boundaries = boundaries
+        self.config = config or ComplianceConfig()
+
+    def reset(self) -> None:
+        """Nothing is kept between batches: the state lives in the database."""
+
+    def handle(
+        self, records: Sequence[InboundRecord], conn: psycopg.Connection, now: datetime
+    ) -> list[OutboundRecord]:
+        """Store the batch's check-ins, re-evaluate what they touch, queue status changes."""
+        self.boundaries.refresh_if_changed(conn)
+        outgoing: list[OutboundRecord] = []
+        parsed: list[tuple[CheckinRecord, bool]] = []
+        for record in records:
+            try:
+                body = json.loads(record.value or b"")
+            except ValueError as exc:
+                reason = RefusalReason.INVALID_JSON
+                outgoing.append(dead_letter(record, reason, str(exc), self.topics.deadletter))
+                metrics.EVENTS_REFUSED.labels(self.topic, reason).inc()
+                continue
+            if not isinstance(body, dict) or "incident_id" in body:
+                continue  # incident assignments are not patrols
+            try:
+                checkin = CheckinRecord(
+                    uuid.UUID(str(body["event_id"])),
+                    str(body["worker_id"]),
+                    body.get("grid_code"),
+                    datetime.fromisoformat(str(body["recorded_at"])),
+                    body.get("accuracy_m"),
+                )
+            except (KeyError, ValueError, TypeError) as exc:
+                reason = RefusalReason.INVALID_FIELD
+                outgoing.append(dead_letter(record, reason, repr(exc), self.topics.deadletter))
+                metrics.EVENTS_REFUSED.labels(self.topic, reason).inc()
+                continue
+            parsed.append((checkin, bool(body.get("in_assigned_grid"))))
+
+        new_ids = store.insert_checkins(conn, parsed)
+        metrics.EVENTS_DUPLICATE.labels(self.topic).inc(len(parsed) - len(new_ids))
+        watermark, evaluated_day = store.lock_clock(conn)
+
+        touched: set[ComplianceKey] = set()
+        late: list[uuid.UUID] = []
+        for checkin, _ in parsed:
+            if checkin.event_id not in new_ids:
+                continue
+            new_ids.discard(checkin.event_id)  # a repeat within the batch counts once
+            week = IsoWeek.week_of(checkin.recorded_at, self.config.tz)
+            if watermark is not None and is_week_final(week, watermark, self.config):
+                late.append(checkin.event_id)
+                continue
+            watermark = max(watermark or checkin.recorded_at, checkin.recorded_at)
+            if checkin.grid_code is not None:
+                for reading in weeks_reading(checkin.recorded_at, self.config):
+                    touched.add(ComplianceKey(checkin.worker_id, checkin.grid_code, reading))
+        store.mark_late(conn, late)
+        metrics.EVENTS_LATE.labels(self.topic).inc(len(late))
+        if watermark is None:
+            return outgoing
+
+        open_keys = {k for k in touched if not is_week_final(k.week, watermark, self.config)}
+        current = self._evaluate_touched(conn, open_keys, watermark)
+        today = local_date(watermark, self.config.tz)
+        if evaluated_day is None or today > evaluated_day:
+            first = IsoWeek.of_date(evaluated_day or today)
+            current.update(self._evaluate_everyone(conn, first, watermark, skip=set(current)))
+            evaluated_day = today
+        store.save_clock(conn, watermark, evaluated_day)
+
+        previous = store.load_statuses(conn, current)
+        changed = [
+            (key, previous[key].status if key in previous else None, status)
+            for key, status in sorted(current.items())
+            if previous.get(key) != status
+        ]
+        final_weeks = {k.week for k in current if is_week_final(k.week, watermark, self.config)}
+        published = store.record_statuses(conn, changed, watermark, final_weeks)
+        if published:
+            metrics.STATUS_CHANGES.inc(published)
+            conn.execute(f"NOTIFY {OUTBOX_CHANNEL}")
+        return outgoing
+
+    def _periods(self, worker_id: str, grid_code: str) -> list[AssignmentPeriod]:
+        return [p for p in self.boundaries.roster.periods_of(worker_id) if p.grid_code == grid_code]
+
+    def _evaluate_touched(
+        self, conn: psycopg.Connection, keys: set[ComplianceKey], watermark: datetime
+    ) -> dict[ComplianceKey, store.StoredStatus]:
+        """Rebuild the patrols of each touched key from its check-ins, and its status."""
+        spans = [
+            (k.worker_id, k.grid_code, *checkin_window(k.week, self.config)) for k in sorted(keys)
+        ]
+        checkins = store.load_checkins(conn, spans)
+        result = {}
+        for key in sorted(keys):
+            periods = self._periods(key.worker_id, key.grid_code)
+            records = checkins.get((key.worker_id, key.grid_code), [])
+            week = evaluate_week(
+                records,
+                periods,
+                worker_id=key.worker_id,
+                grid_code=key.grid_code,
+                week=key.week,
+                as_of=watermark,
+                config=self.config,
+            )
+            usable = [c for c in records if is_usable(c, periods, self.config)]
+            store.replace_patrols(
+                conn,
+                key,
+                [store.PatrolRow(p, valid_at(p, usable, self.config)) for p in week.patrols],
+            )
+            result[key] = store.StoredStatus(week.status, week.counted, week.required)
+        return result
+
+    def _evaluate_everyone(
+        self,
+        conn: psycopg.Connection,
+        first: IsoWeek,
+        watermark: datetime,
+        skip: set[ComplianceKey],
+    ) -> dict[ComplianceKey, store.StoredStatus]:
+        """Status of every assigned (worker, grid) in the weeks up to the watermark's."""
+        result = {}
+        last = IsoWeek.week_of(watermark, self.config.tz)
+        # Weeks final long before this watermark are frozen: a jump in event time (a replay
+        # followed by live events) must not re-evaluate years of weeks in one batch.
+        oldest_open = IsoWeek.week_of(
+            watermark - self.config.allowed_lateness - timedelta(days=7), self.config.tz
+        )
+        week = max(first, oldest_open)
+        while week <= last:
+            tz = self.config.tz
+            counted = store.counted_days(conn, week, watermark, self.config.max_counted_per_day)
+            for worker, grid in self.boundaries.roster.pairs_during(week.start(tz), week.end(tz)):
+                key = ComplianceKey(worker, grid, week)
+                if key in skip:
+                    continue
+                per_day = counted.get((worker, grid), {})
+                required = required_patrols(self._periods(worker, grid), week, self.config)
+                status = status_as_of(per_day, required, week, watermark, self.config)
+                result[key] = store.StoredStatus(status, sum(per_day.values()), required)
+            week = week.next()
+        return result

@@ -1,0 +1,264 @@
+"""Persistence of the compliance engine: its check-in copy, patrols, statuses, outbox, clock.
+
+Functions run inside the consumer's transaction and never commit.
+"""
+
+import uuid
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+
+import psycopg
+
+from geodata.compliance import CheckinRecord, ComplianceKey, IsoWeek, Patrol
+
+CLOCK_NAME = "engine"
+
+
+@dataclass(frozen=True)
+class PatrolRow:
+    """A patrol as stored, with the event time at which it became valid."""
+
+    patrol: Patrol
+    valid_at: datetime | None
+
+
+@dataclass(frozen=True)
+class StoredStatus:
+    """The status the engine last recorded (and published) for a key."""
+
+    status: str
+    counted: int
+    required: int
+
+
+def insert_checkins(
+    conn: psycopg.Connection, rows: Sequence[tuple[CheckinRecord, bool]]
+) -> set[uuid.UUID]:
+    """Copy check-ins in (with `in_assigned_grid`); return the ids that were new."""
+    if not rows:
+        return set()
+    conn.execute(
+        "CREATE TEMP TABLE IF NOT EXISTS patrol_checkins_stage (event_id uuid, worker_id text,"
+        " grid_code text, recorded_at timestamptz, accuracy_m float8, in_assigned_grid boolean)"
+        " ON COMMIT DELETE ROWS"
+    )
+    with conn.cursor() as cursor:
+        with cursor.copy(
+            "COPY patrol_checkins_stage (event_id, worker_id, grid_code, recorded_at,"
+            " accuracy_m, in_assigned_grid) FROM STDIN"
+        ) as copy:
+            for record, in_assigned in rows:
+                copy.write_row(
+                    (
+                        record.event_id,
+                        record.worker_id,
+                        record.grid_code,
+                        record.recorded_at,
+                        record.accuracy_m,
+                        in_assigned,
+                    )
+                )
+        cursor.execute(
+            "INSERT INTO patrol_checkins (event_id, worker_id, grid_code, recorded_at,"
+            " accuracy_m, in_assigned_grid) SELECT DISTINCT ON (event_id) * FROM"
+            " patrol_checkins_stage ON CONFLICT (event_id) DO NOTHING RETURNING event_id"
+        )
+        return {row[0] for row in cursor.fetchall()}
+
+
+def mark_late(conn: psycopg.Connection, event_ids: Iterable[uuid.UUID]) -> None:
+    """Flag check-ins that arrived after their week was final."""
+    ids = list(event_ids)
+    if ids:
+        conn.execute("UPDATE patrol_checkins SET late = true WHERE event_id = ANY(%s)", (ids,))
+
+
+def lock_clock(conn: psycopg.Connection) -> tuple[datetime | None, date | None]:
+    """The watermark and last evaluated day, locked for this transaction.
+
+    The lock serialises compliance batches across consumer processes, which is what
+    makes the day-boundary evaluation of every worker safe to run from any of them.
+    """
+    conn.execute(
+        "INSERT INTO compliance_clock (name, watermark, evaluated_day)"
+        " VALUES (%s, NULL, NULL) ON CONFLICT (name) DO NOTHING",
+        (CLOCK_NAME,),
+    )
+    row = conn.execute(
+        "SELECT watermark, evaluated_day FROM compliance_clock WHERE name = %s FOR UPDATE",
+        (CLOCK_NAME,),
+    ).fetchone()
+    assert row is not None
+    return row[0], row[1]
+
+
+def save_clock(conn: psycopg.Connection, watermark: datetime, evaluated_day: date | None) -> None:
+    """Store the watermark and the last evaluated day."""
+    conn.execute(
+        "UPDATE compliance_clock SET watermark = %s, evaluated_day = %s WHERE name = %s",
+        (watermark, evaluated_day, CLOCK_NAME),
+    )
+
+
+def load_checkins(
+    conn: psycopg.Connection, keys: Iterable[tuple[str, str, datetime, datetime]]
+) -> dict[tuple[str, str], list[CheckinRecord]]:
+    """On-time check-ins of each (worker, grid) within [from, to), in one query."""
+    spans = list(keys)
+    if not spans:
+        return {}
+    rows = conn.execute(
+        """
+        SELECT DISTINCT c.event_id, c.worker_id, c.grid_code, c.recorded_at, c.accuracy_m
+        FROM unnest(%s::text[], %s::text[], %s::timestamptz[], %s::timestamptz[])
+             AS k(worker_id, grid_code, t_from, t_to)
+        JOIN patrol_checkins c ON c.worker_id = k.worker_id AND c.grid_code = k.grid_code
+         AND c.recorded_at >= k.t_from AND c.recorded_at < k.t_to
+        WHERE NOT c.late
+        """,
+        (
+            [s[0] for s in spans],
+            [s[1] for s in spans],
+            [s[2] for s in spans],
+            [s[3] for s in spans],
+        ),
+    ).fetchall()
+    result: dict[tuple[str, str], list[CheckinRecord]] = defaultdict(list)
+    for event_id, worker, grid, recorded_at, accuracy in rows:
+        result[(worker, grid)].append(CheckinRecord(event_id, worker, grid, recorded_at, accuracy))
+    return result
+
+
+def replace_patrols(
+    conn: psycopg.Connection, key: ComplianceKey, patrols: Sequence[PatrolRow]
+) -> None:
+    """Store the patrols of one (worker, grid, week) in place of the previous ones."""
+    week = str(key.week)
+    conn.execute(
+        "DELETE FROM patrols WHERE worker_id = %s AND grid_code = %s AND week = %s",
+        (key.worker_id, key.grid_code, week),
+    )
+    if not patrols:
+        return
+    with conn.cursor() as cursor:
+        cursor.executemany(
+            "INSERT INTO patrols (worker_id, grid_code, week, local_day, started_at, ended_at,"
+            " checkin_count, valid, valid_at, counted, reason)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            [
+                (
+                    key.worker_id,
+                    key.grid_code,
+                    week,
+                    row.patrol.day,
+                    row.patrol.start,
+                    row.patrol.end,
+                    row.patrol.checkin_count,
+                    row.patrol.valid,
+                    row.valid_at,
+                    row.patrol.counted,
+                    _reason(row.patrol),
+                )
+                for row in patrols
+            ],
+        )
+
+
+def _reason(patrol: Patrol) -> str:
+    if patrol.invalid_reason is not None:
+        return f"invalid:{patrol.invalid_reason}"
+    return patrol.count_reason
+
+
+def counted_days(
+    conn: psycopg.Connection, week: IsoWeek, as_of: datetime, max_per_day: int
+) -> dict[tuple[str, str], dict[date, int]]:
+    """Counted patrols per (worker, grid) and local day of a week, as of an event time."""
+    rows = conn.execute(
+        "SELECT worker_id, grid_code, local_day, count(*) FROM patrols"
+        " WHERE week = %s AND valid_at IS NOT NULL AND valid_at <= %s"
+        " GROUP BY worker_id, grid_code, local_day",
+        (str(week), as_of),
+    ).fetchall()
+    result: dict[tuple[str, str], dict[date, int]] = defaultdict(dict)
+    for worker, grid, day, count in rows:
+        result[(worker, grid)][day] = min(int(count), max_per_day)
+    return result
+
+
+def load_statuses(
+    conn: psycopg.Connection, keys: Iterable[ComplianceKey]
+) -> dict[ComplianceKey, StoredStatus]:
+    """The recorded statuses of the given keys."""
+    wanted = list(keys)
+    if not wanted:
+        return {}
+    rows = conn.execute(
+        "SELECT s.worker_id, s.grid_code, s.week, s.status, s.counted, s.required"
+        " FROM unnest(%s::text[], %s::text[], %s::text[]) AS k(worker_id, grid_code, week)"
+        " JOIN patrol_weeks s USING (worker_id, grid_code, week)",
+        (
+            [k.worker_id for k in wanted],
+            [k.grid_code for k in wanted],
+            [str(k.week) for k in wanted],
+        ),
+    ).fetchall()
+    return {
+        ComplianceKey(w, g, IsoWeek.parse(week)): StoredStatus(status, counted, required)
+        for w, g, week, status, counted, required in rows
+    }
+
+
+def record_statuses(
+    conn: psycopg.Connection,
+    changes: Sequence[tuple[ComplianceKey, str | None, StoredStatus]],
+    as_of: datetime,
+    final_weeks: set[IsoWeek],
+) -> int:
+    """Upsert statuses and queue each change of status in the outbox; return the changes."""
+    if not changes:
+        return 0
+    with conn.cursor() as cursor:
+        cursor.executemany(
+            "INSERT INTO patrol_weeks (worker_id, grid_code, week, required, counted, status,"
+            " as_of, final) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
+            " ON CONFLICT (worker_id, grid_code, week) DO UPDATE SET required = EXCLUDED.required,"
+            " counted = EXCLUDED.counted, status = EXCLUDED.status, as_of = EXCLUDED.as_of,"
+            " final = EXCLUDED.final",
+            [
+                (
+                    k.worker_id,
+                    k.grid_code,
+                    str(k.week),
+                    s.required,
+                    s.counted,
+                    s.status,
+                    as_of,
+                    k.week in final_weeks,
+                )
+                for k, _old, s in changes
+            ],
+        )
+        moved = [(k, old, s) for k, old, s in changes if old != s.status]
+        cursor.executemany(
+            "INSERT INTO compliance_changes (change_id, worker_id, grid_code, week, old_status,"
+            " new_status, counted, required, changed_at)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            [
+                (
+                    uuid.uuid4(),
+                    k.worker_id,
+                    k.grid_code,
+                    str(k.week),
+                    old,
+                    s.status,
+                    s.counted,
+                    s.required,
+                    as_of,
+                )
+                for k, old, s in moved
+            ],
+        )
+    return len(moved)
