@@ -143,7 +143,9 @@ class ComplianceHandler:
         current = self._evaluate_touched(conn, open_keys, watermark)
         today = local_date(watermark, self.config.tz)
         if evaluated_day is None or today > evaluated_day:
-            first = IsoWeek.of_date(evaluated_day or today)
+            # From the last evaluated day's week, and back to any week this batch touched
+            # (the very first batch may hold weeks before the watermark's).
+            first = min([IsoWeek.of_date(evaluated_day or today), *(k.week for k in open_keys)])
             current.update(self._evaluate_everyone(conn, first, watermark, skip=set(current)))
             evaluated_day = today
         store.save_clock(conn, watermark, evaluated_day)
@@ -156,6 +158,10 @@ class ComplianceHandler:
         ]
         final_weeks = {k.week for k in current if is_week_final(k.week, watermark, self.config)}
         published = store.record_statuses(conn, changed, watermark, final_weeks)
+        store.mark_final(
+            conn,
+            IsoWeek.week_of(watermark - self.config.allowed_lateness, self.config.tz).previous(),
+        )
         if published:
             metrics.STATUS_CHANGES.inc(published)
             conn.execute(f"NOTIFY {OUTBOX_CHANNEL}")

@@ -262,3 +262,12 @@ def record_statuses(
             ],
         )
     return len(moved)
+
+
+def mark_final(conn: psycopg.Connection, last_final_week: IsoWeek) -> None:
+    """Flag every recorded week up to `last_final_week` as final (frozen)."""
+    # 'YYYY-Www' names sort like the weeks they name.
+    conn.execute(
+        "UPDATE patrol_weeks SET final = true WHERE NOT final AND week <= %s",
+        (str(last_final_week),),
+    )
