@@ -33,3 +33,21 @@ class ImportRefused(WanggeError):
     def __init__(self, message: str, problems: list["object"] | None = None) -> None:
         super().__init__(message)
         self.problems = problems or []
+
+
+class InvalidWeek(WanggeError):
+    """A week name that is not `YYYY-Www`, or a week its year does not have."""
+
+    code = "invalid_week"
+
+
+class InvalidAreaCode(WanggeError):
+    """A code filter that is not 1 to 15 digits, or names an area finer than the level."""
+
+    code = "invalid_code"
+
+
+class WorkerNotFound(WanggeError):
+    """No worker has the requested id."""
+
+    code = "worker_not_found"

@@ -16,6 +16,7 @@ from geodata.contract import Topics
 from geodata.db import migrate
 from geodata.db.engine import create_db_engine
 from grid_service import metrics
+from grid_service.compliance import router as compliance_router
 from grid_service.errors import install_error_handlers
 from grid_service.gateway import create_producer
 from grid_service.gateway import router as gateway_router
@@ -81,6 +82,7 @@ def create_app(config: ApiConfig) -> FastAPI:
     install_error_handlers(app)
     app.include_router(metrics.router)
     app.include_router(gateway_router)
+    app.include_router(compliance_router)
 
     @app.get("/healthz", tags=["operations"])
     def healthz(request: Request) -> JSONResponse:

@@ -15,7 +15,16 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from geodata.crs import UnsupportedCrs
-from geodata.errors import GridNotFound, ImportRefused, InvalidGeometry, SchemaMissing, WanggeError
+from geodata.errors import (
+    GridNotFound,
+    ImportRefused,
+    InvalidAreaCode,
+    InvalidGeometry,
+    InvalidWeek,
+    SchemaMissing,
+    WanggeError,
+    WorkerNotFound,
+)
 from geodata.events import EventRefused, RefusalReason
 
 logger = logging.getLogger(__name__)
@@ -54,6 +63,9 @@ STATUS_BY_ERROR: Final[Mapping[type[WanggeError], int]] = {
     BatchTooLarge: 413,
     SchemaMissing: 503,
     BrokerUnavailable: 503,
+    InvalidWeek: 422,
+    InvalidAreaCode: 422,
+    WorkerNotFound: 404,
 }
 """Domain error class to HTTP status; subclasses inherit their nearest listed base."""
 

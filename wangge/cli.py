@@ -10,6 +10,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -356,6 +357,31 @@ def up(
             except subprocess.TimeoutExpired:
                 child.kill()
         shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+@app.command()
+def compliance(
+    week: Annotated[str, typer.Option(help="ISO week, e.g. 2020-W37")],
+    as_of: Annotated[
+        datetime | None,
+        typer.Option(
+            "--as-of",
+            formats=["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M", "%Y-%m-%d"],
+            help="how the week stood at this time (default now); without an offset, Beijing time",
+        ),
+    ] = None,
+    code: Annotated[
+        str | None, typer.Option(help="district, street, community or grid code prefix")
+    ] = None,
+) -> None:
+    """Print the patrol compliance of every worker in a week, as of a time."""
+    from geodata.errors import WanggeError
+    from wangge.compliance_cli import print_compliance
+
+    try:
+        print_compliance(DatabaseSettings().url, week, as_of, code, console)
+    except WanggeError as exc:
+        raise _fail(str(exc)) from exc
 
 
 @app.command()

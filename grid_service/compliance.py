@@ -1,0 +1,264 @@
+"""Patrol compliance over HTTP: weekly statuses at any level, and a worker's patrols.
+
+A thin adapter over `geodata.db.compliance_read`: it parses the query, picks the engine
+and the compliance configuration from `app.state`, and shapes the answer as JSON.
+
+Authentication is a later issue: for now these endpoints are open to any caller. Patrols
+are personal data, so that issue must restrict them to the worker themself and to
+supervisors whose area code prefixes the grid (and filter `code` by the caller's area).
+"""
+
+from datetime import UTC, date, datetime, tzinfo
+from typing import Annotated, Self
+
+from fastapi import APIRouter, Depends, Path, Query, Request
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from sqlalchemy import Engine
+
+from geodata.compliance import ComplianceConfig, IsoWeek
+from geodata.db.compliance_read import (
+    AreaLevel,
+    ComplianceReport,
+    Level,
+    PatrolRecord,
+    WorkerPatrols,
+    compliance_report,
+    parse_week,
+    worker_patrols,
+)
+from geodata.events import ComplianceStatus
+
+router = APIRouter(prefix="/api/v1", tags=["compliance"])
+
+
+def get_engine(request: Request) -> Engine:
+    """Dependency: the engine made in the app's lifespan (`app.state.engine`)."""
+    engine: Engine = request.app.state.engine
+    return engine
+
+
+def get_compliance_config(request: Request) -> ComplianceConfig:
+    """Dependency: `app.state.compliance_config` when the app sets one, else the defaults."""
+    config = getattr(request.app.state, "compliance_config", None)
+    return config if isinstance(config, ComplianceConfig) else ComplianceConfig()
+
+
+EngineDep = Annotated[Engine, Depends(get_engine)]
+ComplianceConfigDep = Annotated[ComplianceConfig, Depends(get_compliance_config)]
+
+WeekQuery = Annotated[
+    str | None,
+    Query(
+        description="ISO week such as 2020-W37, local time; default: the week of `as_of` (now).",
+        examples=["2020-W37"],
+    ),
+]
+
+LevelQuery = Annotated[Level, Query(description="one item per worker in a grid, or per area")]
+
+
+class _Public(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+
+class StatusCountsPublic(_Public):
+    """How many (worker, grid) pairs have each status."""
+
+    met: int
+    on_track: int
+    at_risk: int
+    missed: int
+
+
+class WorkerCompliancePublic(_Public):
+    """One worker in one grid for the week, as of `as_of`."""
+
+    worker_id: str
+    name: str
+    grid_code: str
+    required: int = Field(description="counted patrols owed: 3, or fewer for part of a week")
+    counted: int = Field(description="counted patrols as of `as_of` (at most 1 a day)")
+    status: ComplianceStatus
+    counted_days: list[date] = Field(description="local days with a counted patrol")
+
+
+class GridCompliancePublic(_Public):
+    """One grid: its workers' statuses, how many met, and its counted patrols."""
+
+    grid_code: str
+    name: str | None
+    workers_met: int
+    workers_total: int
+    patrols: int = Field(description="counted patrols of all the grid's workers")
+    statuses: StatusCountsPublic
+    workers: list[WorkerCompliancePublic]
+
+
+class AreaCompliancePublic(_Public):
+    """A community, street or district aggregated over its grids."""
+
+    level: AreaLevel
+    code: str
+    name: str | None
+    grids: int = Field(description="grids with at least one worker assigned in the week")
+    workers_met: int
+    workers_total: int = Field(description="(worker, grid) pairs: a worker counts per grid")
+    patrols: int = Field(description="counted patrols of all the area's workers")
+    statuses: StatusCountsPublic
+    at_risk_or_missed: list[WorkerCompliancePublic]
+
+
+ItemsPublic = list[WorkerCompliancePublic] | list[GridCompliancePublic] | list[AreaCompliancePublic]
+
+
+class CompliancePublic(BaseModel):
+    """A week's compliance as of a time, at one level, under a code prefix."""
+
+    week: str
+    as_of: datetime
+    level: Level
+    code: str | None = Field(description="the code prefix the grids were filtered by")
+    items: ItemsPublic
+
+    @classmethod
+    def of(cls, report: ComplianceReport, tz: tzinfo) -> Self:
+        """The JSON shape of a report, `as_of` in local time."""
+        items: (
+            list[WorkerCompliancePublic] | list[GridCompliancePublic] | list[AreaCompliancePublic]
+        )
+        if report.level == "worker":
+            items = [WorkerCompliancePublic.model_validate(item) for item in report.items]
+        elif report.level == "grid":
+            items = [GridCompliancePublic.model_validate(item) for item in report.items]
+        else:
+            items = [AreaCompliancePublic.model_validate(item) for item in report.items]
+        return cls(
+            week=str(report.week),
+            as_of=report.as_of.astimezone(tz),
+            level=report.level,
+            code=report.code or None,
+            items=items,
+        )
+
+
+class PatrolPublic(_Public):
+    """One patrol as the compliance engine stored it."""
+
+    local_day: date
+    started_at: datetime
+    ended_at: datetime
+    checkin_count: int
+    valid: bool
+    valid_at: datetime | None = Field(description="when it first met both thresholds")
+    counted: bool
+    reason: str = Field(
+        description="counted, invalid:too_few_checkins, invalid:too_short or already_counted_today"
+    )
+
+
+class GridPatrolsPublic(_Public):
+    """A worker's patrols in one grid."""
+
+    grid_code: str
+    patrols: list[PatrolPublic]
+
+
+class WorkerPatrolsPublic(BaseModel):
+    """A worker's patrols of a week, grouped per grid."""
+
+    worker_id: str
+    name: str
+    week: str
+    grids: list[GridPatrolsPublic]
+
+    @classmethod
+    def of(cls, patrols: WorkerPatrols, tz: tzinfo) -> Self:
+        """The JSON shape of a worker's week, times in local time."""
+        return cls(
+            worker_id=patrols.worker_id,
+            name=patrols.name,
+            week=str(patrols.week),
+            grids=[
+                GridPatrolsPublic(
+                    grid_code=grid.grid_code,
+                    patrols=[_local_patrol(patrol, tz) for patrol in grid.patrols],
+                )
+                for grid in patrols.grids
+            ],
+        )
+
+
+def _local_patrol(patrol: PatrolRecord, tz: tzinfo) -> PatrolPublic:
+    # The database answers in its session time zone; supervisors read local time.
+    return PatrolPublic(
+        local_day=patrol.local_day,
+        started_at=patrol.started_at.astimezone(tz),
+        ended_at=patrol.ended_at.astimezone(tz),
+        checkin_count=patrol.checkin_count,
+        valid=patrol.valid,
+        valid_at=patrol.valid_at.astimezone(tz) if patrol.valid_at is not None else None,
+        counted=patrol.counted,
+        reason=patrol.reason,
+    )
+
+
+def _week_or_current(week: str | None, at: datetime, config: ComplianceConfig) -> IsoWeek:
+    return parse_week(week) if week is not None else IsoWeek.week_of(at, config.tz)
+
+
+@router.get("/compliance", response_model=CompliancePublic)
+def get_compliance(
+    engine: EngineDep,
+    config: ComplianceConfigDep,
+    week: WeekQuery = None,
+    as_of: Annotated[
+        AwareDatetime | None,
+        Query(description="RFC 3339 time with an offset (naive is refused); default: now."),
+    ] = None,
+    level: LevelQuery = "worker",
+    code: Annotated[
+        str | None,
+        Query(
+            description="code prefix of the grids: a district (6 digits), street (9), "
+            "community (12) or grid (15); not finer than `level`; default: the whole city.",
+            examples=["610302001"],
+        ),
+    ] = None,
+) -> CompliancePublic:
+    """Patrol compliance of a week as it stood at `as_of`: met, on_track, at_risk or missed.
+
+    Items are (worker, grid) pairs at level `worker`; grids with their workers at `grid`;
+    communities, streets or districts with workers met / total, counts by status and the
+    workers at_risk or missed. Only pairs with an assignment overlapping the week appear.
+    The same `week`, `as_of` and `code` always give the same answer for the same patrols.
+    Errors: `invalid_week`, `invalid_code` (422); `grid_not_found` (404) for an unknown
+    15-digit grid code; `invalid_request` (422) for a bad `level` or a naive `as_of`.
+    """
+    at = as_of if as_of is not None else datetime.now(UTC)
+    report = compliance_report(
+        engine,
+        _week_or_current(week, at, config),
+        at,
+        level=level,
+        code=code,
+        config=config,
+    )
+    return CompliancePublic.of(report, config.tz)
+
+
+@router.get("/workers/{worker_id}/patrols", response_model=WorkerPatrolsPublic)
+def get_worker_patrols(
+    engine: EngineDep,
+    config: ComplianceConfigDep,
+    worker_id: Annotated[str, Path(examples=["W00001"])],
+    week: WeekQuery = None,
+) -> WorkerPatrolsPublic:
+    """A worker's patrols of a week per grid: start, end, check-ins, valid, counted and why.
+
+    Every grid the worker was assigned to during the week is listed, with no patrols if
+    they walked none. `counted` and `reason` are the compliance engine's latest view.
+    Errors: `worker_not_found` (404), `invalid_week` (422). Default week: the current one.
+    """
+    # Personal data: open until authentication lands (see the module docstring).
+    chosen = _week_or_current(week, datetime.now(UTC), config)
+    return WorkerPatrolsPublic.of(worker_patrols(engine, worker_id, chosen, config), config.tz)
