@@ -12,10 +12,11 @@ from event_consumers import metrics
 from event_consumers.boundaries import BoundaryCache
 from event_consumers.checkins import assignment_record
 from event_consumers.records import InboundRecord, OutboundRecord, dead_letter
+from geodata.categories import normalize_category
 from geodata.contract import Topics
 from geodata.crs import to_wgs84
 from geodata.db import event_store
-from geodata.events import EventRefused, IncidentReport, normalize_category, parse_incident
+from geodata.events import EventRefused, IncidentReport, parse_incident
 from geodata.hierarchy import lineage_of
 from geodata.staffing import choose_incident_staff
 

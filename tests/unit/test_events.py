@@ -10,13 +10,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from geodata.categories import CATEGORIES, UNCLASSIFIED, normalize_category
 from geodata.errors import WanggeError
 from geodata.events import (
-    CATEGORIES,
     CE_HEADERS,
     CHECKIN_EXAMPLE,
     INCIDENT_EXAMPLE,
-    UNCLASSIFIED,
     CheckIn,
     CheckInAssignment,
     ComplianceChange,
@@ -27,7 +26,6 @@ from geodata.events import (
     RefusalReason,
     cloudevent_headers,
     make_assignment,
-    normalize_category,
     parse_assignment,
     parse_checkin,
     parse_incident,
