@@ -26,7 +26,7 @@ def resolved_compose() -> dict[str, object]:
     return loaded
 
 
-def test_compose_runs_postgis_kafka_in_kraft_mode_and_the_api(
+def test_compose_runs_postgis_kafka_in_kraft_mode_the_api_and_the_consumers(
     resolved_compose: dict[str, object],
 ) -> None:
     services = resolved_compose["services"]
@@ -37,6 +37,8 @@ def test_compose_runs_postgis_kafka_in_kraft_mode_and_the_api(
     assert kafka["environment"]["KAFKA_PROCESS_ROLES"] == "broker,controller"
     assert "zookeeper" not in services
     assert services["api"]["environment"]["WANGGE_KAFKA_BOOTSTRAP"] == "kafka:9092"
+    assert services["consumers"]["command"] == ["consume"]
+    assert services["consumers"]["environment"] == services["api"]["environment"]
 
 
 def test_compose_builds_the_image_from_the_dockerfile(resolved_compose: dict[str, object]) -> None:
