@@ -3,30 +3,37 @@
 A thin adapter over `geodata.db.compliance_read`: it parses the query, picks the engine
 and the compliance configuration from `app.state`, and shapes the answer as JSON.
 
-Authentication is a later issue: for now these endpoints are open to any caller. Patrols
-are personal data, so that issue must restrict them to the worker themself and to
-supervisors whose area code prefixes the grid (and filter `code` by the caller's area).
+Both need a token (grid_service.auth). Compliance is for supervisors, under their area
+code prefix, and admins; workers read their own patrols instead. Patrols are personal
+data: the worker themself, a supervisor of an area the worker has (had) a grid in, who
+sees the worker's grids in that area only, or an admin.
 """
 
+from dataclasses import replace
 from datetime import UTC, date, datetime, tzinfo
 from typing import Annotated, Self
 
 from fastapi import APIRouter, Depends, Path, Query, Request
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from sqlalchemy import Engine
+from sqlalchemy.orm import Session
 
+from geodata.accounts import OutsideArea, Principal, Role
 from geodata.compliance import ComplianceConfig, IsoWeek
+from geodata.db import accounts_store
 from geodata.db.compliance_read import (
     AreaLevel,
     ComplianceReport,
     Level,
     PatrolRecord,
     WorkerPatrols,
+    check_code,
     compliance_report,
     parse_week,
     worker_patrols,
 )
 from geodata.events import ComplianceStatus
+from grid_service.auth import RequiredPrincipal, ensure_worker, require_roles, scoped_code
 
 router = APIRouter(prefix="/api/v1", tags=["compliance"])
 
@@ -45,6 +52,7 @@ def get_compliance_config(request: Request) -> ComplianceConfig:
 
 EngineDep = Annotated[Engine, Depends(get_engine)]
 ComplianceConfigDep = Annotated[ComplianceConfig, Depends(get_compliance_config)]
+AreaReader = Annotated[Principal, Depends(require_roles(Role.SUPERVISOR, Role.ADMIN))]
 
 WeekQuery = Annotated[
     str | None,
@@ -210,6 +218,7 @@ def _week_or_current(week: str | None, at: datetime, config: ComplianceConfig) -
 def get_compliance(
     engine: EngineDep,
     config: ComplianceConfigDep,
+    principal: AreaReader,
     week: WeekQuery = None,
     as_of: Annotated[
         AwareDatetime | None,
@@ -220,7 +229,8 @@ def get_compliance(
         str | None,
         Query(
             description="code prefix of the grids: a district (6 digits), street (9), "
-            "community (12) or grid (15); not finer than `level`; default: the whole city.",
+            "community (12) or grid (15); not finer than `level`; default: the caller's "
+            "area (a supervisor's prefix; the whole city for an admin).",
             examples=["610302001"],
         ),
     ] = None,
@@ -231,16 +241,20 @@ def get_compliance(
     communities, streets or districts with workers met / total, counts by status and the
     workers at_risk or missed. Only pairs with an assignment overlapping the week appear.
     The same `week`, `as_of` and `code` always give the same answer for the same patrols.
+    Needs a supervisor's token (a `code` outside its area is 403 `outside_area`) or an
+    admin's; a worker's is 403 `forbidden`.
     Errors: `invalid_week`, `invalid_code` (422); `grid_not_found` (404) for an unknown
     15-digit grid code; `invalid_request` (422) for a bad `level` or a naive `as_of`.
     """
     at = as_of if as_of is not None else datetime.now(UTC)
+    # A malformed code is 422 for everyone; only a well-formed one is checked for scope.
+    check_code(code, level)
     report = compliance_report(
         engine,
         _week_or_current(week, at, config),
         at,
         level=level,
-        code=code,
+        code=scoped_code(principal, code),
         config=config,
     )
     return CompliancePublic.of(report, config.tz)
@@ -250,6 +264,7 @@ def get_compliance(
 def get_worker_patrols(
     engine: EngineDep,
     config: ComplianceConfigDep,
+    principal: RequiredPrincipal,
     worker_id: Annotated[str, Path(examples=["W00001"])],
     week: WeekQuery = None,
 ) -> WorkerPatrolsPublic:
@@ -257,8 +272,30 @@ def get_worker_patrols(
 
     Every grid the worker was assigned to during the week is listed, with no patrols if
     they walked none. `counted` and `reason` are the compliance engine's latest view.
-    Errors: `worker_not_found` (404), `invalid_week` (422). Default week: the current one.
+    Personal data: the worker's own token, an admin's, or a supervisor's whose area holds
+    a grid of the worker (it sees those grids only); else 403 `worker_mismatch` or
+    `outside_area`. Errors: `worker_not_found` (404, to an admin), `invalid_week` (422).
+    Default week: the current one.
     """
-    # Personal data: open until authentication lands (see the module docstring).
+    _authorize_patrols(engine, principal, worker_id)
     chosen = _week_or_current(week, datetime.now(UTC), config)
-    return WorkerPatrolsPublic.of(worker_patrols(engine, worker_id, chosen, config), config.tz)
+    patrols = worker_patrols(engine, worker_id, chosen, config)
+    if principal.role is Role.SUPERVISOR:
+        # The worker may also have grids elsewhere: those belong to another supervisor.
+        mine = tuple(g for g in patrols.grids if principal.can_read_area(g.grid_code))
+        patrols = replace(patrols, grids=mine)
+    return WorkerPatrolsPublic.of(patrols, config.tz)
+
+
+def _authorize_patrols(engine: Engine, principal: Principal, worker_id: str) -> None:
+    if principal.role is Role.ADMIN:
+        return
+    if principal.role is Role.WORKER:
+        ensure_worker(principal, worker_id)
+        return
+    # Checked before reading anything, and the same 403 whether or not the worker exists,
+    # so that a supervisor cannot probe other areas' worker ids.
+    with Session(engine) as session:
+        grid_codes = accounts_store.worker_grid_codes(session, worker_id)
+    if not principal.can_read_worker(worker_id, grid_codes):
+        raise OutsideArea(f"worker {worker_id} has no grid in the area {principal.area_prefix}")

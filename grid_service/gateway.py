@@ -4,7 +4,10 @@ Each posted event is checked with the very functions the consumers use (geodata.
 so the gateway never accepts what a consumer would refuse, and it answers 202 only once
 the broker has acknowledged every record (acks=all).
 
-Authentication is a later issue: for now these endpoints are open to any caller.
+Both need a bearer token and spend one request of its write allowance (grid_service.auth).
+Check-ins take a worker's token, and every check-in's worker_id must be that worker's;
+incidents take any role's: a worker reports as itself (source worker), while residents,
+the hotline, lockers and sensors come in through a supervisor's or an admin's token.
 """
 
 import logging
@@ -23,6 +26,7 @@ from pydantic import BaseModel, Field
 from pydantic_core import from_json, to_json
 from starlette.concurrency import run_in_threadpool
 
+from geodata.accounts import Role, SourceNotAllowed, WorkerMismatch
 from geodata.contract import CHECKINS_TOPIC, INCIDENTS_TOPIC, Topics
 from geodata.events import (
     CE_TYPES,
@@ -35,6 +39,7 @@ from geodata.events import (
     parse_checkin,
     parse_incident,
 )
+from grid_service.auth import Principal, require_roles
 from grid_service.errors import BatchItemRefused, BatchTooLarge, BrokerUnavailable
 
 logger = logging.getLogger(__name__)
@@ -149,6 +154,8 @@ def get_producer(request: Request) -> EventProducer:
 
 
 ProducerDep = Annotated[EventProducer, Depends(get_producer)]
+WorkerWriter = Annotated[Principal, Depends(require_roles(Role.WORKER, limit_rate=True))]
+AnyWriter = Annotated[Principal, Depends(require_roles(*Role, limit_rate=True))]
 
 
 class CheckInsAccepted(BaseModel):
@@ -179,8 +186,11 @@ class ErrorBody(BaseModel):
 
 
 _ERRORS: Final[dict[int | str, dict[str, Any]]] = {
+    401: {"model": ErrorBody, "description": "missing_token or invalid_token"},
+    403: {"model": ErrorBody, "description": "forbidden, worker_mismatch or source_not_allowed"},
     413: {"model": ErrorBody, "description": "payload_too_large or batch_too_large"},
     422: {"model": ErrorBody, "description": "the event breaks the contract; nothing stored"},
+    429: {"model": ErrorBody, "description": "rate_limited: retry after Retry-After seconds"},
     503: {"model": ErrorBody, "description": "broker_unavailable: retry the same events"},
 }
 
@@ -279,9 +289,12 @@ def _checkin_record(checkin: CheckIn, value: bytes, topic: str) -> OutgoingRecor
         }
     },
 )
-async def post_checkins(request: Request, producer: ProducerDep) -> CheckInsAccepted:
+async def post_checkins(
+    request: Request, producer: ProducerDep, principal: WorkerWriter
+) -> CheckInsAccepted:
     """Post one GPS check-in, or `{"checkins": [...]}` (1 to 500, a phone's offline buffer).
 
+    Needs the worker's own token: a check-in of another worker_id is 403 `worker_mismatch`.
     All or nothing: if any check-in breaks the contract, the answer is 422 with its `code`
     and `index`, and none is stored. 202 means the broker has acknowledged every one
     (keyed by worker_id on grid.checkins.v1); on 503, post the same events again: event_id
@@ -298,6 +311,11 @@ async def post_checkins(request: Request, producer: ProducerDep) -> CheckInsAcce
             checkin = parse_checkin(value, now=now)
         except EventRefused as refusal:
             raise (BatchItemRefused(refusal, index) if is_batch else refusal) from None
+        if not principal.can_act_as_worker(checkin.worker_id):
+            where = f"item {index}: " if is_batch else ""
+            raise WorkerMismatch(
+                f"{where}worker_id {checkin.worker_id} is not the token's ({principal.worker_id})"
+            )
         records.append(_checkin_record(checkin, value, producer.topics.checkins))
         event_ids.append(str(checkin.event_id))
     await run_in_threadpool(producer.send_all, records)
@@ -316,8 +334,14 @@ async def post_checkins(request: Request, producer: ProducerDep) -> CheckInsAcce
         }
     },
 )
-async def post_incident(request: Request, producer: ProducerDep) -> IncidentAccepted:
+async def post_incident(
+    request: Request, producer: ProducerDep, principal: AnyWriter
+) -> IncidentAccepted:
     """Report an incident; event_id and incident_id are generated when absent.
+
+    Any token: a worker's reports as source `worker` with its own reporter_id; residents,
+    the hotline, lockers and sensors are posted with a supervisor's or an admin's token
+    (403 `source_not_allowed` otherwise).
 
     An unknown category is accepted: the report is stored as posted and filed as
     other.unclassified (`category_unknown` says so). 202 means the broker has it, keyed by
@@ -333,6 +357,7 @@ async def post_incident(request: Request, producer: ProducerDep) -> IncidentAcce
         document["incident_id"] = document["event_id"]
     value = _compact(document)
     incident = parse_incident(value, now=datetime.now(UTC))
+    _authorize_report(principal, incident.source, incident.reporter_id)
     headers = cloudevent_headers(
         event_id=incident.event_id,
         ce_type=_INCIDENT_CE_TYPE,
@@ -350,3 +375,17 @@ async def post_incident(request: Request, producer: ProducerDep) -> IncidentAcce
         category=category,
         category_unknown=unknown,
     )
+
+
+def _authorize_report(principal: Principal, source: str, reporter_id: str | None) -> None:
+    if principal.may_report_as(source, reporter_id):
+        return
+    if principal.role is not Role.WORKER:
+        raise SourceNotAllowed(
+            "a worker's report (source worker) is posted with that worker's own token"
+        )
+    if source == "worker":
+        raise WorkerMismatch(
+            f"reporter_id {reporter_id} is not the token's ({principal.worker_id})"
+        )
+    raise SourceNotAllowed(f"a worker's token reports as source worker, not {source}")

@@ -366,3 +366,45 @@ class ComplianceClock(Base):
     name: Mapped[str] = mapped_column(Text, primary_key=True)
     watermark: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     evaluated_day: Mapped[date | None] = mapped_column(Date)
+
+
+class Account(Base):
+    """Someone who may call the API: a worker, a supervisor of an area, or an admin."""
+
+    __tablename__ = "accounts"
+    __table_args__ = (
+        CheckConstraint("role IN ('worker', 'supervisor', 'admin')", name="role_kind"),
+        # The role's rules, also enforced by geodata.accounts: the database is the last
+        # line, so that no hand-written row makes a supervisor of the whole city.
+        CheckConstraint(
+            "(role = 'supervisor') = (area_prefix IS NOT NULL)"
+            " AND (area_prefix IS NULL OR area_prefix ~ '^[0-9]{6}([0-9]{3}){0,2}$')",
+            name="supervisor_area",
+        ),
+        CheckConstraint("(role = 'worker') = (worker_id IS NOT NULL)", name="worker_identity"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(Text, unique=True)
+    role: Mapped[str] = mapped_column(Text)
+    area_prefix: Mapped[str | None] = mapped_column(String(12))
+    worker_id: Mapped[str | None] = mapped_column(ForeignKey("workers.worker_id"), index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class AccountToken(Base):
+    """A bearer token of an account, kept only as its SHA-256; revoked ones stay for audit."""
+
+    __tablename__ = "account_tokens"
+    __table_args__ = (
+        # Only a hash fits here: a plaintext token (wg_...) stored by mistake is refused.
+        CheckConstraint("token_hash ~ '^[0-9a-f]{64}$'", name="sha256_hex"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    account_id: Mapped[int] = mapped_column(
+        ForeignKey("accounts.id", ondelete="CASCADE"), index=True
+    )
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -113,7 +113,29 @@ def test_up_loads_the_city_and_a_check_in_posted_to_the_api_reaches_its_grid(
                 "recorded_at": datetime.now(UTC).isoformat(),
                 "accuracy_m": 6.0,
             }
-            accepted = httpx.post(f"{base}/api/v1/checkins", json=checkin, timeout=30)
+            added = subprocess.run(
+                [
+                    *WANGGE,
+                    "users",
+                    "add",
+                    f"phone-{worker}",
+                    "--role",
+                    "worker",
+                    "--worker",
+                    worker,
+                ],
+                env=env,
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            token = added.stdout.strip().splitlines()[-1]
+            accepted = httpx.post(
+                f"{base}/api/v1/checkins",
+                json=checkin,
+                timeout=30,
+                headers={"Authorization": f"Bearer {token}"},
+            )
             assert accepted.status_code == 202, accepted.text
             deadline = time.monotonic() + 60
             while _metric(base, "wangge_events_assigned_total") < 1:

@@ -29,10 +29,9 @@ from geodata.db.compliance_read import (
 )
 from geodata.db.engine import create_db_engine
 from geodata.errors import GridNotFound
-from grid_service import errors
 from grid_service.app import ApiConfig, create_app
-from grid_service.compliance import router
 from wangge.compliance_cli import print_compliance
+from wangge.users_cli import add_user
 
 pytestmark = pytest.mark.integration
 
@@ -457,17 +456,12 @@ def test_worker_patrols_are_grouped_per_grid_with_assigned_grids_listed(
 
 
 @pytest.fixture
-def client(reference_database_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[TestClient]:
-    """The real app with the compliance router, mounted here until app.py does it."""
-    # Until grid_service/errors.py lists these errors, the test adds them as it will.
-    for error, status in ((InvalidWeek, 422), (InvalidAreaCode, 422), (WorkerNotFound, 404)):
-        if error not in errors.STATUS_BY_ERROR:
-            monkeypatch.setitem(errors.STATUS_BY_ERROR, error, status)
+def client(reference_database_url: str) -> Iterator[TestClient]:
+    """The real app, as an admin (the whole city's reader)."""
     # No broker is needed: the app's producer connects on first use, and nothing sends.
     app = create_app(ApiConfig(reference_database_url, "127.0.0.1:9"))
-    if not any(getattr(route, "path", "") == "/api/v1/compliance" for route in app.routes):
-        app.include_router(router)
-    with TestClient(app) as test_client:
+    token = add_user(reference_database_url, "admin", "admin", None, None)
+    with TestClient(app, headers={"Authorization": f"Bearer {token}"}) as test_client:
         yield test_client
 
 

@@ -13,13 +13,16 @@ import pytest
 from fastapi import FastAPI, HTTPException
 from fastapi.testclient import TestClient
 from kafka import KafkaConsumer, TopicPartition
+from sqlalchemy import text
 
 from geodata.contract import Topics
+from geodata.db.engine import create_db_engine
 from geodata.errors import GridNotFound, WanggeError
 from geodata.events import CHECKIN_EXAMPLE, INCIDENT_EXAMPLE
 from grid_service.app import ApiConfig, create_app
 from grid_service.errors import install_error_handlers
-from grid_service.gateway import EventProducer, create_producer, router
+from grid_service.gateway import EventProducer, create_producer
+from wangge.users_cli import add_user
 
 pytestmark = pytest.mark.integration
 
@@ -28,16 +31,33 @@ Record = Any  # kafka-python's ConsumerRecord
 
 @pytest.fixture(scope="module")
 def api_database_url(database_factory: Callable[..., str]) -> str:
-    """One migrated database for the module: the gateway itself never touches it."""
+    """One migrated database for the module: the gateway reads only its accounts."""
     return database_factory()
 
 
-def _with_gateway(app: FastAPI) -> FastAPI:
-    # Until app.py mounts the gateway itself, the test does, exactly as app.py will.
-    if not any(getattr(route, "path", "") == "/api/v1/checkins" for route in app.routes):
-        app.include_router(router)
-        install_error_handlers(app)
-    return app
+@pytest.fixture(scope="module")
+def tokens(api_database_url: str) -> dict[str, str]:
+    """Tokens of worker W00042 (the examples' worker) and of an admin."""
+    engine = create_db_engine(api_database_url)
+    try:
+        with engine.begin() as connection:
+            connection.execute(
+                text(
+                    "INSERT INTO workers (worker_id, name, employment)"
+                    " VALUES ('W00042', '王五', 'full_time')"
+                )
+            )
+    finally:
+        engine.dispose()
+    return {
+        "worker": add_user(api_database_url, "w42", "worker", None, "W00042"),
+        "admin": add_user(api_database_url, "admin", "admin", None, None),
+    }
+
+
+def bearer(token: str) -> dict[str, str]:
+    """The Authorization header of a token."""
+    return {"Authorization": f"Bearer {token}"}
 
 
 @pytest.fixture
@@ -47,9 +67,11 @@ def topics(topic_factory: Callable[..., Topics]) -> Topics:
 
 
 @contextlib.contextmanager
-def _client(api_database_url: str, bootstrap: str, producer: EventProducer) -> Iterator[TestClient]:
-    app = _with_gateway(create_app(ApiConfig(api_database_url, bootstrap)))
-    with TestClient(app) as client:
+def _client(
+    api_database_url: str, bootstrap: str, producer: EventProducer, token: str
+) -> Iterator[TestClient]:
+    app = create_app(ApiConfig(api_database_url, bootstrap))
+    with TestClient(app, headers=bearer(token)) as client:
         # Replaces whatever the lifespan made: this test's producer writes to its topics.
         app.state.producer = producer
         try:
@@ -59,10 +81,12 @@ def _client(api_database_url: str, bootstrap: str, producer: EventProducer) -> I
 
 
 @pytest.fixture
-def client(api_database_url: str, kafka_bootstrap: str, topics: Topics) -> Iterator[TestClient]:
-    """The API with the gateway, producing to this test's topics."""
+def client(
+    api_database_url: str, kafka_bootstrap: str, topics: Topics, tokens: dict[str, str]
+) -> Iterator[TestClient]:
+    """The API with the gateway, producing to this test's topics, as worker W00042."""
     producer = create_producer(kafka_bootstrap, topics=topics)
-    with _client(api_database_url, kafka_bootstrap, producer) as test_client:
+    with _client(api_database_url, kafka_bootstrap, producer, tokens["worker"]) as test_client:
         yield test_client
 
 
@@ -135,14 +159,12 @@ def test_checkin_is_on_the_topic_keyed_by_worker_with_cloudevent_headers_after_2
     }
 
 
-def test_batch_of_500_checkins_is_all_on_the_topic_in_each_workers_order_after_202(
+def test_batch_of_500_checkins_is_all_on_the_topic_in_the_workers_order_after_202(
     client: TestClient, kafka_bootstrap: str, topics: Topics
 ) -> None:
     start = datetime.now(UTC) - timedelta(hours=2)
-    batch = [
-        checkin(worker_id=f"W{i % 7:05d}", recorded_at=(start + timedelta(seconds=i)).isoformat())
-        for i in range(500)
-    ]
+    # One worker's offline buffer: a token posts only its own worker's check-ins.
+    batch = [checkin(recorded_at=(start + timedelta(seconds=i)).isoformat()) for i in range(500)]
 
     response = client.post("/api/v1/checkins", json={"checkins": batch})
 
@@ -258,7 +280,7 @@ def test_incident_without_ids_gets_one_generated_id_and_is_on_the_topic(
 
 
 def test_incident_keeps_the_ids_it_was_given(
-    client: TestClient, kafka_bootstrap: str, topics: Topics
+    client: TestClient, kafka_bootstrap: str, topics: Topics, tokens: dict[str, str]
 ) -> None:
     reported = (datetime.now(UTC) - timedelta(minutes=1)).isoformat()
     incident_id = str(uuid.uuid4())
@@ -269,7 +291,8 @@ def test_incident_keeps_the_ids_it_was_given(
         "reporter_id": None,
         "reported_at": reported,
     }
-    response = client.post("/api/v1/incidents", json=posted)
+    # A hotline report comes in through a desk's (here an admin's) token.
+    response = client.post("/api/v1/incidents", json=posted, headers=bearer(tokens["admin"]))
     assert response.status_code == 202
     assert response.json()["incident_id"] == incident_id
     assert response.json()["category_unknown"] is False
@@ -294,11 +317,11 @@ def _closed_port() -> int:
 
 
 def test_unreachable_broker_answers_503_broker_unavailable_without_internal_text(
-    api_database_url: str,
+    api_database_url: str, tokens: dict[str, str]
 ) -> None:
     bootstrap = f"127.0.0.1:{_closed_port()}"
     producer = create_producer(bootstrap, timeout_s=1.0)
-    with _client(api_database_url, bootstrap, producer) as client:
+    with _client(api_database_url, bootstrap, producer, tokens["worker"]) as client:
         started = time.monotonic()
         response = client.post("/api/v1/checkins", json=checkin())
         assert time.monotonic() - started < 10

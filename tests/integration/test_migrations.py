@@ -29,6 +29,8 @@ EXPECTED_TABLES = {
     "patrol_weeks",
     "compliance_changes",
     "compliance_clock",
+    "accounts",
+    "account_tokens",
 }
 
 

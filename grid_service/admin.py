@@ -1,0 +1,157 @@
+"""Admin-only routes: importing boundary files over HTTP, as `wangge dataset import` does."""
+
+import re
+import shutil
+import tempfile
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any, BinaryIO, Final
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from pydantic import BaseModel, Field
+from sqlalchemy import Engine
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+
+from geodata.accounts import Principal, Role
+from geodata.dataset.importer import ImportReport, import_boundaries
+from geodata.db import migrate
+from grid_service.auth import require_roles
+
+MAX_UPLOAD_BYTES: Final = 256 * 1024 * 1024
+"""Largest boundary file accepted; the city's reference GeoPackage is about 1.3 MB."""
+
+_UNSAFE_NAME_CHARACTERS = re.compile(r"[^A-Za-z0-9._-]")
+
+router = APIRouter(prefix="/api/v1/admin", tags=["admin"])
+
+AdminWriter = Annotated[Principal, Depends(require_roles(Role.ADMIN, limit_rate=True))]
+
+
+class LayerCountsPublic(BaseModel):
+    """What the import did, or would do in a dry run, to one layer."""
+
+    inserted: int
+    updated: int
+    unchanged: int
+    new_versions: int
+    repaired: int
+
+
+class BoundaryImportPublic(BaseModel):
+    """The report of an accepted import (nothing was written when `dry_run`)."""
+
+    source: str = Field(description="the uploaded file's name")
+    dry_run: bool
+    valid_from: datetime
+    layers: dict[str, LayerCountsPublic]
+    repairs: list[str]
+    skipped_layers: list[str] = Field(description="layers of the file not recognised")
+
+
+def _too_large() -> HTTPException:
+    return HTTPException(
+        413,
+        detail={
+            "code": "payload_too_large",
+            "detail": f"a boundary file is at most {MAX_UPLOAD_BYTES} bytes",
+        },
+    )
+
+
+def _missing_file() -> HTTPException:
+    return HTTPException(
+        422,
+        detail={
+            "code": "invalid_request",
+            "detail": "send the boundary file as multipart/form-data field `file`",
+        },
+    )
+
+
+def _safe_name(filename: str | None) -> str:
+    # Only the base name, in a fresh directory: the client's name picks the format by its
+    # suffix and is never a path on this machine.
+    name = _UNSAFE_NAME_CHARACTERS.sub("_", Path(filename or "").name).lstrip(".")
+    return name or "upload"
+
+
+def _import_upload(
+    engine: Engine, file: BinaryIO, name: str, *, dry_run: bool, repair: bool
+) -> ImportReport:
+    migrate.require_current_schema(engine)
+    with tempfile.TemporaryDirectory(prefix="wangge-upload-") as directory:
+        path = Path(directory) / name
+        with path.open("wb") as out:
+            shutil.copyfileobj(file, out)
+        return import_boundaries(engine, path, dry_run=dry_run, repair=repair)
+
+
+_MULTIPART_BODY: Final[dict[str, Any]] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file"],
+                    "properties": {
+                        "file": {
+                            "type": "string",
+                            "format": "binary",
+                            "description": "GeoJSON, Shapefile (.shp or .zip), GeoPackage "
+                            "or FlatGeobuf; the name's suffix says which",
+                        }
+                    },
+                }
+            }
+        },
+    }
+}
+
+
+@router.post(
+    "/boundaries",
+    response_model=BoundaryImportPublic,
+    openapi_extra=_MULTIPART_BODY,
+    responses={
+        401: {"description": "missing_token or invalid_token"},
+        403: {"description": "forbidden: an admin's token only"},
+        413: {"description": "payload_too_large"},
+        422: {"description": "import_refused, with `problems`: nothing was written"},
+        429: {"description": "rate_limited"},
+    },
+)
+async def post_boundaries(
+    request: Request,
+    _admin: AdminWriter,
+    dry_run: Annotated[bool, Query(description="validate and report only")] = False,
+    repair: Annotated[
+        bool, Query(description="repair rings make_valid fixes within 0.1 % of their area")
+    ] = False,
+) -> BoundaryImportPublic:
+    """Validate and import a boundary file, all or nothing (admins only).
+
+    200 with the counts per layer; on refusal 422 `import_refused` with `problems`, each
+    with its layer, feature, reason and detail, and nothing written.
+    """
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_UPLOAD_BYTES:
+        raise _too_large()
+    async with request.form(max_files=1, max_fields=0) as form:
+        upload = form.get("file")
+        if not isinstance(upload, UploadFile):
+            raise _missing_file()
+        if upload.size is not None and upload.size > MAX_UPLOAD_BYTES:
+            raise _too_large()
+        name = _safe_name(upload.filename)
+        report = await run_in_threadpool(
+            _import_upload,
+            request.app.state.engine,
+            upload.file,
+            name,
+            dry_run=dry_run,
+            repair=repair,
+        )
+    summary = report.summary()
+    return BoundaryImportPublic.model_validate({**summary, "source": upload.filename or name})

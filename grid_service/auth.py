@@ -1,0 +1,307 @@
+"""Bearer-token authentication, role checks and per-token rate limits for the API's routes.
+
+What routers use:
+- `OptionalPrincipal`: public reads. No Authorization header gives None; a malformed,
+  unknown or revoked token is still 401 `invalid_token`, never silently anonymous.
+- `RequiredPrincipal`: any authenticated caller; no token is 401 `missing_token`.
+- `Depends(require_roles(Role.ADMIN, ...))`: 403 `forbidden` for the other roles; with
+  `limit_rate=True` (write routes) also 429 `rate_limited` with `Retry-After`.
+- `ensure_area`, `ensure_worker`, `scoped_code`, `may_read_personal`: the scope checks of
+  `geodata.accounts.Principal`, raising the errors grid_service.errors maps (403).
+
+The token cache and the rate limiter live in this process's memory: with N API processes
+a token may make up to N times the configured rate, and each process may accept a revoked
+token until its cache entry expires (`token_cache_ttl_s`, 5 s by default).
+"""
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Annotated, Final
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy import Engine
+from sqlalchemy.exc import ProgrammingError
+from sqlalchemy.orm import Session
+
+from geodata.accounts import (
+    InvalidToken,
+    MissingToken,
+    OutsideArea,
+    PermissionDenied,
+    Principal,
+    Role,
+    WorkerMismatch,
+    hash_token,
+    is_well_formed,
+)
+from geodata.db import accounts_store
+from geodata.errors import SchemaMissing
+from grid_service.errors import RateLimited
+
+__all__ = [
+    "AdminPrincipal",
+    "AuthConfig",
+    "OptionalPrincipal",
+    "Principal",
+    "RequiredPrincipal",
+    "Role",
+    "ensure_area",
+    "ensure_worker",
+    "install_auth",
+    "may_read_personal",
+    "require_roles",
+    "scoped_code",
+]
+
+Clock = Callable[[], float]
+
+_PRUNE_ABOVE: Final = 10_000
+"""Entries kept before expired or idle ones are dropped: ~2,400 workers fit many times."""
+
+
+@dataclass(frozen=True, slots=True)
+class AuthConfig:
+    """How long a validated token is trusted without the database, and the write limits."""
+
+    token_cache_ttl_s: float = 5.0
+    write_rate_per_s: float = 20.0
+    write_burst: float = 40.0
+
+    def __post_init__(self) -> None:
+        if self.token_cache_ttl_s < 0 or self.write_rate_per_s <= 0 or self.write_burst < 1:
+            raise ValueError("need token_cache_ttl_s >= 0, write_rate_per_s > 0, write_burst >= 1")
+
+
+class TokenBucket:
+    """A token bucket: `burst` requests at once, refilled at `rate_per_s`."""
+
+    def __init__(self, rate_per_s: float, burst: float, now: float) -> None:
+        self.rate_per_s = rate_per_s
+        self.burst = burst
+        self.tokens = burst
+        self.updated = now
+
+    def take(self, now: float) -> float:
+        """Spend one request; return 0 if allowed, else the seconds until one is."""
+        self.tokens = min(self.burst, self.tokens + (now - self.updated) * self.rate_per_s)
+        self.updated = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return 0.0
+        return (1.0 - self.tokens) / self.rate_per_s
+
+    def is_full(self, now: float) -> bool:
+        """True when the bucket has refilled: keeping it or not makes no difference."""
+        return self.tokens + (now - self.updated) * self.rate_per_s >= self.burst
+
+
+class RateLimiter:
+    """One token bucket per bearer token, in this process's memory."""
+
+    def __init__(self, rate_per_s: float, burst: float, clock: Clock = time.monotonic) -> None:
+        self.rate_per_s = rate_per_s
+        self.burst = burst
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._buckets: dict[int, TokenBucket] = {}
+
+    def take(self, key: int) -> None:
+        """Spend one request of `key`'s allowance; raise RateLimited when it is spent."""
+        with self._lock:
+            now = self._clock()
+            bucket = self._buckets.get(key)
+            if bucket is None:
+                if len(self._buckets) > _PRUNE_ABOVE:
+                    self._buckets = {k: b for k, b in self._buckets.items() if not b.is_full(now)}
+                bucket = self._buckets[key] = TokenBucket(self.rate_per_s, self.burst, now)
+            wait = bucket.take(now)
+        if wait > 0:
+            raise RateLimited(wait)
+
+
+class TokenCache:
+    """Validated tokens by hash for `ttl_s` seconds, so most requests skip the database."""
+
+    def __init__(self, ttl_s: float, clock: Clock = time.monotonic) -> None:
+        self.ttl_s = ttl_s
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._entries: dict[str, tuple[Principal, float]] = {}
+
+    def get(self, token_hash: str) -> Principal | None:
+        """The principal of a token validated less than `ttl_s` ago, else None."""
+        with self._lock:
+            entry = self._entries.get(token_hash)
+            if entry is None:
+                return None
+            principal, expires = entry
+            if self._clock() >= expires:
+                del self._entries[token_hash]
+                return None
+            return principal
+
+    def put(self, token_hash: str, principal: Principal) -> None:
+        """Remember a token the database just validated."""
+        if self.ttl_s <= 0:
+            return
+        with self._lock:
+            now = self._clock()
+            if len(self._entries) > _PRUNE_ABOVE:
+                self._entries = {h: e for h, e in self._entries.items() if e[1] > now}
+            self._entries[token_hash] = (principal, now + self.ttl_s)
+
+
+@dataclass
+class AuthState:
+    """The per-app token cache and rate limiter (`app.state.auth`)."""
+
+    config: AuthConfig = field(default_factory=AuthConfig)
+    cache: TokenCache = field(init=False)
+    limiter: RateLimiter = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.cache = TokenCache(self.config.token_cache_ttl_s)
+        self.limiter = RateLimiter(self.config.write_rate_per_s, self.config.write_burst)
+
+
+def install_auth(app: FastAPI, config: AuthConfig | None = None) -> None:
+    """Give `app` its token cache and rate limiter; call it once in the app factory."""
+    app.state.auth = AuthState(config or AuthConfig())
+
+
+_STATE_LOCK = threading.Lock()
+
+
+def _auth_state(request: Request) -> AuthState:
+    # Made with the defaults on first use when the factory did not call install_auth, so
+    # that a router mounted on any app is never left open.
+    state = getattr(request.app.state, "auth", None)
+    if isinstance(state, AuthState):
+        return state
+    with _STATE_LOCK:
+        state = getattr(request.app.state, "auth", None)
+        if not isinstance(state, AuthState):
+            state = AuthState()
+            request.app.state.auth = state
+        return state
+
+
+# Declares the scheme in OpenAPI (the docs' Authorize button); the header is parsed below,
+# because HTTPBearer would turn a malformed header into "no token" rather than a 401.
+_bearer_scheme = HTTPBearer(
+    auto_error=False,
+    scheme_name="bearer",
+    description="A token from `wangge users add` or `wangge users token`.",
+)
+
+
+def _token_of(request: Request) -> str | None:
+    header = request.headers.get("authorization")
+    if header is None:
+        return None
+    scheme, _, token = header.strip().partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not is_well_formed(token):
+        raise InvalidToken("the Authorization header is not `Bearer <a wangge token>`")
+    return token
+
+
+def _lookup(engine: Engine, token_hash: str) -> Principal | None:
+    try:
+        with Session(engine) as session:
+            return accounts_store.principal_for(session, token_hash)
+    except ProgrammingError as exc:
+        # An undefined table: the database was not migrated to revision 0003 yet.
+        raise SchemaMissing("the accounts tables are missing; run `wangge db upgrade`") from exc
+
+
+def optional_principal(
+    request: Request,
+    _credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer_scheme)],
+) -> Principal | None:
+    """Dependency: the caller, None without a token; InvalidToken for a bad one."""
+    token = _token_of(request)
+    if token is None:
+        return None
+    token_hash = hash_token(token)
+    auth = _auth_state(request)
+    principal = auth.cache.get(token_hash)
+    if principal is None:
+        principal = _lookup(request.app.state.engine, token_hash)
+        if principal is None:
+            raise InvalidToken("the token is unknown or revoked")
+        auth.cache.put(token_hash, principal)
+    return principal
+
+
+OptionalPrincipal = Annotated[Principal | None, Depends(optional_principal)]
+
+
+def required_principal(principal: OptionalPrincipal) -> Principal:
+    """Dependency: the caller; MissingToken without a token."""
+    if principal is None:
+        raise MissingToken("this needs a bearer token (Authorization: Bearer wg_...)")
+    return principal
+
+
+RequiredPrincipal = Annotated[Principal, Depends(required_principal)]
+
+
+def require_roles(*roles: Role, limit_rate: bool = False) -> Callable[..., Principal]:
+    """Dependency factory: the caller if its role is one of `roles`, else PermissionDenied.
+
+    With `limit_rate`, each call also spends one request of the token's write allowance.
+    """
+    allowed = frozenset(roles)
+    names = " or ".join(role.value for role in roles)
+
+    def dependency(request: Request, principal: RequiredPrincipal) -> Principal:
+        if principal.role not in allowed:
+            raise PermissionDenied(f"this needs a {names} token, not a {principal.role}'s")
+        if limit_rate:
+            _auth_state(request).limiter.take(principal.token_id)
+        return principal
+
+    return dependency
+
+
+AdminPrincipal = Annotated[Principal, Depends(require_roles(Role.ADMIN))]
+
+
+def ensure_area(principal: Principal, code: str) -> None:
+    """Raise unless the caller may read under `code` (a supervisor's prefix, or admin)."""
+    if principal.can_read_area(code):
+        return
+    if principal.role is Role.WORKER:
+        raise PermissionDenied("a worker's token reads only its own patrols")
+    raise OutsideArea(f"{code} is outside the area {principal.area_prefix}")
+
+
+def ensure_worker(principal: Principal, worker_id: str) -> None:
+    """Raise unless the caller is the worker `worker_id` itself."""
+    if principal.can_act_as_worker(worker_id):
+        return
+    if principal.role is Role.WORKER:
+        raise WorkerMismatch(f"the token is {principal.worker_id}'s, not {worker_id}'s")
+    raise PermissionDenied(f"only a worker's own token acts as a worker, not a {principal.role}'s")
+
+
+def scoped_code(principal: Principal, code: str | None) -> str | None:
+    """The area code a listing is filtered by: a supervisor's own prefix when none is given.
+
+    Raises unless the caller may read under the code; workers may not list areas.
+    """
+    if principal.role is Role.SUPERVISOR and not code:
+        return principal.area_prefix
+    if principal.role is Role.ADMIN:
+        return code
+    ensure_area(principal, code or "")
+    return code
+
+
+def may_read_personal(principal: Principal | None, code: str) -> bool:
+    """Whether a read of personal data under `code` (staff phones, tracks) may include it."""
+    return principal is not None and principal.can_read_area(code)
