@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # System tools the test suite uses besides Python: Debian's docker-compose validates
-# docker/compose.yaml without a Docker engine. Installed once, when missing.
+# docker/compose.yaml without a Docker engine; gdal-bin's ogrinfo/ogr2ogr read the OGC
+# API as a GIS desktop would. Installed once, when missing.
 set -euo pipefail
 missing=()
 command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
+command -v ogr2ogr >/dev/null 2>&1 || missing+=(gdal-bin)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "test-tools: please install: ${missing[*]} (apt-get install ${missing[*]})" >&2
