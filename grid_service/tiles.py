@@ -1,0 +1,213 @@
+"""Vector tiles over HTTP: `/tiles/{layer}/{z}/{x}/{y}.pbf` and a TileJSON per layer.
+
+A thin adapter over `geodata.db.tiles`. Every answer carries an ETag, so a map
+revalidating a tile it holds gets a bodiless 304. For public layers the ETag comes from
+the layer's data version and the 304 is decided before any geometry is read; the
+incidents layer (supervisors and admins only) is rendered every time and tagged by its
+bytes, because its table grows without bound and changes by the second.
+"""
+
+import math
+from typing import Annotated, Any, Final
+
+from fastapi import APIRouter, Depends, Header, Path, Request, Response
+from fastapi.responses import JSONResponse
+from sqlalchemy import Engine
+
+from geodata.accounts import MissingToken, PermissionDenied, Role
+from geodata.db.tiles import (
+    LAYERS,
+    MAX_ZOOM,
+    Bounds,
+    TileLayer,
+    check_tile,
+    content_version,
+    data_stamp,
+    fitting_zoom,
+    get_layer,
+    layer_bounds,
+    render_tile,
+    tile_version,
+    tilejson_version,
+)
+from grid_service.auth import OptionalPrincipal, Principal
+
+MVT_MEDIA_TYPE: Final = "application/vnd.mapbox-vector-tile"
+#: How long a browser may reuse a public tile without asking; after that it revalidates
+#: with If-None-Match, which costs a 304. Boundaries change rarely, but a supervisor should
+#: see an import within a minute.
+PUBLIC_MAX_AGE_S: Final = 60
+TILEJSON_VERSION: Final = "3.0.0"
+
+router = APIRouter(prefix="/tiles", tags=["tiles"])
+
+
+# The two dependencies below do no I/O: async, so FastAPI runs them on the event loop
+# rather than sending each to the thread pool, a hop that costs more than they do.
+async def _engine(request: Request) -> Engine:
+    """Dependency: the engine made in the app's lifespan (`app.state.engine`)."""
+    engine: Engine = request.app.state.engine
+    return engine
+
+
+async def _layer(
+    layer: Annotated[str, Path(description=", ".join(LAYERS))],
+) -> TileLayer:
+    """Dependency: the tile layer named in the path, or 404 `layer_not_found`."""
+    return get_layer(layer)
+
+
+EngineDep = Annotated[Engine, Depends(_engine)]
+LayerDep = Annotated[TileLayer, Depends(_layer)]
+IfNoneMatch = Annotated[
+    str | None, Header(description="ETags of copies the client holds; a match answers 304")
+]
+
+
+def _area_prefix(layer: TileLayer, principal: Principal | None) -> str | None:
+    """The area a restricted layer is cut to for the caller (None: all); 401/403 if none."""
+    if not layer.restricted:
+        return None
+    if principal is None:
+        raise MissingToken(f"layer {layer.name} needs a supervisor's or an admin's token")
+    if principal.role is Role.ADMIN:
+        return None
+    if principal.role is Role.SUPERVISOR and principal.area_prefix:
+        return principal.area_prefix
+    raise PermissionDenied(f"layer {layer.name} is for supervisors and admins only")
+
+
+def _cache_headers(layer: TileLayer, etag: str) -> dict[str, str]:
+    if layer.restricted:
+        # Per caller and fast-changing: never in a shared cache, always revalidated.
+        return {"ETag": etag, "Cache-Control": "private, no-cache", "Vary": "Authorization"}
+    return {"ETag": etag, "Cache-Control": f"public, max-age={PUBLIC_MAX_AGE_S}"}
+
+
+def _etag_matches(if_none_match: str | None, etag: str) -> bool:
+    """If-None-Match's weak comparison (RFC 9110 13.1.2): `*`, or any listed tag equal."""
+    if if_none_match is None:
+        return False
+    if if_none_match.strip() == "*":
+        return True
+    opaque = etag.removeprefix("W/")
+    return any(tag.strip().removeprefix("W/") == opaque for tag in if_none_match.split(","))
+
+
+def _not_modified(layer: TileLayer, etag: str) -> Response:
+    return Response(status_code=304, headers=_cache_headers(layer, etag))
+
+
+@router.get(
+    "/{layer}/{z}/{x}/{y}.pbf",
+    name="tile",
+    response_class=Response,
+    responses={
+        200: {
+            "content": {MVT_MEDIA_TYPE: {}},
+            "description": "The tile; an empty body is a tile with no features there.",
+        },
+        304: {"description": "The client's copy (If-None-Match) is current."},
+        401: {"description": "incidents without a token (`missing_token`)."},
+        403: {"description": "incidents with a worker's token (`forbidden`)."},
+        404: {"description": "Unknown layer (`layer_not_found`)."},
+        422: {"description": "z, x or y outside the tile pyramid (`invalid_tile`)."},
+    },
+)
+def get_tile(
+    layer: LayerDep,
+    engine: EngineDep,
+    principal: OptionalPrincipal,
+    z: Annotated[int, Path(description=f"zoom, 0..{MAX_ZOOM}")],
+    x: Annotated[int, Path(description="column, 0..2^z-1, from the west")],
+    y: Annotated[int, Path(description="row, 0..2^z-1, from the north (XYZ scheme)")],
+    if_none_match: IfNoneMatch = None,
+) -> Response:
+    """A Mapbox Vector Tile (extent 4096, buffer 64) of one layer, with an ETag.
+
+    Layers: districts, streets, communities, grids (versions in force), pois, and
+    incidents (a supervisor's or an admin's token; a supervisor sees its area only).
+    A tile where the layer has nothing is an empty 200, not a 204: zero bytes are a valid
+    tile of no layers, and the empty tile is cached and revalidated like any other.
+    """
+    check_tile(z, x, y)  # first, so that `If-None-Match: *` cannot 304 a bad address
+    area_prefix = _area_prefix(layer, principal)
+    with engine.connect() as connection:
+        if layer.restricted:
+            tile = render_tile(connection, layer, z, x, y, area_prefix=area_prefix)
+            etag = f'"{content_version(tile)}"'
+            if _etag_matches(if_none_match, etag):
+                return _not_modified(layer, etag)
+            return Response(tile, media_type=MVT_MEDIA_TYPE, headers=_cache_headers(layer, etag))
+        # The stamp is read before the tile: if a change lands in between, the tile is
+        # newer than its ETag, so the next revalidation misses and refetches; never the
+        # reverse, which could pin a stale tile in a cache.
+        etag = f'"{tile_version(layer, z, x, y, data_stamp(connection, layer))}"'
+        if _etag_matches(if_none_match, etag):
+            return _not_modified(layer, etag)
+        tile = render_tile(connection, layer, z, x, y)
+    return Response(tile, media_type=MVT_MEDIA_TYPE, headers=_cache_headers(layer, etag))
+
+
+@router.get(
+    "/{layer}.json",
+    name="tilejson",
+    responses={
+        200: {"description": "TileJSON 3.0.0 of the layer."},
+        304: {"description": "The client's copy (If-None-Match) is current."},
+        401: {"description": "incidents without a token (`missing_token`)."},
+        403: {"description": "incidents with a worker's token (`forbidden`)."},
+        404: {"description": "Unknown layer (`layer_not_found`)."},
+    },
+)
+def get_tilejson(
+    layer: LayerDep,
+    engine: EngineDep,
+    principal: OptionalPrincipal,
+    request: Request,
+    if_none_match: IfNoneMatch = None,
+) -> Response:
+    """The layer's TileJSON 3.0.0: absolute tile URL, zooms, bounds, center and fields."""
+    area_prefix = _area_prefix(layer, principal)
+    # url_for keeps the {z}/{x}/{y} placeholders and honours root_path and the prefix
+    # the router is mounted under, so the template works behind a proxy path too.
+    template = str(request.url_for("tile", layer=layer.name, z="{z}", x="{x}", y="{y}"))
+    with engine.connect() as connection:
+        stamp = f"{data_stamp(connection, layer)}|{area_prefix}"
+        etag = f'"{tilejson_version(layer, stamp, template)}"'
+        if _etag_matches(if_none_match, etag):
+            return _not_modified(layer, etag)
+        bounds = layer_bounds(connection, layer, area_prefix)
+    document = _tilejson(layer, template, bounds)
+    return JSONResponse(document, headers=_cache_headers(layer, etag))
+
+
+def _tilejson(layer: TileLayer, template: str, bounds: Bounds) -> dict[str, Any]:
+    """The TileJSON document of one layer."""
+    # Rounded outwards to 6 decimals (0.1 m), so the bounds still hold every feature.
+    west, south = (math.floor(value * 1e6) / 1e6 for value in bounds[:2])
+    east, north = (math.ceil(value * 1e6) / 1e6 for value in bounds[2:])
+    return {
+        "tilejson": TILEJSON_VERSION,
+        "name": layer.name,
+        "description": layer.description,
+        "scheme": "xyz",
+        "tiles": [template],
+        "minzoom": layer.minzoom,
+        "maxzoom": layer.maxzoom,
+        "bounds": [west, south, east, north],
+        "center": [
+            round((west + east) / 2, 6),
+            round((south + north) / 2, 6),
+            fitting_zoom(bounds, layer),
+        ],
+        "vector_layers": [
+            {
+                "id": layer.name,
+                "description": layer.description,
+                "minzoom": layer.minzoom,
+                "maxzoom": layer.maxzoom,
+                "fields": layer.field_types(),
+            }
+        ],
+    }
