@@ -16,10 +16,15 @@ from geodata.contract import Topics
 from geodata.db import migrate
 from geodata.db.engine import create_db_engine
 from grid_service import metrics
+from grid_service.admin import router as admin_router
+from grid_service.auth import AuthConfig, install_auth
 from grid_service.compliance import router as compliance_router
 from grid_service.errors import install_error_handlers
 from grid_service.gateway import create_producer
 from grid_service.gateway import router as gateway_router
+from grid_service.grids import router as grids_router
+from grid_service.ogc import router as ogc_router
+from grid_service.tiles import router as tiles_router
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +36,7 @@ class ApiConfig:
     database_url: str
     kafka_bootstrap: str
     topics: Topics = field(default_factory=Topics)
+    auth: AuthConfig = field(default_factory=AuthConfig)
 
 
 def _database_health(engine: Engine) -> dict[str, object]:
@@ -80,9 +86,14 @@ def create_app(config: ApiConfig) -> FastAPI:
     )
 
     install_error_handlers(app)
+    install_auth(app, config.auth)
     app.include_router(metrics.router)
     app.include_router(gateway_router)
     app.include_router(compliance_router)
+    app.include_router(grids_router)
+    app.include_router(admin_router)
+    app.include_router(ogc_router)
+    app.include_router(tiles_router)
 
     @app.get("/healthz", tags=["operations"])
     def healthz(request: Request) -> JSONResponse:

@@ -1,10 +1,13 @@
 """The one mapping from domain exceptions to HTTP statuses and stable error codes.
 
-Every error body is `{"code": ..., "detail": ...}` (plus `index` for a refused batch item).
-A 5xx body carries a fixed public sentence; the exception itself goes to the log only.
+Every error body is `{"code": ..., "detail": ...}` (plus `index` for a refused batch item,
+`problems` for a refused boundary file). A 401 carries `WWW-Authenticate: Bearer`, a 429
+`Retry-After`. A 5xx body carries a fixed public sentence; the exception itself goes to
+the log only.
 """
 
 import logging
+import math
 from collections.abc import Mapping
 from http import HTTPStatus
 from typing import Any, Final
@@ -14,7 +17,16 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from geodata.accounts import (
+    AccountExists,
+    AccountNotFound,
+    InvalidAccount,
+    InvalidToken,
+    NotAuthenticated,
+    PermissionDenied,
+)
 from geodata.crs import UnsupportedCrs
+from geodata.db.tiles import InvalidTile, UnknownLayer
 from geodata.errors import (
     GridNotFound,
     ImportRefused,
@@ -26,6 +38,17 @@ from geodata.errors import (
     WorkerNotFound,
 )
 from geodata.events import EventRefused, RefusalReason
+from geodata.query_limits import (
+    BboxTooLarge,
+    CoordinateOutOfRange,
+    GeometryTooComplex,
+    InvalidBbox,
+    InvalidGeoJson,
+    InvalidJson,
+    InvalidRadius,
+    PayloadTooLarge,
+    PointOutsideArea,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +76,16 @@ class BatchItemRefused(WanggeError):
         self.index = index
 
 
+class RateLimited(WanggeError):
+    """The token spent its allowance of write requests; retry after `retry_after_s`."""
+
+    code = "rate_limited"
+
+    def __init__(self, retry_after_s: float) -> None:
+        super().__init__(f"too many requests with this token; retry in {retry_after_s:.1f} s")
+        self.retry_after_s = retry_after_s
+
+
 STATUS_BY_ERROR: Final[Mapping[type[WanggeError], int]] = {
     GridNotFound: 404,
     InvalidGeometry: 422,
@@ -66,6 +99,23 @@ STATUS_BY_ERROR: Final[Mapping[type[WanggeError], int]] = {
     InvalidWeek: 422,
     InvalidAreaCode: 422,
     WorkerNotFound: 404,
+    NotAuthenticated: 401,
+    PermissionDenied: 403,
+    RateLimited: 429,
+    InvalidAccount: 422,
+    AccountExists: 409,
+    AccountNotFound: 404,
+    UnknownLayer: 404,
+    InvalidTile: 422,
+    PointOutsideArea: 404,
+    CoordinateOutOfRange: 422,
+    InvalidBbox: 422,
+    BboxTooLarge: 422,
+    InvalidRadius: 422,
+    InvalidJson: 422,
+    InvalidGeoJson: 422,
+    GeometryTooComplex: 422,
+    PayloadTooLarge: 413,
 }
 """Domain error class to HTTP status; subclasses inherit their nearest listed base."""
 
@@ -96,6 +146,34 @@ def _status_of(exc: WanggeError) -> int | None:
     return None
 
 
+def _headers_of(exc: WanggeError) -> dict[str, str] | None:
+    if isinstance(exc, NotAuthenticated):
+        # RFC 6750: a bare challenge when no token came, the error when a bad one did.
+        error = ', error="invalid_token"' if isinstance(exc, InvalidToken) else ""
+        return {"WWW-Authenticate": f'Bearer realm="wangge"{error}'}
+    if isinstance(exc, RateLimited):
+        return {"Retry-After": str(max(1, math.ceil(exc.retry_after_s)))}
+    return None
+
+
+def _problems_of(exc: ImportRefused) -> list[dict[str, str | None]]:
+    # Problems are geodata's dataclasses (layer, feature, reason, detail); read by name so
+    # that this module needs nothing from the importer.
+    problems: list[dict[str, str | None]] = []
+    for problem in exc.problems:
+        reason = getattr(problem, "reason", "")
+        feature = getattr(problem, "feature", None)
+        problems.append(
+            {
+                "layer": str(getattr(problem, "layer", "")),
+                "feature": None if feature is None else str(feature),
+                "reason": str(getattr(reason, "value", reason)),
+                "detail": str(getattr(problem, "detail", problem)),
+            }
+        )
+    return problems
+
+
 def domain_error_response(exc: WanggeError) -> JSONResponse:
     """The HTTP answer to a domain error, by STATUS_BY_ERROR."""
     refusal = exc.refusal if isinstance(exc, BatchItemRefused) else exc
@@ -113,7 +191,10 @@ def domain_error_response(exc: WanggeError) -> JSONResponse:
         logger.warning("%s: %s", exc.code, exc, exc_info=exc)
         detail = _PUBLIC_5XX_DETAIL.get(exc.code, _INTERNAL_ERROR["detail"])
         return JSONResponse({"code": exc.code, "detail": detail}, status_code=status)
-    return JSONResponse({"code": exc.code, "detail": str(exc)}, status_code=status)
+    body = {"code": exc.code, "detail": str(exc)}
+    if isinstance(exc, ImportRefused):
+        body["problems"] = _problems_of(exc)
+    return JSONResponse(body, status_code=status, headers=_headers_of(exc))
 
 
 async def _on_domain_error(_request: Request, exc: Exception) -> JSONResponse:
