@@ -144,13 +144,13 @@ class OutboxPublisherThread(threading.Thread):
     def __init__(self, publisher: OutboxPublisher) -> None:
         super().__init__(name="outbox-publisher", daemon=True)
         self.publisher = publisher
-        self._stop = threading.Event()
+        self._stopping = threading.Event()
 
     def run(self) -> None:
         """Wait for notifications and publish until stopped."""
         with psycopg.connect(self.publisher.database_url, autocommit=True) as listener:
             listener.execute(f"LISTEN {OUTBOX_CHANNEL}")
-            while not self._stop.is_set():
+            while not self._stopping.is_set():
                 try:
                     while self.publisher.publish_pending():
                         pass
@@ -164,7 +164,7 @@ class OutboxPublisherThread(threading.Thread):
 
     def stop(self) -> None:
         """Publish what is left and stop."""
-        self._stop.set()
+        self._stopping.set()
         self.join(timeout=30)
         self.publisher.publish_pending()
         self.publisher.close()

@@ -108,8 +108,9 @@ def test_consumer_killed_mid_batch_repeatedly_stores_each_event_once_like_a_clea
     with psycopg.connect(crashed_db) as conn:
         offsets = dict(
             conn.execute(
-                "SELECT partition, next_offset FROM consumer_offsets WHERE consumer_group = %s",
-                (crash_group,),
+                "SELECT partition, next_offset FROM consumer_offsets"
+                " WHERE consumer_group = %s AND topic = %s",
+                (crash_group, topics.checkins),
             ).fetchall()
         )
     assert sum(offsets.values()) == total
