@@ -2,6 +2,7 @@
 
 import ast
 import re
+import threading
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -27,12 +28,16 @@ ASSIGNMENT_COLUMNS = (
 )
 
 
-def _produce_checkins(bootstrap: str, topic: str, database_url: str, per_grid: int) -> list[str]:
+def _checkins(database_url: str, per_grid: int) -> list[dict[str, object]]:
     spots = placements(database_url, per_grid=per_grid, seed=5)
-    events = [
+    return [
         checkin_event(s.worker_id, s.lon, s.lat, minutes=(i * 7) % 10_000)
         for i, s in enumerate(spots)
     ]
+
+
+def _produce_checkins(bootstrap: str, topic: str, database_url: str, per_grid: int) -> list[str]:
+    events = _checkins(database_url, per_grid)
     produce(bootstrap, topic, (checkin_message(e) for e in events))
     return [str(e["event_id"]) for e in events]
 
@@ -126,8 +131,11 @@ def test_group_members_share_partitions_and_a_rebalance_loses_and_repeats_nothin
 ) -> None:
     topics = topic_factory(partitions=6)
     url = reference_database_url
-    event_ids = _produce_checkins(kafka_bootstrap, topics.checkins, url, per_grid=12)
+    events = _checkins(url, per_grid=12)
+    event_ids = [str(e["event_id"]) for e in events]
     total = len(event_ids)
+    first_half, second_half = events[: total // 2], events[total // 2 :]
+    produce(kafka_bootstrap, topics.checkins, (checkin_message(e) for e in first_half))
     group = f"shared-{uuid.uuid4().hex[:8]}"
     processes = [
         ConsumerProcess(url, kafka_bootstrap, topics, group, tmp_path) for _ in range(members)
@@ -138,14 +146,25 @@ def test_group_members_share_partitions_and_a_rebalance_loses_and_repeats_nothin
         )
         for process in processes[1:]:
             process.start()
-        # Every member takes part before the stream is drained.
+        # The members share the partitions before the stream is drained: each holds some,
+        # but not all six (a member starved of heartbeats may briefly hold all or none).
         wait_until(
-            lambda: all(_assigned_partitions(p, topics.checkins) for p in processes),
-            120,
-            "all members joined",
+            lambda: all(
+                any(0 < len(a) < 6 for a in _assigned_partitions(p, topics.checkins))
+                for p in processes
+            ),
+            180,
+            "every member held a share of the partitions",
         )
-        # One member leaves mid-stream (SIGTERM: it finishes its batch and commits).
+        # One member leaves while the rest of the stream arrives (SIGTERM: it finishes its
+        # batch and commits), so the rebalance happens mid-stream.
+        producing = threading.Thread(
+            target=produce,
+            args=(kafka_bootstrap, topics.checkins, [checkin_message(e) for e in second_half]),
+        )
+        producing.start()
         processes[-1].stop()
+        producing.join()
         wait_until(
             lambda: count_rows(url, "SELECT count(*) FROM checkins") == total,
             240,
@@ -155,7 +174,3 @@ def test_group_members_share_partitions_and_a_rebalance_loses_and_repeats_nothin
             process.stop()
 
     assert sorted(str(row[0]) for row in _assignments(url)) == sorted(event_ids)
-    # Sharing: at some point every member held some, but not all, of the six partitions.
-    for process in processes:
-        sizes = [len(a) for a in _assigned_partitions(process, topics.checkins)]
-        assert any(0 < size < 6 for size in sizes), (sizes, process.log()[-2000:])
