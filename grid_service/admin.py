@@ -115,6 +115,7 @@ _MULTIPART_BODY: Final[dict[str, Any]] = {
     response_model=BoundaryImportPublic,
     openapi_extra=_MULTIPART_BODY,
     responses={
+        400: {"description": "bad_request: a malformed multipart body, or fields besides `file`"},
         401: {"description": "missing_token or invalid_token"},
         403: {"description": "forbidden: an admin's token only"},
         413: {"description": "payload_too_large"},

@@ -95,7 +95,11 @@ def create_app(config: ApiConfig) -> FastAPI:
     app.include_router(ogc_router)
     app.include_router(tiles_router)
 
-    @app.get("/healthz", tags=["operations"])
+    @app.get(
+        "/healthz",
+        tags=["operations"],
+        responses={503: {"description": "degraded: the database or the broker is not ready"}},
+    )
     def healthz(request: Request) -> JSONResponse:
         """Liveness and readiness of the database (schema, grids) and the broker."""
         database = _database_health(request.app.state.engine)

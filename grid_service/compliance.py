@@ -11,7 +11,7 @@ sees the worker's grids in that area only, or an admin.
 
 from dataclasses import replace
 from datetime import UTC, date, datetime, tzinfo
-from typing import Annotated, Self
+from typing import Annotated, Any, Final, Self
 
 from fastapi import APIRouter, Depends, Path, Query, Request
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
@@ -34,6 +34,7 @@ from geodata.db.compliance_read import (
 )
 from geodata.events import ComplianceStatus
 from grid_service.auth import RequiredPrincipal, ensure_worker, require_roles, scoped_code
+from grid_service.gateway import ErrorBody
 
 router = APIRouter(prefix="/api/v1", tags=["compliance"])
 
@@ -63,6 +64,13 @@ WeekQuery = Annotated[
 ]
 
 LevelQuery = Annotated[Level, Query(description="one item per worker in a grid, or per area")]
+
+_ERRORS: Final[dict[int | str, dict[str, Any]]] = {
+    401: {"model": ErrorBody, "description": "missing_token or invalid_token"},
+    403: {"model": ErrorBody, "description": "forbidden, outside_area or worker_mismatch"},
+    404: {"model": ErrorBody, "description": "grid_not_found or worker_not_found"},
+    422: {"model": ErrorBody, "description": "invalid_week, invalid_code or invalid_request"},
+}
 
 
 class _Public(BaseModel):
@@ -214,7 +222,7 @@ def _week_or_current(week: str | None, at: datetime, config: ComplianceConfig) -
     return parse_week(week) if week is not None else IsoWeek.week_of(at, config.tz)
 
 
-@router.get("/compliance", response_model=CompliancePublic)
+@router.get("/compliance", response_model=CompliancePublic, responses=_ERRORS)
 def get_compliance(
     engine: EngineDep,
     config: ComplianceConfigDep,
@@ -260,7 +268,7 @@ def get_compliance(
     return CompliancePublic.of(report, config.tz)
 
 
-@router.get("/workers/{worker_id}/patrols", response_model=WorkerPatrolsPublic)
+@router.get("/workers/{worker_id}/patrols", response_model=WorkerPatrolsPublic, responses=_ERRORS)
 def get_worker_patrols(
     engine: EngineDep,
     config: ComplianceConfigDep,

@@ -386,6 +386,13 @@ def up(
     console.print("schema at the current revision")
     load_reference_dataset_if_empty(seed)
 
+    # Ctrl-C and SIGTERM both stop what `up` started; SIGINT is set explicitly because a
+    # shell that starts `up` in the background makes it ignore SIGINT otherwise.
+    def interrupt(_signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, interrupt)
+    signal.signal(signal.SIGTERM, interrupt)
     # One metrics directory so the API's /metrics adds up every process's samples.
     metrics_dir = Path(tempfile.mkdtemp(prefix="wangge-metrics-"))
     env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}
@@ -443,9 +450,88 @@ def compliance(
 
 
 @app.command()
+def bench(
+    names: Annotated[
+        list[str] | None,
+        typer.Argument(help="benchmarks to run: pipeline, locate, tiles (default all)"),
+    ] = None,
+    quick: Annotated[bool, typer.Option("--quick", help="a short run of each")] = False,
+) -> None:
+    """Run the benchmarks on the configured services and print their tables."""
+    from wangge.bench_cli import run_benchmarks
+
+    _print_reports(start_services())
+    try:
+        failed = run_benchmarks(names or [], quick=quick, console=console)
+    except ValueError as exc:
+        raise _fail(str(exc)) from exc
+    if failed:
+        raise typer.Exit(code=1)
+
+
+@app.command()
 def serve(
     host: Annotated[str, typer.Option()] = "127.0.0.1",
     port: Annotated[int, typer.Option()] = 8000,
 ) -> None:
     """Run the HTTP API."""
     _serve(host, port)
+
+
+# --------------------------------------------------------------------------- simulation
+
+
+@app.command()
+def simulate(
+    week: Annotated[
+        str | None,
+        typer.Option(help="ISO week to simulate, e.g. 2020-W37; without it, a live stream"),
+    ] = None,
+    speed: Annotated[
+        str | None,
+        typer.Option(help="N (N× real time) or max; default max for --week, 1 when live"),
+    ] = None,
+    rate: Annotated[float | None, typer.Option(help="at most this many events a second")] = None,
+    seed: Annotated[int, typer.Option(help="random seed; same seed, same week")] = 2020,
+    workers: Annotated[
+        int | None, typer.Option(help="simulate N workers (a deterministic subset)")
+    ] = None,
+    truth: Annotated[
+        Path | None, typer.Option(help="write the expected patrols and statuses (JSON)")
+    ] = None,
+    tail_hours: Annotated[
+        float,
+        typer.Option(
+            help="idle pings this long after the week, so the engine sees it end"
+            " (≥ 48 freezes the week: only once the consumers have caught up)"
+        ),
+    ] = 6.0,
+) -> None:
+    """Produce a week of realistic check-ins and incidents to Kafka, faults included."""
+    from geodata.errors import WanggeError
+    from wangge.simulate_cli import SimulateOptions, print_summary, run_simulation
+
+    options = SimulateOptions(week, speed, rate, seed, workers, truth, tail_hours)
+    try:
+        with progress_bar() as progress:
+            run = run_simulation(DatabaseSettings().url, KafkaSettings(), options, progress)
+        print_summary(run, console)
+    except WanggeError as exc:
+        raise _fail(str(exc)) from exc
+
+
+@app.command()
+def verify(
+    truth: Annotated[Path, typer.Option(exists=True, help="truth file of `wangge simulate`")],
+    week: Annotated[str, typer.Option(help="ISO week, e.g. 2020-W37")],
+) -> None:
+    """Compare the platform's patrols and statuses with a simulation's truth; 1 if any differ."""
+    from geodata.errors import WanggeError
+    from wangge.verify_cli import run_verify
+
+    try:
+        comparison = run_verify(DatabaseSettings().url, truth, week, console)
+    except WanggeError as exc:
+        raise _fail(str(exc)) from exc
+    if not comparison.agrees:
+        raise typer.Exit(code=1)

@@ -1,0 +1,154 @@
+"""The simulator's producer: paces a simulated week's messages onto the topics, like phones.
+
+Thin on purpose: what to send and when is decided in `geodata.simulation`; this only maps
+simulated send times to the wall clock (`speed`× real time, or as fast as the broker
+takes it), caps the rate, and produces with a plain kafka-python producer, keyed as the
+contract says (check-ins by worker id, incidents by incident id).
+"""
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Final
+
+from kafka import KafkaProducer
+
+from geodata.contract import CHECKINS_TOPIC, INCIDENTS_TOPIC, Topics
+from geodata.events import CE_SPECVERSION, CE_TYPES
+from geodata.simulation import SimulatedWeek
+from geodata.simulation.incidents import Message
+
+logger = logging.getLogger(__name__)
+
+CE_SOURCE: Final = b"wangge/simulator"
+# Long waits (a live week) are slept in slices, so that progress and Ctrl-C stay prompt.
+_SLEEP_SLICE_S: Final = 0.5
+_PROGRESS_EVERY_S: Final = 0.2
+
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass(frozen=True)
+class Pacing:
+    """How fast simulated time runs: `speed`× real time (None: as fast as possible)."""
+
+    speed: float | None = None
+    #: At most this many messages a second (None: no cap).
+    rate: float | None = None
+    #: The simulated instant (epoch s) that maps to the start; None: the first message's.
+    #: Live mode passes "now", so what is already due goes at once and the rest on time.
+    anchor_s: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.speed is not None and self.speed <= 0:
+            raise ValueError("speed must be positive")
+        if self.rate is not None and self.rate <= 0:
+            raise ValueError("rate must be positive")
+
+
+@dataclass
+class ProduceStats:
+    """What was produced, and when (wall clock, epoch seconds)."""
+
+    produced: Counter[str] = field(default_factory=Counter)
+    first_at: float | None = None
+    last_at: float | None = None
+    failed: int = 0
+    interrupted: bool = False
+
+    @property
+    def total(self) -> int:
+        """Messages produced."""
+        return sum(self.produced.values())
+
+    @property
+    def seconds(self) -> float:
+        """From the first message sent to the broker's acknowledgement of the last."""
+        if self.first_at is None or self.last_at is None:
+            return 0.0
+        return self.last_at - self.first_at
+
+
+def _headers(message: Message, ce_type: str) -> list[tuple[str, bytes]]:
+    return [
+        ("ce_specversion", CE_SPECVERSION.encode()),
+        ("ce_id", message.event_id.encode()),
+        ("ce_source", CE_SOURCE),
+        ("ce_type", ce_type.encode()),
+        ("ce_time", message.event_time.encode()),
+    ]
+
+
+def _sleep_until(due: float) -> None:
+    while (left := due - time.monotonic()) > 0:
+        time.sleep(min(left, _SLEEP_SLICE_S))
+
+
+def produce_week(
+    simulated: SimulatedWeek,
+    bootstrap: str,
+    topics: Topics,
+    pacing: Pacing,
+    progress: Progress | None = None,
+) -> ProduceStats:
+    """Produce every message of the week in sending order; Ctrl-C stops after a flush."""
+    notify = progress or (lambda _step, _done, _total: None)
+    topic_of = {"checkins": topics.checkins, "incidents": topics.incidents}
+    ce_type_of = {"checkins": CE_TYPES[CHECKINS_TOPIC], "incidents": CE_TYPES[INCIDENTS_TOPIC]}
+    stats = ProduceStats()
+    total = len(simulated)
+    producer = KafkaProducer(
+        bootstrap_servers=bootstrap,
+        acks="all",
+        linger_ms=20,
+        batch_size=512 * 1024,
+        client_id="wangge-simulator",
+    )
+
+    def failed(exc: BaseException) -> None:
+        stats.failed += 1
+        logger.warning("a message was not produced: %s", exc)
+
+    started = time.monotonic()
+    origin = (
+        pacing.anchor_s
+        if pacing.anchor_s is not None
+        else float(simulated.send_s[0] if total else 0)
+    )
+    sent = 0
+    shown = 0.0
+    try:
+        for batch in simulated.batches():
+            for message in batch:
+                due = started
+                if pacing.speed is not None:
+                    due += (message.send_s - origin) / pacing.speed
+                if pacing.rate is not None:
+                    due = max(due, started + sent / pacing.rate)
+                if due > time.monotonic():
+                    _sleep_until(due)
+                producer.send(
+                    topic_of[message.stream],
+                    key=message.key,
+                    value=message.value,
+                    headers=_headers(message, ce_type_of[message.stream]),
+                ).add_errback(failed)
+                if stats.first_at is None:
+                    stats.first_at = time.time()
+                stats.produced[message.stream] += 1
+                sent += 1
+                if time.monotonic() - shown > _PROGRESS_EVERY_S:
+                    shown = time.monotonic()
+                    at = datetime.fromtimestamp(message.send_s, simulated.truth.as_of.tzinfo)
+                    notify(f"Producing · {at:%a %d %b %H:%M}", sent, total)
+    except KeyboardInterrupt:
+        stats.interrupted = True
+    finally:
+        producer.flush()
+        stats.last_at = time.time()
+        producer.close()
+    notify("Produced", sent, total)
+    return stats

@@ -1,0 +1,149 @@
+"""`wangge simulate`: a simulated week (or a live stream) of the city's phones, onto Kafka."""
+
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from rich.console import Console
+from rich.table import Table
+
+from geodata.compliance import IsoWeek
+from geodata.contract import Topics
+from geodata.db.compliance_read import parse_week
+from geodata.db.engine import create_db_engine
+from geodata.db.simulation_read import load_world
+from geodata.errors import WanggeError
+from geodata.simulation import SimulationConfig, simulate_week
+from geodata.simulation.week import Progress
+from wangge import services
+from wangge.settings import KafkaSettings
+
+if TYPE_CHECKING:
+    from event_consumers.simulator import ProduceStats
+
+
+class SimulationRefused(WanggeError):
+    """Options that cannot make a simulation (a live stream faster than real time, …)."""
+
+    code = "simulation_refused"
+
+
+@dataclass(frozen=True)
+class SimulateOptions:
+    """The command's options, parsed."""
+
+    week: str | None
+    speed: str | None
+    rate: float | None
+    seed: int
+    workers: int | None
+    truth: Path | None
+    tail_hours: float
+
+
+def parse_speed(speed: str | None, live: bool) -> float | None:
+    """N× real time as a float, None for `max`; live streams run at real time only."""
+    if live:
+        if speed not in (None, "1", "1.0"):
+            # A phone cannot report a fix from its future: event time must follow the clock.
+            raise SimulationRefused("a live stream runs at real time: drop --speed or use --week")
+        return 1.0
+    if speed is None or speed == "max":
+        return None
+    try:
+        value = float(speed)
+    except ValueError:
+        raise SimulationRefused(f"--speed takes a number or max, not {speed!r}") from None
+    if value <= 0:
+        raise SimulationRefused("--speed must be positive")
+    return value
+
+
+@dataclass(frozen=True)
+class SimulationRun:
+    """What a run planned and produced, for the summary."""
+
+    options: SimulateOptions
+    week: IsoWeek
+    counts: dict[str, int]
+    messages: int
+    stats: "ProduceStats"
+    topics: Topics
+    left_out: int
+
+
+def run_simulation(
+    database_url: str, kafka: KafkaSettings, options: SimulateOptions, progress: Progress
+) -> SimulationRun:
+    """Plan the week from the database's city, write the truth, produce every message."""
+    from event_consumers.simulator import Pacing, produce_week
+
+    config = SimulationConfig(tail_hours=options.tail_hours)
+    tz = config.compliance.tz
+    live = options.week is None
+    week = IsoWeek.week_of(datetime.now(UTC), tz) if live else parse_week(str(options.week))
+    speed = parse_speed(options.speed, live)
+    if options.workers is not None and options.workers < 1:
+        raise SimulationRefused("--workers must be at least 1")
+    engine = create_db_engine(database_url)
+    try:
+        progress("Reading grids and workers", 0, 1)
+        until = week.end(tz) + timedelta(hours=config.tail_hours)
+        world, left_out = load_world(engine, week.start(tz), until)
+    finally:
+        engine.dispose()
+    if not world.workers:
+        raise SimulationRefused("the database has no worker assigned all week: load a dataset")
+    simulated = simulate_week(
+        world, week, seed=options.seed, workers=options.workers, config=config, progress=progress
+    )
+    if options.truth is not None:
+        options.truth.write_text(simulated.truth.to_json(), encoding="utf-8")
+    services.ensure_topics(kafka.bootstrap, kafka.topic_partitions, kafka.topics)
+    pacing = Pacing(speed=speed, rate=options.rate, anchor_s=time.time() if live else None)
+    stats = produce_week(simulated, kafka.bootstrap, kafka.topics, pacing, progress)
+
+    return SimulationRun(
+        options, week, simulated.truth.counts, len(simulated), stats, kafka.topics, left_out
+    )
+
+
+def print_summary(run: SimulationRun, console: Console) -> None:
+    """The run's figures; raises SimulationRefused if it did not produce everything."""
+    counts, stats = run.counts, run.stats
+    table = Table(f"simulated {run.week}", "count", title="wangge simulate")
+    rows: list[tuple[str, int | str]] = [
+        ("workers", counts["workers"]),
+        ("walks planned", counts["walks"]),
+        ("distinct check-ins (incl. idle pings)", counts["checkins"]),
+        ("duplicate deliveries (retries)", counts["duplicate_deliveries"]),
+        ("walks uploaded late", counts["late_walks"]),
+        ("poor-accuracy fixes", counts["poor_accuracy_fixes"]),
+        ("teleports", counts["teleports"]),
+        ("phones in GCJ-02", counts["phones_gcj02"]),
+        ("phones with a skewed clock", counts["phones_skewed_clock"]),
+        ("incidents", counts["incidents"]),
+        ("malformed messages", counts["malformed"]),
+        ("messages produced", stats.total),
+    ]
+    for name, value in rows:
+        table.add_row(name, f"{value:,}" if isinstance(value, int) else value)
+    console.print(table)
+    rate = stats.total / stats.seconds if stats.seconds else 0.0
+    console.print(
+        f"produced {stats.total:,} of {run.messages:,} messages in {stats.seconds:,.1f} s"
+        f" ({rate:,.0f}/s) to {run.topics.checkins} and {run.topics.incidents}"
+    )
+    if run.left_out:
+        console.print(f"{run.left_out} worker(s) not simulated: not in one grid all week")
+    if run.options.truth is not None:
+        console.print(f"truth written to {run.options.truth}")
+    if stats.failed:
+        raise SimulationRefused(f"{stats.failed} message(s) were not acknowledged by the broker")
+    if stats.interrupted:
+        if run.options.week is None:  # Ctrl-C is how a live stream ends
+            console.print("live stream stopped")
+            return
+        raise SimulationRefused("interrupted: the week was produced only in part")
