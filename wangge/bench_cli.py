@@ -13,6 +13,11 @@ BENCHMARKS: dict[str, tuple[str, list[str], list[str]]] = {
         [],
         ["--events", "20000", "--processes", "1", "--latency-seconds", "5"],
     ),
+    "compliance": (
+        "wangge.benchmarks.compliance",
+        [],
+        ["--workers", "100", "--latency-seconds", "5"],
+    ),
     "locate": ("wangge.benchmarks.locate", [], []),
     "tiles": ("wangge.benchmarks.tiles", [], ["--rounds", "1"]),
 }

@@ -1,0 +1,38 @@
+"""The compliance benchmark runs end to end on a few workers' week; no figure is judged here."""
+
+import math
+
+from wangge.benchmarks.compliance import run_compliance_benchmark
+
+
+def test_compliance_benchmark_folds_every_checkin_once_and_records_statuses(
+    postgis_server: str, reference_database_url: str, kafka_bootstrap: str
+) -> None:
+    stages: list[str] = []
+    rows = run_compliance_benchmark(
+        f"{postgis_server}/postgres",
+        kafka_bootstrap,
+        workers=30,
+        progress=lambda stage, _done, _total: stages.append(stage),
+        reference_database_url=reference_database_url,
+        latency_rate=200.0,
+        latency_seconds=3.0,
+        query_runs=3,
+        sample_workers=30,
+    )
+
+    by_name = {row.name: row for row in rows}
+    folded = by_name["check-ins folded in exactly once"]
+    # Every produced check-in has exactly one engine row (its key is the event id).
+    assert folded.expected is not None
+    assert folded.expected > 30 * 100  # most of 30 workers walk 3-5 times, 80+ fixes a walk
+    assert folded.stored == folded.expected
+    assert folded.met is True
+    # Every assigned worker of the city has a status for the week, not only the 30 walkers.
+    assert folded.republished is not None
+    assert folded.republished >= 30
+    agreeing = by_name["statuses equal evaluate_week's"]
+    assert agreeing.peer == 30
+    for row in rows:
+        assert math.isfinite(row.ours)
+    assert "Done" in stages
