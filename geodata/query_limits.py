@@ -28,6 +28,9 @@ MAX_NEAREST: Final = 50
 MAX_PAGE: Final = 1000
 DEFAULT_PAGE: Final = 100
 
+MAX_OFFSET: Final = 1_000_000
+"""Largest page offset; keeps the value within what PostgreSQL's OFFSET takes (bigint)."""
+
 MAX_GEOMETRY_BYTES: Final = 256 * 1024
 """Largest posted geometry body."""
 

@@ -28,6 +28,7 @@ from geodata.query_limits import (
     MAX_BBOX_AREA_DEG2,
     MAX_GEOMETRY_BYTES,
     MAX_NEAREST,
+    MAX_OFFSET,
     MAX_PAGE,
     MAX_RADIUS_M,
     PayloadTooLarge,
@@ -44,9 +45,6 @@ from grid_service.gateway import ErrorBody
 router = APIRouter(prefix="/api/v1/grids", tags=["grids"])
 
 GEOJSON_MEDIA_TYPE: Final = "application/geo+json"
-
-MAX_OFFSET: Final = 1_000_000
-"""Largest page offset; keeps the value within what PostgreSQL's OFFSET takes."""
 
 _DISTANCE_DECIMALS: Final = 3  # millimetres: far below what a boundary means on the ground
 

@@ -21,6 +21,7 @@ from geodata.db.features import (
     get_feature,
     query_features,
 )
+from geodata.query_limits import MAX_OFFSET
 from grid_service.auth import OptionalPrincipal
 from grid_service.ogc import documents
 from grid_service.ogc.access import area_filter, may_read
@@ -288,7 +289,9 @@ def items(
             json_schema_extra={"maximum": MAX_LIMIT},
         ),
     ] = DEFAULT_LIMIT,
-    offset: Annotated[int, Query(ge=0, description="Features to skip (see the next link).")] = 0,
+    offset: Annotated[
+        int, Query(ge=0, le=MAX_OFFSET, description="Features to skip (see the next link).")
+    ] = 0,
     crs: CrsQuery = None,
     f: FeatureFormat = None,
 ) -> JSONResponse:
