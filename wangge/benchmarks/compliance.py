@@ -12,7 +12,6 @@ import argparse
 import contextlib
 import math
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -41,7 +40,13 @@ from geodata.dataset.layers import LOCAL_TZ
 from geodata.db.compliance_store import CLOCK_NAME
 from geodata.staffing import AssignmentPeriod
 from wangge import services
-from wangge.benchmarks.pipeline import BenchmarkRow, Progress, describe_machine, render_table
+from wangge.benchmarks.pipeline import (
+    BenchmarkRow,
+    Progress,
+    describe_machine,
+    render_table,
+    stop_gracefully,
+)
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -331,15 +336,7 @@ def _consumers(
                 processes.append(subprocess.Popen(args, env=env, stdout=log, stderr=log))
         yield group, processes
     finally:
-        for process in processes:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        for process in processes:
-            try:
-                process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop_gracefully(processes, timeout_s=60)
 
 
 def _scalar(conn: psycopg.Connection, sql: str, *params: object) -> int:

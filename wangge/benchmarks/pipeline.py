@@ -18,7 +18,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -396,15 +396,20 @@ def _consumers(
                 processes.append(subprocess.Popen(args, env=env, stdout=log, stderr=log))
         yield processes
     finally:
-        for process in processes:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        for process in processes:
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop_gracefully(processes, timeout_s=30)
+
+
+def stop_gracefully(processes: Sequence[subprocess.Popen[bytes]], timeout_s: float) -> None:
+    """SIGTERM every process (they finish the batch and commit), then kill stragglers."""
+    for process in processes:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+    for process in processes:
+        try:
+            process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 def _committed(conn: psycopg.Connection, group: str, topic: str) -> int:
