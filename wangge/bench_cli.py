@@ -18,6 +18,7 @@ BENCHMARKS: dict[str, tuple[str, list[str], list[str]]] = {
         [],
         ["--workers", "100", "--latency-seconds", "5"],
     ),
+    "api": ("wangge.benchmarks.api", [], ["--duration", "2"]),
     "locate": ("wangge.benchmarks.locate", [], []),
     "tiles": ("wangge.benchmarks.tiles", [], ["--rounds", "1"]),
 }

@@ -453,7 +453,7 @@ def compliance(
 def bench(
     names: Annotated[
         list[str] | None,
-        typer.Argument(help="benchmarks to run: pipeline, compliance, locate, tiles (default all)"),
+        typer.Argument(help="pipeline, compliance, api, locate, tiles (default: all)"),
     ] = None,
     quick: Annotated[bool, typer.Option("--quick", help="a short run of each")] = False,
 ) -> None:

@@ -1,0 +1,368 @@
+"""`wangge bench api`: the API's read endpoints under load, each against a bare FastAPI ceiling.
+
+In one run, on a fresh copy of the reference city: the real app (`create_app`) and a
+ceiling app (one async route returning a constant) each run under uvicorn, one worker, in
+a process of their own, and a load generator in a third (`wangge.benchmarks.loadgen`)
+drives them one endpoint at a time:
+
+1. closed loop with N keep-alive connections: the ceiling, then locate and nearest at
+   random points inside the city, bbox (one community's box), tiles at z12 and z14 and
+   the OGC items page; requests/s, p50 and p99, each as a ratio to the ceiling's;
+2. open loop at a fixed rate: locate at 500 requests/s, and tiles at z12 and z14 at a
+   lower rate, each beside the ceiling at the same rate.
+
+Tiles are uncached as a map's first view is: no If-None-Match (the server keeps no tile
+cache, so every request renders in PostGIS) and every tile over the city in turn. Both
+servers run with the same uvicorn settings, access log off; whatever uvicorn picks for
+its loop and HTTP parser shows in the machine description.
+"""
+
+import argparse
+import contextlib
+import importlib.util
+import json
+import os
+import platform
+import random
+import subprocess
+import sys
+import tempfile
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import psycopg
+from rich.console import Console
+from rich.table import Table
+from sqlalchemy.engine import make_url
+
+from geodata.db.engine import libpq_url
+from geodata.db.tiles import tiles_covering
+from wangge.benchmarks.loadgen import LoadResult
+from wangge.benchmarks.servers import API_FACTORY, CEILING_FACTORY, CEILING_PATH, serve
+
+Progress = Callable[[str, int, int], None]
+
+CONNECTIONS = 16
+OPEN_RATE = 500.0
+TILE_RATE = 50.0  # a few maps opening each second; a view is a dozen tiles or so
+TILE_ZOOMS = (12, 14)
+POINTS = 2000
+SEED = 2020
+OGC_PAGE = 10  # the OGC items default limit
+TARGET_LOCATE_RATIO, TARGET_LOCATE_P99_MS, TARGET_TILE_P99_MS = 0.4, 5.0, 15.0
+CEILING = "ceiling: bare async FastAPI route"
+LOCATE = "GET /api/v1/grids/locate"
+TILES = "GET /tiles/"
+_PRIME_TIMEOUT_S = 120.0
+
+
+@dataclass(frozen=True)
+class ApiRow:
+    """One endpoint under one load, beside the ceiling app under the same load."""
+
+    endpoint: str
+    load: str
+    result: LoadResult
+    ceiling: LoadResult
+    target: str = "—"
+    met: bool | None = None
+
+    @property
+    def rate_ratio(self) -> float:
+        """Requests/s as a share of the ceiling's."""
+        return self.result.rate / self.ceiling.rate
+
+    @property
+    def p50_ratio(self) -> float:
+        """p50 latency as a multiple of the ceiling's."""
+        return self.result.p50_ms / self.ceiling.p50_ms
+
+    @property
+    def p99_ratio(self) -> float:
+        """p99 latency as a multiple of the ceiling's."""
+        return self.result.p99_ms / self.ceiling.p99_ms
+
+
+def run_api_benchmark(
+    database_url: str,
+    bootstrap: str,
+    duration_s: float = 10,
+    progress: Progress | None = None,
+    *,
+    reference_database_url: str | None = None,
+    connections: int = CONNECTIONS,
+    open_rate: float = OPEN_RATE,
+    tile_rate: float = TILE_RATE,
+) -> list[ApiRow]:
+    """Load the ceiling and each endpoint for `duration_s` apiece; one row per measurement.
+
+    The database is made on the server of `database_url` and dropped afterwards; the
+    reference dataset is generated there unless `reference_database_url` names a database
+    holding it (used as a template, so nothing may be connected to it). `bootstrap` is
+    handed to the app, which connects to the broker only to post events (not measured).
+    """
+    notify: Progress = progress or (lambda _stage, _done, _total: None)
+    notify("Preparing a database with the reference dataset", 0, 1)
+    with (
+        _reference_database(database_url, reference_database_url) as url,
+        tempfile.TemporaryDirectory(prefix="wangge-bench-api-") as folder,
+    ):
+        targets = city_targets(url)
+        tiles = {name: paths for name, paths in targets.items() if name.startswith(TILES)}
+        env = {**os.environ, "WANGGE_DATABASE_URL": url, "WANGGE_KAFKA_BOOTSTRAP": bootstrap}
+        with (
+            serve(CEILING_FACTORY, env) as ceiling_port,
+            serve(API_FACTORY, env) as api_port,
+        ):
+            _prime(api_port, targets)
+            bench = _Bench(ceiling_port, api_port, duration_s, Path(folder), notify)
+            rows = bench.closed(targets, connections)
+            rows += bench.open(open_rate, {LOCATE: targets[LOCATE]}, TARGET_LOCATE_P99_MS)
+            rows += bench.open(tile_rate, tiles, TARGET_TILE_P99_MS)
+    notify("Done", 1, 1)
+    return rows
+
+
+@dataclass(frozen=True)
+class _Bench:
+    """Loads the ceiling, then endpoints, under one kind of load; one row each."""
+
+    ceiling_port: int
+    api_port: int
+    duration_s: float
+    folder: Path
+    notify: Progress
+
+    def closed(self, targets: dict[str, list[str]], connections: int) -> list[ApiRow]:
+        """Closed loop at `connections`; locate judged by its rate against the ceiling's."""
+        rows = self._rows(
+            targets, ["--closed", str(connections)], f"closed, {connections} connections"
+        )
+        return [
+            replace(
+                row,
+                target=f"≥ {TARGET_LOCATE_RATIO} × ceiling",
+                met=row.rate_ratio >= TARGET_LOCATE_RATIO,
+            )
+            if row.endpoint == LOCATE
+            else row
+            for row in rows
+        ]
+
+    def open(self, rate: float, targets: dict[str, list[str]], p99_ms: float) -> list[ApiRow]:
+        """Open loop at `rate`; every endpoint but the ceiling judged by its p99."""
+        rows = self._rows(targets, ["--rate", str(rate)], f"open, {rate:,.0f} requests/s")
+        return rows[:1] + [
+            replace(row, target=f"p99 ≤ {p99_ms:g} ms", met=row.result.p99_ms <= p99_ms)
+            for row in rows[1:]
+        ]
+
+    def _rows(self, targets: dict[str, list[str]], how: list[str], label: str) -> list[ApiRow]:
+        ceiling = self._load(CEILING, self.ceiling_port, [CEILING_PATH], how)
+        rows = [ApiRow(CEILING, label, ceiling, ceiling)]
+        for name, paths in targets.items():
+            rows.append(ApiRow(name, label, self._load(name, self.api_port, paths, how), ceiling))
+        return rows
+
+    def _load(self, name: str, port: int, paths: Sequence[str], how: list[str]) -> LoadResult:
+        """Run the load generator in its own process and read its result."""
+        self.notify(f"{name}: {' '.join(how)}", 0, 1)
+        listing = self.folder / f"paths-{uuid.uuid4().hex[:8]}.json"
+        listing.write_text(json.dumps(list(paths)))
+        command = [sys.executable, "-m", "wangge.benchmarks.loadgen", str(port), str(listing)]
+        # Warm-up before the window (connections, the pool, query plans): a second at most.
+        warmup_s = min(1.0, self.duration_s / 2)
+        command += [*how, "--duration", str(self.duration_s), "--warmup", str(warmup_s)]
+        done = subprocess.run(command, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise RuntimeError(f"the load generator failed: {done.stderr.strip()[-2000:]}")
+        result = LoadResult(**json.loads(done.stdout))
+        if result.failures or not result.requests:
+            raise RuntimeError(f"{name}: {result.requests} answered, statuses {result.statuses}")
+        return result
+
+
+# --------------------------------------------------------------------------- the city
+
+
+def city_targets(database_url: str) -> dict[str, list[str]]:
+    """The paths each endpoint is loaded with, in a fixed shuffled order per endpoint."""
+    with psycopg.connect(libpq_url(database_url)) as conn:
+        # Uniform over the grids in force: every point is in the city, so locate is 200.
+        points = conn.execute(
+            "SELECT ST_X(d.geom), ST_Y(d.geom) FROM ST_Dump(ST_GeneratePoints("
+            "(SELECT ST_Union(geom) FROM grids WHERE valid_to IS NULL), %s, %s)) AS d",
+            (POINTS, SEED),
+        ).fetchall()
+        boxes = conn.execute(
+            "SELECT ST_XMin(e), ST_YMin(e), ST_XMax(e), ST_YMax(e) FROM ("
+            " SELECT ST_Extent(geom) AS e FROM grids WHERE valid_to IS NULL"
+            " GROUP BY community_code) AS communities"
+        ).fetchall()
+        bounds = conn.execute(
+            "SELECT ST_XMin(e), ST_YMin(e), ST_XMax(e), ST_YMax(e) FROM ("
+            " SELECT ST_Extent(geom) AS e FROM grids WHERE valid_to IS NULL) AS city"
+        ).fetchone()
+        count = conn.execute("SELECT count(*) FROM grids WHERE valid_to IS NULL").fetchone()
+    if not points or not boxes or bounds is None or count is None:
+        raise ValueError("no grids in force: import the reference dataset first")
+    west, south, east, north = (float(v) for v in bounds)
+    at = [f"lon={lon:.6f}&lat={lat:.6f}" for lon, lat in points]
+    targets = {
+        LOCATE: [f"/api/v1/grids/locate?{q}" for q in at],
+        "GET /api/v1/grids/nearest": [f"/api/v1/grids/nearest?{q}" for q in at],
+        "GET /api/v1/grids?bbox= (one community)": [
+            "/api/v1/grids?bbox=" + ",".join(f"{v:.6f}" for v in box) for box in boxes
+        ],
+        **{
+            f"{TILES}grids/{z}/x/y.pbf (z{z})": [
+                f"/tiles/grids/{t[0]}/{t[1]}/{t[2]}.pbf"
+                for t in tiles_covering((west, south, east, north), z)
+            ]
+            for z in TILE_ZOOMS
+        },
+        "GET /ogc/collections/grids/items": [
+            f"/ogc/collections/grids/items?offset={offset}"
+            for offset in range(0, int(count[0]), OGC_PAGE)
+        ],
+    }
+    rng = random.Random(SEED)
+    for paths in targets.values():
+        rng.shuffle(paths)
+    return targets
+
+
+@contextlib.contextmanager
+def _reference_database(server_url: str, template_url: str | None) -> Iterator[str]:
+    """A new database with the reference dataset (a copy of `template_url`'s if given)."""
+    server = make_url(libpq_url(server_url))
+    name = f"wangge_bench_{uuid.uuid4().hex[:10]}"
+    admin = server.set(database="postgres").render_as_string(hide_password=False)
+    url = server.set(database=name).render_as_string(hide_password=False)
+    template = make_url(libpq_url(template_url)).database if template_url else None
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else ""))
+    try:
+        if template is None:
+            _import_reference(url)
+        yield url
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _import_reference(url: str) -> None:
+    from geodata.dataset.generate import generate_reference_dataset, write_geopackage
+    from geodata.dataset.importer import import_boundaries
+    from geodata.db import migrate
+    from geodata.db.engine import create_db_engine
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CREATE EXTENSION IF NOT EXISTS postgis")
+    migrate.upgrade(url)
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "reference.gpkg"
+        write_geopackage(generate_reference_dataset(SEED), path)
+        engine = create_db_engine(url)
+        try:
+            import_boundaries(engine, path)
+        finally:
+            engine.dispose()
+
+
+# --------------------------------------------------------------------------- the run
+
+
+def _prime(port: int, targets: dict[str, list[str]]) -> None:
+    """One request per endpoint first: the grid index and the pool are built before timing."""
+    for name, paths in targets.items():
+        url = f"http://127.0.0.1:{port}{paths[0]}"
+        with urllib.request.urlopen(url, timeout=_PRIME_TIMEOUT_S) as response:
+            if response.status != 200:
+                raise RuntimeError(f"{name}: {paths[0]} answered {response.status}")
+
+
+# --------------------------------------------------------------------------- report
+
+
+def describe_machine(database_url: str) -> dict[str, str]:
+    """CPU, memory, Python, uvicorn's loop and parser, PostgreSQL, and the load average."""
+    import uvicorn
+
+    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    models = [
+        line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if "model name" in line
+    ]
+    meminfo = Path("/proc/meminfo").read_text() if Path("/proc/meminfo").exists() else "x 0"
+    with psycopg.connect(libpq_url(database_url)) as conn:
+        postgres = conn.execute("SHOW server_version").fetchone()
+    # uvicorn's "auto" picks these when they are installed, else asyncio and h11.
+    loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
+    parser = "httptools" if importlib.util.find_spec("httptools") else "h11"
+    return {
+        "cpus": f"{os.cpu_count()} × {models[0] if models else platform.processor()}",
+        "memory": f"{int(meminfo.split()[1]) / 1024**2:.1f} GiB",
+        "python": platform.python_version(),
+        "uvicorn": f"{uvicorn.__version__}, one worker, {loop} loop, {parser} parser",
+        "postgresql": str(postgres[0]) if postgres else "?",
+        # The machine may be shared: what else ran shows here, and moves every figure.
+        "load average (1, 5, 15 min)": ", ".join(f"{x:.2f}" for x in os.getloadavg()),
+    }
+
+
+def render_table(rows: list[ApiRow]) -> Table:
+    """The rows as a rich table."""
+    table = Table(title="wangge API benchmark")
+    for column in ("endpoint", "load", "requests/s", "× ceiling", "p50 ms", "× ceiling",
+                   "p99 ms", "× ceiling", "target", "met", "client CPU"):  # fmt: skip
+        table.add_column(column, justify="left" if column in ("endpoint", "load") else "right")
+    for row in rows:
+        own = row.result is row.ceiling
+        table.add_row(
+            row.endpoint, row.load,
+            f"{row.result.rate:,.0f}", "—" if own else f"{row.rate_ratio:.2f}",
+            f"{row.result.p50_ms:.2f}", "—" if own else f"{row.p50_ratio:.1f}",
+            f"{row.result.p99_ms:.2f}", "—" if own else f"{row.p99_ratio:.1f}",
+            row.target, {True: "yes", False: "NO", None: "—"}[row.met],
+            f"{row.result.client_cpu_share:.0%}",
+        )  # fmt: skip
+    return table
+
+
+def main() -> None:
+    """`python -m wangge.benchmarks.api [--duration S]`: run on the configured services."""
+    from wangge import services
+    from wangge.settings import DatabaseSettings, KafkaSettings
+
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per measurement")
+    parser.add_argument("--connections", type=int, default=CONNECTIONS)
+    parser.add_argument("--rate", type=float, default=OPEN_RATE, help="open-loop locate rate")
+    parser.add_argument("--tile-rate", type=float, default=TILE_RATE)
+    args = parser.parse_args()
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=200)  # a log file should keep the table's rows whole
+    database = DatabaseSettings()
+    services.ensure_postgis(database, log=console.print)
+    before = describe_machine(database.url)
+    rows = run_api_benchmark(
+        database.url,
+        KafkaSettings().bootstrap,
+        args.duration,
+        progress=lambda stage, _done, _total: console.print(f"… {stage}"),
+        connections=args.connections,
+        open_rate=args.rate,
+        tile_rate=args.tile_rate,
+    )
+    console.print(render_table(rows))
+    for name, value in before.items():
+        console.print(f"{name}: {value}")
+    console.print(f"load average at the end: {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
+
+
+if __name__ == "__main__":
+    main()
