@@ -41,6 +41,7 @@ from sqlalchemy.engine import make_url
 from geodata.db.engine import libpq_url
 from geodata.db.tiles import tiles_covering
 from wangge.benchmarks.loadgen import LoadResult
+from wangge.benchmarks.pipeline import load_reference_dataset
 from wangge.benchmarks.servers import API_FACTORY, CEILING_FACTORY, CEILING_PATH, serve
 
 Progress = Callable[[str, int, int], None]
@@ -247,30 +248,11 @@ def _reference_database(server_url: str, template_url: str | None) -> Iterator[s
         conn.execute(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else ""))
     try:
         if template is None:
-            _import_reference(url)
+            load_reference_dataset(url)
         yield url
     finally:
         with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-def _import_reference(url: str) -> None:
-    from geodata.dataset.generate import generate_reference_dataset, write_geopackage
-    from geodata.dataset.importer import import_boundaries
-    from geodata.db import migrate
-    from geodata.db.engine import create_db_engine
-
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("CREATE EXTENSION IF NOT EXISTS postgis")
-    migrate.upgrade(url)
-    with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / "reference.gpkg"
-        write_geopackage(generate_reference_dataset(SEED), path)
-        engine = create_db_engine(url)
-        try:
-            import_boundaries(engine, path)
-        finally:
-            engine.dispose()
 
 
 # --------------------------------------------------------------------------- the run

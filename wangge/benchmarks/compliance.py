@@ -44,6 +44,7 @@ from wangge.benchmarks.pipeline import (
     BenchmarkRow,
     Progress,
     describe_machine,
+    load_reference_dataset,
     render_table,
     stop_gracefully,
 )
@@ -251,8 +252,7 @@ def _fresh_database(server_url: str, template_url: str | None) -> Iterator[str]:
     """A new database with the reference dataset (a copy of `template_url`'s if given)."""
     from sqlalchemy.engine import make_url
 
-    from geodata.db import migrate
-    from geodata.db.engine import create_db_engine, libpq_url
+    from geodata.db.engine import libpq_url
 
     server = make_url(libpq_url(server_url))
     name = f"wangge_bench_{uuid.uuid4().hex[:10]}"
@@ -263,20 +263,7 @@ def _fresh_database(server_url: str, template_url: str | None) -> Iterator[str]:
         conn.execute(f'CREATE DATABASE "{name}"{template}')
     try:
         if not template_url:
-            from geodata.dataset.generate import generate_reference_dataset, write_geopackage
-            from geodata.dataset.importer import import_boundaries
-
-            with psycopg.connect(url, autocommit=True) as conn:
-                conn.execute("CREATE EXTENSION IF NOT EXISTS postgis")
-            migrate.upgrade(url)
-            with tempfile.TemporaryDirectory() as folder:
-                path = Path(folder) / "reference.gpkg"
-                write_geopackage(generate_reference_dataset(2020), path)
-                engine = create_db_engine(url)
-                try:
-                    import_boundaries(engine, path)
-                finally:
-                    engine.dispose()
+            load_reference_dataset(url)
         yield url
     finally:
         with psycopg.connect(admin, autocommit=True) as conn:

@@ -181,6 +181,24 @@ def run_pipeline_benchmark(
 # --------------------------------------------------------------------------- set-up
 
 
+def load_reference_dataset(url: str, seed: int = SEED) -> None:
+    """Give an empty database PostGIS, the schema and the reference dataset of `seed`."""
+    from geodata.dataset.generate import generate_reference_dataset, write_geopackage
+    from geodata.dataset.importer import import_boundaries
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CREATE EXTENSION IF NOT EXISTS postgis")
+    migrate.upgrade(url)
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "reference.gpkg"
+        write_geopackage(generate_reference_dataset(seed), path)
+        engine = create_db_engine(url)
+        try:
+            import_boundaries(engine, path)
+        finally:
+            engine.dispose()
+
+
 def _database_of(url: str) -> str:
     return str(make_url(libpq_url(url)).database)
 
@@ -206,22 +224,8 @@ class _Server:
 
     def build_reference(self) -> str:
         """A new database with the schema and the reference dataset (seed 2020)."""
-        from geodata.dataset.generate import generate_reference_dataset, write_geopackage
-        from geodata.dataset.importer import import_boundaries
-
         name = self._create()
-        url = self.url_of(name)
-        with psycopg.connect(url, autocommit=True) as conn:
-            conn.execute("CREATE EXTENSION IF NOT EXISTS postgis")
-        migrate.upgrade(url)
-        with tempfile.TemporaryDirectory() as folder:
-            path = Path(folder) / "reference.gpkg"
-            write_geopackage(generate_reference_dataset(SEED), path)
-            engine = create_db_engine(url)
-            try:
-                import_boundaries(engine, path)
-            finally:
-                engine.dispose()
+        load_reference_dataset(self.url_of(name))
         return name
 
     def copy(self, template: str) -> str:
