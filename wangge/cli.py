@@ -361,11 +361,18 @@ def consume(
 ) -> None:
     """Run the consumers; several processes with one --group share the partitions."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    if metrics_port is not None:
-        from prometheus_client import start_http_server
+    names = names or ["checkins", "incidents", "compliance"]
+    if metrics_port is None:
+        _consume(names, group, idle_exit)
+        return
+    from event_consumers.metrics_endpoint import serve_metrics
 
-        start_http_server(metrics_port, addr="127.0.0.1")
-    _consume(names or ["checkins", "incidents", "compliance"], group, idle_exit)
+    with serve_metrics(metrics_port):
+        _consume(names, group, idle_exit)
+
+
+def _raise_keyboard_interrupt(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def _child(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
@@ -376,10 +383,49 @@ def _child(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
 def up(
     host: Annotated[str, typer.Option()] = "127.0.0.1",
     port: Annotated[int, typer.Option()] = 8000,
-    seed: Annotated[int, typer.Option(help="seed of the reference dataset")] = 2020,
+    seed: Annotated[
+        int, typer.Option(help="seed of the reference dataset and of the simulated week")
+    ] = 2020,
+    simulate: Annotated[
+        bool,
+        typer.Option("--simulate", help="also run the simulator: check-ins flow while it serves"),
+    ] = False,
+    week: Annotated[
+        str | None,
+        typer.Option(
+            help="with --simulate: ISO week to replay (default: last week);"
+            " `live` streams this week as it happens"
+        ),
+    ] = None,
+    speed: Annotated[
+        str | None,
+        typer.Option(help="with --simulate: N× real time or max (default 60; live: 1)"),
+    ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(help="with --simulate: simulate N workers (a deterministic subset)"),
+    ] = None,
+    rate: Annotated[
+        float | None, typer.Option(help="with --simulate: at most this many events a second")
+    ] = None,
 ) -> None:
-    """Start services, migrate, load the reference dataset if empty, run consumers and API."""
+    """Start services, migrate, load the reference dataset if empty, run consumers and API.
+
+    With --simulate, the city's phones too: a simulated week produced to the broker as it
+    goes, stopped with the rest by Ctrl-C or SIGTERM.
+    """
     from geodata.db import migrate
+    from geodata.errors import WanggeError
+    from wangge.simulate_cli import up_simulator_args
+
+    simulator_args: list[str] | None = None
+    try:
+        if simulate:
+            simulator_args = up_simulator_args(week, speed, rate, seed, workers)
+        elif week or speed or workers or rate:
+            raise _fail("--week, --speed, --workers and --rate go with --simulate")
+    except WanggeError as exc:
+        raise _fail(str(exc)) from exc
 
     _print_reports(start_services())
     migrate.upgrade(DatabaseSettings().url)
@@ -388,11 +434,8 @@ def up(
 
     # Ctrl-C and SIGTERM both stop what `up` started; SIGINT is set explicitly because a
     # shell that starts `up` in the background makes it ignore SIGINT otherwise.
-    def interrupt(_signum: int, _frame: object) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGINT, interrupt)
-    signal.signal(signal.SIGTERM, interrupt)
+    signal.signal(signal.SIGINT, _raise_keyboard_interrupt)
+    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     # One metrics directory so the API's /metrics adds up every process's samples.
     metrics_dir = Path(tempfile.mkdtemp(prefix="wangge-metrics-"))
     env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}
@@ -400,28 +443,49 @@ def up(
         _child(["consume"], env),
         _child(["serve", "--host", host, "--port", str(port)], env),
     ]
+    simulator = _child(simulator_args, env) if simulator_args else None
     console.print(
         f"[bold green]wangge is up:[/] http://{host}:{port}/healthz, "
         f"API docs http://{host}:{port}/docs  (Ctrl-C stops)"
     )
+    if simulator_args:
+        console.print(f"simulating: wangge {' '.join(simulator_args[:-1])}")
     try:
-        while all(child.poll() is None for child in children):
-            time.sleep(0.5)
-        failed = [c.args for c in children if c.poll() not in (None, 0)]
-        if failed:
-            raise _fail(f"a wangge process exited: {failed}")
+        _watch(children, simulator)
     except KeyboardInterrupt:
-        console.print("stopping the consumers and the API")
+        console.print("stopping the simulator, the consumers and the API")
     finally:
-        for child in children:
-            if child.poll() is None:
-                child.send_signal(signal.SIGTERM)
-        for child in children:
-            try:
-                child.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                child.kill()
+        # The simulator first in the list: what it flushes on the way out still finds the
+        # broker; every child is signalled before any is waited for.
+        _stop([c for c in (simulator, *children) if c is not None])
         shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _watch(
+    children: list[subprocess.Popen[bytes]], simulator: subprocess.Popen[bytes] | None
+) -> None:
+    """Return when a consumer or the API exits; a simulator that is done leaves them serving."""
+    while all(child.poll() is None for child in children):
+        if simulator is not None and simulator.poll() is not None:
+            if simulator.returncode != 0:
+                raise _fail(f"the simulator exited with {simulator.returncode}")
+            console.print("the simulated week is produced; the consumers and the API go on")
+            simulator = None
+        time.sleep(0.5)
+    failed = [c.args for c in children if c.poll() not in (None, 0)]
+    if failed:
+        raise _fail(f"a wangge process exited: {failed}")
+
+
+def _stop(children: list[subprocess.Popen[bytes]]) -> None:
+    for child in children:
+        if child.poll() is None:
+            child.send_signal(signal.SIGTERM)
+    for child in children:
+        try:
+            child.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            child.kill()
 
 
 @app.command()
@@ -506,18 +570,31 @@ def simulate(
             " (≥ 48 freezes the week: only once the consumers have caught up)"
         ),
     ] = 6.0,
+    background: Annotated[
+        bool, typer.Option("--background", hidden=True, help="run as `wangge up`'s child")
+    ] = False,
 ) -> None:
     """Produce a week of realistic check-ins and incidents to Kafka, faults included."""
     from geodata.errors import WanggeError
-    from wangge.simulate_cli import SimulateOptions, print_summary, run_simulation
+    from wangge.simulate_cli import SimulateOptions, log_progress, print_summary, run_simulation
 
-    options = SimulateOptions(week, speed, rate, seed, workers, truth, tail_hours)
+    # SIGTERM (`kill`, `wangge up` stopping) ends a run as Ctrl-C does: flushed, summed up.
+    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    options = SimulateOptions(week, speed, rate, seed, workers, truth, tail_hours, background)
+    database, kafka = DatabaseSettings().url, KafkaSettings()
     try:
-        with progress_bar() as progress:
-            run = run_simulation(DatabaseSettings().url, KafkaSettings(), options, progress)
+        if background:
+            run = run_simulation(database, kafka, options, log_progress(console))
+        else:
+            with progress_bar() as progress:
+                run = run_simulation(database, kafka, options, progress)
         print_summary(run, console)
     except WanggeError as exc:
         raise _fail(str(exc)) from exc
+    except KeyboardInterrupt:
+        if not background:
+            raise
+        console.print("simulator stopped")  # while planning, or a second signal while flushing
 
 
 @app.command()

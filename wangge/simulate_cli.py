@@ -24,6 +24,12 @@ if TYPE_CHECKING:
     from event_consumers.simulator import ProduceStats
 
 
+#: `wangge up --simulate --week live`: this week as it happens, in real time.
+LIVE_WEEK = "live"
+#: `wangge up --simulate` replays a week this many times faster than real time.
+UP_REPLAY_SPEED = "60"
+
+
 class SimulationRefused(WanggeError):
     """Options that cannot make a simulation (a live stream faster than real time, …)."""
 
@@ -41,6 +47,9 @@ class SimulateOptions:
     workers: int | None
     truth: Path | None
     tail_hours: float
+    #: Run as `wangge up`'s child: progress as occasional log lines, and being stopped
+    #: part-way through a week is how it ends, not an error.
+    background: bool = False
 
 
 def parse_speed(speed: str | None, live: bool) -> float | None:
@@ -59,6 +68,49 @@ def parse_speed(speed: str | None, live: bool) -> float | None:
     if value <= 0:
         raise SimulationRefused("--speed must be positive")
     return value
+
+
+def log_progress(console: Console, every_s: float = 30.0) -> Progress:
+    """Progress as a plain line every `every_s` seconds, for output shared with other logs."""
+    last: dict[str, float] = {}
+
+    def show(step: str, done: int, total: int) -> None:
+        now = time.monotonic()
+        if now - last.get("shown", -every_s) >= every_s or (total and done == total):
+            last["shown"] = now
+            console.print(f"simulator: {step} {done:,}/{total:,}")
+
+    return show
+
+
+def up_simulator_args(
+    week: str | None, speed: str | None, rate: float | None, seed: int, workers: int | None
+) -> list[str]:
+    """`wangge simulate` arguments for `wangge up --simulate`, refused before anything starts.
+
+    Without a week, the last complete week is replayed at 60× real time: every event of it
+    lies in the past, so none is refused as a fix from the future, and check-ins flow at
+    any hour (a live stream of this week is quiet at night). `live` is that live stream.
+    """
+    live = week == LIVE_WEEK
+    if live:
+        parse_speed(speed, live=True)
+        args = ["simulate"]
+    else:
+        if week is None:
+            tz = SimulationConfig().compliance.tz
+            week = str(IsoWeek.week_of(datetime.now(UTC) - timedelta(days=7), tz))
+        parse_week(week)
+        speed = speed or UP_REPLAY_SPEED
+        parse_speed(speed, live=False)
+        args = ["simulate", "--week", week, "--speed", speed]
+    if workers is not None:
+        if workers < 1:
+            raise SimulationRefused("--workers must be at least 1")
+        args += ["--workers", str(workers)]
+    if rate is not None:
+        args += ["--rate", str(rate)]
+    return [*args, "--seed", str(seed), "--background"]
 
 
 @dataclass(frozen=True)
@@ -145,5 +197,8 @@ def print_summary(run: SimulationRun, console: Console) -> None:
     if stats.interrupted:
         if run.options.week is None:  # Ctrl-C is how a live stream ends
             console.print("live stream stopped")
+            return
+        if run.options.background:  # `wangge up` stopping is how a background run ends
+            console.print(f"simulator stopped: {stats.total:,} of {run.messages:,} produced")
             return
         raise SimulationRefused("interrupted: the week was produced only in part")

@@ -189,3 +189,64 @@ def test_generate_then_import_twice_changes_nothing_the_second_time(
     finally:
         engine.dispose()
     assert versions == 1138
+
+
+def _count_checkins(url: str) -> int:
+    engine = create_db_engine(url)
+    try:
+        with engine.connect() as conn:
+            return int(conn.execute(text("SELECT count(*) FROM checkins")).scalar_one())
+    finally:
+        engine.dispose()
+
+
+def test_up_simulate_fills_checkins_while_serving_and_stops_cleanly_on_sigterm(
+    database_factory: Callable[..., str], tmp_path: Path, kafka_bootstrap: str
+) -> None:
+    url = database_factory(migrated=False)
+    port = _free_port()
+    namespace = f"upsim{uuid.uuid4().hex[:8]}."
+    env = _env(
+        url,
+        tmp_path,
+        WANGGE_KAFKA_BOOTSTRAP=kafka_bootstrap,
+        WANGGE_TOPIC_NAMESPACE=namespace,
+    )
+    # 3,600× real time: a simulated hour a second, so walks start within seconds.
+    command = ["up", "--port", str(port), "--simulate", "--workers", "12", "--speed", "3600"]
+    process = subprocess.Popen(
+        [*WANGGE, *command], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    try:
+        status = 0
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and process.poll() is None and status != 200:
+            try:
+                status = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5).status_code
+            except httpx.TransportError:
+                time.sleep(1)
+        assert process.poll() is None, "wangge up exited early"
+        assert status == 200
+
+        counts = [0]
+        deadline = time.monotonic() + 180
+        # Check-ins keep arriving: seen at least twice more after the first ones land.
+        while len(counts) < 3 or counts[0] == 0:
+            assert time.monotonic() < deadline, f"check-ins did not keep flowing: {counts}"
+            assert process.poll() is None, "wangge up exited while simulating"
+            now = _count_checkins(url)
+            if now > counts[-1]:
+                counts = [now] if counts[-1] == 0 else [*counts, now]
+            time.sleep(1)
+        assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5).status_code == 200
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            output, _ = process.communicate(timeout=90)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            output, _ = process.communicate()
+    assert process.returncode == 0, output
+    assert "simulating: wangge simulate --week" in output, output
+    assert "simulator stopped" in output, output
+    assert "Traceback" not in output, output
