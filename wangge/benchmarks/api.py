@@ -42,6 +42,7 @@ from geodata.db.engine import libpq_url
 from geodata.db.tiles import tiles_covering
 from wangge.benchmarks.loadgen import LoadResult
 from wangge.benchmarks.pipeline import load_reference_dataset
+from wangge.benchmarks.rows import BenchmarkRow, add_json_option, write_rows
 from wangge.benchmarks.servers import API_FACTORY, CEILING_FACTORY, CEILING_PATH, serve
 
 Progress = Callable[[str, int, int], None]
@@ -314,6 +315,31 @@ def render_table(rows: list[ApiRow]) -> Table:
     return table
 
 
+def as_benchmark_rows(rows: list[ApiRow]) -> list[BenchmarkRow]:
+    """The rows in the shape every benchmark shares: closed loop by rate, open loop by p99.
+
+    The ceiling's own rows are left out: each endpoint's row carries it as the peer.
+    """
+    shared = []
+    for row in rows:
+        if row.result is row.ceiling:
+            continue
+        result, ceiling = row.result, row.ceiling
+        if row.load.startswith("closed"):
+            ours, unit, peer, ratio = result.rate, "requests/s", ceiling.rate, row.rate_ratio
+        else:
+            ours, unit, peer, ratio = result.p99_ms, "ms p99", ceiling.p99_ms, row.p99_ratio
+        shared.append(
+            BenchmarkRow(
+                f"{row.endpoint}, {row.load}", ours, unit, peer, CEILING, ratio, row.target,
+                row.met, f"{result.rate:,.0f} requests/s; p50 {result.p50_ms:.2f} ms"
+                f" (ceiling {ceiling.p50_ms:.2f}), p99 {result.p99_ms:.2f} ms"
+                f" (ceiling {ceiling.p99_ms:.2f}); client CPU {result.client_cpu_share:.0%}",
+            )
+        )  # fmt: skip
+    return shared
+
+
 def main() -> None:
     """`python -m wangge.benchmarks.api [--duration S]`: run on the configured services."""
     from wangge import services
@@ -324,6 +350,7 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=CONNECTIONS)
     parser.add_argument("--rate", type=float, default=OPEN_RATE, help="open-loop locate rate")
     parser.add_argument("--tile-rate", type=float, default=TILE_RATE)
+    add_json_option(parser)
     args = parser.parse_args()
     console = Console()
     if not console.is_terminal:
@@ -344,6 +371,8 @@ def main() -> None:
     for name, value in before.items():
         console.print(f"{name}: {value}")
     console.print(f"load average at the end: {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    if args.json:
+        write_rows(args.json, "api", as_benchmark_rows(rows))
 
 
 if __name__ == "__main__":

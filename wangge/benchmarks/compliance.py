@@ -810,6 +810,7 @@ def _rows(
 
 def main() -> None:
     """`python -m wangge.benchmarks.compliance [--workers N]`: run on the configured services."""
+    from wangge.benchmarks.rows import add_json_option, write_rows
     from wangge.cli import progress_bar
     from wangge.settings import DatabaseSettings, KafkaSettings, LocalServicesSettings
 
@@ -818,6 +819,7 @@ def main() -> None:
     parser.add_argument("--fix-interval", type=int, default=30, help="seconds between fixes")
     parser.add_argument("--latency-seconds", type=float, default=25.0)
     parser.add_argument("--processes", type=int, default=1, help="`wangge consume` processes")
+    add_json_option(parser)
     args = parser.parse_args()
     console = Console()
     if not console.is_terminal:
@@ -840,6 +842,8 @@ def main() -> None:
     console.print(table)
     for name, value in describe_machine(database.url).items():
         console.print(f"{name}: {value}")
+    if args.json:
+        write_rows(args.json, "compliance", rows)
 
 
 if __name__ == "__main__":

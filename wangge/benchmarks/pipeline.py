@@ -40,6 +40,8 @@ from geodata.db import migrate
 from geodata.db.engine import create_db_engine, libpq_url
 from wangge import services
 from wangge.benchmarks.locate import run_locate_benchmark
+from wangge.benchmarks.rows import BenchmarkRow as BenchmarkRow  # compliance imports it here
+from wangge.benchmarks.rows import add_json_option, write_rows
 
 Progress = Callable[[str, int, int], None]
 Messages = list[tuple[bytes, bytes]]
@@ -56,25 +58,6 @@ TIMEOUT_S = 600.0
 # Watching the committed offsets this often bounds the latency's measurement error.
 LATENCY_POLL_S = 0.005
 LATENCY_WARMUP = 200
-
-
-@dataclass(frozen=True)
-class BenchmarkRow:
-    """One line of the table: our figure, the ceiling or peer beside it, and the target."""
-
-    name: str
-    ours: float
-    unit: str
-    peer: float | None
-    peer_name: str
-    ratio: float | None
-    target: str
-    met: bool | None
-    detail: str = ""
-    #: Drain rows: distinct events sent, rows found, assignments republished.
-    expected: int | None = None
-    stored: int | None = None
-    republished: int | None = None
 
 
 @dataclass(frozen=True)
@@ -109,7 +92,7 @@ def run_pipeline_benchmark(
     holding it (used as a template, so nothing may be connected to it).
     """
     notify: Progress = progress or (lambda _stage, _done, _total: None)
-    server = _Server(database_url)
+    server = DatabaseServer(database_url)
     topics = Topics.under(f"bench{uuid.uuid4().hex[:8]}.")
     services.ensure_topics(bootstrap, PARTITIONS, topics)
     try:
@@ -203,7 +186,7 @@ def _database_of(url: str) -> str:
     return str(make_url(libpq_url(url)).database)
 
 
-class _Server:
+class DatabaseServer:
     """The PostgreSQL server of a URL: makes uniquely named databases and drops them."""
 
     def __init__(self, database_url: str) -> None:
@@ -214,7 +197,8 @@ class _Server:
         """A libpq URL of database `name` on this server."""
         return self._url.set(database=name).render_as_string(hide_password=False)
 
-    def _create(self, template: str | None = None) -> str:
+    def create(self, template: str | None = None) -> str:
+        """A new, uniquely named database (a copy of `template` if given); its name."""
         name = f"wangge_bench_{uuid.uuid4().hex[:10]}"
         with psycopg.connect(self.url_of("postgres"), autocommit=True) as conn:
             clause = f' TEMPLATE "{template}"' if template else ""
@@ -224,13 +208,13 @@ class _Server:
 
     def build_reference(self) -> str:
         """A new database with the schema and the reference dataset (seed 2020)."""
-        name = self._create()
+        name = self.create()
         load_reference_dataset(self.url_of(name))
         return name
 
     def copy(self, template: str) -> str:
         """The URL of a fresh copy of a database."""
-        return self.url_of(self._create(template))
+        return self.url_of(self.create(template))
 
     def drop_created(self) -> None:
         """Drop every database this run made."""
@@ -613,6 +597,7 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--latency-seconds", type=float, default=20.0)
     parser.add_argument("--processes", default="1,2", help="consumer process counts, e.g. 1,2")
+    add_json_option(parser)
     args = parser.parse_args()
     console = Console()
     database, kafka = DatabaseSettings(), KafkaSettings()
@@ -629,6 +614,8 @@ def main() -> None:
     console.print(render_table(rows))
     for name, value in describe_machine(database.url).items():
         console.print(f"{name}: {value}")
+    if args.json:
+        write_rows(args.json, "pipeline", rows)
 
 
 if __name__ == "__main__":
