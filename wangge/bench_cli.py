@@ -1,39 +1,191 @@
-"""`wangge bench`: run the benchmarks, each in its own process, on the configured services."""
+"""`wangge bench`: run the benchmarks, each in its own process, then one table of them all.
 
+Each benchmark module runs as `python -m MODULE [--quick arguments] --json FILE`, so that
+its threads, clients and metrics never leak into the next, prints its own table as it
+ends, and writes its rows (`wangge.benchmarks.rows`) for the combined table here.
+"""
+
+import json
 import subprocess
 import sys
+import tempfile
+import time
 from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
 from rich.console import Console
+from rich.table import Table
 
-#: name → (module, full-run arguments, one-minute `--quick` arguments)
-BENCHMARKS: dict[str, tuple[str, list[str], list[str]]] = {
-    "pipeline": (
+from wangge.benchmarks.rows import BenchmarkRow, read_rows
+
+#: What `--output` can write, by the file's suffix.
+OUTPUT_SUFFIXES = (".json", ".md")
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    """A benchmark module and the arguments that make its `--quick` run."""
+
+    module: str
+    #: Scaled down so the quick suite measures for about a minute in all: noisy figures.
+    quick: tuple[str, ...] = ()
+
+
+BENCHMARKS: dict[str, Benchmark] = {
+    "pipeline": Benchmark(
         "wangge.benchmarks.pipeline",
-        [],
-        ["--events", "20000", "--processes", "1", "--latency-seconds", "5"],
+        ("--events", "5000", "--processes", "1", "--latency-seconds", "3"),
     ),
-    "compliance": (
-        "wangge.benchmarks.compliance",
-        [],
-        ["--workers", "100", "--latency-seconds", "5"],
+    "compliance": Benchmark(
+        "wangge.benchmarks.compliance", ("--workers", "40", "--latency-seconds", "3")
     ),
-    "api": ("wangge.benchmarks.api", [], ["--duration", "2"]),
-    "locate": ("wangge.benchmarks.locate", [], []),
-    "tiles": ("wangge.benchmarks.tiles", [], ["--rounds", "1"]),
+    "api": Benchmark("wangge.benchmarks.api", ("--duration", "1")),
+    "import": Benchmark("wangge.benchmarks.importer", ("--runs", "2")),
 }
 
 
-def run_benchmarks(names: Sequence[str], *, quick: bool, console: Console) -> int:
-    """Run the named benchmarks (all when empty); return how many failed."""
+@dataclass(frozen=True)
+class BenchmarkRun:
+    """What one benchmark process reported, or how it failed."""
+
+    name: str
+    rows: list[BenchmarkRow]
+    exit_code: int
+    seconds: float
+
+    @property
+    def failed(self) -> bool:
+        """True when the process failed or reported nothing."""
+        return self.exit_code != 0 or not self.rows
+
+
+def check_request(names: Sequence[str], output: Path | None) -> list[str]:
+    """The benchmarks to run (all when none is named); ValueError before anything runs."""
     unknown = sorted(set(names) - BENCHMARKS.keys())
     if unknown:
         raise ValueError(f"unknown benchmark(s) {unknown}; choose from {sorted(BENCHMARKS)}")
-    failed = 0
-    for name in names or list(BENCHMARKS):
-        module, full, short = BENCHMARKS[name]
+    if output is not None and output.suffix not in OUTPUT_SUFFIXES:
+        raise ValueError(f"--output writes {' or '.join(OUTPUT_SUFFIXES)}, not {output.name!r}")
+    return list(names) or list(BENCHMARKS)
+
+
+def run_benchmark(name: str, *, quick: bool) -> BenchmarkRun:
+    """Run one benchmark module in its own process and read the rows it wrote."""
+    benchmark = BENCHMARKS[name]
+    with tempfile.TemporaryDirectory(prefix="wangge-bench-") as folder:
+        rows_file = Path(folder) / f"{name}.json"
+        command = [sys.executable, "-m", benchmark.module, *(benchmark.quick if quick else ())]
+        started = time.monotonic()
+        done = subprocess.run([*command, "--json", str(rows_file)], check=False)
+        seconds = time.monotonic() - started
+        rows = read_rows(rows_file) if done.returncode == 0 and rows_file.exists() else []
+    return BenchmarkRun(name, rows, done.returncode, seconds)
+
+
+def run_benchmarks(
+    names: Sequence[str],
+    *,
+    quick: bool,
+    console: Console,
+    database_url: str,
+    output: Path | None = None,
+) -> int:
+    """Run the named benchmarks (all when empty), print one table; return how many failed."""
+    from wangge.benchmarks.pipeline import describe_machine
+
+    chosen = check_request(names, output)
+    runs = []
+    for name in chosen:
         console.rule(f"wangge bench {name}" + (" --quick" if quick else ""))
-        # A process each: a benchmark's threads, clients and metrics never leak into the next.
-        done = subprocess.run([sys.executable, "-m", module, *(short if quick else full)])
-        failed += done.returncode != 0
-    return failed
+        runs.append(run_benchmark(name, quick=quick))
+    machine = describe_machine(database_url)
+    console.rule("wangge bench: all benchmarks")
+    console.print(combined_table(runs, quick=quick))
+    for key, value in machine.items():
+        console.print(f"{key}: {value}")
+    if output is not None:
+        output.write_text(render_report(runs, machine, quick=quick, suffix=output.suffix))
+        console.print(f"wrote {output}")
+    return sum(run.failed for run in runs)
+
+
+# --------------------------------------------------------------------------- the table
+
+
+COLUMNS = ("benchmark", "measure", "ours", "ceiling / peer", "ratio", "target", "met")
+
+
+def _figure(value: float | None, unit: str) -> str:
+    if value is None:
+        return "—"
+    digits = 0 if abs(value) >= 100 else 1 if abs(value) >= 10 else 2
+    return f"{value:,.{digits}f} {unit}"
+
+
+def _cells(run: BenchmarkRun) -> list[list[str]]:
+    """The table's cells for one run's rows; one row saying so if it failed."""
+    if run.failed:
+        how = f"exit {run.exit_code}" if run.exit_code else "no rows written"
+        return [[run.name, f"FAILED ({how})", "—", "—", "—", "—", "NO"]]
+    cells = []
+    for row in run.rows:
+        peer = _figure(row.peer, row.unit)
+        cells.append(
+            [
+                run.name,
+                row.name,
+                _figure(row.ours, row.unit),
+                f"{peer} ({row.peer_name})" if row.peer is not None else "—",
+                f"{row.ratio:.2f}" if row.ratio is not None else "—",
+                row.target,
+                {True: "yes", False: "NO", None: "—"}[row.met],
+            ]
+        )
+    return cells
+
+
+def _title(runs: Sequence[BenchmarkRun], *, quick: bool) -> str:
+    took = ", ".join(f"{run.name} {run.seconds:,.0f} s" for run in runs)
+    kind = "--quick (short runs: noisy figures)" if quick else "full runs"
+    return f"wangge bench, {kind}; {took}"
+
+
+def combined_table(runs: Sequence[BenchmarkRun], *, quick: bool) -> Table:
+    """Every benchmark's rows in one rich table."""
+    table = Table(title=_title(runs, quick=quick))
+    for column in COLUMNS:
+        table.add_column(column, justify="right" if column in ("ours", "ratio") else "left")
+    for run in runs:
+        for cells in _cells(run):
+            table.add_row(*cells)
+    return table
+
+
+def render_report(
+    runs: Sequence[BenchmarkRun], machine: dict[str, str], *, quick: bool, suffix: str
+) -> str:
+    """The combined results as JSON or Markdown (with each row's detail), for the docs."""
+    if suffix == ".json":
+        document = {
+            "quick": quick,
+            "machine": machine,
+            "benchmarks": [
+                {
+                    "name": run.name,
+                    "exit_code": run.exit_code,
+                    "seconds": run.seconds,
+                    "rows": [asdict(row) for row in run.rows],
+                }
+                for run in runs
+            ],
+        }
+        return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
+    lines = [f"**{_title(runs, quick=quick)}**", ""]
+    lines += ["| " + " | ".join((*COLUMNS, "detail")) + " |", "|" + "---|" * (len(COLUMNS) + 1)]
+    for run in runs:
+        details = [row.detail for row in run.rows] if not run.failed else [""]
+        for cells, detail in zip(_cells(run), details, strict=True):
+            lines.append("| " + " | ".join(c.replace("|", "\\|") for c in (*cells, detail)) + " |")
+    lines += ["", *(f"- {key}: {value}" for key, value in machine.items())]
+    return "\n".join(lines) + "\n"

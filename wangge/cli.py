@@ -517,18 +517,28 @@ def compliance(
 def bench(
     names: Annotated[
         list[str] | None,
-        typer.Argument(help="pipeline, compliance, api, locate, tiles (default: all)"),
+        typer.Argument(help="pipeline, compliance, api, import (default: all)"),
     ] = None,
-    quick: Annotated[bool, typer.Option("--quick", help="a short run of each")] = False,
+    quick: Annotated[
+        bool, typer.Option("--quick", help="short runs: about a minute in all, noisy figures")
+    ] = False,
+    output: Annotated[
+        Path | None,
+        typer.Option(help="also write the combined table: results.json or results.md"),
+    ] = None,
 ) -> None:
-    """Run the benchmarks on the configured services and print their tables."""
-    from wangge.bench_cli import run_benchmarks
+    """Run the benchmarks on the configured services; print one table of them all."""
+    from wangge.bench_cli import check_request, run_benchmarks
 
-    _print_reports(start_services())
     try:
-        failed = run_benchmarks(names or [], quick=quick, console=console)
+        check_request(names or [], output)
     except ValueError as exc:
         raise _fail(str(exc)) from exc
+    _print_reports(start_services())
+    database_url = DatabaseSettings().url
+    failed = run_benchmarks(
+        names or [], quick=quick, console=console, database_url=database_url, output=output
+    )
     if failed:
         raise typer.Exit(code=1)
 
