@@ -35,7 +35,8 @@ class Benchmark:
 BENCHMARKS: dict[str, Benchmark] = {
     "pipeline": Benchmark(
         "wangge.benchmarks.pipeline",
-        ("--events", "5000", "--processes", "1", "--latency-seconds", "3"),
+        # Fewer events than this and the drain is over before a steady rate is seen.
+        ("--events", "20000", "--processes", "1", "--latency-seconds", "3"),
     ),
     "compliance": Benchmark(
         "wangge.benchmarks.compliance", ("--workers", "40", "--latency-seconds", "3")
@@ -119,7 +120,7 @@ COLUMNS = ("benchmark", "measure", "ours", "ceiling / peer", "ratio", "target", 
 def _figure(value: float | None, unit: str) -> str:
     if value is None:
         return "—"
-    digits = 0 if abs(value) >= 100 else 1 if abs(value) >= 10 else 2
+    digits = 0 if abs(value) >= 100 or value.is_integer() else 1 if abs(value) >= 10 else 2
     return f"{value:,.{digits}f} {unit}"
 
 
