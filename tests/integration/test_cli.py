@@ -61,6 +61,36 @@ def _metric(base: str, name: str) -> float:
     )
 
 
+def _start_up(env: dict[str, str], *args: str) -> "subprocess.Popen[str]":
+    return subprocess.Popen(
+        [*WANGGE, "up", *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+
+
+def _wait_healthy(process: "subprocess.Popen[str]", base: str) -> dict[str, object]:
+    """/healthz's body once it answers (the first `up` may install and import for minutes)."""
+    health: dict[str, object] = {}
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and process.poll() is None and not health:
+        try:
+            health = httpx.get(f"{base}/healthz", timeout=5).json()
+        except httpx.TransportError:
+            time.sleep(1)
+    assert process.poll() is None, "wangge up exited early"
+    return health
+
+
+def _stop_up(process: "subprocess.Popen[str]", signum: int) -> str:
+    """Signal `up` as a terminal or a service manager would; its whole output."""
+    process.send_signal(signum)
+    try:
+        output, _ = process.communicate(timeout=90)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        output, _ = process.communicate()
+    return output
+
+
 def test_up_loads_the_city_and_a_check_in_posted_to_the_api_reaches_its_grid(
     database_factory: Callable[..., str], tmp_path: Path, kafka_bootstrap: str
 ) -> None:
@@ -73,23 +103,9 @@ def test_up_loads_the_city_and_a_check_in_posted_to_the_api_reaches_its_grid(
         WANGGE_KAFKA_BOOTSTRAP=kafka_bootstrap,
         WANGGE_TOPIC_NAMESPACE=f"up{uuid.uuid4().hex[:8]}.",
     )
-    process = subprocess.Popen(
-        [*WANGGE, "up", "--port", str(port)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    process = _start_up(env, "--port", str(port))
     try:
-        health: dict[str, object] = {}
-        deadline = time.monotonic() + 240
-        while time.monotonic() < deadline and process.poll() is None:
-            try:
-                health = httpx.get(f"{base}/healthz", timeout=5).json()
-                break
-            except httpx.TransportError:
-                time.sleep(1)
-        assert process.poll() is None, "wangge up exited early"
+        health = _wait_healthy(process, base)
         assert health["status"] == "ok", health
         database = health["database"]
         assert isinstance(database, dict)
@@ -151,12 +167,7 @@ def test_up_loads_the_city_and_a_check_in_posted_to_the_api_reaches_its_grid(
         assert tuple(stored) == (grid, worker)
         assert _metric(base, "wangge_events_in_total") >= 1
     finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            output, _ = process.communicate(timeout=60)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            output, _ = process.communicate()
+        output = _stop_up(process, signal.SIGINT)
     assert "wangge is up" in output, output
 
 
@@ -213,20 +224,11 @@ def test_up_simulate_fills_checkins_while_serving_and_stops_cleanly_on_sigterm(
         WANGGE_TOPIC_NAMESPACE=namespace,
     )
     # 3,600× real time: a simulated hour a second, so walks start within seconds.
-    command = ["up", "--port", str(port), "--simulate", "--workers", "12", "--speed", "3600"]
-    process = subprocess.Popen(
-        [*WANGGE, *command], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
+    simulate = ["--simulate", "--workers", "12", "--speed", "3600"]
+    process = _start_up(env, "--port", str(port), *simulate)
+    base = f"http://127.0.0.1:{port}"
     try:
-        status = 0
-        deadline = time.monotonic() + 240
-        while time.monotonic() < deadline and process.poll() is None and status != 200:
-            try:
-                status = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5).status_code
-            except httpx.TransportError:
-                time.sleep(1)
-        assert process.poll() is None, "wangge up exited early"
-        assert status == 200
+        assert _wait_healthy(process, base)["status"] == "ok"
 
         counts = [0]
         deadline = time.monotonic() + 180
@@ -238,14 +240,9 @@ def test_up_simulate_fills_checkins_while_serving_and_stops_cleanly_on_sigterm(
             if now > counts[-1]:
                 counts = [now] if counts[-1] == 0 else [*counts, now]
             time.sleep(1)
-        assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5).status_code == 200
+        assert httpx.get(f"{base}/healthz", timeout=5).status_code == 200
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            output, _ = process.communicate(timeout=90)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            output, _ = process.communicate()
+        output = _stop_up(process, signal.SIGTERM)
     assert process.returncode == 0, output
     assert "simulating: wangge simulate --week" in output, output
     assert "simulator stopped" in output, output
