@@ -120,7 +120,7 @@ COLUMNS = ("benchmark", "measure", "ours", "ceiling / peer", "ratio", "target", 
 def _figure(value: float | None, unit: str) -> str:
     if value is None:
         return "—"
-    digits = 0 if abs(value) >= 100 or value.is_integer() else 1 if abs(value) >= 10 else 2
+    digits = 0 if abs(value) >= 100 or float(value).is_integer() else 1 if abs(value) >= 10 else 2
     return f"{value:,.{digits}f} {unit}"
 
 

@@ -63,6 +63,19 @@ def test_rows_written_by_a_module_read_back_the_same(tmp_path: Path) -> None:
     assert read_rows(path) == [IMPORT_ROW, LATENCY_ROW]
 
 
+def test_whole_figures_written_as_json_integers_read_back_as_floats(tmp_path: Path) -> None:
+    path = tmp_path / "rows.json"
+    path.write_text(json.dumps({"format": 1, "benchmark": "compliance", "rows": [
+        {"name": "statuses", "ours": 40, "unit": "workers", "peer": 40, "peer_name": "sampled",
+         "ratio": 1, "target": "all", "met": True},
+    ]}))  # fmt: skip
+    (row,) = read_rows(path)
+    assert (row.ours, row.peer, row.ratio) == (40.0, 40.0, 1.0)
+    assert isinstance(row.ours, float)
+    text = _text(combined_table([BenchmarkRun("compliance", [row], 0, 1.0)], quick=False))
+    assert "40 workers" in text
+
+
 def test_one_table_holds_every_benchmarks_rows_and_a_failed_one_says_so() -> None:
     text = _text(combined_table(RUNS, quick=True))
     lines = text.splitlines()

@@ -49,7 +49,15 @@ def rows_from_json(document: dict[str, Any]) -> list[BenchmarkRow]:
         raise ValueError(f"not a benchmark rows document of format {FORMAT}")
     names = {f.name for f in fields(BenchmarkRow)}
     rows: list[dict[str, Any]] = document["rows"]
-    return [BenchmarkRow(**{k: v for k, v in row.items() if k in names}) for row in rows]
+    return [BenchmarkRow(**_floats({k: v for k, v in row.items() if k in names})) for row in rows]
+
+
+def _floats(row: dict[str, Any]) -> dict[str, Any]:
+    """JSON writes a whole float as an int (a count of rows); the row's figures are floats."""
+    for key in ("ours", "peer", "ratio"):
+        if row.get(key) is not None:
+            row[key] = float(row[key])
+    return row
 
 
 def read_rows(path: Path) -> list[BenchmarkRow]:
