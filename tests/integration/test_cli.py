@@ -61,6 +61,14 @@ def _metric(base: str, name: str) -> float:
     )
 
 
+def _up_env(url: str, tmp_path: Path, kafka_bootstrap: str) -> dict[str, str]:
+    """Its own topic namespace, and so its own consumer groups: no test shares events."""
+    namespace = f"up{uuid.uuid4().hex[:8]}."
+    return _env(
+        url, tmp_path, WANGGE_KAFKA_BOOTSTRAP=kafka_bootstrap, WANGGE_TOPIC_NAMESPACE=namespace
+    )
+
+
 def _start_up(env: dict[str, str], *args: str) -> "subprocess.Popen[str]":
     return subprocess.Popen(
         [*WANGGE, "up", *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
@@ -97,12 +105,7 @@ def test_up_loads_the_city_and_a_check_in_posted_to_the_api_reaches_its_grid(
     url = database_factory(migrated=False)
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
-    env = _env(
-        url,
-        tmp_path,
-        WANGGE_KAFKA_BOOTSTRAP=kafka_bootstrap,
-        WANGGE_TOPIC_NAMESPACE=f"up{uuid.uuid4().hex[:8]}.",
-    )
+    env = _up_env(url, tmp_path, kafka_bootstrap)
     process = _start_up(env, "--port", str(port))
     try:
         health = _wait_healthy(process, base)
@@ -216,13 +219,7 @@ def test_up_simulate_fills_checkins_while_serving_and_stops_cleanly_on_sigterm(
 ) -> None:
     url = database_factory(migrated=False)
     port = _free_port()
-    namespace = f"upsim{uuid.uuid4().hex[:8]}."
-    env = _env(
-        url,
-        tmp_path,
-        WANGGE_KAFKA_BOOTSTRAP=kafka_bootstrap,
-        WANGGE_TOPIC_NAMESPACE=namespace,
-    )
+    env = _up_env(url, tmp_path, kafka_bootstrap)
     # 3,600× real time: a simulated hour a second, so walks start within seconds.
     simulate = ["--simulate", "--workers", "12", "--speed", "3600"]
     process = _start_up(env, "--port", str(port), *simulate)
