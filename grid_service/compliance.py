@@ -34,15 +34,10 @@ from geodata.db.compliance_read import (
 )
 from geodata.events import ComplianceStatus
 from grid_service.auth import RequiredPrincipal, ensure_worker, require_roles, scoped_code
-from grid_service.gateway import ErrorBody
+from grid_service.deps import EngineDep
+from grid_service.errors import ErrorBody
 
 router = APIRouter(prefix="/api/v1", tags=["compliance"])
-
-
-def get_engine(request: Request) -> Engine:
-    """Dependency: the engine made in the app's lifespan (`app.state.engine`)."""
-    engine: Engine = request.app.state.engine
-    return engine
 
 
 def get_compliance_config(request: Request) -> ComplianceConfig:
@@ -51,7 +46,6 @@ def get_compliance_config(request: Request) -> ComplianceConfig:
     return config if isinstance(config, ComplianceConfig) else ComplianceConfig()
 
 
-EngineDep = Annotated[Engine, Depends(get_engine)]
 ComplianceConfigDep = Annotated[ComplianceConfig, Depends(get_compliance_config)]
 AreaReader = Annotated[Principal, Depends(require_roles(Role.SUPERVISOR, Role.ADMIN))]
 

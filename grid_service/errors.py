@@ -15,6 +15,7 @@ from typing import Any, Final
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from geodata.accounts import (
@@ -51,6 +52,14 @@ from geodata.query_limits import (
 )
 
 logger = logging.getLogger(__name__)
+
+
+class ErrorBody(BaseModel):
+    """An error: a stable machine code and a human detail."""
+
+    code: str
+    detail: str
+    index: int | None = Field(default=None, description="The refused item of a batch.")
 
 
 class BatchTooLarge(WanggeError):

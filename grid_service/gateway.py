@@ -40,7 +40,8 @@ from geodata.events import (
     parse_incident,
 )
 from grid_service.auth import Principal, require_roles
-from grid_service.errors import BatchItemRefused, BatchTooLarge, BrokerUnavailable
+from grid_service.deps import read_capped_body
+from grid_service.errors import BatchItemRefused, BatchTooLarge, BrokerUnavailable, ErrorBody
 
 logger = logging.getLogger(__name__)
 
@@ -177,14 +178,6 @@ class IncidentAccepted(BaseModel):
     )
 
 
-class ErrorBody(BaseModel):
-    """An error: a stable machine code and a human detail."""
-
-    code: str
-    detail: str
-    index: int | None = Field(default=None, description="The refused item of a batch.")
-
-
 _ERRORS: Final[dict[int | str, dict[str, Any]]] = {
     401: {"model": ErrorBody, "description": "missing_token or invalid_token"},
     403: {"model": ErrorBody, "description": "forbidden, worker_mismatch or source_not_allowed"},
@@ -195,19 +188,6 @@ _ERRORS: Final[dict[int | str, dict[str, Any]]] = {
 }
 
 router = APIRouter(prefix="/api/v1", tags=["events"])
-
-
-async def _read_body(request: Request, limit: int) -> bytes:
-    # Streamed with a cap so that an oversized body is refused without being held in memory.
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise _too_large(int(declared), limit)
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise _too_large(len(body), limit)
-    return bytes(body)
 
 
 def _too_large(size: int, limit: int) -> EventRefused:
@@ -300,7 +280,7 @@ async def post_checkins(
     (keyed by worker_id on grid.checkins.v1); on 503, post the same events again: event_id
     makes the retry harmless.
     """
-    body = await _read_body(request, MAX_BATCH_BODY_BYTES)
+    body = await read_capped_body(request, MAX_BATCH_BODY_BYTES)
     items, is_batch = _checkin_items(_json_object(body), len(body))
     now = datetime.now(UTC)
     records: list[OutgoingRecord] = []
@@ -347,7 +327,7 @@ async def post_incident(
     other.unclassified (`category_unknown` says so). 202 means the broker has it, keyed by
     incident_id on grid.incidents.v1.
     """
-    body = await _read_body(request, MAX_EVENT_BYTES)
+    body = await read_capped_body(request, MAX_EVENT_BYTES)
     document = _json_object(body)
     # Absent or null ids are generated: a resident's phone or a form has none to give.
     if document.get("event_id") is None:

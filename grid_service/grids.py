@@ -31,7 +31,6 @@ from geodata.query_limits import (
     MAX_OFFSET,
     MAX_PAGE,
     MAX_RADIUS_M,
-    PayloadTooLarge,
     PointOutsideArea,
     check_point,
     check_radius,
@@ -39,8 +38,8 @@ from geodata.query_limits import (
     parse_geometry_body,
 )
 from geodata.spatial_index import DEFAULT_TOLERANCE_M
-from grid_service.compliance import EngineDep
-from grid_service.gateway import ErrorBody
+from grid_service.deps import EngineDep, read_capped_body
+from grid_service.errors import ErrorBody
 
 router = APIRouter(prefix="/api/v1/grids", tags=["grids"])
 
@@ -382,7 +381,7 @@ async def intersecting_grids(
     `coordinate_out_of_range`), `invalid_geojson`, `geometry_too_complex`,
     `invalid_geometry` (with GEOS's reason, e.g. a self-intersecting polygon).
     """
-    body = await _read_body(request, MAX_GEOMETRY_BYTES)
+    body = await read_capped_body(request, MAX_GEOMETRY_BYTES)
     page = await run_in_threadpool(
         _intersecting, engine, body, at or datetime.now(UTC), limit, offset
     )
@@ -468,19 +467,6 @@ def _intersecting(
     # Parsing is in the worker thread too: validating 10,000 vertices is CPU work.
     geometry = parse_geometry_body(body)
     return grid_queries.intersecting_grids(engine, geometry, at=at, limit=limit, offset=offset)
-
-
-async def _read_body(request: Request, limit: int) -> bytes:
-    # Streamed with a cap so that an oversized body is refused without being held.
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(f"{declared} bytes, more than {limit}")
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise PayloadTooLarge(f"more than {limit} bytes")
-    return bytes(body)
 
 
 def _local(moment: datetime | None) -> str | None:

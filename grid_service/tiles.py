@@ -12,7 +12,6 @@ from typing import Annotated, Any, Final
 
 from fastapi import APIRouter, Depends, Header, Path, Request, Response
 from fastapi.responses import JSONResponse
-from sqlalchemy import Engine
 
 from geodata.accounts import MissingToken, PermissionDenied, Role
 from geodata.db.tiles import (
@@ -31,6 +30,7 @@ from geodata.db.tiles import (
     tilejson_version,
 )
 from grid_service.auth import OptionalPrincipal, Principal
+from grid_service.deps import EngineDep
 
 MVT_MEDIA_TYPE: Final = "application/vnd.mapbox-vector-tile"
 #: How long a browser may reuse a public tile without asking; after that it revalidates
@@ -42,14 +42,8 @@ TILEJSON_VERSION: Final = "3.0.0"
 router = APIRouter(prefix="/tiles", tags=["tiles"])
 
 
-# The two dependencies below do no I/O: async, so FastAPI runs them on the event loop
-# rather than sending each to the thread pool, a hop that costs more than they do.
-async def _engine(request: Request) -> Engine:
-    """Dependency: the engine made in the app's lifespan (`app.state.engine`)."""
-    engine: Engine = request.app.state.engine
-    return engine
-
-
+# No I/O: async, so FastAPI runs it on the event loop rather than sending it to the
+# thread pool, a hop that costs more than it does.
 async def _layer(
     layer: Annotated[str, Path(description=", ".join(LAYERS))],
 ) -> TileLayer:
@@ -57,7 +51,6 @@ async def _layer(
     return get_layer(layer)
 
 
-EngineDep = Annotated[Engine, Depends(_engine)]
 LayerDep = Annotated[TileLayer, Depends(_layer)]
 IfNoneMatch = Annotated[
     str | None, Header(description="ETags of copies the client holds; a match answers 304")

@@ -23,6 +23,7 @@ from geodata.db.features import (
 )
 from geodata.query_limits import MAX_OFFSET
 from grid_service.auth import OptionalPrincipal
+from grid_service.deps import EngineDep
 from grid_service.ogc import documents
 from grid_service.ogc.access import area_filter, may_read
 from grid_service.ogc.params import (
@@ -88,12 +89,6 @@ def _get(path: str, name: str, media_type: str, **kwargs: Any) -> Callable[[Endp
     return register
 
 
-def _engine(request: Request) -> Engine:
-    engine: Engine = request.app.state.engine
-    return engine
-
-
-EngineDep = Annotated[Engine, Depends(_engine)]
 MetadataFormat = Annotated[
     Literal["json"] | None, Query(description="Representation: `json` (the only one).")
 ]
