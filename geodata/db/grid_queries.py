@@ -7,9 +7,7 @@ WGS84 spheroid (geography), never degrees.
 """
 
 import json
-import threading
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
@@ -34,11 +32,9 @@ from sqlalchemy import (
 from sqlalchemy.orm import InstrumentedAttribute
 
 from geodata.db.compliance_read import check_code
-from geodata.db.grid_versions import boundary_stamp, load_grid_versions
 from geodata.db.models import Grid
 from geodata.errors import GridNotFound
 from geodata.query_limits import Bbox, degree_envelope
-from geodata.spatial_index import DEFAULT_TOLERANCE_M, AssignmentRule, GridIndex
 
 GEOJSON_DECIMALS: Final = 7
 """Decimals of every coordinate served: 1e-7 degree is about 1 cm."""
@@ -98,8 +94,9 @@ class GridPage:
     number_matched: int
 
 
-# One statement, one round trip: it is on locate's path. The staff subquery reads the
-# outer grid's code; DISTINCT guards against overlapping assignment periods.
+# One statement, one round trip. The staff subquery reads the outer grid's code;
+# DISTINCT guards against overlapping assignment periods. `grid_cache` answers the same
+# from memory for locate; tests hold the two equal.
 _DETAIL: Final = text(
     f"""
     SELECT g.code, g.name, g.community_code, g.households, g.valid_from, g.valid_to,
@@ -211,55 +208,6 @@ def intersecting_grids(
     conditions = [_valid_at(at), func.ST_Intersects(Grid.geom, shape)]
     with engine.connect().execution_options(**_SNAPSHOT) as conn:
         return _page(conn, conditions, (Grid.code,), limit=limit, offset=offset)
-
-
-class GridIndexCache:
-    """The consumers' in-memory GridIndex for one engine, rebuilt when boundaries change.
-
-    A request locates with the very index, and so the very rules, that assigns events.
-    Whether boundaries changed is checked (`boundary_stamp`) at most every
-    `check_interval_s`, so an import shows up within that time.
-    """
-
-    def __init__(
-        self,
-        engine: Engine,
-        *,
-        check_interval_s: float = 5.0,
-        tolerance_m: float = DEFAULT_TOLERANCE_M,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.engine = engine
-        self.check_interval_s = check_interval_s
-        self.tolerance_m = tolerance_m
-        self._clock = clock
-        # One lock for the rebuild and the lookups: the index's prepared GEOS geometries
-        # are not documented as safe to share between threads, and a lookup takes
-        # microseconds, so serialising is cheaper than finding out.
-        self._lock = threading.Lock()
-        self._index: GridIndex | None = None
-        self._stamp: tuple[int, str] | None = None
-        self._checked_at = -float("inf")
-
-    def locate(
-        self, lon: float, lat: float, at: datetime, *, refresh: bool = False
-    ) -> tuple[str | None, AssignmentRule, float]:
-        """Code, rule and distance (m) of the grid a WGS84 point at `at` falls in."""
-        with self._lock:
-            index = self._current(force=refresh)
-            return index.locate_one(lon, lat, at)
-
-    def _current(self, *, force: bool) -> GridIndex:
-        now = self._clock()
-        if self._index is None or force or now - self._checked_at >= self.check_interval_s:
-            # The stamp is read before the versions: a change in between costs a rebuild
-            # at the next check, never a stale index kept.
-            stamp = boundary_stamp(self.engine)
-            if self._index is None or stamp != self._stamp:
-                self._index = GridIndex.build(load_grid_versions(self.engine), self.tolerance_m)
-                self._stamp = stamp
-            self._checked_at = now
-        return self._index
 
 
 def _valid_at(at: datetime) -> ColumnElement[bool]:

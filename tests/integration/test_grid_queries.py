@@ -26,7 +26,7 @@ from sqlalchemy import Engine, text
 
 from geodata.crs import wgs84_to_gcj02
 from geodata.db.engine import create_db_engine
-from geodata.db.grid_queries import GridIndexCache
+from geodata.db.grid_cache import GridIndexCache
 from grid_service.app import ApiConfig, create_app
 from grid_service.grids import (
     GridDetailFeature,
@@ -260,14 +260,24 @@ def test_boundaries_before_the_reference_dataset_hold_no_grid(client: TestClient
     assert later["numberMatched"] == 1138
 
 
-def test_locate_follows_a_boundary_change_even_before_the_next_check(
+class _Clock:
+    """A monotonic clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_locate_follows_a_boundary_change_at_the_next_check(
     reference_database_url: str,
 ) -> None:
     app = create_app(ApiConfig(reference_database_url, "127.0.0.1:9"))
     with TestClient(app) as client:
         engine: Engine = app.state.engine
-        # Checked only once an hour: the change must still be seen, through the retry.
-        app.state.grid_index = GridIndexCache(engine, check_interval_s=3600.0)
+        clock = _Clock()
+        app.state.grid_index = GridIndexCache(engine, check_interval_s=5.0, clock=clock)
         with engine.connect() as conn:
             code, lon, lat = conn.execute(
                 text(
@@ -284,6 +294,9 @@ def test_locate_follows_a_boundary_change_even_before_the_next_check(
                 {"t": closed_at, "c": code},
             )
             expected = conn.execute(_LOCATE_SQL, params).one()
+        # Locate answers from memory: until the next check, from the grids as they were.
+        assert client.get(f"{GRIDS}/locate", params=params).json()["id"] == code
+        clock.now += 5.0
         response = client.get(f"{GRIDS}/locate", params=params)
         assert expected.code is None
         if expected.near_code is None:
