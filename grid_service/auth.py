@@ -16,15 +16,16 @@ token until its cache entry expires (`token_cache_ttl_s`, 5 s by default).
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Annotated, Final
+from typing import Annotated, Any, Final
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import Engine
 from sqlalchemy.exc import ProgrammingError
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
 from geodata.accounts import (
     InvalidToken,
@@ -218,7 +219,10 @@ def _lookup(engine: Engine, token_hash: str) -> Principal | None:
         raise SchemaMissing("the accounts tables are missing; run `wangge db upgrade`") from exc
 
 
-def optional_principal(
+# The dependencies below are async: FastAPI runs a sync dependency in the thread pool, a
+# hop that costs more than a check in memory. Only a token missing from the cache goes to
+# the database, and so to the pool.
+async def optional_principal(
     request: Request,
     _credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer_scheme)],
 ) -> Principal | None:
@@ -230,7 +234,7 @@ def optional_principal(
     auth = _auth_state(request)
     principal = auth.cache.get(token_hash)
     if principal is None:
-        principal = _lookup(request.app.state.engine, token_hash)
+        principal = await run_in_threadpool(_lookup, request.app.state.engine, token_hash)
         if principal is None:
             raise InvalidToken("the token is unknown or revoked")
         auth.cache.put(token_hash, principal)
@@ -240,7 +244,7 @@ def optional_principal(
 OptionalPrincipal = Annotated[Principal | None, Depends(optional_principal)]
 
 
-def required_principal(principal: OptionalPrincipal) -> Principal:
+async def required_principal(principal: OptionalPrincipal) -> Principal:
     """Dependency: the caller; MissingToken without a token."""
     if principal is None:
         raise MissingToken("this needs a bearer token (Authorization: Bearer wg_...)")
@@ -250,7 +254,9 @@ def required_principal(principal: OptionalPrincipal) -> Principal:
 RequiredPrincipal = Annotated[Principal, Depends(required_principal)]
 
 
-def require_roles(*roles: Role, limit_rate: bool = False) -> Callable[..., Principal]:
+def require_roles(
+    *roles: Role, limit_rate: bool = False
+) -> Callable[..., Coroutine[Any, Any, Principal]]:
     """Dependency factory: the caller if its role is one of `roles`, else PermissionDenied.
 
     With `limit_rate`, each call also spends one request of the token's write allowance.
@@ -258,7 +264,7 @@ def require_roles(*roles: Role, limit_rate: bool = False) -> Callable[..., Princ
     allowed = frozenset(roles)
     names = " or ".join(role.value for role in roles)
 
-    def dependency(request: Request, principal: RequiredPrincipal) -> Principal:
+    async def dependency(request: Request, principal: RequiredPrincipal) -> Principal:
         if principal.role not in allowed:
             raise PermissionDenied(f"this needs a {names} token, not a {principal.role}'s")
         if limit_rate:
