@@ -25,6 +25,7 @@ from geodata.db.tiles import (
     fitting_zoom,
     get_layer,
     layer_bounds,
+    render_stamped_tile,
     render_tile,
     tile_version,
     tilejson_version,
@@ -131,6 +132,11 @@ def get_tile(
             etag = f'"{content_version(tile)}"'
             if _etag_matches(if_none_match, etag):
                 return _not_modified(layer, etag)
+            return Response(tile, media_type=MVT_MEDIA_TYPE, headers=_cache_headers(layer, etag))
+        if if_none_match is None:
+            # Nothing to revalidate: the stamp and the tile in one round trip.
+            stamp, tile = render_stamped_tile(connection, layer, z, x, y)
+            etag = f'"{tile_version(layer, z, x, y, stamp)}"'
             return Response(tile, media_type=MVT_MEDIA_TYPE, headers=_cache_headers(layer, etag))
         # The stamp is read before the tile: if a change lands in between, the tile is
         # newer than its ETag, so the next revalidation misses and refetches; never the

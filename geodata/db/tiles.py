@@ -254,7 +254,12 @@ def _where(layer: TileLayer) -> str:
     )
 
 
-def _tile_sql(layer: TileLayer) -> TextClause:
+def _stamp_sql(layer: TileLayer) -> str:
+    """SQL for `data_stamp`'s value: the table's row count and the sum of its rows' xmin."""
+    return f"(SELECT count(*) || ':' || coalesce(sum(xmin::text::bigint), 0) FROM {layer.table})"
+
+
+def _mvt_sql(layer: TileLayer) -> str:
     attributes = ", ".join(f'{field.sql} AS "{field.name}"' for field in layer.fields)
     feature_id = f"{layer.feature_id_sql} AS fid, " if layer.feature_id_sql else ""
     projected = "ST_Transform(t.geom, 3857)"
@@ -269,8 +274,7 @@ def _tile_sql(layer: TileLayer) -> TextClause:
         # on exact half units and round apart, leaving one-unit slivers along tile edges.
         projected = "ST_Transform(ST_SnapToGrid(t.geom, b.snap), 3857)"
     id_argument = ", 'fid'" if layer.feature_id_sql else ""
-    return text(
-        f"""
+    return f"""
         WITH b AS (
             SELECT ST_TileEnvelope(:z, :x, :y) AS envelope,
                    ST_MakeEnvelope(:west, :south, :east, :north, 4326) AS lookup,
@@ -286,11 +290,18 @@ def _tile_sql(layer: TileLayer) -> TextClause:
         -- them would make the planner compute ST_AsMVTGeom twice.
         SELECT ST_AsMVT(features, '{layer.name}', {TILE_EXTENT}, 'geom'{id_argument})
         FROM features
-        """
-    )
+    """
 
 
-_TILE_SQL: Final[Mapping[str, TextClause]] = {name: _tile_sql(lay) for name, lay in LAYERS.items()}
+_TILE_SQL: Final[Mapping[str, TextClause]] = {
+    name: text(_mvt_sql(lay)) for name, lay in LAYERS.items()
+}
+# The stamp and the tile in one statement: one round trip, and one snapshot, so the stamp
+# names exactly the rows the tile was drawn from.
+_STAMPED_TILE_SQL: Final[Mapping[str, TextClause]] = {
+    name: text(f"SELECT {_stamp_sql(lay)} AS stamp, ({_mvt_sql(lay)}) AS tile")
+    for name, lay in LAYERS.items()
+}
 
 
 def render_tile(
@@ -307,15 +318,34 @@ def render_tile(
     `area_prefix` limits a restricted layer to rows under that area code (None: all).
     Raises InvalidTile for an address outside the pyramid.
     """
+    params = _tile_params(z, x, y)
+    if layer.restricted:
+        params["prefix"] = area_prefix
+    tile = connection.execute(_TILE_SQL[layer.name], params).scalar_one()
+    return bytes(tile) if tile is not None else b""
+
+
+def render_stamped_tile(
+    connection: Connection, layer: TileLayer, z: int, x: int, y: int
+) -> tuple[str, bytes]:
+    """`data_stamp` and `render_tile` of a public layer in one statement, so one round trip.
+
+    The stamp describes exactly the rows the tile was drawn from (one snapshot).
+    """
+    if layer.restricted:
+        raise ValueError(f"layer {layer.name} is cut per caller; use render_tile")
+    row = connection.execute(_STAMPED_TILE_SQL[layer.name], _tile_params(z, x, y)).one()
+    return str(row.stamp), bytes(row.tile) if row.tile is not None else b""
+
+
+def _tile_params(z: int, x: int, y: int) -> dict[str, object]:
+    """The bind parameters of a tile statement; InvalidTile for an address off the pyramid."""
     check_tile(z, x, y)
     # The row lookup covers the clip buffer too: features there are drawn at the edge.
     west, south, east, north = tile_lonlat_bounds(z, x, y, margin=TILE_BUFFER / TILE_EXTENT)
     params: dict[str, object] = {"z": z, "x": x, "y": y, "west": west, "south": south}
     params.update(east=east, north=north)
-    if layer.restricted:
-        params["prefix"] = area_prefix
-    tile = connection.execute(_TILE_SQL[layer.name], params).scalar_one()
-    return bytes(tile) if tile is not None else b""
+    return params
 
 
 def data_stamp(connection: Connection, layer: TileLayer) -> str:
@@ -328,10 +358,7 @@ def data_stamp(connection: Connection, layer: TileLayer) -> str:
     geometry, costs well under a millisecond for these tables, and also sees changes to
     names and households, which the tiles carry.
     """
-    row = connection.execute(
-        text(f"SELECT count(*), coalesce(sum(xmin::text::bigint), 0) FROM {layer.table}")
-    ).one()
-    return f"{row[0]}:{row[1]}"
+    return str(connection.execute(text(f"SELECT {_stamp_sql(layer)}")).scalar_one())
 
 
 def tile_version(layer: TileLayer, z: int, x: int, y: int, stamp: str) -> str:

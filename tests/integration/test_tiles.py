@@ -429,6 +429,21 @@ def test_if_none_match_with_the_etag_answers_304_without_a_body(
     assert client.get(path, headers={"If-None-Match": '"other"'}).status_code == 200
 
 
+def test_a_first_fetch_and_a_revalidation_that_misses_agree_on_tile_and_etag(
+    client: TestClient, engine: Engine
+) -> None:
+    # Without If-None-Match the stamp and the tile come from one statement; with one that
+    # does not match, from two. Both must name and hold the same tile.
+    for _, lon, lat in sample_grids(engine, 3):
+        for zoom in (12, 14):
+            path = "/tiles/grids/{}/{}/{}.pbf".format(*tile_containing(lon, lat, zoom))
+            first = client.get(path)
+            missed = client.get(path, headers={"If-None-Match": '"other"'})
+            assert first.status_code == missed.status_code == 200
+            assert first.content == missed.content
+            assert first.headers["etag"] == missed.headers["etag"]
+
+
 def test_a_new_grid_version_changes_the_etag_and_the_tile(
     client: TestClient, engine: Engine
 ) -> None:
