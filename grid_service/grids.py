@@ -113,13 +113,13 @@ def grid_index_cache(request: Request) -> GridIndexCache:
 
 
 async def current_grids(request: Request) -> GridSnapshot:
-    """Dependency: the grids in memory; only a due freshness check goes to the database.
+    """Dependency: the grids in memory, checked for changes in the background.
 
-    Async, so that the common case (checked within the last seconds) runs on the event
-    loop without a thread-pool hop; the check, a blocking query, goes to the pool.
+    Async, so that it runs on the event loop without a thread-pool hop; only the first
+    load, before any snapshot exists, waits for the database (in the pool).
     """
     cache = grid_index_cache(request)
-    snapshot = cache.fresh()
+    snapshot = cache.current()
     if snapshot is None:
         snapshot = await run_in_threadpool(cache.snapshot)
     return snapshot

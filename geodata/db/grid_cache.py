@@ -19,6 +19,7 @@ from typing import Final
 
 import shapely
 from sqlalchemy import Connection, Engine, text
+from sqlalchemy.exc import SQLAlchemyError
 
 from geodata.db.grid_queries import GEOJSON_DECIMALS, GridDetail, GridRecord, StaffMember
 from geodata.errors import GridNotFound
@@ -234,12 +235,13 @@ def _end_us(moment: datetime | None) -> int:
 
 
 class GridIndexCache:
-    """One engine's `GridSnapshot`, checked for changes at most every `check_interval_s`.
+    """One engine's `GridSnapshot`, checked for changes about every `check_interval_s`.
 
     A request locates with the very index, and so the very rules, that assigns events.
-    `fresh()` answers without I/O while the last check is recent; `snapshot()` blocks to
-    check (one small query) and reloads when anything a detail shows has changed, so a
-    boundary import, a renamed community or a staff change shows up within the interval.
+    `current()` never waits for the database once a snapshot is loaded: when a check is
+    due it starts one in a background thread and answers from the snapshot it has, so a
+    boundary import, a renamed community or a staff change shows up within the interval
+    plus one check (one small query; a reload only when something changed).
     """
 
     def __init__(
@@ -258,6 +260,18 @@ class GridIndexCache:
         self._refresh_lock = threading.Lock()
         self._snapshot: GridSnapshot | None = None
         self._checked_at = -float("inf")
+        self._background_lock = threading.Lock()
+        self._checking = False
+
+    def current(self) -> GridSnapshot | None:
+        """The snapshot to answer from, without I/O; None until one is loaded (`snapshot`).
+
+        When a check is due, one starts in the background; this call does not wait for it.
+        """
+        snapshot = self._snapshot
+        if snapshot is not None and self._clock() - self._checked_at >= self.check_interval_s:
+            self._start_check()
+        return snapshot
 
     def fresh(self) -> GridSnapshot | None:
         """The current snapshot if it was checked within the interval, else None (no I/O)."""
@@ -271,11 +285,8 @@ class GridIndexCache:
         with self._refresh_lock:
             snapshot = self._snapshot
             started = self._clock()
-            if (
-                snapshot is not None
-                and not force
-                and started - self._checked_at < (self.check_interval_s)
-            ):
+            due = started - self._checked_at >= self.check_interval_s
+            if snapshot is not None and not force and not due:
                 return snapshot  # another thread checked while this one waited
             if snapshot is None or self._current_stamp() != snapshot.stamp:
                 snapshot = load_snapshot(self.engine, self.tolerance_m)
@@ -285,6 +296,26 @@ class GridIndexCache:
             # never a new snapshot with a time it was not checked at.
             self._checked_at = started
             return snapshot
+
+    def _start_check(self) -> None:
+        with self._background_lock:
+            if self._checking:
+                return
+            self._checking = True
+        threading.Thread(target=self._check, name="grid-snapshot-check", daemon=True).start()
+
+    def _check(self) -> None:
+        try:
+            self.snapshot()
+        except SQLAlchemyError:
+            # The database is away: keep answering from the last snapshot, and try again
+            # an interval later rather than on every request.
+            logger.warning("grid snapshot check failed; answering from the last one", exc_info=True)
+            with self._refresh_lock:
+                self._checked_at = self._clock()
+        finally:
+            with self._background_lock:
+                self._checking = False
 
     def _current_stamp(self) -> str:
         with self.engine.connect() as conn:

@@ -9,7 +9,9 @@ rules are exercised at and around each change.
 """
 
 import json
+import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -304,21 +306,74 @@ class _Clock:
         return self.now
 
 
+@contextmanager
+def _app_with_clock(url: str) -> Iterator[tuple[TestClient, GridIndexCache, _Clock]]:
+    """The app, its grids checked every 5 s of a clock the test moves."""
+    app = create_app(ApiConfig(url, "127.0.0.1:9"))
+    with TestClient(app) as client:
+        clock = _Clock()
+        cache = GridIndexCache(app.state.engine, check_interval_s=5.0, clock=clock)
+        app.state.grid_index = cache
+        yield client, cache, clock
+
+
+def _after_the_next_check(client: TestClient, cache: GridIndexCache, clock: _Clock) -> None:
+    """Make a check due; a request starts it in the background; wait until it is done."""
+    clock.now += 5.0
+    assert cache.fresh() is None
+    client.get(LOCATE, params={"lon": 107.2, "lat": 34.37})
+    deadline = time.monotonic() + 60.0  # a guard against hanging, not a timing
+    while cache.fresh() is None:
+        assert time.monotonic() < deadline, "the background check never finished"
+        time.sleep(0.01)
+
+
+def _point_in(engine: Engine, offset: int) -> tuple[str, float, float]:
+    with engine.connect() as conn:
+        code, lon, lat = conn.execute(
+            text(
+                "SELECT code, ST_X(p), ST_Y(p) FROM grids, ST_PointOnSurface(geom) p "
+                "WHERE valid_to IS NULL ORDER BY code LIMIT 1 OFFSET :n"
+            ),
+            {"n": offset},
+        ).one()
+    return str(code), float(lon), float(lat)
+
+
+def test_locate_follows_a_boundary_change_at_the_next_check(
+    reference_database_factory: Callable[[], str],
+) -> None:
+    with _app_with_clock(reference_database_factory()) as (client, cache, clock):
+        engine: Engine = cache.engine
+        code, lon, lat = _point_in(engine, 600)
+        params = {"lon": lon, "lat": lat}
+        assert client.get(LOCATE, params=params).json()["id"] == code
+        now = datetime.now(UTC)
+        with engine.begin() as conn:
+            conn.execute(
+                text("UPDATE grids SET valid_to = :t WHERE code = :c AND valid_to IS NULL"),
+                {"t": now, "c": code},
+            )
+            expected = conn.execute(_LOCATE_SQL, {**params, "at": now}).one()
+        # Locate answers from memory: until the next check, from the grids as they were.
+        assert client.get(LOCATE, params=params).json()["id"] == code
+        _after_the_next_check(client, cache, clock)
+        response = client.get(LOCATE, params=params)
+        assert expected.code is None
+        if expected.near_code is None:
+            assert response.json()["code"] == "point_outside_area"
+        else:
+            assert response.json()["id"] == expected.near_code
+        before = client.get(LOCATE, params={**params, "at": "2021-01-01T00:00:00+00:00"})
+        assert before.json()["id"] == code
+
+
 def test_staff_and_name_changes_show_at_the_next_check(
     reference_database_factory: Callable[[], str],
 ) -> None:
-    app = create_app(ApiConfig(reference_database_factory(), "127.0.0.1:9"))
-    with TestClient(app) as client:
-        engine: Engine = app.state.engine
-        clock = _Clock()
-        app.state.grid_index = GridIndexCache(engine, check_interval_s=5.0, clock=clock)
-        with engine.connect() as conn:
-            code, lon, lat = conn.execute(
-                text(
-                    "SELECT code, ST_X(p), ST_Y(p) FROM grids, ST_PointOnSurface(geom) p "
-                    "WHERE valid_to IS NULL ORDER BY code LIMIT 1 OFFSET 300"
-                )
-            ).one()
+    with _app_with_clock(reference_database_factory()) as (client, cache, clock):
+        engine: Engine = cache.engine
+        code, lon, lat = _point_in(engine, 300)
         params = {"lon": lon, "lat": lat}
         before = client.get(LOCATE, params=params)
         staff = before.json()["properties"]["staff"]
@@ -342,11 +397,11 @@ def test_staff_and_name_changes_show_at_the_next_check(
             )
         # Until the next check, the grids in memory answer, as they were read.
         assert client.get(LOCATE, params=params).content == before.content
-        clock.now += 5.0
+        _after_the_next_check(client, cache, clock)
+        after = client.get(LOCATE, params=params)
         with engine.connect() as conn:
             expected, distance = _expected(conn, lon, lat, datetime.now(UTC))
         assert expected is not None
-        after = client.get(LOCATE, params=params)
         expected["properties"]["distance_m"] = distance
         assert after.content == _body(expected)
         properties = after.json()["properties"]
@@ -358,10 +413,10 @@ def test_staff_and_name_changes_show_at_the_next_check(
 def test_a_check_that_finds_nothing_changed_keeps_the_snapshot(engine: Engine) -> None:
     clock = _Clock()
     cache = GridIndexCache(engine, check_interval_s=5.0, clock=clock)
-    assert cache.fresh() is None  # nothing read yet
+    assert cache.current() is None  # nothing read yet: a request must wait for the load
     first = cache.snapshot()
-    assert cache.fresh() is first
+    assert cache.current() is cache.fresh() is first
     clock.now += 5.0
-    assert cache.fresh() is None  # due: only a check may answer
-    assert cache.snapshot() is first
+    assert cache.fresh() is None
+    assert cache.snapshot() is first  # checked: the stamp is unchanged
     assert cache.fresh() is first

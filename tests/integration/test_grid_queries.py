@@ -11,7 +11,6 @@ import json
 import math
 import re
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -26,7 +25,6 @@ from sqlalchemy import Engine, text
 
 from geodata.crs import wgs84_to_gcj02
 from geodata.db.engine import create_db_engine
-from geodata.db.grid_cache import GridIndexCache
 from grid_service.app import ApiConfig, create_app
 from grid_service.grids import (
     GridDetailFeature,
@@ -258,53 +256,6 @@ def test_boundaries_before_the_reference_dataset_hold_no_grid(client: TestClient
         GridFeatureCollection,
     )
     assert later["numberMatched"] == 1138
-
-
-class _Clock:
-    """A monotonic clock the test moves by hand."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def test_locate_follows_a_boundary_change_at_the_next_check(
-    reference_database_url: str,
-) -> None:
-    app = create_app(ApiConfig(reference_database_url, "127.0.0.1:9"))
-    with TestClient(app) as client:
-        engine: Engine = app.state.engine
-        clock = _Clock()
-        app.state.grid_index = GridIndexCache(engine, check_interval_s=5.0, clock=clock)
-        with engine.connect() as conn:
-            code, lon, lat = conn.execute(
-                text(
-                    "SELECT code, ST_X(p), ST_Y(p) FROM grids, ST_PointOnSurface(geom) p "
-                    "WHERE valid_to IS NULL ORDER BY code LIMIT 1 OFFSET 600"
-                )
-            ).one()
-        params = {"lon": lon, "lat": lat}
-        assert client.get(f"{GRIDS}/locate", params=params).json()["id"] == code
-        closed_at = datetime.now(UTC)
-        with engine.begin() as conn:
-            conn.execute(
-                text("UPDATE grids SET valid_to = :t WHERE code = :c AND valid_to IS NULL"),
-                {"t": closed_at, "c": code},
-            )
-            expected = conn.execute(_LOCATE_SQL, params).one()
-        # Locate answers from memory: until the next check, from the grids as they were.
-        assert client.get(f"{GRIDS}/locate", params=params).json()["id"] == code
-        clock.now += 5.0
-        response = client.get(f"{GRIDS}/locate", params=params)
-        assert expected.code is None
-        if expected.near_code is None:
-            assert response.json()["code"] == "point_outside_area"
-        else:
-            assert response.json()["id"] == expected.near_code
-        before = client.get(f"{GRIDS}/locate", params={**params, "at": "2021-01-01T00:00:00+00:00"})
-        assert before.json()["id"] == code
 
 
 # --------------------------------------------------------------------------- listing
