@@ -12,6 +12,7 @@ rows, only vectorised over a whole batch of events:
 3. otherwise `outside_area`.
 """
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -197,8 +198,25 @@ class GridIndex:
         self, lon: float, lat: float, at: datetime | None = None
     ) -> tuple[str | None, AssignmentRule, float]:
         """Assign one point; `at` must be timezone-aware (None = now)."""
-        when = None if at is None else np.array([to_epoch_us(at)], dtype="datetime64[us]")
-        located = self.locate(np.array([lon]), np.array([lat]), when)
+        when = to_epoch_us(datetime.now(UTC) if at is None else at)
+        if self._versions and math.isfinite(lon) and math.isfinite(lat):
+            # Rule 1 for one point without the batch's arrays (the API's locate): the
+            # same tree and predicate, the same validity and the same tie-break as
+            # `_assign_covering`, in a third of the time.
+            hits = self._tree.query(shapely.Point(lon, lat), predicate="intersects")
+            ranks = [
+                int(self._rank[version])
+                for version in hits
+                if self._valid_from[version] <= when < self._valid_to[version]
+            ]
+            if ranks:
+                lowest, highest = min(ranks), max(ranks)
+                rule = _COVER_RULES[int(lowest != highest)]
+                return self._code_by_rank[lowest], rule, 0.0
+        # Not covered (rare): the batch path answers rules 2 and 3.
+        located = self.locate(
+            np.array([lon]), np.array([lat]), np.array([when], dtype="datetime64[us]")
+        )
         return located.codes[0], located.rules[0], float(located.distances_m[0])
 
     def _assign_covering(
