@@ -1,7 +1,22 @@
-"""Wiring of the consumers: which handlers a `wangge consume` process runs."""
+"""Wiring of the consumers: which handlers a `wangge consume` process runs.
+
+The consumers form two stages. The *intake* stage (check-ins, incidents) reads what
+phones and other systems post and republishes assignments; the *compliance* stage reads
+those assignments. Each stage is its own consumer group (the compliance stage's is the
+group's name + `.compliance`), because the two read different topics at their own pace.
+When one `wangge consume` runs both, the compliance stage gets a child process of its
+own: sharing one writer thread, a check-in waited for two full batches of both stages
+before its status moved, and on two cores the stages overlap instead.
+"""
 
 import logging
+import multiprocessing
+import multiprocessing.connection
+import os
+import signal
+import threading
 from collections.abc import Sequence
+from dataclasses import replace
 
 from sqlalchemy import Engine
 
@@ -12,18 +27,30 @@ from event_consumers.incidents import IncidentHandler
 from event_consumers.outbox import OutboxPublisher, OutboxPublisherThread
 from event_consumers.runner import ConsumerRunner, Handler, RunnerConfig
 from geodata.contract import Topics
+from geodata.db.engine import create_db_engine
 
 logger = logging.getLogger(__name__)
 
-CONSUMER_NAMES = ("checkins", "incidents", "compliance")
+INTAKE_STAGE = ("checkins", "incidents")
+COMPLIANCE_STAGE = ("compliance",)
+CONSUMER_NAMES = (*INTAKE_STAGE, *COMPLIANCE_STAGE)
+COMPLIANCE_GROUP_SUFFIX = ".compliance"
+
+
+def stage_group_id(group_id: str, names: Sequence[str]) -> str:
+    """The consumer group of a stage: the compliance stage's own, or the group itself."""
+    if set(names) <= set(COMPLIANCE_STAGE):
+        return group_id + COMPLIANCE_GROUP_SUFFIX
+    return group_id
 
 
 def build_handlers(engine: Engine, names: Sequence[str], topics: Topics) -> list[Handler]:
-    """The handlers for the named consumers, sharing one boundary cache."""
+    """The handlers for the named consumers of one stage, sharing one boundary cache."""
     unknown = set(names) - set(CONSUMER_NAMES)
     if unknown:
         raise ValueError(f"unknown consumer(s) {sorted(unknown)}; choose from {CONSUMER_NAMES}")
-    boundaries = BoundaryCache(engine)
+    # The compliance engine needs the roster only, not the grid index.
+    boundaries = BoundaryCache(engine, with_index=bool(set(names) & set(INTAKE_STAGE)))
     handlers: list[Handler] = []
     if "checkins" in names:
         handlers.append(CheckinHandler(boundaries, topics))
@@ -41,7 +68,44 @@ def run_consumers(
     names: Sequence[str] = CONSUMER_NAMES,
     idle_exit_after_s: float | None = None,
 ) -> None:
-    """Run one consumer-group member until SIGTERM/SIGINT (or idle, for batch jobs)."""
+    """Run the named consumers until SIGTERM/SIGINT (or idle, for batch jobs).
+
+    `config.group_id` is the intake stage's group; the compliance stage derives its own.
+    """
+    unknown = set(names) - set(CONSUMER_NAMES)
+    if unknown:
+        raise ValueError(f"unknown consumer(s) {sorted(unknown)}; choose from {CONSUMER_NAMES}")
+    intake = [name for name in INTAKE_STAGE if name in names]
+    compliance = [name for name in COMPLIANCE_STAGE if name in names]
+    if not intake or not compliance:
+        _run_stage(config, engine, topics, intake or compliance, idle_exit_after_s)
+        return
+    child = multiprocessing.get_context("spawn").Process(
+        target=_run_stage_process,
+        args=(
+            config,
+            engine.url.render_as_string(hide_password=False),
+            topics,
+            compliance,
+            idle_exit_after_s,
+        ),
+        name="wangge-compliance-stage",
+    )
+    child.start()
+    logger.info("compliance stage started in process %s", child.pid)
+    _run_stage(config, engine, topics, intake, idle_exit_after_s, partner=child)
+
+
+def _run_stage(
+    config: RunnerConfig,
+    engine: Engine,
+    topics: Topics,
+    names: Sequence[str],
+    idle_exit_after_s: float | None,
+    partner: multiprocessing.process.BaseProcess | None = None,
+) -> None:
+    """One stage's consumer-group member in this process; with `partner`, stop together."""
+    config = replace(config, group_id=stage_group_id(config.group_id, names))
     runner = ConsumerRunner(config, build_handlers(engine, names, topics))
     runner.install_signal_handlers()
     publisher = None
@@ -50,9 +114,61 @@ def run_consumers(
             OutboxPublisher(config.database_url, config.bootstrap, topics.compliance)
         )
         publisher.start()
+    partner_died = threading.Event()
+    if partner is not None:
+        _stop_when_gone(partner, runner, partner_died)
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+        # A SIGKILLed parent must not leave an orphan stage consuming on its own.
+        _stop_when_gone(parent, runner, threading.Event())
     logger.info("consuming %s as group %s", ", ".join(names), config.group_id)
     try:
         runner.run(idle_exit_after_s=idle_exit_after_s)
     finally:
         if publisher is not None:
             publisher.stop()
+        if partner is not None:
+            _stop_partner(partner, asked_to_stop=runner.stopping)
+    if partner is not None and partner_died.is_set():
+        raise RuntimeError(f"the compliance stage exited with code {partner.exitcode}")
+
+
+def _stop_when_gone(
+    process: multiprocessing.process.BaseProcess, runner: ConsumerRunner, gone: threading.Event
+) -> None:
+    """Stop the runner (finishing its batch) when `process` ends before we were asked to."""
+
+    def watch() -> None:
+        multiprocessing.connection.wait([process.sentinel])
+        if not runner.stopping:
+            gone.set()
+            runner.request_stop()
+
+    threading.Thread(target=watch, name="wangge-stage-watch", daemon=True).start()
+
+
+def _stop_partner(partner: multiprocessing.process.BaseProcess, *, asked_to_stop: bool) -> None:
+    """Stop the other stage: SIGTERM when we were asked to stop, else let it go idle too."""
+    if asked_to_stop and partner.is_alive() and partner.pid is not None:
+        os.kill(partner.pid, signal.SIGTERM)
+    partner.join(timeout=None if not asked_to_stop else 60)
+    if partner.is_alive():
+        logger.warning("the compliance stage did not stop in 60 s; killing it")
+        partner.kill()
+        partner.join()
+
+
+def _run_stage_process(
+    config: RunnerConfig,
+    engine_url: str,
+    topics: Topics,
+    names: Sequence[str],
+    idle_exit_after_s: float | None,
+) -> None:
+    """Entry point of a stage's child process (spawned: nothing is inherited but args)."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    engine = create_db_engine(engine_url)
+    try:
+        _run_stage(config, engine, topics, names, idle_exit_after_s)
+    finally:
+        engine.dispose()

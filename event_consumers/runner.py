@@ -182,6 +182,11 @@ class ConsumerRunner:
 
     # ----------------------------------------------------------------- loop
 
+    @property
+    def stopping(self) -> bool:
+        """Whether a stop was requested (a signal, or the other stage of the process)."""
+        return self._stopping
+
     def request_stop(self, *_args: object) -> None:
         """Finish the current batch, commit, and leave the group."""
         self._stopping = True
@@ -342,10 +347,25 @@ class ConsumerRunner:
                 except psycopg.OperationalError as exc:
                     logger.warning("database still unreachable: %s", exc)
 
+    def _finish_joining(self) -> None:
+        """Before leaving the group, let a join in progress complete (bounded).
+
+        A member that sent LeaveGroup while its JoinGroup was pending (stopped right
+        after starting) left Tansu 0.6 with a member that never syncs: the group's next
+        members then failed SyncGroup over and over. Records polled here are dropped;
+        nothing is committed, so the partitions' next owner reads them.
+        """
+        if not self._consumer.subscription():
+            return
+        deadline = time.monotonic() + self.config.max_poll_interval_ms / 1000
+        while not self._consumer.assignment() and time.monotonic() < deadline:
+            self._consumer.poll(timeout_ms=100, max_records=1)
+
     def close(self) -> None:
         """Leave the group and release connections."""
         try:
             self.settle_for_rebalance()
+            self._finish_joining()
             self._writer.shutdown(wait=True)
             self._producer.flush(timeout=10)
             self._producer.close(timeout=10)

@@ -174,3 +174,66 @@ def test_group_members_share_partitions_and_a_rebalance_loses_and_repeats_nothin
             process.stop()
 
     assert sorted(str(row[0]) for row in _assignments(url)) == sorted(event_ids)
+
+
+def _spawned_children(pid: int) -> list[int]:
+    """Processes that `pid` started with multiprocessing's spawn (from /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            command = (stat.parent / "cmdline").read_bytes()
+        except OSError:
+            continue  # gone meanwhile
+        # Not multiprocessing's resource tracker, which spawn also starts.
+        if int(fields[1]) == pid and b"spawn_main" in command:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def _running(pid: int) -> bool:
+    """Whether `pid` exists and is not a zombie waiting to be reaped."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def test_one_consume_runs_both_stages_and_its_compliance_child_never_outlives_it(
+    reference_database_factory: Callable[[], str],
+    kafka_bootstrap: str,
+    topic_factory: Callable[..., Topics],
+    tmp_path: Path,
+) -> None:
+    topics = topic_factory()
+    database_url = reference_database_factory()
+    group = f"stages-{uuid.uuid4().hex[:8]}"
+    event_ids = _produce_checkins(kafka_bootstrap, topics.checkins, database_url, per_grid=1)
+    process = ConsumerProcess(database_url, kafka_bootstrap, topics, group, tmp_path).start()
+    try:
+        wait_until(
+            lambda: (
+                count_rows(database_url, "SELECT count(*) FROM patrol_checkins") == len(event_ids)
+            ),
+            180,
+            "the compliance stage folded every check-in in",
+        )
+        with psycopg.connect(database_url) as conn:
+            stages = dict(
+                conn.execute(
+                    "SELECT topic, consumer_group FROM consumer_offsets GROUP BY topic,"
+                    " consumer_group"
+                ).fetchall()
+            )
+        # Each stage commits its offsets under its own group.
+        assert stages == {topics.checkins: group, topics.assignments: f"{group}.compliance"}
+        assert process.process is not None
+        children = _spawned_children(process.process.pid)
+        assert len(children) == 1, "the compliance stage runs in one child process"
+
+        process.kill()
+        wait_until(lambda: not _running(children[0]), 60, "the orphaned stage stopped")
+    finally:
+        if process.alive():
+            process.stop()

@@ -32,6 +32,7 @@ from kafka import KafkaProducer
 from kafka.admin import KafkaAdminClient
 from rich.console import Console
 
+from event_consumers.app import COMPLIANCE_STAGE, stage_group_id
 from event_consumers.records import OutboundRecord
 from event_consumers.runner import Publisher
 from geodata.compliance import CheckinRecord, ComplianceConfig, IsoWeek, evaluate_week
@@ -375,7 +376,7 @@ def wait_folded(
         checkins_at: float | None = None
         while True:
             checkins = _committed(conn, group, topics.checkins)
-            folded = _committed(conn, group, topics.assignments)
+            folded = _committed(conn, stage_group_id(group, COMPLIANCE_STAGE), topics.assignments)
             now = time.perf_counter()
             if first is None and checkins:
                 first = (now, checkins)
