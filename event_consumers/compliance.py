@@ -8,6 +8,7 @@ is re-evaluated, because statuses also change as days run out. Status changes go
 outbox in the same transaction and are published exactly once after it commits.
 """
 
+import functools
 import json
 import logging
 import uuid
@@ -64,10 +65,17 @@ def weeks_reading(t: datetime, config: ComplianceConfig) -> list[IsoWeek]:
     week = IsoWeek.week_of(t, config.tz)
     weeks = []
     for candidate in (week.previous(), week, week.next()):
-        start, end = checkin_window(candidate, config)
+        start, end = _window(candidate, config)
         if start <= t < end:
             weeks.append(candidate)
     return weeks
+
+
+@functools.lru_cache(maxsize=256)
+def _window(week: IsoWeek, config: ComplianceConfig) -> tuple[datetime, datetime]:
+    # Three windows for every check-in were a tenth of the engine's time; a batch (and a
+    # replay) spans a handful of weeks.
+    return checkin_window(week, config)
 
 
 class ComplianceHandler:
@@ -174,11 +182,10 @@ class ComplianceHandler:
         self, conn: psycopg.Connection, keys: set[ComplianceKey], watermark: datetime
     ) -> dict[ComplianceKey, store.StoredStatus]:
         """Rebuild the patrols of each touched key from its check-ins, and its status."""
-        spans = [
-            (k.worker_id, k.grid_code, *checkin_window(k.week, self.config)) for k in sorted(keys)
-        ]
+        spans = [(k.worker_id, k.grid_code, *_window(k.week, self.config)) for k in sorted(keys)]
         checkins = store.load_checkins(conn, spans)
         result = {}
+        patrols: dict[ComplianceKey, list[store.PatrolRow]] = {}
         for key in sorted(keys):
             periods = self._periods(key.worker_id, key.grid_code)
             records = checkins.get((key.worker_id, key.grid_code), [])
@@ -192,12 +199,11 @@ class ComplianceHandler:
                 config=self.config,
             )
             usable = [c for c in records if is_usable(c, periods, self.config)]
-            store.replace_patrols(
-                conn,
-                key,
-                [store.PatrolRow(p, valid_at(p, usable, self.config)) for p in week.patrols],
-            )
+            patrols[key] = [
+                store.PatrolRow(p, valid_at(p, usable, self.config)) for p in week.patrols
+            ]
             result[key] = store.StoredStatus(week.status, week.counted, week.required)
+        store.replace_patrols(conn, patrols)
         return result
 
     def _evaluate_everyone(

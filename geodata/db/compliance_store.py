@@ -5,7 +5,7 @@ Functions run inside the consumer's transaction and never commit.
 
 import uuid
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 
@@ -132,38 +132,51 @@ def load_checkins(
 
 
 def replace_patrols(
-    conn: psycopg.Connection, key: ComplianceKey, patrols: Sequence[PatrolRow]
+    conn: psycopg.Connection, patrols_by_key: Mapping[ComplianceKey, Sequence[PatrolRow]]
 ) -> None:
-    """Store the patrols of one (worker, grid, week) in place of the previous ones."""
-    week = str(key.week)
-    conn.execute(
-        "DELETE FROM patrols WHERE worker_id = %s AND grid_code = %s AND week = %s",
-        (key.worker_id, key.grid_code, week),
-    )
-    if not patrols:
+    """Store the patrols of each (worker, grid, week) in place of its previous ones.
+
+    One DELETE and one COPY for the whole batch: per key, the two statements were half
+    of the engine's time.
+    """
+    if not patrols_by_key:
         return
-    with conn.cursor() as cursor:
-        cursor.executemany(
-            "INSERT INTO patrols (worker_id, grid_code, week, local_day, started_at, ended_at,"
-            " checkin_count, valid, valid_at, counted, reason)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-            [
-                (
-                    key.worker_id,
-                    key.grid_code,
-                    week,
-                    row.patrol.day,
-                    row.patrol.start,
-                    row.patrol.end,
-                    row.patrol.checkin_count,
-                    row.patrol.valid,
-                    row.valid_at,
-                    row.patrol.counted,
-                    _reason(row.patrol),
+    keys = list(patrols_by_key)
+    conn.execute(
+        "DELETE FROM patrols p USING unnest(%s::text[], %s::text[], %s::text[])"
+        " AS k(worker_id, grid_code, week)"
+        " WHERE p.worker_id = k.worker_id AND p.grid_code = k.grid_code AND p.week = k.week",
+        (
+            [k.worker_id for k in keys],
+            [k.grid_code for k in keys],
+            [str(k.week) for k in keys],
+        ),
+    )
+    with (
+        conn.cursor() as cursor,
+        cursor.copy(
+            "COPY patrols (worker_id, grid_code, week, local_day, started_at, ended_at,"
+            " checkin_count, valid, valid_at, counted, reason) FROM STDIN"
+        ) as copy,
+    ):
+        for key, rows in patrols_by_key.items():
+            week = str(key.week)
+            for row in rows:
+                copy.write_row(
+                    (
+                        key.worker_id,
+                        key.grid_code,
+                        week,
+                        row.patrol.day,
+                        row.patrol.start,
+                        row.patrol.end,
+                        row.patrol.checkin_count,
+                        row.patrol.valid,
+                        row.valid_at,
+                        row.patrol.counted,
+                        _reason(row.patrol),
+                    )
                 )
-                for row in patrols
-            ],
-        )
 
 
 def _reason(patrol: Patrol) -> str:
