@@ -8,7 +8,6 @@ snapshot was read from, at any `at`: the same versions, the same staff periods
 (`valid_from <= at < valid_to`), the same order, GeoJSON as PostGIS wrote it.
 """
 
-import json
 import logging
 import threading
 import time
@@ -21,7 +20,7 @@ import shapely
 from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import SQLAlchemyError
 
-from geodata.db.grid_queries import GEOJSON_DECIMALS, GridDetail, GridRecord, StaffMember
+from geodata.db.grid_queries import GEOJSON_DECIMALS, GridDetail, StaffMember, detail_of
 from geodata.errors import GridNotFound
 from geodata.spatial_index import (
     DEFAULT_TOLERANCE_M,
@@ -53,20 +52,19 @@ _STAMP_SQL: Final = text(
     )
     + ")"
 )
+# Every version, with its hierarchy as grid_detail joins it (left: the index takes every
+# version, as the consumers' does, even one whose community were missing).
 _GRIDS_SQL: Final = text(
     f"""
     SELECT g.code, g.name, g.community_code, g.households, g.valid_from, g.valid_to,
-           ST_AsBinary(g.geom) AS wkb, ST_AsGeoJSON(g.geom, {GEOJSON_DECIMALS}) AS geojson
-    FROM grids g ORDER BY g.code, g.valid_from
-    """
-)
-_HIERARCHY_SQL: Final = text(
-    """
-    SELECT c.code, c.name AS community_name, s.code AS street_code, s.name AS street_name,
+           ST_AsBinary(g.geom) AS wkb, ST_AsGeoJSON(g.geom, {GEOJSON_DECIMALS}) AS geojson,
+           c.name AS community_name, s.code AS street_code, s.name AS street_name,
            d.code AS district_code, d.name AS district_name
-    FROM communities c
-    JOIN streets s ON s.code = c.street_code
-    JOIN districts d ON d.code = s.district_code
+    FROM grids g
+    LEFT JOIN communities c ON c.code = g.community_code
+    LEFT JOIN streets s ON s.code = c.street_code
+    LEFT JOIN districts d ON d.code = s.district_code
+    ORDER BY g.code, g.valid_from
     """
 )
 # Ordered by the database, as `grid_detail`'s json_agg is, so that its collation decides.
@@ -182,7 +180,6 @@ def load_snapshot(engine: Engine, tolerance_m: float = DEFAULT_TOLERANCE_M) -> G
         # Read in the same transaction as the rows: the stamp describes exactly them.
         stamp = data_stamp(conn)
         grids = conn.execute(_GRIDS_SQL).all()
-        hierarchy = {row.code: row for row in conn.execute(_HIERARCHY_SQL)}
         assignments = conn.execute(_STAFF_SQL).all()
     # One vectorised WKB decode; WKB keeps the stored doubles bit for bit, which the index
     # needs to agree with PostGIS on points exactly on an edge.
@@ -193,27 +190,9 @@ def load_snapshot(engine: Engine, tolerance_m: float = DEFAULT_TOLERANCE_M) -> G
         index_versions.append(
             GridVersion(row.code, row.community_code, geometry, row.valid_from, row.valid_to)
         )
-        place = hierarchy.get(row.community_code)
-        if place is None:
-            continue  # grid_detail's inner join finds no such grid either
-        record = GridRecord(
-            code=row.code,
-            name=row.name,
-            community_code=row.community_code,
-            households=row.households,
-            valid_from=row.valid_from,
-            valid_to=row.valid_to,
-            geometry=json.loads(row.geojson),
-        )
-        detail = GridDetail(
-            grid=record,
-            community_name=place.community_name,
-            street_code=place.street_code,
-            street_name=place.street_name,
-            district_code=place.district_code,
-            district_name=place.district_name,
-            staff=(),
-        )
+        if row.district_code is None:
+            continue  # grid_detail's inner joins find no such grid either
+        detail = detail_of(row, staff=())
         versions.setdefault(row.code, []).append(
             _Version(to_epoch_us(row.valid_from), _end_us(row.valid_to), detail)
         )

@@ -125,6 +125,12 @@ def grid_detail(engine: Engine, code: str, at: datetime) -> GridDetail:
         row = conn.execute(_DETAIL, {"code": code, "at": at}).one_or_none()
     if row is None:
         raise GridNotFound(f"no grid {code} valid at {at.isoformat()}")
+    return detail_of(row, tuple(StaffMember(m["worker_id"], m["name"]) for m in row.staff))
+
+
+def detail_of(row: Row[*tuple[Any, ...]], staff: tuple[StaffMember, ...]) -> GridDetail:
+    """A GridDetail from a row with a grid version's columns (GeoJSON as `geojson`) and the
+    names and codes of its community, street and district, as `grid_detail` selects them."""
     return GridDetail(
         grid=_record(row),
         community_name=row.community_name,
@@ -132,7 +138,7 @@ def grid_detail(engine: Engine, code: str, at: datetime) -> GridDetail:
         street_name=row.street_name,
         district_code=row.district_code,
         district_name=row.district_name,
-        staff=tuple(StaffMember(m["worker_id"], m["name"]) for m in row.staff),
+        staff=staff,
     )
 
 
