@@ -210,6 +210,11 @@ class Incident(Base):
     __table_args__ = (
         Index("ix_incidents_geom", "geom", postgresql_using="gist"),
         Index("ix_incidents_grid_status", "grid_code", "status"),
+        CheckConstraint(
+            "status IN ('reported', 'dispatched', 'in_progress', 'resolved', 'closed',"
+            " 'escalated', 'cancelled')",
+            name="status_kind",
+        ),
     )
 
     incident_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
@@ -233,6 +238,32 @@ class Incident(Base):
     received_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now()
     )
+    # Bumped by every transition: a PATCH names the version it was decided on.
+    version: Mapped[int] = mapped_column(Integer, server_default="1")
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class IncidentEvent(Base):
+    """One transition of an incident, append-only: who, when, from, to, and why."""
+
+    __tablename__ = "incident_events"
+    __table_args__ = (
+        # One transition per version: the last guard against two writers of one version.
+        UniqueConstraint("incident_id", "version"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    incident_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("incidents.incident_id"))
+    version: Mapped[int] = mapped_column(Integer)
+    action: Mapped[str] = mapped_column(Text)
+    from_status: Mapped[str] = mapped_column(Text)
+    to_status: Mapped[str] = mapped_column(Text)
+    assignee: Mapped[str | None] = mapped_column(String(6))
+    escalated_to: Mapped[str | None] = mapped_column(Text)
+    note: Mapped[str | None] = mapped_column(Text)
+    actor: Mapped[str] = mapped_column(Text)
+    actor_role: Mapped[str] = mapped_column(Text)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
 class ProcessedEvent(Base):

@@ -21,6 +21,7 @@ EXPECTED_TABLES = {
     "pois",
     "checkins",
     "incidents",
+    "incident_events",
     "processed_events",
     "consumer_offsets",
     "dataset_imports",
