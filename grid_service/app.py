@@ -24,6 +24,8 @@ from grid_service.gateway import create_producer
 from grid_service.gateway import router as gateway_router
 from grid_service.grids import router as grids_router
 from grid_service.ogc import router as ogc_router
+from grid_service.stream import open_live_stream
+from grid_service.stream import router as stream_router
 from grid_service.tiles import router as tiles_router
 
 logger = logging.getLogger(__name__)
@@ -74,7 +76,9 @@ def create_app(config: ApiConfig) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.engine = create_db_engine(config.database_url)
         app.state.producer = create_producer(config.kafka_bootstrap, topics=config.topics)
+        app.state.live = open_live_stream(config.kafka_bootstrap, config.topics)
         yield
+        await app.state.live.aclose()
         app.state.producer.close()
         app.state.engine.dispose()
 
@@ -94,6 +98,7 @@ def create_app(config: ApiConfig) -> FastAPI:
     app.include_router(admin_router)
     app.include_router(ogc_router)
     app.include_router(tiles_router)
+    app.include_router(stream_router)
 
     @app.get(
         "/healthz",

@@ -39,6 +39,7 @@ from geodata.errors import (
     WorkerNotFound,
 )
 from geodata.events import EventRefused, RefusalReason
+from geodata.live import InvalidStreamTypes
 from geodata.query_limits import (
     BboxTooLarge,
     CoordinateOutOfRange,
@@ -107,6 +108,7 @@ STATUS_BY_ERROR: Final[Mapping[type[WanggeError], int]] = {
     BrokerUnavailable: 503,
     InvalidWeek: 422,
     InvalidAreaCode: 422,
+    InvalidStreamTypes: 422,
     WorkerNotFound: 404,
     NotAuthenticated: 401,
     PermissionDenied: 403,
