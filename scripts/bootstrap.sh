@@ -16,3 +16,23 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   .venv/bin/pip install --quiet --editable '.[dev]'
   touch "$stamp"
 fi
+
+# The map's MapLibre GL JS, from the npm registry at install time (the lockfile pins it and
+# its integrity hash), copied next to the page: the API serves it, no CDN at run time.
+assets=grid_service/map_assets
+vendor=grid_service/static/vendor/maplibre-gl
+if [ ! -f "$vendor/.installed" ] || [ "$assets/package-lock.json" -nt "$vendor/.installed" ]; then
+  if ! command -v npm >/dev/null 2>&1; then
+    echo "bootstrap: npm is missing, so /map cannot be served: install Node.js and npm, rerun" >&2
+  else
+    echo "bootstrap: fetching MapLibre GL JS for the map (npm ci)"
+    (cd "$assets" && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error)
+    rm -rf "$vendor"
+    mkdir -p "$vendor"
+    dist="$assets/node_modules/maplibre-gl/dist"
+    cp "$dist/maplibre-gl.mjs" "$dist/maplibre-gl-worker.mjs" "$dist/maplibre-gl-shared.mjs" \
+      "$dist/maplibre-gl.css" "$assets/node_modules/maplibre-gl/LICENSE.txt" "$vendor/"
+    rm -rf "$assets/node_modules"
+    touch "$vendor/.installed"
+  fi
+fi

@@ -444,9 +444,11 @@ def up(
         _child(["serve", "--host", host, "--port", str(port)], env),
     ]
     simulator = _child(simulator_args, env) if simulator_args else None
+    base = f"http://{host}:{port}"
     console.print(
-        f"[bold green]wangge is up:[/] http://{host}:{port}/healthz, "
-        f"API docs http://{host}:{port}/docs  (Ctrl-C stops)"
+        f"[bold green]wangge is up:[/] the supervisors' map {base}/map "
+        f"(a supervisor's or an admin's token from `wangge users add`), "
+        f"health {base}/healthz, API docs {base}/docs  (Ctrl-C stops)"
     )
     if simulator_args:
         console.print(f"simulating: wangge {' '.join(simulator_args[:-1])}")
@@ -548,7 +550,7 @@ def serve(
     host: Annotated[str, typer.Option()] = "127.0.0.1",
     port: Annotated[int, typer.Option()] = 8000,
 ) -> None:
-    """Run the HTTP API."""
+    """Run the HTTP API and the supervisors' map (/map)."""
     _serve(host, port)
 
 

@@ -1,0 +1,425 @@
+// The supervisors' live map: our vector tiles, grids coloured by this week's compliance,
+// live check-ins and incidents from GET /api/v1/stream. Everything from this origin.
+import { Map as MapLibreMap, NavigationControl, Popup } from "./vendor/maplibre-gl/maplibre-gl.mjs";
+
+const TOKEN_KEY = "wangge.token";
+const STATUSES = ["met", "on_track", "at_risk", "missed"];
+const COLOURS = { met: "#2e7d32", on_track: "#1e88e5", at_risk: "#f9a825", missed: "#d32f2f" };
+const CHECKIN_FADE_MS = 90_000;
+const INCIDENT_FADE_MS = 600_000;
+const COMPLIANCE_REFRESH_MS = 300_000;
+const LIST_LIMIT = 200;
+
+const $ = (id) => document.getElementById(id);
+const body = document.body;
+
+// ------------------------------------------------------------------ token
+
+function token() { return sessionStorage.getItem(TOKEN_KEY); }
+
+function askToken(message) {
+  $("login-error").textContent = message || "";
+  if (!$("login").open) $("login").showModal();
+  return new Promise((resolve) => {
+    $("login-form").addEventListener("submit", () => {
+      sessionStorage.setItem(TOKEN_KEY, $("token").value.trim());
+      $("token").value = "";
+      resolve();
+    }, { once: true });
+  });
+}
+
+function authorized(headers = {}) {
+  return { ...headers, Authorization: `Bearer ${token()}` };
+}
+
+class Unauthorized extends Error {}
+
+async function getJson(url) {
+  const response = await fetch(url, { headers: authorized({ Accept: "application/json" }) });
+  if (response.status === 401 || response.status === 403) {
+    const error = await response.json().catch(() => ({}));
+    throw new Unauthorized(`${error.code || response.status}: ${error.detail || ""}`);
+  }
+  if (!response.ok) throw new Error(`${url}: HTTP ${response.status}`);
+  return response.json();
+}
+
+// ------------------------------------------------------------------ week
+
+function isoWeek(date) {
+  // The ISO week of the local day in Beijing time (UTC+8, no daylight saving).
+  const local = new Date(date.getTime() + 8 * 3600_000);
+  const day = new Date(Date.UTC(local.getUTCFullYear(), local.getUTCMonth(), local.getUTCDate()));
+  const weekday = day.getUTCDay() || 7;
+  day.setUTCDate(day.getUTCDate() + 4 - weekday);
+  const yearStart = new Date(Date.UTC(day.getUTCFullYear(), 0, 1));
+  const week = Math.ceil(((day - yearStart) / 86400_000 + 1) / 7);
+  return `${day.getUTCFullYear()}-W${String(week).padStart(2, "0")}`;
+}
+
+// ------------------------------------------------------------------ state
+
+const state = {
+  week: new URLSearchParams(location.search).get("week") || isoWeek(new Date()),
+  area: null, // the code prefix compliance was read for (null: the whole city)
+  grids: new Map(), // grid code -> { name, workers: Map(worker id -> worker) }
+  live: [], // live features: { kind, at, feature }
+  counts: { checkins: 0, incidents: 0, changes: 0 },
+};
+
+function gridStatus(grid) {
+  const statuses = [...grid.workers.values()].map((w) => w.status);
+  if (statuses.length === 0) return null;
+  if (statuses.includes("missed")) return "missed";
+  if (statuses.includes("at_risk")) return "at_risk";
+  if (statuses.every((s) => s === "met")) return "met";
+  return "on_track";
+}
+
+// ------------------------------------------------------------------ map
+
+const map = new MapLibreMap({
+  container: "map",
+  center: [107.15, 34.37],
+  zoom: 10,
+  attributionControl: false,
+  style: { version: 8, sources: {}, layers: [{ id: "bg", type: "background", paint: { "background-color": "#e8ecef" } }] },
+  transformRequest: (url) => {
+    // Only the restricted incidents tiles need the token; public tiles stay cacheable.
+    if (url.includes("/tiles/incidents") && token()) return { url, headers: authorized() };
+    return { url };
+  },
+});
+window.wanggeMap = map; // for the browser test and for debugging in the console
+map.addControl(new NavigationControl({ showCompass: false }), "top-left");
+
+function tilejson(layer) { return new URL(`tiles/${layer}.json`, location.href).href; }
+
+function addLayers() {
+  for (const layer of ["districts", "streets", "communities", "grids"]) {
+    map.addSource(layer, { type: "vector", url: tilejson(layer) });
+  }
+  const status = ["feature-state", "status"];
+  map.addLayer({ id: "districts-fill", type: "fill", source: "districts", "source-layer": "districts",
+    paint: { "fill-color": "#d5dde3", "fill-opacity": ["interpolate", ["linear"], ["zoom"], 9, 0.8, 12, 0.2] } });
+  map.addLayer({ id: "grids-fill", type: "fill", source: "grids", "source-layer": "grids",
+    paint: {
+      "fill-color": ["match", ["coalesce", status, "none"],
+        "met", COLOURS.met, "on_track", COLOURS.on_track, "at_risk", COLOURS.at_risk,
+        "missed", COLOURS.missed, "#b0bec5"],
+      "fill-opacity": ["case", ["boolean", ["feature-state", "selected"], false], 0.85, 0.5],
+    } });
+  map.addLayer({ id: "grids-line", type: "line", source: "grids", "source-layer": "grids", minzoom: 13,
+    paint: { "line-color": "#ffffff", "line-width": 0.6 } });
+  map.addLayer({ id: "communities-line", type: "line", source: "communities", "source-layer": "communities",
+    paint: { "line-color": "#546e7a", "line-width": ["interpolate", ["linear"], ["zoom"], 10, 0.4, 15, 1.5],
+      "line-dasharray": [3, 2] } });
+  map.addLayer({ id: "streets-line", type: "line", source: "streets", "source-layer": "streets",
+    paint: { "line-color": "#37474f", "line-width": ["interpolate", ["linear"], ["zoom"], 9, 0.8, 15, 2.5] } });
+  map.addLayer({ id: "districts-line", type: "line", source: "districts", "source-layer": "districts",
+    paint: { "line-color": "#12304d", "line-width": ["interpolate", ["linear"], ["zoom"], 5, 1.5, 15, 4] } });
+  map.addSource("live", { type: "geojson", data: { type: "FeatureCollection", features: [] } });
+  map.addLayer({ id: "live-checkins", type: "circle", source: "live", filter: ["==", ["get", "kind"], "checkin"],
+    paint: { "circle-radius": ["interpolate", ["linear"], ["zoom"], 10, 3, 16, 7],
+      "circle-color": ["case", ["==", ["get", "in_assigned_grid"], false], "#8e24aa", "#00b8d4"],
+      "circle-opacity": ["get", "fade"], "circle-stroke-color": "#ffffff",
+      "circle-stroke-width": 1, "circle-stroke-opacity": ["get", "fade"] } });
+  map.addLayer({ id: "live-incidents", type: "circle", source: "live", filter: ["==", ["get", "kind"], "incident"],
+    paint: { "circle-radius": ["interpolate", ["linear"], ["zoom"], 10, 5, 16, 11],
+      "circle-color": "#ff3d00", "circle-opacity": ["get", "fade"], "circle-stroke-color": "#212121",
+      "circle-stroke-width": 2, "circle-stroke-opacity": ["get", "fade"] } });
+}
+
+function applyGridStates() {
+  for (const [code, grid] of state.grids) {
+    map.setFeatureState({ source: "grids", sourceLayer: "grids", id: Number(code) },
+      { status: gridStatus(grid) });
+  }
+}
+
+// What is drawn, as data attributes: the view's counts, and a hook for the browser test.
+function renderedFeatures(layer) {
+  return map.getLayer(layer) ? map.queryRenderedFeatures({ layers: [layer] }) : [];
+}
+
+map.on("idle", () => {
+  const grids = renderedFeatures("grids-fill");
+  body.dataset.gridsRendered = String(new Set(grids.map((f) => f.id)).size);
+  body.dataset.liveRendered = String(renderedFeatures("live-checkins").length + renderedFeatures("live-incidents").length);
+  renderViewCounts(grids);
+});
+
+// ------------------------------------------------------------------ compliance
+
+async function loadCompliance() {
+  const query = new URLSearchParams({ level: "grid", week: state.week });
+  const report = await getJson(`api/v1/compliance?${query}`);
+  state.area = report.code;
+  state.grids = new Map(report.items.map((g) => [g.grid_code, {
+    name: g.name,
+    workers: new Map(g.workers.map((w) => [w.worker_id, {
+      id: w.worker_id, name: w.name, status: w.status, counted: w.counted, required: w.required,
+    }])),
+  }]));
+  $("area").textContent = report.code ? `辖区 area ${report.code}` : "全市 whole city";
+  applyGridStates();
+  renderCounts();
+}
+
+function renderCounts() {
+  const byStatus = { met: 0, on_track: 0, at_risk: 0, missed: 0 };
+  const attention = [];
+  for (const [code, grid] of state.grids) {
+    for (const worker of grid.workers.values()) {
+      byStatus[worker.status] += 1;
+      if (worker.status === "at_risk" || worker.status === "missed") attention.push({ ...worker, code, grid: grid.name });
+    }
+  }
+  const total = Object.values(byStatus).reduce((a, b) => a + b, 0);
+  $("met").textContent = byStatus.met;
+  $("total").textContent = total;
+  for (const s of STATUSES) $(`n-${s}`).textContent = byStatus[s];
+  attention.sort((a, b) => (a.status === b.status ? a.counted - b.counted : a.status === "missed" ? -1 : 1));
+  $("n-attention").textContent = attention.length;
+  $("attention").replaceChildren(...attention.slice(0, LIST_LIMIT).map((w) => {
+    const item = document.createElement("li");
+    item.className = w.status;
+    item.textContent = `${w.name} ${w.id} · ${w.grid || w.code} · ${w.counted}/${w.required}`;
+    item.title = `${w.status}: grid ${w.code}`;
+    return item;
+  }));
+}
+
+function renderViewCounts(rendered) {
+  let met = 0;
+  let total = 0;
+  for (const code of new Set(rendered.map((f) => String(f.properties.code)))) {
+    const grid = state.grids.get(code);
+    if (!grid) continue;
+    for (const worker of grid.workers.values()) {
+      total += 1;
+      if (worker.status === "met") met += 1;
+    }
+  }
+  $("view-met").textContent = met;
+  $("view-total").textContent = total;
+}
+
+// ------------------------------------------------------------------ live events
+
+function addLive(kind, message) {
+  state.live.push({ kind, at: performance.now(), feature: {
+    type: "Feature", geometry: { type: "Point", coordinates: [message.lon, message.lat] },
+    properties: { kind, fade: 1, in_assigned_grid: message.in_assigned_grid ?? null,
+      grid_code: message.grid_code, label: message.worker_id || message.category },
+  } });
+  refreshLive();
+}
+
+function refreshLive() {
+  const now = performance.now();
+  state.live = state.live.filter((item) => {
+    const life = item.kind === "incident" ? INCIDENT_FADE_MS : CHECKIN_FADE_MS;
+    item.feature.properties.fade = Math.max(0, 1 - (now - item.at) / life);
+    return item.feature.properties.fade > 0.02;
+  });
+  const source = map.getSource("live");
+  if (source) source.setData({ type: "FeatureCollection", features: state.live.map((i) => i.feature) });
+}
+
+function bump(counter) {
+  state.counts[counter] += 1;
+  $(counter).textContent = state.counts[counter];
+  body.dataset[counter] = String(state.counts[counter]);
+  $("last").textContent = `最新 last event ${new Date().toLocaleTimeString("zh-CN", { hour12: false })}`;
+}
+
+function onCompliance(change) {
+  bump("changes");
+  if (change.week !== state.week) {
+    const notice = $("other-week");
+    notice.hidden = false;
+    notice.textContent = `收到 ${change.week} 的变化 · changes arrive for ${change.week}; enter it above to follow`;
+    return;
+  }
+  let grid = state.grids.get(change.grid_code);
+  if (!grid) {
+    grid = { name: null, workers: new Map() };
+    state.grids.set(change.grid_code, grid);
+  }
+  const worker = grid.workers.get(change.worker_id) || { id: change.worker_id, name: change.worker_id };
+  grid.workers.set(change.worker_id, { ...worker, status: change.new_status,
+    counted: change.counted_patrols, required: change.required_patrols });
+  map.setFeatureState({ source: "grids", sourceLayer: "grids", id: Number(change.grid_code) },
+    { status: gridStatus(grid) });
+  renderCounts();
+}
+
+const handlers = {
+  checkin: (m) => { bump("checkins"); addLive("checkin", m); },
+  incident: (m) => { bump("incidents"); addLive("incident", m); },
+  compliance: onCompliance,
+  status: (s) => setLive(s.live, s.detail),
+  dropped: (d) => setLive(false, d.detail),
+};
+
+function setLive(live, detail) {
+  body.dataset.live = String(live);
+  $("live").className = `live ${live ? "on" : "off"}`;
+  $("live").textContent = live ? "● 实时 live" : `● 离线 offline (${detail})`;
+}
+
+function dispatch(event) {
+  const handler = handlers[event.type];
+  if (!handler) return;
+  try { handler(JSON.parse(event.data)); } catch (error) { console.warn("bad event", event, error); }
+}
+
+// EventSource cannot send an Authorization header, and a token in the URL would end up in
+// access logs: read the stream with fetch() and parse server-sent events here.
+async function readStream(signal) {
+  const response = await fetch("api/v1/stream", {
+    headers: authorized({ Accept: "text/event-stream" }), cache: "no-store", signal,
+  });
+  if (response.status === 401 || response.status === 403) throw new Unauthorized(`stream: HTTP ${response.status}`);
+  if (!response.ok || !response.body) throw new Error(`stream: HTTP ${response.status}`);
+  const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+  let buffer = "";
+  let event = { type: "message", data: [] };
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) return;
+    buffer += value;
+    // A lone CR at the end may be the first half of CRLF: keep it for the next chunk.
+    const cut = buffer.endsWith("\r") ? buffer.length - 1 : buffer.length;
+    const lines = buffer.slice(0, cut).split(/\r\n|\r|\n/);
+    buffer = lines.pop() + buffer.slice(cut);
+    for (const line of lines) {
+      if (line === "") {
+        if (event.data.length) dispatch({ type: event.type, data: event.data.join("\n") });
+        event = { type: "message", data: [] };
+      } else if (line.startsWith(":")) {
+        continue; // a ping
+      } else {
+        const colon = line.indexOf(":");
+        const field = colon < 0 ? line : line.slice(0, colon);
+        const data = colon < 0 ? "" : line.slice(colon + 1).replace(/^ /, "");
+        if (field === "event") event.type = data;
+        else if (field === "data") event.data.push(data);
+      }
+    }
+  }
+}
+
+async function followStream() {
+  for (;;) {
+    try {
+      await readStream();
+      setLive(false, "stream ended; reconnecting");
+    } catch (error) {
+      if (error instanceof Unauthorized) throw error;
+      setLive(false, "reconnecting");
+    }
+    await new Promise((resolve) => setTimeout(resolve, 3000));
+  }
+}
+
+// ------------------------------------------------------------------ grid details
+
+function escapeText(text) {
+  const span = document.createElement("span");
+  span.textContent = text ?? "";
+  return span.innerHTML;
+}
+
+map.on("click", "grids-fill", async (e) => {
+  const feature = e.features[0];
+  const code = String(feature.properties.code);
+  const panel = $("grid-info");
+  panel.hidden = false;
+  panel.textContent = `${code} …`;
+  try {
+    const grid = (await getJson(`api/v1/grids/${code}`)).properties;
+    const compliance = state.grids.get(code);
+    const staff = grid.staff.map((w) => {
+      const status = compliance?.workers.get(w.worker_id)?.status || "–";
+      return `<li>${escapeText(w.name)} ${escapeText(w.worker_id)} · ${escapeText(status)}</li>`;
+    }).join("");
+    panel.innerHTML = `<h2>${escapeText(grid.name)} <span class="en">${escapeText(code)}</span></h2>
+      <dl><dt>区 district</dt><dd>${escapeText(grid.district_name)}</dd>
+      <dt>街道 street</dt><dd>${escapeText(grid.street_name)}</dd>
+      <dt>社区 community</dt><dd>${escapeText(grid.community_name)}</dd>
+      <dt>户数 households</dt><dd>${escapeText(String(grid.households ?? "–"))}</dd></dl>
+      <p>网格员 staff:</p><ul>${staff || "<li>–</li>"}</ul>`;
+    new Popup({ closeButton: false }).setLngLat(e.lngLat).setText(grid.name).addTo(map);
+  } catch (error) {
+    panel.textContent = `${code}: ${error.message}`;
+  }
+});
+map.on("mouseenter", "grids-fill", () => { map.getCanvas().style.cursor = "pointer"; });
+map.on("mouseleave", "grids-fill", () => { map.getCanvas().style.cursor = ""; });
+
+// ------------------------------------------------------------------ start
+
+async function fitArea(code) {
+  await fitBoundsOf(code);
+  // Grids come from zoom 11 (their tiles' minzoom): a wall map of a district shows them.
+  const grids = map.getSource("grids");
+  const minzoom = grids && grids.minzoom ? grids.minzoom : 11;
+  if (code && map.getZoom() < minzoom) map.setZoom(minzoom);
+}
+
+async function fitBoundsOf(code) {
+  const collection = { 6: "districts", 9: "streets", 12: "communities" }[code?.length];
+  try {
+    if (!collection) {
+      const tj = await (await fetch(tilejson("districts"))).json();
+      map.fitBounds(tj.bounds, { padding: 20, duration: 0 });
+      return;
+    }
+    const feature = await getJson(`ogc/collections/${collection}/items/${code}`);
+    const coordinates = JSON.stringify(feature.geometry.coordinates).match(/-?\d+(\.\d+)?,-?\d+(\.\d+)?/g)
+      .map((pair) => pair.split(",").map(Number));
+    const lons = coordinates.map((c) => c[0]);
+    const lats = coordinates.map((c) => c[1]);
+    map.fitBounds([[Math.min(...lons), Math.min(...lats)], [Math.max(...lons), Math.max(...lats)]],
+      { padding: 20, duration: 0 });
+  } catch (error) {
+    console.warn("could not fit the area", error);
+  }
+}
+
+async function start() {
+  $("week").value = state.week;
+  $("week").addEventListener("change", () => {
+    state.week = $("week").value.trim();
+    $("other-week").hidden = true;
+    loadCompliance().catch((error) => console.warn(error));
+  });
+  $("logout").addEventListener("click", () => { sessionStorage.removeItem(TOKEN_KEY); location.reload(); });
+  await new Promise((resolve) => (map.loaded() ? resolve() : map.once("load", resolve)));
+  addLayers();
+  let message = "";
+  for (;;) {
+    if (!token()) await askToken(message);
+    try {
+      await loadCompliance();
+      break;
+    } catch (error) {
+      if (!(error instanceof Unauthorized)) throw error;
+      sessionStorage.removeItem(TOKEN_KEY);
+      message = `令牌无效或无权限 · ${error.message}`;
+    }
+  }
+  $("login").close();
+  await fitArea(state.area);
+  setInterval(() => loadCompliance().catch((error) => console.warn(error)), COMPLIANCE_REFRESH_MS);
+  setInterval(refreshLive, 1000);
+  followStream().catch(() => { sessionStorage.removeItem(TOKEN_KEY); location.reload(); });
+}
+
+start().catch((error) => {
+  console.error(error);
+  setLive(false, error.message);
+});
