@@ -23,6 +23,7 @@ from grid_service.errors import install_error_handlers
 from grid_service.gateway import create_producer
 from grid_service.gateway import router as gateway_router
 from grid_service.grids import router as grids_router
+from grid_service.incidents import router as incidents_router
 from grid_service.map import install_map
 from grid_service.ogc import router as ogc_router
 from grid_service.stream import open_live_stream
@@ -96,6 +97,7 @@ def create_app(config: ApiConfig) -> FastAPI:
     app.include_router(gateway_router)
     app.include_router(compliance_router)
     app.include_router(grids_router)
+    app.include_router(incidents_router)
     app.include_router(admin_router)
     app.include_router(ogc_router)
     app.include_router(tiles_router)

@@ -39,6 +39,14 @@ from geodata.errors import (
     WorkerNotFound,
 )
 from geodata.events import EventRefused, RefusalReason
+from geodata.incidents import (
+    IllegalTransition,
+    IncidentNotFound,
+    InvalidIncidentFilter,
+    InvalidTransitionRequest,
+    StaleVersion,
+    VersionRequired,
+)
 from geodata.live import InvalidStreamTypes
 from geodata.query_limits import (
     BboxTooLarge,
@@ -127,6 +135,12 @@ STATUS_BY_ERROR: Final[Mapping[type[WanggeError], int]] = {
     InvalidGeoJson: 422,
     GeometryTooComplex: 422,
     PayloadTooLarge: 413,
+    IncidentNotFound: 404,
+    IllegalTransition: 409,
+    StaleVersion: 412,
+    VersionRequired: 428,
+    InvalidTransitionRequest: 422,
+    InvalidIncidentFilter: 422,
 }
 """Domain error class to HTTP status; subclasses inherit their nearest listed base."""
 

@@ -516,6 +516,36 @@ def compliance(
 
 
 @app.command()
+def incidents(
+    code: Annotated[
+        str | None, typer.Option(help="district, street, community or grid code prefix")
+    ] = None,
+    status: Annotated[
+        str | None, typer.Option(help="a status or several, comma-separated, e.g. reported")
+    ] = None,
+    category: Annotated[
+        str | None, typer.Option(help="a category code, or a class such as environment")
+    ] = None,
+    limit: Annotated[int, typer.Option(min=1, max=1000, help="rows to print")] = 50,
+) -> None:
+    """Print the newest incidents and where they stand in their lifecycle."""
+    from geodata.errors import WanggeError
+    from wangge.incidents_cli import print_incidents
+
+    try:
+        print_incidents(
+            DatabaseSettings().url,
+            code=code,
+            status=status,
+            category=category,
+            limit=limit,
+            console=console,
+        )
+    except WanggeError as exc:
+        raise _fail(str(exc)) from exc
+
+
+@app.command()
 def bench(
     names: Annotated[
         list[str] | None,
