@@ -12,7 +12,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Final
 
@@ -143,18 +143,7 @@ class GridSnapshot:
         when = to_epoch_us(at)
         for version in self._versions.get(code, ()):
             if version.valid_from_us <= when < version.valid_to_us:
-                staff = self._staff_at(code, when)
-                if not staff:
-                    return version.detail
-                return GridDetail(
-                    grid=version.detail.grid,
-                    community_name=version.detail.community_name,
-                    street_code=version.detail.street_code,
-                    street_name=version.detail.street_name,
-                    district_code=version.detail.district_code,
-                    district_name=version.detail.district_name,
-                    staff=staff,
-                )
+                return replace(version.detail, staff=self._staff_at(code, when))
         raise GridNotFound(f"no grid {code} valid at {at.isoformat()}")
 
     def _staff_at(self, code: str, when: int) -> tuple[StaffMember, ...]:
