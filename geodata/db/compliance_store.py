@@ -146,11 +146,7 @@ def replace_patrols(
         "DELETE FROM patrols p USING unnest(%s::text[], %s::text[], %s::text[])"
         " AS k(worker_id, grid_code, week)"
         " WHERE p.worker_id = k.worker_id AND p.grid_code = k.grid_code AND p.week = k.week",
-        (
-            [k.worker_id for k in keys],
-            [k.grid_code for k in keys],
-            [str(k.week) for k in keys],
-        ),
+        _key_arrays(keys),
     )
     with (
         conn.cursor() as cursor,
@@ -177,6 +173,11 @@ def replace_patrols(
                         _reason(row.patrol),
                     )
                 )
+
+
+def _key_arrays(keys: Sequence[ComplianceKey]) -> tuple[list[str], list[str], list[str]]:
+    """Keys as the three arrays of an `unnest(worker_id, grid_code, week)`."""
+    return [k.worker_id for k in keys], [k.grid_code for k in keys], [str(k.week) for k in keys]
 
 
 def _reason(patrol: Patrol) -> str:
@@ -212,11 +213,7 @@ def load_statuses(
         "SELECT s.worker_id, s.grid_code, s.week, s.status, s.counted, s.required"
         " FROM unnest(%s::text[], %s::text[], %s::text[]) AS k(worker_id, grid_code, week)"
         " JOIN patrol_weeks s USING (worker_id, grid_code, week)",
-        (
-            [k.worker_id for k in wanted],
-            [k.grid_code for k in wanted],
-            [str(k.week) for k in wanted],
-        ),
+        _key_arrays(wanted),
     ).fetchall()
     return {
         ComplianceKey(w, g, IsoWeek.parse(week)): StoredStatus(status, counted, required)
