@@ -19,6 +19,7 @@ import psycopg
 
 from event_consumers import metrics
 from event_consumers.boundaries import BoundaryCache
+from event_consumers.checkin_cache import CheckinCache
 from event_consumers.outbox import OUTBOX_CHANNEL
 from event_consumers.records import InboundRecord, OutboundRecord, dead_letter
 from geodata.compliance import (
@@ -88,9 +89,15 @@ class ComplianceHandler:
         self.topics = topics
         self.boundaries = boundaries
         self.config = config or ComplianceConfig()
+        self.checkins = CheckinCache()
 
     def reset(self) -> None:
-        """Nothing is kept between batches: the state lives in the database."""
+        """After a rolled-back batch: the state lives in the database, drop the copy."""
+        self.checkins.clear()
+
+    def partitions_changed(self) -> None:
+        """Another member may have folded check-ins of our keys in: drop the copy."""
+        self.checkins.clear()
 
     def handle(
         self, records: Sequence[InboundRecord], conn: psycopg.Connection, now: datetime
@@ -128,7 +135,7 @@ class ComplianceHandler:
         metrics.EVENTS_DUPLICATE.labels(self.topic).inc(len(parsed) - len(new_ids))
         watermark, evaluated_day = store.lock_clock(conn)
 
-        touched: set[ComplianceKey] = set()
+        touched: dict[ComplianceKey, list[CheckinRecord]] = {}
         late: list[uuid.UUID] = []
         for checkin, _ in parsed:
             if checkin.event_id not in new_ids:
@@ -141,13 +148,18 @@ class ComplianceHandler:
             watermark = max(watermark or checkin.recorded_at, checkin.recorded_at)
             if checkin.grid_code is not None:
                 for reading in weeks_reading(checkin.recorded_at, self.config):
-                    touched.add(ComplianceKey(checkin.worker_id, checkin.grid_code, reading))
+                    key = ComplianceKey(checkin.worker_id, checkin.grid_code, reading)
+                    touched.setdefault(key, []).append(checkin)
         store.mark_late(conn, late)
         metrics.EVENTS_LATE.labels(self.topic).inc(len(late))
         if watermark is None:
             return outgoing
 
-        open_keys = {k for k in touched if not is_week_final(k.week, watermark, self.config)}
+        open_keys = {
+            k: new
+            for k, new in touched.items()
+            if not is_week_final(k.week, watermark, self.config)
+        }
         current = self._evaluate_touched(conn, open_keys, watermark)
         today = local_date(watermark, self.config.tz)
         if evaluated_day is None or today > evaluated_day:
@@ -156,6 +168,7 @@ class ComplianceHandler:
             first = min([IsoWeek.of_date(evaluated_day or today), *(k.week for k in open_keys)])
             current.update(self._evaluate_everyone(conn, first, watermark, skip=set(current)))
             evaluated_day = today
+            self._forget_final_weeks(watermark)
         store.save_clock(conn, watermark, evaluated_day)
 
         previous = store.load_statuses(conn, current)
@@ -178,17 +191,53 @@ class ComplianceHandler:
     def _periods(self, worker_id: str, grid_code: str) -> list[AssignmentPeriod]:
         return [p for p in self.boundaries.roster.periods_of(worker_id) if p.grid_code == grid_code]
 
+    def _forget_final_weeks(self, watermark: datetime) -> None:
+        final = {
+            k for k in self.checkins.held_keys() if is_week_final(k.week, watermark, self.config)
+        }
+        for key in final:
+            self.checkins.discard(key)
+
+    def _key_checkins(
+        self, conn: psycopg.Connection, keys: dict[ComplianceKey, list[CheckinRecord]]
+    ) -> dict[ComplianceKey, list[CheckinRecord]]:
+        """All on-time check-ins of each key's window, the batch's new ones included."""
+        result = {}
+        missing = []
+        for key, new in keys.items():
+            self.checkins.add(key, new)
+            held = self.checkins.get(key)
+            if held is None:
+                missing.append(key)
+            else:
+                result[key] = held
+        # Read after this batch's insert, so these hold its new check-ins already.
+        spans = [(k.worker_id, k.grid_code, *_window(k.week, self.config)) for k in missing]
+        stored = store.load_checkins(conn, spans)
+        for key in missing:
+            start, end = _window(key.week, self.config)
+            records = [
+                c
+                for c in stored.get((key.worker_id, key.grid_code), [])
+                if start <= c.recorded_at < end
+            ]
+            self.checkins.put(key, records)
+            result[key] = records
+        return result
+
     def _evaluate_touched(
-        self, conn: psycopg.Connection, keys: set[ComplianceKey], watermark: datetime
+        self,
+        conn: psycopg.Connection,
+        keys: dict[ComplianceKey, list[CheckinRecord]],
+        watermark: datetime,
     ) -> dict[ComplianceKey, store.StoredStatus]:
         """Rebuild the patrols of each touched key from its check-ins, and its status."""
-        spans = [(k.worker_id, k.grid_code, *_window(k.week, self.config)) for k in sorted(keys)]
-        checkins = store.load_checkins(conn, spans)
+        checkins = self._key_checkins(conn, keys)
         result = {}
         patrols: dict[ComplianceKey, list[store.PatrolRow]] = {}
         for key in sorted(keys):
             periods = self._periods(key.worker_id, key.grid_code)
-            records = checkins.get((key.worker_id, key.grid_code), [])
+            records = checkins[key]
             week = evaluate_week(
                 records,
                 periods,

@@ -120,10 +120,12 @@ class _SeekToStoredOffsets(ConsumerRebalanceListener):  # type: ignore[misc]
     def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
         logger.info("partitions revoked: %s", sorted((tp.topic, tp.partition) for tp in revoked))
         self.runner.settle_for_rebalance()
+        self.runner.partitions_changed()
 
     def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         logger.info("partitions assigned: %s", sorted((tp.topic, tp.partition) for tp in assigned))
         self.runner.settle_for_rebalance()
+        self.runner.partitions_changed()
         self.runner.seek_to_stored(assigned)
 
 
@@ -161,6 +163,13 @@ class ConsumerRunner:
             max_request_size=8 * 1024 * 1024,
         )
         self._publisher = Publisher(self._producer)
+
+    def partitions_changed(self) -> None:
+        """Tell handlers that keep copies of the database that partitions moved."""
+        for handler in self.handlers.values():
+            changed = getattr(handler, "partitions_changed", None)
+            if changed is not None:
+                changed()
 
     # ----------------------------------------------------------------- offsets
 

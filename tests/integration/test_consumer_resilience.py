@@ -222,8 +222,9 @@ def test_one_consume_runs_both_stages_and_its_compliance_child_never_outlives_it
         with psycopg.connect(database_url) as conn:
             stages = dict(
                 conn.execute(
-                    "SELECT topic, consumer_group FROM consumer_offsets GROUP BY topic,"
-                    " consumer_group"
+                    "SELECT topic, consumer_group FROM consumer_offsets"
+                    " WHERE consumer_group LIKE %s GROUP BY topic, consumer_group",
+                    (f"{group}%",),
                 ).fetchall()
             )
         # Each stage commits its offsets under its own group.
