@@ -745,7 +745,8 @@ def _rows(
             "check-in stage: stored and assigned",
             fold.records / fold.checkins_s,
             "events/s",
-            f"{consumers} running every handler; startup {fold.startup_s:.1f} s",
+            f"{consumers} running every handler (the compliance stage in a child process);"
+            f" startup {fold.startup_s:.1f} s",
         ),
         _row(
             "end to end: patrols, statuses, outbox published",
