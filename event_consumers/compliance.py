@@ -251,6 +251,10 @@ class ComplianceHandler:
             patrols[key] = [
                 store.PatrolRow(p, valid_at(p, usable, self.config)) for p in week.patrols
             ]
+            if week.required == 0:
+                # Not assigned to this grid that week (a walk in the neighbour's grid):
+                # no patrols can count, and "met, 0 of 0" would only be noise to publish.
+                continue
             result[key] = store.StoredStatus(week.status, week.counted, week.required)
         store.replace_patrols(conn, patrols)
         return result

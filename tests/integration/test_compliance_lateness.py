@@ -110,3 +110,50 @@ def test_late_checkins_count_until_the_week_is_final_and_are_only_counted_after(
                 "SELECT bool_and(final) FROM patrol_weeks WHERE week = '2020-W37'"
             ).fetchone()
         assert final == (True,)
+
+
+def test_a_walk_in_a_grid_the_worker_does_not_hold_records_and_publishes_no_status(
+    reference_database_url: str,
+    kafka_bootstrap: str,
+    topic_factory: Callable[..., Topics],
+    tmp_path: Path,
+) -> None:
+    url = reference_database_url
+    topics = topic_factory()
+    spots = placements(url, per_grid=1, seed=11)
+    walker = spots[0]
+    elsewhere = next(s for s in spots if s.grid_code != walker.grid_code)
+    with psycopg.connect(url) as conn:
+        conn.execute("DELETE FROM worker_assignments WHERE worker_id <> %s", (walker.worker_id,))
+    # One walk in the grid the worker holds, one in another grid, on other days.
+    events = _walk(walker.worker_id, walker.lon, walker.lat, day=0, hour=9) + _walk(
+        walker.worker_id, elsewhere.lon, elsewhere.lat, day=1, hour=9
+    )
+    produce(
+        kafka_bootstrap,
+        topics.checkins,
+        ((str(e["worker_id"]).encode(), json.dumps(e).encode()) for e in events),
+    )
+    group = f"neighbour-{uuid.uuid4().hex[:8]}"
+    with running(ConsumerProcess(url, kafka_bootstrap, topics, group, tmp_path)):
+        wait_until(
+            lambda: (
+                count_rows(url, "SELECT count(*) FROM patrol_checkins") == len(events)
+                and count_rows(
+                    url, "SELECT count(*) FROM compliance_changes WHERE published_at IS NULL"
+                )
+                == 0
+            ),
+            120,
+            "both walks folded in and the changes published",
+        )
+    with psycopg.connect(url) as conn:
+        weeks = conn.execute(
+            "SELECT grid_code, status, counted, required FROM patrol_weeks"
+        ).fetchall()
+        changed = conn.execute("SELECT DISTINCT grid_code FROM compliance_changes").fetchall()
+        patrols = conn.execute("SELECT grid_code, counted FROM patrols").fetchall()
+    # The held grid has its status (one patrol of three); the other grid has nothing at all.
+    assert weeks == [(walker.grid_code, "on_track", 1, 3)]
+    assert changed == [(walker.grid_code,)]
+    assert patrols == [(walker.grid_code, True)]
