@@ -289,6 +289,20 @@ def ensure_topics(bootstrap: str, partitions: int, topics: Topics | None = None)
         admin.close()
 
 
+def delete_topics(bootstrap: str, topics: Topics) -> None:
+    """Delete a run's namespaced topics, best effort (tests and benchmarks clean up).
+
+    The local broker keeps topics in memory: a city-wide week of them is a gigabyte. A
+    broker that cannot delete, or is gone, keeps them.
+    """
+    with contextlib.suppress(Exception):
+        admin = _admin(bootstrap)
+        try:
+            admin.delete_topics(list(topics.all()))
+        finally:
+            admin.close()
+
+
 def ensure_broker(kafka: KafkaSettings, local: LocalServicesSettings, log: Log) -> ServiceReport:
     """Make sure a broker answers at the bootstrap address and has the contract's topics."""
     host, port = _first_address(kafka.bootstrap)

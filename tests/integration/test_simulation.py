@@ -7,7 +7,6 @@ with the truth file. CI runs 60 workers; `WANGGE_SIMULATION_FULL=1` runs the who
 and prints the figures (docs/SIMULATION.md).
 """
 
-import contextlib
 import json
 import os
 import re
@@ -22,7 +21,6 @@ from pathlib import Path
 import psycopg
 import pytest
 from kafka import KafkaConsumer, TopicPartition
-from kafka.admin import KafkaAdminClient
 
 from geodata.compliance import ComplianceConfig, IsoWeek
 from geodata.contract import Topics
@@ -36,6 +34,7 @@ from tests.integration.pipeline_support import (
     running,
     wait_until,
 )
+from wangge import services
 
 WEEK = "2020-W37"
 WEEK_END = IsoWeek.parse(WEEK).end(ComplianceConfig().tz)
@@ -105,16 +104,6 @@ def _poll(done: Callable[[], bool], timeout: float, every: float, what: str) -> 
         time.sleep(every)
 
 
-def _delete_topics(bootstrap: str, topics: Topics) -> None:
-    # The local broker keeps topics in memory: a city-wide week is a gigabyte.
-    with contextlib.suppress(Exception):
-        admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
-        try:
-            admin.delete_topics(list(topics.all()))
-        finally:
-            admin.close()
-
-
 def test_a_simulated_week_with_delivery_faults_verifies_without_disagreement(
     reference_database_factory: Callable[[], str],
     topic_factory: Callable[..., Topics],
@@ -167,7 +156,7 @@ def test_a_simulated_week_with_delivery_faults_verifies_without_disagreement(
         assert met["worker_id"] in verify.stdout
         assert "counted patrols differ" in verify.stdout
     finally:
-        _delete_topics(kafka_bootstrap, topics)
+        services.delete_topics(kafka_bootstrap, topics)
 
 
 # --------------------------------------------------------------------------- full city
@@ -225,7 +214,7 @@ def test_the_whole_city_for_a_week_verifies_and_how_long_it_takes(
             3600,
         )
     finally:
-        _delete_topics(kafka_bootstrap, bare)
+        services.delete_topics(kafka_bootstrap, bare)
     match = re.search(r"produced ([\d,]+) of [\d,]+ messages in ([\d,.]+) s", stdout)
     assert match is not None, stdout
     produced, produce_s = int(match[1].replace(",", "")), float(match[2].replace(",", ""))
@@ -255,7 +244,7 @@ def test_the_whole_city_for_a_week_verifies_and_how_long_it_takes(
             assert consumer.alive(), consumer.log()[-3000:]
         verify = _wangge(["verify", "--truth", str(truth_path), "--week", WEEK], env, timeout=600)
     finally:
-        _delete_topics(kafka_bootstrap, topics)
+        services.delete_topics(kafka_bootstrap, topics)
     assert verify.returncode == 0, verify.stdout[-5000:]
     end_to_end = done - first
     figures = {

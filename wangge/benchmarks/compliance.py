@@ -29,7 +29,6 @@ import numpy.typing as npt
 import psycopg
 import shapely
 from kafka import KafkaProducer
-from kafka.admin import KafkaAdminClient
 from rich.console import Console
 
 from event_consumers.app import COMPLIANCE_STAGE, stage_group_id
@@ -269,16 +268,6 @@ def _fresh_database(server_url: str, template_url: str | None) -> Iterator[str]:
     finally:
         with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-def _delete_topics(bootstrap: str, topics: Topics) -> None:
-    # The local broker keeps topics in memory: a week of them is a gigabyte.
-    with contextlib.suppress(Exception):
-        admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
-        try:
-            admin.delete_topics(list(topics.all()))
-        finally:
-            admin.close()
 
 
 def _produce(bootstrap: str, topic: str, plan: WeekPlan, notify: Progress) -> float:
@@ -698,7 +687,7 @@ def run_compliance_benchmark(
             notify("Timing the city-wide read", 0, 1)
             read = time_city_wide_read(url, bootstrap, query_runs)
     finally:
-        _delete_topics(bootstrap, topics)
+        services.delete_topics(bootstrap, topics)
     notify("Done", 1, 1)
     return _rows(plan, produce_s, fold, checked, latency, read, processes)
 

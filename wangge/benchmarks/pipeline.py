@@ -26,7 +26,6 @@ from pathlib import Path
 import numpy as np
 import psycopg
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.admin import KafkaAdminClient
 from kafka.record.util import crc32c_c
 from rich.console import Console
 from rich.table import Table
@@ -158,7 +157,7 @@ def run_pipeline_benchmark(
         return rows
     finally:
         server.drop_created()
-        _delete_topics(bootstrap, topics)
+        services.delete_topics(bootstrap, topics)
 
 
 # --------------------------------------------------------------------------- set-up
@@ -283,16 +282,6 @@ def produce_all(bootstrap: str, topic: str, messages: Messages) -> None:
         producer.flush(timeout=120)
     finally:
         producer.close()
-
-
-def _delete_topics(bootstrap: str, topics: Topics) -> None:
-    # The local broker keeps topics in memory; a broker that cannot delete keeps them.
-    with contextlib.suppress(Exception):
-        admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
-        try:
-            admin.delete_topics(list(topics.all()))
-        finally:
-            admin.close()
 
 
 def _count_rows(url: str) -> int:
@@ -505,7 +494,7 @@ def measure_latency(
         return float(p50), float(p99), len(sent) / (sent[-1][0] - sent[0][0])
     finally:
         watcher.done.set()
-        _delete_topics(bootstrap, topics)
+        services.delete_topics(bootstrap, topics)
 
 
 def _produce_steadily(
