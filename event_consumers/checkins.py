@@ -17,7 +17,7 @@ from event_consumers.records import Headers, InboundRecord, OutboundRecord, dead
 from geodata.contract import Topics
 from geodata.crs import to_wgs84
 from geodata.db import event_store
-from geodata.events import CheckIn, EventRefused, RefusalReason, parse_checkin
+from geodata.events import ASSIGNMENT_FIELDS, CheckIn, EventRefused, RefusalReason, parse_checkin
 from geodata.hierarchy import lineage_of
 from geodata.quality import (
     EARTH_RADIUS_M,
@@ -33,20 +33,6 @@ from geodata.spatial_index import to_epoch_us
 logger = logging.getLogger(__name__)
 
 CHECKIN_ASSIGNMENT_TYPE = "wangge.assignment.checkin.v1"
-# The fields an assignment adds to the input event (EVENTS.md).
-_ASSIGNMENT_FIELDS = frozenset(
-    {
-        "grid_code",
-        "community_code",
-        "street_code",
-        "district_code",
-        "staff_id",
-        "in_assigned_grid",
-        "assignment_rule",
-        "assigned_at",
-        "flags",
-    }
-)
 # Speeds this close to the limit are recomputed with the scalar rule, so that numpy's
 # and libm's last-bit differences can never flip a flag.
 _SPEED_RECHECK_REL = 1e-9
@@ -254,7 +240,7 @@ class CheckinHandler:
             raw = (accepted[i].value or b"").rstrip()
             extras = checkins[i].model_extra
             if not raw.endswith(b"}") or (
-                extras and not extras.keys().isdisjoint(_ASSIGNMENT_FIELDS)
+                extras and not extras.keys().isdisjoint(ASSIGNMENT_FIELDS)
             ):
                 # An extra field named like an assignment field: let the dict merge decide.
                 out.append(self._merged(raw, checkins[i], batch, i, assigned_at))

@@ -254,6 +254,12 @@ class CheckInAssignment(_AssignmentFields, CheckIn):
     model_config = ConfigDict(title="CheckInAssignment", json_schema_extra=None)
 
 
+#: The fields an assignment adds to its input event (EVENTS.md), in payload order.
+ASSIGNMENT_FIELDS: tuple[str, ...] = tuple(
+    name for name in _AssignmentFields.model_fields if name not in _Event.model_fields
+)
+
+
 class IncidentAssignment(_AssignmentFields, IncidentReport):
     """An incident on `grid.assignments.v1`: the input event plus its grid and staff."""
 
