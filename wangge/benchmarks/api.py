@@ -22,7 +22,6 @@ import contextlib
 import importlib.util
 import json
 import os
-import platform
 import random
 import subprocess
 import sys
@@ -40,6 +39,7 @@ from sqlalchemy.engine import make_url
 
 from geodata.db.engine import libpq_url
 from geodata.db.tiles import tiles_covering
+from wangge.benchmarks import pipeline
 from wangge.benchmarks.loadgen import LoadResult
 from wangge.benchmarks.pipeline import load_reference_dataset
 from wangge.benchmarks.rows import BenchmarkRow, add_json_option, write_rows
@@ -272,27 +272,15 @@ def _prime(port: int, targets: dict[str, list[str]]) -> None:
 
 
 def describe_machine(database_url: str) -> dict[str, str]:
-    """CPU, memory, Python, uvicorn's loop and parser, PostgreSQL, and the load average."""
+    """The pipeline benchmark's machine description, with uvicorn's loop and parser."""
     import uvicorn
 
-    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    models = [
-        line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if "model name" in line
-    ]
-    meminfo = Path("/proc/meminfo").read_text() if Path("/proc/meminfo").exists() else "x 0"
-    with psycopg.connect(libpq_url(database_url)) as conn:
-        postgres = conn.execute("SHOW server_version").fetchone()
     # uvicorn's "auto" picks these when they are installed, else asyncio and h11.
     loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
     parser = "httptools" if importlib.util.find_spec("httptools") else "h11"
     return {
-        "cpus": f"{os.cpu_count()} × {models[0] if models else platform.processor()}",
-        "memory": f"{int(meminfo.split()[1]) / 1024**2:.1f} GiB",
-        "python": platform.python_version(),
+        **pipeline.describe_machine(database_url),
         "uvicorn": f"{uvicorn.__version__}, one worker, {loop} loop, {parser} parser",
-        "postgresql": str(postgres[0]) if postgres else "?",
-        # The machine may be shared: what else ran shows here, and moves every figure.
-        "load average (1, 5, 15 min)": ", ".join(f"{x:.2f}" for x in os.getloadavg()),
     }
 
 
