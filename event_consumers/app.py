@@ -44,11 +44,15 @@ def stage_group_id(group_id: str, names: Sequence[str]) -> str:
     return group_id
 
 
-def build_handlers(engine: Engine, names: Sequence[str], topics: Topics) -> list[Handler]:
-    """The handlers for the named consumers of one stage, sharing one boundary cache."""
+def _check_names(names: Sequence[str]) -> None:
     unknown = set(names) - set(CONSUMER_NAMES)
     if unknown:
         raise ValueError(f"unknown consumer(s) {sorted(unknown)}; choose from {CONSUMER_NAMES}")
+
+
+def build_handlers(engine: Engine, names: Sequence[str], topics: Topics) -> list[Handler]:
+    """The handlers for the named consumers of one stage, sharing one boundary cache."""
+    _check_names(names)
     # The compliance engine needs the roster only, not the grid index.
     boundaries = BoundaryCache(engine, with_index=bool(set(names) & set(INTAKE_STAGE)))
     handlers: list[Handler] = []
@@ -72,9 +76,7 @@ def run_consumers(
 
     `config.group_id` is the intake stage's group; the compliance stage derives its own.
     """
-    unknown = set(names) - set(CONSUMER_NAMES)
-    if unknown:
-        raise ValueError(f"unknown consumer(s) {sorted(unknown)}; choose from {CONSUMER_NAMES}")
+    _check_names(names)
     intake = [name for name in INTAKE_STAGE if name in names]
     compliance = [name for name in COMPLIANCE_STAGE if name in names]
     if not intake or not compliance:
@@ -149,9 +151,12 @@ def _stop_when_gone(
 
 def _stop_partner(partner: multiprocessing.process.BaseProcess, *, asked_to_stop: bool) -> None:
     """Stop the other stage: SIGTERM when we were asked to stop, else let it go idle too."""
-    if asked_to_stop and partner.is_alive() and partner.pid is not None:
+    if not asked_to_stop:
+        partner.join()  # idle-exit: it goes idle and exits on its own
+        return
+    if partner.is_alive() and partner.pid is not None:
         os.kill(partner.pid, signal.SIGTERM)
-    partner.join(timeout=None if not asked_to_stop else 60)
+    partner.join(timeout=60)
     if partner.is_alive():
         logger.warning("the compliance stage did not stop in 60 s; killing it")
         partner.kill()
