@@ -32,13 +32,15 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float, message: str) -> None:
-    """Poll `predicate` until it holds, or fail with `message`."""
+def wait_until(
+    predicate: Callable[[], bool], timeout: float, message: str, every: float = 0.2
+) -> None:
+    """Poll `predicate` every `every` seconds until it holds, or fail with `message`."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():
             return
-        time.sleep(0.2)
+        time.sleep(every)
     raise AssertionError(f"timed out after {timeout}s: {message}")
 
 

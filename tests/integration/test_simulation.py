@@ -96,14 +96,6 @@ def _folded(url: str, expected_checkins: int) -> bool:
     return stored is not None and stored[0] == expected_checkins
 
 
-def _poll(done: Callable[[], bool], timeout: float, every: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not done():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s: {what}")
-        time.sleep(every)
-
-
 def test_a_simulated_week_with_delivery_faults_verifies_without_disagreement(
     reference_database_factory: Callable[[], str],
     topic_factory: Callable[..., Topics],
@@ -231,14 +223,14 @@ def test_the_whole_city_for_a_week_verifies_and_how_long_it_takes(
             _simulate(env, truth_path, None, 3600)
             truth = Truth.from_json(truth_path.read_text())
             first = _first_produced_at(kafka_bootstrap, topics)
-            _poll(
+            wait_until(
                 lambda: (
                     (_folded(url, truth.counts["checkins"]) and _agrees(url, truth))
                     or not consumer.alive()
                 ),
                 timeout=3 * 3600,
                 every=2.0,
-                what="the consumer folding the city's week in",
+                message="the consumer folding the city's week in",
             )
             done = time.time()
             assert consumer.alive(), consumer.log()[-3000:]
