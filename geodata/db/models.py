@@ -289,6 +289,21 @@ class ConsumerOffset(Base):
     next_offset: Mapped[int] = mapped_column(BigInteger)
 
 
+class ConsumerHeartbeat(Base):
+    """A consumer group member's last sign of life and how far behind it is (for /healthz)."""
+
+    __tablename__ = "consumer_heartbeats"
+    __table_args__ = (CheckConstraint("stage IN ('intake', 'compliance')", name="stage_kind"),)
+
+    group_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    member: Mapped[str] = mapped_column(Text, primary_key=True)
+    stage: Mapped[str] = mapped_column(Text)
+    topics: Mapped[list[str]] = mapped_column(ARRAY(Text))
+    # Records behind the high watermarks of the member's partitions; NULL: not known yet.
+    lag: Mapped[int | None] = mapped_column(BigInteger)
+    beat_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
 class DatasetImport(Base):
     """An audit row per boundary import: what file, when, and what it changed."""
 

@@ -32,6 +32,7 @@ EXPECTED_TABLES = {
     "compliance_clock",
     "accounts",
     "account_tokens",
+    "consumer_heartbeats",
 }
 
 
