@@ -39,7 +39,7 @@ from tests.integration.fault_support import (
     api_process,
     consumer_process,
     group_members,
-    wait_healthy,
+    wait_serving,
 )
 from tests.integration.pipeline_support import free_port, placements, wait_until
 from wangge import services
@@ -133,9 +133,11 @@ def city_factory(tmp_path: Path) -> Iterator[Callable[[str, PrivateBroker], City
         consumer = supervisor.add(
             consumer_process(database_url, broker.bootstrap, topics, group, tmp_path)
         )
-        api = supervisor.add(api_process(database_url, broker.bootstrap, topics, port, tmp_path))
+        api = supervisor.add(
+            api_process(database_url, broker.bootstrap, topics, group, port, tmp_path)
+        )
         base = f"http://127.0.0.1:{port}"
-        wait_healthy(base)
+        wait_serving(base)
         return City(database_url, broker, topics, consumer, api, Phones(base, phones), workers)
 
     yield make
