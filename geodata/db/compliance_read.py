@@ -18,7 +18,7 @@ from sqlalchemy import ColumnElement, Connection, Engine, func, or_, select, tru
 from sqlalchemy.orm import InstrumentedAttribute
 
 from geodata.compliance import ComplianceConfig, IsoWeek, required_patrols, status_as_of
-from geodata.compliance.weeks import require_aware
+from geodata.compliance.weeks import check_supported_time
 from geodata.db.models import Community, District, Grid, Patrol, Street, Worker, WorkerAssignment
 from geodata.errors import GridNotFound, InvalidAreaCode, InvalidWeek, WorkerNotFound
 from geodata.events import ComplianceStatus
@@ -47,11 +47,12 @@ Bind = Engine | Connection
 
 
 def parse_week(name: str) -> IsoWeek:
-    """Read `2020-W37`; anything else, or a week 53 its year lacks, is InvalidWeek."""
+    """Read `2020-W37`; anything else, a week 53 its year lacks or an unsupported year
+    (IsoWeek's MIN_YEAR to MAX_YEAR) is InvalidWeek."""
     try:
         return IsoWeek.parse(name)
     except ValueError as exc:
-        raise InvalidWeek(f"not an ISO week such as 2020-W37: {name!r}") from exc
+        raise InvalidWeek(str(exc)) from exc
 
 
 def check_code(code: str | None, level: Level) -> str:
@@ -370,7 +371,9 @@ def compliance_report(
     prefix names a set, which may be empty.
     """
     config = config or ComplianceConfig()
-    require_aware(as_of, "as_of")  # before any query: a naive T has no local day
+    # Before any query: a naive T has no local day, and one outside the supported span
+    # cannot even be converted to UTC.
+    check_supported_time(as_of, "as_of")
     prefix = check_code(code, level)
     with _snapshot(bind) as connection:
         periods, worker_names = fetch_periods(connection, week, prefix, config)
