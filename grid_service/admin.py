@@ -22,6 +22,8 @@ MAX_UPLOAD_BYTES: Final = 256 * 1024 * 1024
 """Largest boundary file accepted; the city's reference GeoPackage is about 1.3 MB."""
 
 _UNSAFE_NAME_CHARACTERS = re.compile(r"[^A-Za-z0-9._-]")
+_CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
+MAX_NAME_LENGTH: Final = 255
 
 router = APIRouter(prefix="/api/v1/admin", tags=["admin"])
 
@@ -69,22 +71,30 @@ def _missing_file() -> HTTPException:
     )
 
 
-def _safe_name(filename: str | None) -> str:
-    # Only the base name, in a fresh directory: the client's name picks the format by its
-    # suffix and is never a path on this machine.
-    name = _UNSAFE_NAME_CHARACTERS.sub("_", Path(filename or "").name).lstrip(".")
+def _client_name(filename: str | None) -> str:
+    """The uploaded file's name as the client gave it, without any directory part or
+    control character (PostgreSQL's text holds no NUL), as problems and reports show it."""
+    base = re.split(r"[/\\]", filename or "")[-1]
+    name = _CONTROL_CHARACTERS.sub("", base).strip()[:MAX_NAME_LENGTH]
+    return name or "upload"
+
+
+def _safe_name(client_name: str) -> str:
+    # The name saved under, in a fresh directory: ASCII, so that no reader trips on it; it
+    # keeps the suffix, which picks the format, and is never a path elsewhere.
+    name = _UNSAFE_NAME_CHARACTERS.sub("_", client_name).lstrip(".")
     return name or "upload"
 
 
 def _import_upload(
-    engine: Engine, file: BinaryIO, name: str, *, dry_run: bool, repair: bool
+    engine: Engine, file: BinaryIO, client_name: str, *, dry_run: bool, repair: bool
 ) -> ImportReport:
     migrate.require_current_schema(engine)
     with tempfile.TemporaryDirectory(prefix="wangge-upload-") as directory:
-        path = Path(directory) / name
+        path = Path(directory) / _safe_name(client_name)
         with path.open("wb") as out:
             shutil.copyfileobj(file, out)
-        return import_boundaries(engine, path, dry_run=dry_run, repair=repair)
+        return import_boundaries(engine, path, dry_run=dry_run, repair=repair, name=client_name)
 
 
 _MULTIPART_BODY: Final[dict[str, Any]] = {
@@ -134,7 +144,8 @@ async def post_boundaries(
     """Validate and import a boundary file, all or nothing (admins only).
 
     200 with the counts per layer; on refusal 422 `import_refused` with `problems`, each
-    with its layer, feature, reason and detail, and nothing written.
+    with its layer, feature, reason and detail, and nothing written. The file is named by
+    the name it was uploaded with; its suffix says its format.
     """
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > MAX_UPLOAD_BYTES:
@@ -145,7 +156,7 @@ async def post_boundaries(
             raise _missing_file()
         if upload.size is not None and upload.size > MAX_UPLOAD_BYTES:
             raise _too_large()
-        name = _safe_name(upload.filename)
+        name = _client_name(upload.filename)
         report = await run_in_threadpool(
             _import_upload,
             request.app.state.engine,
@@ -155,4 +166,4 @@ async def post_boundaries(
             repair=repair,
         )
     summary = report.summary()
-    return BoundaryImportPublic.model_validate({**summary, "source": upload.filename or name})
+    return BoundaryImportPublic.model_validate({**summary, "source": name})

@@ -131,10 +131,16 @@ def import_boundaries(
     repair: bool = False,
     valid_from: datetime | None = None,
     progress: Progress | None = None,
+    name: str | None = None,
 ) -> ImportReport:
-    """Validate a boundary file and write it in one transaction; raise ImportRefused if bad."""
+    """Validate a boundary file and write it in one transaction; raise ImportRefused if bad.
+
+    `name` is how the file is named in problems, the report and the audit row: an
+    upload's own name rather than the temporary path it was saved at (default: `path`).
+    """
     notify: Progress = progress or (lambda _stage, _done, _total: None)
-    frames, skipped = read_boundary_file(path, progress=notify)
+    source = name or str(path)
+    frames, skipped = read_boundary_file(path, name=name, progress=notify)
     with unit_of_work(engine) as session:
         boundaries.lock_imports(session)
         state = boundaries.load_current_state(session)
@@ -145,9 +151,9 @@ def import_boundaries(
         plan, plan_problems = plan_import(parsed, state, effective_from)
         problems += plan_problems
         if problems:
-            raise refused(path, problems)
+            raise refused(name or path.name, problems)
         report = ImportReport(
-            source=str(path),
+            source=source,
             dry_run=dry_run,
             valid_from=effective_from,
             layers=plan.counts,
@@ -156,7 +162,7 @@ def import_boundaries(
         )
         if not dry_run:
             _write(session, plan, report, notify)
-    logger.info("imported %s: %s", path, report.summary())
+    logger.info("imported %s (%s): %s", source, path, report.summary())
     return report
 
 

@@ -4,6 +4,7 @@ GeoJSON, Shapefile (plain or zipped), GeoPackage and FlatGeobuf are read with py
 every problem is collected so the refusal names them all.
 """
 
+import re
 import zipfile
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
@@ -51,14 +52,19 @@ _CONTRACT_COLUMNS = frozenset(
 
 
 def read_boundary_file(
-    path: Path, *, progress: Progress | None = None
+    path: Path, *, name: str | None = None, progress: Progress | None = None
 ) -> tuple[dict[str, pd.DataFrame], list[str]]:
-    """Every recognised layer of a file, in EPSG:4326, and the names of layers skipped."""
+    """Every recognised layer of a file, in EPSG:4326, and the names of layers skipped.
+
+    `name` is the file's name as its owner knows it (an upload's, default `path.name`):
+    problems name the file by it, never by a path on this machine.
+    """
+    shown = name or path.name
     suffix = path.suffix.lower()
     if suffix not in SUFFIXES:
         known = ", ".join(sorted(SUFFIXES))
         detail = f"{suffix or 'no extension'} is not a supported format ({known})"
-        raise refused(path, [Problem(_FILE, path.name, Reason.UNSUPPORTED_FORMAT, detail)])
+        raise refused(shown, [Problem(_FILE, shown, Reason.UNSUPPORTED_FORMAT, detail)])
     try:
         sources = _layer_sources(path)
         read: list[tuple[str, pd.DataFrame]] = []
@@ -67,17 +73,22 @@ def read_boundary_file(
             if progress is not None:
                 progress(STAGE_READ, done, len(sources))
     except _ReadErrors as exc:
-        problem = Problem(_FILE, path.name, Reason.UNREADABLE_FILE, str(exc))
-        raise refused(path, [problem]) from exc
+        detail = f"not a readable {_format_of(suffix)}: {_scrubbed(str(exc), path, shown)}"
+        problem = Problem(_FILE, shown, Reason.UNREADABLE_FILE, detail)
+        raise refused(shown, [problem]) from exc
     if not sources:
-        detail = "the zip archive holds no .shp, .gpkg, .geojson or .fgb file"
-        raise refused(path, [Problem(_FILE, path.name, Reason.UNSUPPORTED_FORMAT, detail)])
+        detail = (
+            "the zip archive holds no .shp, .gpkg, .geojson or .fgb file"
+            if suffix == ".zip"
+            else f"no layer could be read from it: not a valid {_format_of(suffix)}"
+        )
+        raise refused(shown, [Problem(_FILE, shown, Reason.UNSUPPORTED_FORMAT, detail)])
     frames, skipped, problems = _recognise_layers(read)
     if not problems and all(frame.empty for frame in frames.values()):
         detail = "no recognised layer of the file has a feature"
-        problems.append(Problem(_FILE, path.name, Reason.EMPTY_FILE, detail))
+        problems.append(Problem(_FILE, shown, Reason.EMPTY_FILE, detail))
     if problems:
-        raise refused(path, problems)
+        raise refused(shown, problems)
     return frames, skipped
 
 
@@ -90,6 +101,23 @@ _ReadErrors = (
     zipfile.BadZipFile,
     OSError,
 )
+
+# GDAL's advice to its own command-line users, not to someone uploading a file.
+_GDAL_HINT = re.compile(r";?\s*It might help to specify the correct driver.*$", re.DOTALL)
+
+
+def _format_of(suffix: str) -> str:
+    """The format a suffix promises, as a problem names it."""
+    return "zip archive" if suffix == ".zip" else f"{SUFFIXES[suffix]} file"
+
+
+def _scrubbed(message: str, path: Path, shown: str) -> str:
+    """A reader's message with this machine's paths replaced by the file's own name."""
+    resolved = str(path.resolve())
+    # Longest first, so that the zip's GDAL path becomes `name/member`, not a half path.
+    for server_side in (f"/vsizip/{resolved}", resolved, str(path.absolute()), str(path)):
+        message = message.replace(server_side, shown)
+    return _GDAL_HINT.sub("", message).strip()
 
 
 def _layer_sources(path: Path) -> list[tuple[str, str]]:
@@ -207,12 +235,12 @@ def _to_storage_crs(kind: str, frame: pd.DataFrame) -> tuple[pd.DataFrame, list[
     return frame, []
 
 
-def refused(path: Path, problems: Sequence[Problem]) -> ImportRefused:
-    """The refusal of a file, naming every problem."""
-    return ImportRefused(_refusal_message(path, problems), list(problems))
+def refused(name: str, problems: Sequence[Problem]) -> ImportRefused:
+    """The refusal of the file named `name` (as its owner knows it), naming every problem."""
+    return ImportRefused(_refusal_message(name, problems), list(problems))
 
 
-def _refusal_message(path: Path, problems: Sequence[Problem]) -> str:
-    lines = [f"{path.name} refused, nothing was imported: {len(problems)} problem(s)"]
+def _refusal_message(name: str, problems: Sequence[Problem]) -> str:
+    lines = [f"{name} refused, nothing was imported: {len(problems)} problem(s)"]
     lines += [f"  {problem}" for problem in problems]
     return "\n".join(lines)
