@@ -2,8 +2,13 @@
 
 Every error body is `{"code": ..., "detail": ...}` (plus `index` for a refused batch item,
 `problems` for a refused boundary file). A 401 carries `WWW-Authenticate: Bearer`, a 429
-`Retry-After`. A 5xx body carries a fixed public sentence; the exception itself goes to
-the log only.
+and a 503 `Retry-After`. A 5xx body carries a fixed public sentence; the exception itself
+goes to the log only.
+
+Database errors are mapped here too: a database that cannot be reached (restarting, down,
+its pool exhausted) is 503 `database_unavailable`, and a value PostgreSQL refuses
+(a DataError: NUL in text, a time out of its range...) is 422 `invalid_request`, since
+only a request's input can make a read or a rolled-back write fail that way.
 """
 
 import logging
@@ -12,10 +17,12 @@ from collections.abc import Mapping
 from http import HTTPStatus
 from typing import Any, Final
 
+import psycopg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
+from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from geodata.accounts import (
@@ -83,6 +90,18 @@ class BrokerUnavailable(WanggeError):
     code = "broker_unavailable"
 
 
+class UnsupportedMediaType(WanggeError):
+    """A body declared as something other than what the route reads (JSON, UTF-8)."""
+
+    code = "unsupported_media_type"
+
+
+class DatabaseUnavailable(WanggeError):
+    """The database cannot be reached or gave no connection in time; the client should retry."""
+
+    code = "database_unavailable"
+
+
 class BatchItemRefused(WanggeError):
     """One event of a posted batch was refused, so the whole batch was."""
 
@@ -114,6 +133,7 @@ STATUS_BY_ERROR: Final[Mapping[type[WanggeError], int]] = {
     BatchTooLarge: 413,
     SchemaMissing: 503,
     BrokerUnavailable: 503,
+    DatabaseUnavailable: 503,
     InvalidWeek: 422,
     InvalidAreaCode: 422,
     InvalidStreamTypes: 422,
@@ -135,6 +155,7 @@ STATUS_BY_ERROR: Final[Mapping[type[WanggeError], int]] = {
     InvalidGeoJson: 422,
     GeometryTooComplex: 422,
     PayloadTooLarge: 413,
+    UnsupportedMediaType: 415,
     IncidentNotFound: 404,
     IllegalTransition: 409,
     StaleVersion: 412,
@@ -146,8 +167,12 @@ STATUS_BY_ERROR: Final[Mapping[type[WanggeError], int]] = {
 
 _PUBLIC_5XX_DETAIL: Final[Mapping[str, str]] = {
     "broker_unavailable": "the event broker did not acknowledge in time; retry later",
+    "database_unavailable": "the database is not reachable right now; retry later",
     "schema_missing": "the service is not ready; retry later",
 }
+
+DATABASE_RETRY_AFTER_S: Final = 5
+"""Retry-After of a 503 `database_unavailable`: about what a PostgreSQL restart takes."""
 _INTERNAL_ERROR: Final = {"code": "internal_error", "detail": "internal error"}
 
 _CODE_BY_HTTP_STATUS: Final[Mapping[int, str]] = {
@@ -178,6 +203,8 @@ def _headers_of(exc: WanggeError) -> dict[str, str] | None:
         return {"WWW-Authenticate": f'Bearer realm="wangge"{error}'}
     if isinstance(exc, RateLimited):
         return {"Retry-After": str(max(1, math.ceil(exc.retry_after_s)))}
+    if isinstance(exc, DatabaseUnavailable):
+        return {"Retry-After": str(DATABASE_RETRY_AFTER_S)}
     return None
 
 
@@ -215,11 +242,61 @@ def domain_error_response(exc: WanggeError) -> JSONResponse:
     if status >= 500:
         logger.warning("%s: %s", exc.code, exc, exc_info=exc)
         detail = _PUBLIC_5XX_DETAIL.get(exc.code, _INTERNAL_ERROR["detail"])
-        return JSONResponse({"code": exc.code, "detail": detail}, status_code=status)
+        return JSONResponse(
+            {"code": exc.code, "detail": detail}, status_code=status, headers=_headers_of(exc)
+        )
     body = {"code": exc.code, "detail": str(exc)}
     if isinstance(exc, ImportRefused):
         body["problems"] = _problems_of(exc)
     return JSONResponse(body, status_code=status, headers=_headers_of(exc))
+
+
+_UNAVAILABLE: Final = (
+    sa_exc.OperationalError,  # connection refused or lost, server shutting down
+    sa_exc.InterfaceError,  # a connection psycopg already knows to be closed
+    sa_exc.TimeoutError,  # no pooled connection within the pool timeout
+    psycopg.OperationalError,
+    psycopg.InterfaceError,
+)
+_BAD_VALUE: Final = (sa_exc.DataError, psycopg.DataError)
+
+
+def is_database_unavailable(exc: BaseException) -> bool:
+    """Whether `exc` says the database is away (so: retry later), not that a query is wrong."""
+    if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
+        return True
+    return isinstance(exc, _UNAVAILABLE)
+
+
+def database_error_response(exc: Exception) -> JSONResponse:
+    """The HTTP answer to an error of SQLAlchemy or psycopg: 503, 422, else 500."""
+    if is_database_unavailable(exc):
+        # Logged briefly: during an outage every request lands here.
+        logger.warning("database unavailable: %s", type(exc).__name__)
+        return domain_error_response(DatabaseUnavailable(str(exc)))
+    if isinstance(exc, _BAD_VALUE):
+        # A warning, not an error: the input was bad, not the server. The driver's own
+        # message (not the statement with its parameters) says which check is missing.
+        orig = exc.orig if isinstance(exc, sa_exc.DBAPIError) else exc
+        logger.warning("PostgreSQL refused a value of the request: %r", orig)
+        detail = "a value of the request is outside what the database can hold or compare"
+        return JSONResponse({"code": "invalid_request", "detail": detail}, status_code=422)
+    logger.error("database error", exc_info=exc)
+    return JSONResponse(_INTERNAL_ERROR, status_code=500)
+
+
+def error_response(exc: Exception) -> JSONResponse:
+    """The HTTP answer to any exception, for code outside the routes (middleware)."""
+    if isinstance(exc, WanggeError):
+        return domain_error_response(exc)
+    if isinstance(exc, sa_exc.SQLAlchemyError | psycopg.Error):
+        return database_error_response(exc)
+    logger.error("unhandled error", exc_info=exc)
+    return JSONResponse(_INTERNAL_ERROR, status_code=500)
+
+
+async def _on_database_error(_request: Request, exc: Exception) -> JSONResponse:
+    return database_error_response(exc)
 
 
 async def _on_domain_error(_request: Request, exc: Exception) -> JSONResponse:
@@ -262,4 +339,6 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(WanggeError, _on_domain_error)
     app.add_exception_handler(RequestValidationError, _on_request_validation)
     app.add_exception_handler(StarletteHTTPException, _on_http_exception)
+    app.add_exception_handler(sa_exc.SQLAlchemyError, _on_database_error)
+    app.add_exception_handler(psycopg.Error, _on_database_error)
     app.add_exception_handler(Exception, _on_unexpected)
