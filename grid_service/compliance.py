@@ -14,7 +14,7 @@ from datetime import UTC, date, datetime, tzinfo
 from typing import Annotated, Any, Final, Self
 
 from fastapi import APIRouter, Depends, Path, Query, Request
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
@@ -34,7 +34,7 @@ from geodata.db.compliance_read import (
 )
 from geodata.events import ComplianceStatus
 from grid_service.auth import RequiredPrincipal, ensure_worker, require_roles, scoped_code
-from grid_service.deps import EngineDep
+from grid_service.deps import EngineDep, SupportedTime
 from grid_service.errors import ErrorBody
 
 router = APIRouter(prefix="/api/v1", tags=["compliance"])
@@ -223,8 +223,11 @@ def get_compliance(
     principal: AreaReader,
     week: WeekQuery = None,
     as_of: Annotated[
-        AwareDatetime | None,
-        Query(description="RFC 3339 time with an offset (naive is refused); default: now."),
+        SupportedTime | None,
+        Query(
+            description="RFC 3339 time with an offset (naive is refused), from 1970 to "
+            "before 9000; default: now."
+        ),
     ] = None,
     level: LevelQuery = "worker",
     code: Annotated[
@@ -245,8 +248,9 @@ def get_compliance(
     The same `week`, `as_of` and `code` always give the same answer for the same patrols.
     Needs a supervisor's token (a `code` outside its area is 403 `outside_area`) or an
     admin's; a worker's is 403 `forbidden`.
-    Errors: `invalid_week`, `invalid_code` (422); `grid_not_found` (404) for an unknown
-    15-digit grid code; `invalid_request` (422) for a bad `level` or a naive `as_of`.
+    Errors: `invalid_week` (422, also for a week outside the years 1970 to 9000),
+    `invalid_code` (422); `grid_not_found` (404) for an unknown 15-digit grid code;
+    `invalid_request` (422) for a bad `level`, or an `as_of` naive or outside 1970 to 9000.
     """
     at = as_of if as_of is not None else datetime.now(UTC)
     # A malformed code is 422 for everyone; only a well-formed one is checked for scope.

@@ -13,7 +13,6 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Final
 
 from fastapi import APIRouter, Depends, Path, Query, Request
-from pydantic import AwareDatetime
 from sqlalchemy import Engine
 from starlette.concurrency import run_in_threadpool
 
@@ -36,11 +35,10 @@ from geodata.query_limits import (
     parse_bbox,
     parse_geometry_body,
 )
-from grid_service.deps import EngineDep, read_capped_body
+from grid_service.deps import GEOJSON_MEDIA_TYPES, EngineDep, SupportedTime, read_capped_body
 from grid_service.errors import ErrorBody
 from grid_service.grid_documents import (
     DISTANCE_DECIMALS,
-    GEOJSON_MEDIA_TYPE,
     GeoJSONResponse,
     GridDetailFeature,
     GridFeatureCollection,
@@ -82,8 +80,11 @@ CrsParam = Annotated[
     ),
 ]
 At = Annotated[
-    AwareDatetime | None,
-    Query(description="RFC 3339 time with an offset: read the boundaries valid then (now)"),
+    SupportedTime | None,
+    Query(
+        description="RFC 3339 time with an offset, from 1970 to before 9000: read the "
+        "boundaries valid then (now)"
+    ),
 ]
 Limit = Annotated[int, Query(ge=1, le=MAX_PAGE, description="page size")]
 Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET, description="grids to skip")]
@@ -243,13 +244,17 @@ def grids_within(
     responses={
         **_ERRORS,
         413: {"model": ErrorBody, "description": "payload_too_large"},
+        415: {
+            "model": ErrorBody,
+            "description": "unsupported_media_type: not application/geo+json or "
+            "application/json, or a charset other than UTF-8",
+        },
     },
     openapi_extra={
         "requestBody": {
             "required": True,
             "content": {
-                media_type: {"schema": GEOMETRY_JSON_SCHEMA}
-                for media_type in (GEOJSON_MEDIA_TYPE, "application/json")
+                media_type: {"schema": GEOMETRY_JSON_SCHEMA} for media_type in GEOJSON_MEDIA_TYPES
             },
         }
     },
@@ -264,12 +269,13 @@ async def intersecting_grids(
     """Grids intersecting a posted GeoJSON geometry (edge contact included), by code.
 
     The body is one geometry (Point, LineString, Polygon or their Multi types) in
-    EPSG:4326, at most 256 KiB, 10,000 vertices and 100 rings. Errors: 413
-    `payload_too_large`; 422 `invalid_json` (NaN or Infinity aside: they are
+    EPSG:4326, at most 256 KiB, 10,000 vertices and 100 rings, sent as
+    application/geo+json or application/json (UTF-8). Errors: 413 `payload_too_large`;
+    415 `unsupported_media_type`; 422 `invalid_json` (NaN or Infinity aside: they are
     `coordinate_out_of_range`), `invalid_geojson`, `geometry_too_complex`,
     `invalid_geometry` (with GEOS's reason, e.g. a self-intersecting polygon).
     """
-    body = await read_capped_body(request, MAX_GEOMETRY_BYTES)
+    body = await read_capped_body(request, MAX_GEOMETRY_BYTES, GEOJSON_MEDIA_TYPES)
     page = await run_in_threadpool(
         _intersecting, engine, body, at or datetime.now(UTC), limit, offset
     )

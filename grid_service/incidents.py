@@ -10,8 +10,11 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Final, Literal
 from uuid import UUID
 
-from fastapi import APIRouter, Body, Depends, Header, Path, Query, Request
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi import APIRouter, Depends, Header, Path, Query, Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from sqlalchemy import Engine
+from starlette.concurrency import run_in_threadpool
 
 from geodata.accounts import Principal, Role
 from geodata.dataset.layers import LOCAL_TZ
@@ -32,6 +35,7 @@ from geodata.incidents import (
     EscalationLevel,
     InvalidTransitionRequest,
     Status,
+    TransitionRequest,
     VersionRequired,
     check_category,
     listing_scope,
@@ -40,13 +44,15 @@ from geodata.incidents import (
 )
 from geodata.query_limits import DEFAULT_PAGE, MAX_OFFSET, MAX_PAGE, parse_bbox
 from grid_service.auth import RequiredPrincipal, require_roles
-from grid_service.deps import EngineDep
+from grid_service.deps import EngineDep, StoredText, read_capped_body
 from grid_service.errors import ErrorBody
 from grid_service.grid_documents import GEOJSON_MEDIA_TYPE, GeoJSONResponse, Link
 
 router = APIRouter(prefix="/api/v1/incidents", tags=["incidents"])
 
 MAX_VERSION: Final = 2**31 - 1
+MAX_UPDATE_BYTES: Final = 16 * 1024
+"""Largest PATCH body: a 2,000-character note in any script, escaped, fits several times."""
 
 # Both statements of a page (the count and the rows) read one snapshot.
 _SNAPSHOT: Final = {"isolation_level": "REPEATABLE READ"}
@@ -66,13 +72,17 @@ _ONE_ERRORS: Final[dict[int | str, dict[str, Any]]] = {
 }
 _PATCH_ERRORS: Final[dict[int | str, dict[str, Any]]] = {
     **_ONE_ERRORS,
-    400: {"model": ErrorBody, "description": "bad_request: a body that is not UTF-8 text"},
     409: {"model": ErrorBody, "description": "illegal_transition from the current status"},
     412: {"model": ErrorBody, "description": "stale_version: read the incident again"},
+    413: {"model": ErrorBody, "description": "payload_too_large: more than 16 KiB"},
+    415: {
+        "model": ErrorBody,
+        "description": "unsupported_media_type: not application/json, or not UTF-8",
+    },
     422: {
         "model": ErrorBody,
         "description": "unknown_action, note_required, invalid_assignee, invalid_transition, "
-        "invalid_request",
+        "invalid_request (also for a body that is not a JSON object)",
     },
     428: {"model": ErrorBody, "description": "version_required: send If-Match or `version`"},
     429: {"model": ErrorBody, "description": "rate_limited: retry after Retry-After seconds"},
@@ -164,15 +174,15 @@ class IncidentUpdate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    action: str = Field(
+    action: StoredText = Field(
         description="what to do", json_schema_extra={"enum": [a.value for a in Action]}
     )
-    note: str | None = Field(
+    note: StoredText | None = Field(
         default=None,
         max_length=MAX_NOTE_LENGTH,
         description="required by resolve, reopen, escalate and cancel",
     )
-    assignee: str | None = Field(
+    assignee: StoredText | None = Field(
         default=None, max_length=16, description="dispatch only: the worker id, e.g. W00042"
     )
     level: EscalationLevel | None = Field(
@@ -363,17 +373,57 @@ def read_incident(
     return _detail_response(detail)
 
 
+def _self_contained(schema: dict[str, Any]) -> dict[str, Any]:
+    """A model's JSON Schema with its `$defs` written in place, to embed in OpenAPI."""
+    definitions = schema.pop("$defs", {})
+
+    def inline(node: Any) -> Any:
+        if isinstance(node, list):
+            return [inline(item) for item in node]
+        if not isinstance(node, dict):
+            return node
+        reference = node.get("$ref", "")
+        if reference.startswith("#/$defs/"):
+            rest = {key: value for key, value in node.items() if key != "$ref"}
+            return inline(definitions[reference.removeprefix("#/$defs/")]) | inline(rest)
+        return {key: inline(value) for key, value in node.items()}
+
+    resolved: dict[str, Any] = inline(schema)
+    return resolved
+
+
+# The body is read by the route itself, capped (FastAPI would read it whole first).
+_UPDATE_BODY: Final[dict[str, Any]] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": _self_contained(IncidentUpdate.model_json_schema())}
+        },
+    }
+}
+
+
+def _parse_update(body: bytes) -> IncidentUpdate:
+    try:
+        return IncidentUpdate.model_validate_json(body)
+    except ValidationError as exc:
+        # The same 422 `invalid_request` as FastAPI's own body validation.
+        errors = [{**error, "loc": ("body", *error["loc"])} for error in exc.errors()]
+        raise RequestValidationError(errors) from None
+
+
 @router.patch(
     "/{incident_id}",
     response_model=IncidentDetailFeature,
     response_class=GeoJSONResponse,
     responses=_PATCH_ERRORS,
+    openapi_extra=_UPDATE_BODY,
 )
-def move_incident(
+async def move_incident(
+    request: Request,
     engine: EngineDep,
     principal: Writer,
     incident_id: IncidentId,
-    update: Annotated[IncidentUpdate, Body()],
     if_match: Annotated[
         str | None, Header(description='the ETag read, e.g. "3"; or `version` in the body')
     ] = None,
@@ -391,26 +441,38 @@ def move_incident(
     | cancel | any but closed, cancelled | cancelled | supervisor | `note` |
 
     A supervisor acts within its area; after a whistle, only supervisors covering the
-    street or district it went to. An admin may make any of them. Errors, in the order
-    checked: 422 (`unknown_action`, `note_required`, `invalid_transition`), 428
-    `version_required`, 404 `incident_not_found`, 403 (`forbidden`, `outside_area`,
-    `worker_mismatch`), 412 `stale_version`, 409 `illegal_transition`, 422
-    `invalid_assignee`.
+    street or district it went to. An admin may make any of them. The body is JSON
+    (application/json, UTF-8), at most 16 KiB. Errors, in the order checked: 415
+    `unsupported_media_type`, 413 `payload_too_large`, 422 (`invalid_request`,
+    `unknown_action`, `note_required`, `invalid_transition`), 428 `version_required`,
+    404 `incident_not_found`, 403 (`forbidden`, `outside_area`, `worker_mismatch`), 412
+    `stale_version`, 409 `illegal_transition`, 422 `invalid_assignee`.
     """  # noqa: E501
-    request = transition_request(
+    update = _parse_update(await read_capped_body(request, MAX_UPDATE_BYTES))
+    transition = transition_request(
         update.action,
         note=update.note,
         assignee=update.assignee,
         level=None if update.level is None else update.level.value,
     )
     version = expected_version(if_match, update.version)
+    detail = await run_in_threadpool(_move, engine, incident_id, principal, transition, version)
+    return _detail_response(detail)
+
+
+def _move(
+    engine: Engine,
+    incident_id: UUID,
+    principal: Principal,
+    transition: TransitionRequest,
+    version: int,
+) -> IncidentDetail:
     with engine.begin() as conn:
-        detail = transition_incident(
+        return transition_incident(
             conn,
             incident_id,
             principal,
-            request,
+            transition,
             expected_version=version,
             now=datetime.now(UTC),
         )
-    return _detail_response(detail)

@@ -16,6 +16,7 @@ from fastapi import HTTPException, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 
+from geodata.compliance.weeks import check_supported_time
 from geodata.db.features import BBox, TimeInterval
 
 CRS84: Final = "http://www.opengis.net/def/crs/OGC/1.3/CRS84"
@@ -126,7 +127,10 @@ def _instant(text: str) -> datetime:
         bad_parameter(f"datetime {text!r} is not RFC 3339, such as 2020-09-07T10:00:00+08:00")
     if moment.tzinfo is None or ("T" not in text.upper() and " " not in text):
         bad_parameter(f"datetime {text!r} needs a time with an offset, such as Z or +08:00")
-    return moment
+    try:
+        return check_supported_time(moment, "datetime")
+    except ValueError as exc:
+        bad_parameter(str(exc))
 
 
 def parse_datetime(value: str | None) -> TimeInterval | None:

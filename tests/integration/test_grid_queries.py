@@ -41,6 +41,7 @@ SEED = 37
 # random points also fall near the edge (the 30 m rule) and outside.
 EXTENT = (107.04, 34.32, 107.36, 34.415)
 GEOJSON = "application/geo+json"
+AS_JSON = {"content-type": "application/json"}
 
 _LOCATE_SQL = text(
     """
@@ -586,7 +587,7 @@ def _ring(n: int, lon: float = 107.2, lat: float = 34.37, r: float = 0.01) -> li
 def test_bad_posted_geometry_is_refused_with_its_status_and_code(
     client: TestClient, body: bytes, status: int, code: str
 ) -> None:
-    response = client.post(f"{GRIDS}/intersecting", content=body)
+    response = client.post(f"{GRIDS}/intersecting", content=body, headers=AS_JSON)
     assert response.status_code == status, response.text
     assert response.json()["code"] == code
     assert response.json()["detail"]
@@ -595,7 +596,7 @@ def test_bad_posted_geometry_is_refused_with_its_status_and_code(
 def test_ten_thousand_vertices_are_accepted(client: TestClient) -> None:
     ring = _ring(9_999, r=0.02)
     assert len(ring) == 10_000
-    response = client.post(f"{GRIDS}/intersecting", content=_polygon(ring))
+    response = client.post(f"{GRIDS}/intersecting", content=_polygon(ring), headers=AS_JSON)
     assert _ok(response, GridFeatureCollection)["numberMatched"] > 0
 
 
@@ -607,7 +608,7 @@ def test_an_oversized_body_without_content_length_is_cut_off_while_streamed(
         for _ in range(100):
             yield b" " * 4096  # 400 KiB of whitespace in all
 
-    response = client.post(f"{GRIDS}/intersecting", content=chunks())
+    response = client.post(f"{GRIDS}/intersecting", content=chunks(), headers=AS_JSON)
     assert (response.status_code, response.json()["code"]) == (413, "payload_too_large")
 
 
@@ -701,7 +702,7 @@ def test_no_query_yields_a_server_error(
 def test_no_posted_body_yields_a_server_error(
     client: TestClient, body: bytes, params: dict[str, str]
 ) -> None:
-    response = client.post(f"{GRIDS}/intersecting", content=body, params=params)
+    response = client.post(f"{GRIDS}/intersecting", content=body, params=params, headers=AS_JSON)
     assert response.status_code < 500, (body, params, response.text)
     if response.status_code >= 400:
         assert response.json()["code"]
