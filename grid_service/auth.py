@@ -1,8 +1,12 @@
 """Bearer-token authentication, role checks and per-token rate limits for the API's routes.
 
+One rule on every route, public ones included: a request that presents a token must
+present a valid one. A malformed, unknown or revoked token is 401 `invalid_token`, never
+silently anonymous; `install_auth` adds the middleware that makes it so, even on routes
+that take no principal (public grids, the OGC landing page, the map, the docs).
+
 What routers use:
-- `OptionalPrincipal`: public reads. No Authorization header gives None; a malformed,
-  unknown or revoked token is still 401 `invalid_token`, never silently anonymous.
+- `OptionalPrincipal`: public reads. No Authorization header gives None.
 - `RequiredPrincipal`: any authenticated caller; no token is 401 `missing_token`.
 - `Depends(require_roles(Role.ADMIN, ...))`: 403 `forbidden` for the other roles; with
   `limit_rate=True` (write routes) also 429 `rate_limited` with `Retry-After`.
@@ -26,6 +30,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import ProgrammingError
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from geodata.accounts import (
     InvalidToken,
@@ -40,7 +45,7 @@ from geodata.accounts import (
 )
 from geodata.db import accounts_store
 from geodata.errors import SchemaMissing
-from grid_service.errors import RateLimited
+from grid_service.errors import RateLimited, error_response
 
 __all__ = [
     "AdminPrincipal",
@@ -169,8 +174,14 @@ class AuthState:
 
 
 def install_auth(app: FastAPI, config: AuthConfig | None = None) -> None:
-    """Give `app` its token cache and rate limiter; call it once in the app factory."""
+    """Give `app` its token cache, rate limiter and token check; call it in the app factory.
+
+    Calling it again (tests do, to change the config) replaces the cache and limiter.
+    """
     app.state.auth = AuthState(config or AuthConfig())
+    if not getattr(app.state, "token_check", False):
+        app.add_middleware(TokenCheck)
+        app.state.token_check = True
 
 
 _STATE_LOCK = threading.Lock()
@@ -219,26 +230,66 @@ def _lookup(engine: Engine, token_hash: str) -> Principal | None:
         raise SchemaMissing("the accounts tables are missing; run `wangge db upgrade`") from exc
 
 
+_RESOLVED: Final = "wangge.principal"
+"""Key of the request's state holding its resolved caller, so it is looked up once."""
+
+
+async def resolve_principal(request: Request) -> Principal | None:
+    """The caller of `request`, None without a token; InvalidToken for a bad one.
+
+    Looked up once per request (by TokenCheck, then read by the dependencies). Only a
+    token missing from the cache goes to the database, and so to the thread pool.
+    """
+    state = request.scope.setdefault("state", {})
+    if _RESOLVED in state:
+        resolved: Principal | None = state[_RESOLVED]
+        return resolved
+    token = _token_of(request)
+    principal: Principal | None = None
+    if token is not None:
+        token_hash = hash_token(token)
+        auth = _auth_state(request)
+        principal = auth.cache.get(token_hash)
+        if principal is None:
+            principal = await run_in_threadpool(_lookup, request.app.state.engine, token_hash)
+            if principal is None:
+                raise InvalidToken("the token is unknown or revoked")
+            auth.cache.put(token_hash, principal)
+    state[_RESOLVED] = principal
+    return principal
+
+
+class TokenCheck:
+    """ASGI middleware: a request presenting a token is refused unless the token is valid.
+
+    Requests without an Authorization header pass untouched; the routes decide whether
+    they need one.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Check the token of an HTTP request that has one, then pass the request on."""
+        if scope["type"] == "http" and any(
+            name == b"authorization" for name, _ in scope.get("headers", ())
+        ):
+            try:
+                await resolve_principal(Request(scope))
+            except Exception as exc:  # answered as the routes' own errors would be
+                await error_response(exc)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
 # The dependencies below are async: FastAPI runs a sync dependency in the thread pool, a
-# hop that costs more than a check in memory. Only a token missing from the cache goes to
-# the database, and so to the pool.
+# hop that costs more than a check in memory.
 async def optional_principal(
     request: Request,
     _credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer_scheme)],
 ) -> Principal | None:
     """Dependency: the caller, None without a token; InvalidToken for a bad one."""
-    token = _token_of(request)
-    if token is None:
-        return None
-    token_hash = hash_token(token)
-    auth = _auth_state(request)
-    principal = auth.cache.get(token_hash)
-    if principal is None:
-        principal = await run_in_threadpool(_lookup, request.app.state.engine, token_hash)
-        if principal is None:
-            raise InvalidToken("the token is unknown or revoked")
-        auth.cache.put(token_hash, principal)
-    return principal
+    return await resolve_principal(request)
 
 
 OptionalPrincipal = Annotated[Principal | None, Depends(optional_principal)]
