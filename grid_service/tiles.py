@@ -73,8 +73,9 @@ def _area_prefix(layer: TileLayer, principal: Principal | None) -> str | None:
 
 def _cache_headers(layer: TileLayer, etag: str) -> dict[str, str]:
     if layer.restricted:
-        # Per caller and fast-changing: never in a shared cache, always revalidated.
-        return {"ETag": etag, "Cache-Control": "private, no-cache", "Vary": "Authorization"}
+        # Scoped data: stored by no cache, the browser's included (the ETag still lets a
+        # client that keeps its own copy revalidate it).
+        return {"ETag": etag, "Cache-Control": "no-store", "Vary": "Authorization"}
     return {"ETag": etag, "Cache-Control": f"public, max-age={PUBLIC_MAX_AGE_S}"}
 
 

@@ -589,7 +589,7 @@ def test_incidents_tiles_need_a_supervisor_or_admin_and_keep_to_the_area(
     assert tile_of(Role.WORKER, None, z10).status_code == 403
 
     supervisor = tile_of(Role.SUPERVISOR, mine[0][:6], z10)
-    assert supervisor.headers["cache-control"] == "private, no-cache"
+    assert supervisor.headers["cache-control"] == "no-store"
     assert "authorization" in supervisor.headers["vary"].lower()
     seen = {
         f.properties["grid_code"] for f in decode_tile(supervisor.content)["incidents"].features
