@@ -19,6 +19,8 @@ from grid_service import metrics
 from grid_service.admin import router as admin_router
 from grid_service.auth import AuthConfig, install_auth
 from grid_service.compliance import router as compliance_router
+from grid_service.docs import install_docs
+from grid_service.edges import install_edges
 from grid_service.errors import install_error_handlers
 from grid_service.gateway import create_producer
 from grid_service.gateway import router as gateway_router
@@ -89,6 +91,9 @@ def create_app(config: ApiConfig) -> FastAPI:
         description="Urban grid governance: grids, check-ins, incidents and patrol compliance.",
         version="0.1.0",
         lifespan=lifespan,
+        # FastAPI's pages load their assets from a CDN; install_docs serves /docs locally.
+        docs_url=None,
+        redoc_url=None,
     )
 
     install_error_handlers(app)
@@ -103,6 +108,8 @@ def create_app(config: ApiConfig) -> FastAPI:
     app.include_router(tiles_router)
     app.include_router(stream_router)
     install_map(app)
+    install_docs(app)
+    install_edges(app)  # last: the outermost middleware, around the token check
 
     @app.get(
         "/healthz",
