@@ -5,8 +5,10 @@ and `parse_incident`; the HTTP gateway runs the very same functions on each post
 so an event the gateway accepts is never refused downstream for its shape.
 """
 
+import math
 from collections.abc import Iterable
-from datetime import datetime, timedelta
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Any, Final, Literal, Self
 from uuid import UUID
@@ -33,7 +35,34 @@ MAX_EVENT_BYTES: Final = 65536
 """Largest accepted event value; a check-in is ~250 bytes, so this only stops abuse."""
 
 MAX_CLOCK_SKEW: Final = timedelta(minutes=5)
-"""An event time further than this ahead of the server clock is refused (COMPLIANCE.md)."""
+"""An event time further than this ahead of the server clock is refused."""
+
+EARLIEST_EVENT_TIME: Final = datetime(2000, 1, 1, tzinfo=UTC)
+"""No event is older than this, whatever the settings: it keeps every accepted time far
+inside what Python (years 1 to 9999, in UTC too) and PostgreSQL can hold, and no phone
+that can post to wangge took a fix before it."""
+
+MAX_NESTING: Final = 32
+"""Deepest nesting of objects and arrays in an event's extra fields."""
+
+MAX_EXTRA_INT: Final = 2**63 - 1
+"""Largest magnitude of an integer in an extra field: what every JSON reader can hold."""
+
+
+@dataclass(frozen=True)
+class EventTimeLimits:
+    """How far from the server's clock an event time may be.
+
+    `max_age` None keeps only the fixed floor (`EARLIEST_EVENT_TIME`), for replays of
+    history; a deployment sets it from `WANGGE_EVENT_MAX_AGE_DAYS`.
+    """
+
+    max_age: timedelta | None = None
+    max_skew: timedelta = MAX_CLOCK_SKEW
+
+
+DEFAULT_TIME_LIMITS: Final = EventTimeLimits()
+"""The fixed floor and the clock skew only: what code that is not configured applies."""
 
 
 class RefusalReason(StrEnum):
@@ -47,6 +76,9 @@ class RefusalReason(StrEnum):
     FUTURE_TIMESTAMP = "future_timestamp"
     PAYLOAD_TOO_LARGE = "payload_too_large"
     UNSUPPORTED_CRS = "unsupported_crs"
+    STALE_TIMESTAMP = "stale_timestamp"
+    INCIDENT_EXISTS = "incident_exists"
+    UNPROCESSABLE = "unprocessable"
 
 
 class EventRefused(WanggeError):
@@ -420,12 +452,80 @@ def _check_size(raw: bytes, max_bytes: int) -> None:
         )
 
 
-def _check_not_future(event_time: datetime, now: datetime, field: str) -> None:
-    if event_time - now > MAX_CLOCK_SKEW:
+def check_event_time(
+    event_time: datetime, now: datetime, field: str, limits: EventTimeLimits
+) -> None:
+    """Refuse an event time ahead of the clock, or older than the limits allow."""
+    # Aware datetimes compare and subtract without converting to UTC, so year 1 at +14:00
+    # is refused here instead of overflowing in astimezone() further on.
+    if event_time - now > limits.max_skew:
+        minutes = limits.max_skew.total_seconds() / 60
         raise EventRefused(
             RefusalReason.FUTURE_TIMESTAMP,
-            f"{field} {event_time.isoformat()} is more than 5 minutes after {now.isoformat()}",
+            f"{field} {event_time.isoformat()} is more than {minutes:g} minutes after"
+            f" {now.isoformat()}",
         )
+    if event_time < EARLIEST_EVENT_TIME:
+        raise EventRefused(
+            RefusalReason.STALE_TIMESTAMP,
+            f"{field} {event_time.isoformat()} is before {EARLIEST_EVENT_TIME.date()}",
+        )
+    if limits.max_age is not None and now - event_time > limits.max_age:
+        raise EventRefused(
+            RefusalReason.STALE_TIMESTAMP,
+            f"{field} {event_time.isoformat()} is more than {limits.max_age.days} days"
+            f" before {now.isoformat()}",
+        )
+
+
+def _check_text(value: str, where: str) -> None:
+    # PostgreSQL's text and jsonb cannot hold NUL, and a lone surrogate is no UTF-8.
+    if "\x00" in value:
+        raise EventRefused(RefusalReason.INVALID_FIELD, f"{where}: contains a NUL character")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise EventRefused(
+            RefusalReason.INVALID_FIELD, f"{where}: contains a lone surrogate, not UTF-8"
+        ) from None
+
+
+def _label(name: str) -> str:
+    # A refusal's detail names the field; a name with NUL or a surrogate is shown escaped.
+    return name if name.isprintable() else ascii(name)
+
+
+def check_storable(event: _Event, text_fields: Iterable[str]) -> None:
+    """Refuse what the database could not store: NUL or surrogates in any text, and
+    extra fields nested too deep or holding numbers JSON readers cannot hold."""
+    for name in text_fields:
+        value = getattr(event, name)
+        if isinstance(value, str):
+            _check_text(value, name)
+    stack: list[tuple[str, object, int]] = []
+    for name, value in (event.model_extra or {}).items():
+        _check_text(name, f"{_label(name)} (a field name)")
+        stack.append((_label(name), value, 1))
+    while stack:
+        where, value, depth = stack.pop()
+        if depth > MAX_NESTING:
+            raise EventRefused(
+                RefusalReason.INVALID_FIELD, f"{where}: nested deeper than {MAX_NESTING}"
+            )
+        if isinstance(value, str):
+            _check_text(value, where)
+        elif isinstance(value, bool):
+            continue
+        elif isinstance(value, int) and abs(value) > MAX_EXTRA_INT:
+            raise EventRefused(RefusalReason.INVALID_FIELD, f"{where}: integer out of range")
+        elif isinstance(value, float) and not math.isfinite(value):
+            raise EventRefused(RefusalReason.INVALID_FIELD, f"{where}: not a finite number")
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                _check_text(key, f"{where}.{_label(key)} (a field name)")
+                stack.append((f"{where}.{_label(key)}", item, depth + 1))
+        elif isinstance(value, list):
+            stack.extend((f"{where}[{i}]", item, depth + 1) for i, item in enumerate(value))
 
 
 def _require_aware(now: datetime) -> None:
@@ -433,7 +533,17 @@ def _require_aware(now: datetime) -> None:
         raise ValueError("now must be timezone-aware")
 
 
-def parse_checkin(raw: bytes, *, now: datetime, max_bytes: int = MAX_EVENT_BYTES) -> CheckIn:
+_CHECKIN_TEXT: Final = ("worker_id",)
+_INCIDENT_TEXT: Final = ("category", "description", "reporter_id")
+
+
+def parse_checkin(
+    raw: bytes,
+    *,
+    now: datetime,
+    max_bytes: int = MAX_EVENT_BYTES,
+    limits: EventTimeLimits = DEFAULT_TIME_LIMITS,
+) -> CheckIn:
     """Parse a `grid.checkins.v1` value, or raise EventRefused with the reason."""
     _require_aware(now)
     _check_size(raw, max_bytes)
@@ -441,12 +551,17 @@ def parse_checkin(raw: bytes, *, now: datetime, max_bytes: int = MAX_EVENT_BYTES
         event = CheckIn.model_validate_json(raw)
     except ValidationError as exc:
         raise refusal_from(exc) from None
-    _check_not_future(event.recorded_at, now, "recorded_at")
+    check_event_time(event.recorded_at, now, "recorded_at", limits)
+    check_storable(event, _CHECKIN_TEXT)
     return event
 
 
 def parse_incident(
-    raw: bytes, *, now: datetime, max_bytes: int = MAX_EVENT_BYTES
+    raw: bytes,
+    *,
+    now: datetime,
+    max_bytes: int = MAX_EVENT_BYTES,
+    limits: EventTimeLimits = DEFAULT_TIME_LIMITS,
 ) -> IncidentReport:
     """Parse a `grid.incidents.v1` value, or raise EventRefused with the reason."""
     _require_aware(now)
@@ -455,5 +570,6 @@ def parse_incident(
         event = IncidentReport.model_validate_json(raw)
     except ValidationError as exc:
         raise refusal_from(exc) from None
-    _check_not_future(event.reported_at, now, "reported_at")
+    check_event_time(event.reported_at, now, "reported_at", limits)
+    check_storable(event, _INCIDENT_TEXT)
     return event

@@ -21,6 +21,7 @@ from geodata.events import (
     ComplianceChange,
     DeadLetterHeaders,
     EventRefused,
+    EventTimeLimits,
     IncidentAssignment,
     IncidentReport,
     RefusalReason,
@@ -64,6 +65,9 @@ def test_refusal_reasons_are_the_published_codes() -> None:
         "future_timestamp",
         "payload_too_large",
         "unsupported_crs",
+        "stale_timestamp",
+        "incident_exists",
+        "unprocessable",
     ]
 
 
@@ -430,16 +434,24 @@ def test_json_schema_requires_the_contract_fields_and_allows_extensions(
 
 
 _FIELDS = frozenset(CheckIn.model_fields)
+# Text the database can hold: no NUL (hypothesis leaves out lone surrogates already).
+_CHARACTERS = st.characters(exclude_characters="\x00")
+
+
+def _text(**bounds: int) -> st.SearchStrategy[str]:
+    return st.text(_CHARACTERS, **bounds)
+
+
 _json_leaf: st.SearchStrategy[Any] = st.one_of(
     st.none(),
     st.booleans(),
     st.integers(-(2**53), 2**53),
     st.floats(allow_nan=False, allow_infinity=False),
-    st.text(max_size=20),
+    _text(max_size=20),
 )
 _json_value = st.recursive(
     _json_leaf,
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_text(max_size=8), inner),
     max_leaves=8,
 )
 _offsets = st.integers(-12 * 60, 14 * 60).map(lambda m: timezone(timedelta(minutes=m)))
@@ -450,10 +462,10 @@ def valid_checkins(draw: st.DrawFn) -> dict[str, Any]:
     """Any check-in that the contract accepts, extensions included, as a JSON object."""
     lon = draw(st.floats(-180, 180))
     lat = draw(st.floats(-90, 90).filter(lambda v: lon != 0 or v != 0))
-    recorded = draw(st.datetimes(datetime(2000, 1, 1), datetime(2099, 12, 31), timezones=_offsets))
+    recorded = draw(st.datetimes(datetime(2000, 1, 2), datetime(2099, 12, 31), timezones=_offsets))
     event: dict[str, Any] = {
         "event_id": str(draw(st.uuids())),
-        "worker_id": draw(st.text(min_size=1, max_size=64)),
+        "worker_id": draw(_text(min_size=1, max_size=64)),
         "lon": lon,
         "lat": lat,
         "recorded_at": recorded.isoformat(),
@@ -462,7 +474,7 @@ def valid_checkins(draw: st.DrawFn) -> dict[str, Any]:
         event["accuracy_m"] = draw(st.none() | st.floats(0, 1e6))
     if draw(st.booleans()):
         event["crs"] = draw(st.sampled_from(["EPSG:4326", "EPSG:4490", "GCJ-02"]))
-    extras = st.text(min_size=1, max_size=12).filter(lambda k: k not in _FIELDS)
+    extras = _text(min_size=1, max_size=12).filter(lambda k: k not in _FIELDS)
     event.update(draw(st.dictionaries(extras, _json_value, max_size=3)))
     return event
 
@@ -480,3 +492,109 @@ def test_any_valid_checkin_serialised_and_parsed_back_is_equal(event: dict[str, 
     )
     again = parse_checkin(checkin.model_dump_json().encode(), now=far_future)
     assert again == checkin
+
+
+# --- what the database could not hold -------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "recorded_at",
+    [
+        "0001-01-01T00:00:00+14:00",  # before year 1 in UTC: overflowed astimezone()
+        "1900-01-01T00:00:00Z",
+        "1999-12-31T23:59:59Z",
+        "2000-01-01T07:59:59+08:00",
+    ],
+)
+def test_times_before_the_fixed_floor_are_stale_timestamp(recorded_at: str) -> None:
+    assert refusal_of(checkin_bytes(recorded_at=recorded_at)).reason == "stale_timestamp"
+
+
+@pytest.mark.parametrize("recorded_at", ["9999-12-31T23:59:59-12:00", "9999-12-31T23:59:59Z"])
+def test_times_at_the_end_of_the_calendar_are_future_timestamp(recorded_at: str) -> None:
+    assert refusal_of(checkin_bytes(recorded_at=recorded_at)).reason == "future_timestamp"
+
+
+def test_the_floor_itself_is_accepted_without_an_age_limit() -> None:
+    checkin = parse_checkin(checkin_bytes(recorded_at="2000-01-01T00:00:00Z"), now=NOW)
+    assert checkin.recorded_at == datetime(2000, 1, 1, tzinfo=UTC)
+
+
+def test_an_event_older_than_the_age_limit_is_stale_and_one_just_inside_is_not() -> None:
+    limits = EventTimeLimits(max_age=timedelta(days=30))
+    inside = (NOW - timedelta(days=30)).isoformat()
+    outside = (NOW - timedelta(days=30, seconds=1)).isoformat()
+    assert parse_checkin(checkin_bytes(recorded_at=inside), now=NOW, limits=limits)
+    refused = refusal_of(checkin_bytes(recorded_at=outside), limits=limits)
+    assert refused.reason == "stale_timestamp"
+    assert "30 days" in refused.detail
+
+
+@pytest.mark.parametrize("field", ["category", "description", "reporter_id"])
+@pytest.mark.parametrize("text", ["a\x00b", "\x00"])
+def test_nul_in_any_incident_text_is_invalid_field(field: str, text: str) -> None:
+    with pytest.raises(EventRefused) as refused:
+        parse_incident(incident_bytes(**{field: text}), now=NOW + timedelta(hours=1))
+    assert refused.value.reason == "invalid_field"
+    assert field in refused.value.detail
+
+
+def test_nul_in_a_worker_id_is_invalid_field() -> None:
+    assert refusal_of(checkin_bytes(worker_id="W\x0000042")).reason == "invalid_field"
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"note": "a\x00b"},
+        {"a\x00b": 1},
+        {"nested": {"deeper": ["ok", "\x00"]}},
+        {"nested": {"k\x00": True}},
+        {"big": 2**63},
+        {"small": -(2**63)},
+        {"deep": json.loads("[" * 40 + "]" * 40)},
+    ],
+)
+def test_extra_fields_the_database_could_not_hold_are_invalid_field(
+    extra: dict[str, Any],
+) -> None:
+    refused = refusal_of(checkin_bytes(**extra))
+    assert refused.reason == "invalid_field"
+    assert "\x00" not in refused.detail  # the detail names the field escaped
+
+
+@pytest.mark.parametrize("token", [b"1e400", b"-1e400", b"NaN", b"Infinity"])
+def test_non_finite_numbers_in_extra_fields_are_refused(token: bytes) -> None:
+    raw = checkin_bytes()[:-1] + b', "note": ' + token + b"}"
+    assert refusal_of(raw).reason in {"invalid_field", "invalid_json"}
+
+
+def test_lone_surrogate_is_refused() -> None:
+    raw = checkin_bytes()[:-1] + b', "note": "\\ud800"}'
+    assert refusal_of(raw).reason in {"invalid_field", "invalid_json"}
+
+
+def test_ordinary_extra_fields_and_control_characters_other_than_nul_are_kept() -> None:
+    raw = checkin_bytes(note="tab\there\u2028", count=2**63 - 1, nested={"a": [1, 2.5, None]})
+    checkin = parse_checkin(raw, now=NOW)
+    assert checkin.model_extra == {
+        "note": "tab\there\u2028",
+        "count": 2**63 - 1,
+        "nested": {"a": [1, 2.5, None]},
+    }
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    when=st.datetimes(min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30)),
+    offset_minutes=st.integers(min_value=-(23 * 60 + 59), max_value=23 * 60 + 59),
+)
+def test_any_accepted_time_converts_to_utc_and_fits_postgresql(
+    when: datetime, offset_minutes: int
+) -> None:
+    aware = when.replace(tzinfo=timezone(timedelta(minutes=offset_minutes)))
+    raw = checkin_bytes(recorded_at=aware.isoformat())
+    if datetime(2000, 1, 1, tzinfo=UTC) <= aware <= NOW + timedelta(minutes=5):
+        assert parse_checkin(raw, now=NOW).recorded_at.astimezone(UTC) == aware
+    else:
+        assert refusal_of(raw).reason in {"stale_timestamp", "future_timestamp"}
