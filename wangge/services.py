@@ -18,10 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import psycopg
-from kafka.admin import KafkaAdminClient, NewTopic
-from kafka.errors import KafkaError, TopicAlreadyExistsError
+from kafka.admin import KafkaAdminClient
+from kafka.errors import KafkaError
 from sqlalchemy.engine import make_url
 
+from event_consumers import topics as event_topics
 from geodata.contract import Topics
 from geodata.db.engine import libpq_url
 from wangge.settings import DatabaseSettings, KafkaSettings, LocalServicesSettings
@@ -273,20 +274,7 @@ def _start_tansu(kafka: KafkaSettings, local: LocalServicesSettings, log: Log) -
 
 def ensure_topics(bootstrap: str, partitions: int, topics: Topics | None = None) -> list[str]:
     """Create the contract's topics that are missing; return the ones created."""
-    admin = _admin(bootstrap)
-    try:
-        existing = set(admin.list_topics())
-        missing = [t for t in (topics or Topics()).all() if t not in existing]
-        created = []
-        for topic in missing:
-            try:
-                admin.create_topics([NewTopic(topic, partitions, 1)])
-                created.append(topic)
-            except TopicAlreadyExistsError:
-                pass  # another process made it in the meantime
-        return created
-    finally:
-        admin.close()
+    return event_topics.ensure_topics(bootstrap, partitions, (topics or Topics()).all())
 
 
 def delete_topics(bootstrap: str, topics: Topics) -> None:

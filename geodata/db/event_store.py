@@ -257,34 +257,66 @@ def open_incident_counts(conn: psycopg.Connection, worker_ids: Iterable[str]) ->
     return {str(worker): int(count) for worker, count in rows}
 
 
+def stored_incident_events(
+    conn: psycopg.Connection, event_ids: Sequence[uuid.UUID]
+) -> set[uuid.UUID]:
+    """Which of `event_ids` are stored as the report of an incident."""
+    if not event_ids:
+        return set()
+    rows = conn.execute(
+        "SELECT event_id FROM incidents WHERE event_id = ANY(%s)", (list(event_ids),)
+    ).fetchall()
+    return {row[0] for row in rows}
+
+
 def load_offsets(
-    conn: psycopg.Connection, group: str, topic: str, partitions: Iterable[int]
+    conn: psycopg.Connection,
+    group: str,
+    topic: str,
+    partitions: Iterable[int],
+    topic_id: str | None = None,
 ) -> dict[int, int]:
-    """The next offset to read per partition, as committed with the rows."""
+    """The next offset to read per partition, as committed with the rows.
+
+    With `topic_id`, offsets stored for another incarnation of the topic (one the broker
+    has lost since) are left out: they count in a log that no longer exists.
+    """
     rows = conn.execute(
         "SELECT partition, next_offset FROM consumer_offsets"
-        " WHERE consumer_group = %s AND topic = %s AND partition = ANY(%s)",
-        (group, topic, sorted(partitions)),
+        " WHERE consumer_group = %s AND topic = %s AND partition = ANY(%s)"
+        " AND (%s::text IS NULL OR topic_id IS NULL OR topic_id = %s::text)",
+        (group, topic, sorted(partitions), topic_id, topic_id),
     ).fetchall()
     return {int(p): int(o) for p, o in rows}
 
 
 def store_offsets(
-    conn: psycopg.Connection, group: str, topic: str, next_offsets: dict[int, int]
+    conn: psycopg.Connection,
+    group: str,
+    topic: str,
+    next_offsets: dict[int, int],
+    topic_id: str | None = None,
 ) -> None:
-    """Record next offsets; never move one backwards (a fenced-off zombie may still write)."""
+    """Record next offsets; never move one backwards (a fenced-off zombie may still write),
+    except into a new incarnation of the topic, whose offsets start again at 0."""
     if not next_offsets:
         return
     with conn.cursor() as cursor:
         cursor.executemany(
             """
-            INSERT INTO consumer_offsets (consumer_group, topic, partition, next_offset)
-            VALUES (%s, %s, %s, %s)
+            INSERT INTO consumer_offsets (consumer_group, topic, partition, next_offset, topic_id)
+            VALUES (%s, %s, %s, %s, %s)
             ON CONFLICT (consumer_group, topic, partition)
-            DO UPDATE SET next_offset = GREATEST(consumer_offsets.next_offset,
-                                                 EXCLUDED.next_offset)
+            DO UPDATE SET
+                next_offset = CASE
+                    WHEN EXCLUDED.topic_id IS NOT NULL
+                         AND consumer_offsets.topic_id IS DISTINCT FROM EXCLUDED.topic_id
+                    THEN EXCLUDED.next_offset
+                    ELSE GREATEST(consumer_offsets.next_offset, EXCLUDED.next_offset)
+                END,
+                topic_id = COALESCE(EXCLUDED.topic_id, consumer_offsets.topic_id)
             """,
-            [(group, topic, p, o) for p, o in sorted(next_offsets.items())],
+            [(group, topic, p, o, topic_id) for p, o in sorted(next_offsets.items())],
         )
 
 

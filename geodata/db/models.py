@@ -287,6 +287,8 @@ class ConsumerOffset(Base):
     topic: Mapped[str] = mapped_column(Text, primary_key=True)
     partition: Mapped[int] = mapped_column(Integer, primary_key=True)
     next_offset: Mapped[int] = mapped_column(BigInteger)
+    #: The broker's id of the topic incarnation these offsets count in.
+    topic_id: Mapped[str | None] = mapped_column(Text)
 
 
 class ConsumerHeartbeat(Base):

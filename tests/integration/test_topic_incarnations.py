@@ -1,0 +1,125 @@
+"""A broker that loses its topics (a restart of the in-memory broker, a topic deleted and
+made again) starts their offsets at 0: the consumers must read the new topics from their
+start, not wait at the offsets they stored for the old ones."""
+
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from event_consumers.topics import topic_ids
+from geodata.contract import Topics
+from geodata.db import event_store
+from tests.integration.pipeline_support import (
+    ConsumerProcess,
+    checkin_event,
+    checkin_message,
+    count_rows,
+    placements,
+    produce,
+    running,
+    wait_until,
+)
+
+pytestmark = pytest.mark.integration
+
+
+def _make_anew(bootstrap: str, topics: Topics) -> None:
+    """Delete the topics and make them again: what a restarted in-memory broker shows."""
+    from wangge import services
+
+    before = topic_ids(bootstrap, topics.all())
+    services.delete_topics(bootstrap, topics)
+    deadline = time.monotonic() + 30
+    while topic_ids(bootstrap, topics.all()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    services.ensure_topics(bootstrap, 2, topics)
+    after = topic_ids(bootstrap, topics.all())
+    assert after.keys() == before.keys()
+    assert all(after[name] != before[name] for name in after), "the broker kept the ids"
+
+
+def test_offsets_of_a_topic_made_anew_are_not_used_and_zombies_cannot_move_them_back(
+    database_url: str,
+) -> None:
+    with psycopg.connect(database_url) as conn:
+        event_store.store_offsets(conn, "g", "t", {0: 100, 1: 80}, "old")
+        event_store.store_offsets(conn, "g", "t", {0: 5}, "new")
+        event_store.store_offsets(conn, "g", "t", {0: 3}, "new")  # a zombie, behind
+        assert event_store.load_offsets(conn, "g", "t", [0, 1], "new") == {0: 5}
+        assert event_store.load_offsets(conn, "g", "t", [0, 1], None) == {0: 5, 1: 80}
+
+
+def test_a_consumer_restarted_after_its_topics_were_made_anew_stores_every_new_event(
+    reference_database_url: str,
+    kafka_bootstrap: str,
+    topic_factory: Callable[..., Topics],
+    tmp_path: Path,
+) -> None:
+    topics = topic_factory(partitions=2)
+    spots = placements(reference_database_url)[:40]
+    first = [checkin_event(s.worker_id, s.lon, s.lat, i) for i, s in enumerate(spots)]
+    group = f"g{uuid.uuid4().hex[:8]}"
+    consumer = ConsumerProcess(
+        reference_database_url, kafka_bootstrap, topics, group, tmp_path, ("checkins",)
+    )
+    with running(consumer):
+        produce(kafka_bootstrap, topics.checkins, map(checkin_message, first))
+        wait_until(
+            lambda: count_rows(reference_database_url, "SELECT count(*) FROM checkins") == 40,
+            90,
+            "the first events were not stored",
+        )
+    _make_anew(kafka_bootstrap, topics)
+    # Fewer events than before: the new topics end before the offsets stored for the old.
+    second = [checkin_event(s.worker_id, s.lon, s.lat, 100 + i) for i, s in enumerate(spots[:5])]
+    produce(kafka_bootstrap, topics.checkins, map(checkin_message, second))
+    consumer = ConsumerProcess(
+        reference_database_url, kafka_bootstrap, topics, group, tmp_path, ("checkins",)
+    )
+    with running(consumer):
+        wait_until(
+            lambda: count_rows(reference_database_url, "SELECT count(*) FROM checkins") == 45,
+            90,
+            f"events of the new topics were skipped:\n{consumer.log()[-3000:]}",
+        )
+
+
+def test_a_running_consumer_notices_its_topics_were_made_anew(
+    reference_database_url: str,
+    kafka_bootstrap: str,
+    topic_factory: Callable[..., Topics],
+    tmp_path: Path,
+) -> None:
+    topics = topic_factory(partitions=2)
+    spots = placements(reference_database_url)[:30]
+    first = [checkin_event(s.worker_id, s.lon, s.lat, i) for i, s in enumerate(spots)]
+    consumer = ConsumerProcess(
+        reference_database_url,
+        kafka_bootstrap,
+        topics,
+        f"g{uuid.uuid4().hex[:8]}",
+        tmp_path,
+        ("checkins",),
+    )
+    with running(consumer):
+        produce(kafka_bootstrap, topics.checkins, map(checkin_message, first))
+        wait_until(
+            lambda: count_rows(reference_database_url, "SELECT count(*) FROM checkins") == 30,
+            90,
+            "the first events were not stored",
+        )
+        _make_anew(kafka_bootstrap, topics)
+        second = [
+            checkin_event(s.worker_id, s.lon, s.lat, 100 + i) for i, s in enumerate(spots[:3])
+        ]
+        produce(kafka_bootstrap, topics.checkins, map(checkin_message, second))
+        wait_until(
+            lambda: count_rows(reference_database_url, "SELECT count(*) FROM checkins") == 33,
+            120,
+            f"the running consumer skipped the new topics' events:\n{consumer.log()[-3000:]}",
+        )
+        assert consumer.alive()
