@@ -15,19 +15,22 @@ import multiprocessing.connection
 import os
 import signal
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import replace
 
 from sqlalchemy import Engine
 
+from event_consumers.batch import Handler
 from event_consumers.boundaries import BoundaryCache
 from event_consumers.checkins import CheckinHandler
 from event_consumers.compliance import ComplianceHandler
 from event_consumers.incidents import IncidentHandler
 from event_consumers.outbox import OutboxPublisher, OutboxPublisherThread
-from event_consumers.runner import ConsumerRunner, Handler, RunnerConfig
+from event_consumers.runner import ConsumerRunner, RunnerConfig
 from geodata.contract import Topics
 from geodata.db.engine import create_db_engine
+from geodata.events import DEFAULT_TIME_LIMITS, EventTimeLimits
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +38,8 @@ INTAKE_STAGE = ("checkins", "incidents")
 COMPLIANCE_STAGE = ("compliance",)
 CONSUMER_NAMES = (*INTAKE_STAGE, *COMPLIANCE_STAGE)
 COMPLIANCE_GROUP_SUFFIX = ".compliance"
+#: How long a stage whose parent died may take to finish its batch before it exits.
+PARENT_GONE_GRACE_S = 3.0
 
 
 def stage_group_id(group_id: str, names: Sequence[str]) -> str:
@@ -50,16 +55,21 @@ def _check_names(names: Sequence[str]) -> None:
         raise ValueError(f"unknown consumer(s) {sorted(unknown)}; choose from {CONSUMER_NAMES}")
 
 
-def build_handlers(engine: Engine, names: Sequence[str], topics: Topics) -> list[Handler]:
+def build_handlers(
+    engine: Engine,
+    names: Sequence[str],
+    topics: Topics,
+    limits: EventTimeLimits = DEFAULT_TIME_LIMITS,
+) -> list[Handler]:
     """The handlers for the named consumers of one stage, sharing one boundary cache."""
     _check_names(names)
     # The compliance engine needs the roster only, not the grid index.
     boundaries = BoundaryCache(engine, with_index=bool(set(names) & set(INTAKE_STAGE)))
     handlers: list[Handler] = []
     if "checkins" in names:
-        handlers.append(CheckinHandler(boundaries, topics))
+        handlers.append(CheckinHandler(boundaries, topics, limits=limits))
     if "incidents" in names:
-        handlers.append(IncidentHandler(boundaries, topics))
+        handlers.append(IncidentHandler(boundaries, topics, limits=limits))
     if "compliance" in names:
         handlers.append(ComplianceHandler(boundaries, topics))
     return handlers
@@ -107,8 +117,17 @@ def _run_stage(
     partner: multiprocessing.process.BaseProcess | None = None,
 ) -> None:
     """One stage's consumer-group member in this process; with `partner`, stop together."""
-    config = replace(config, group_id=stage_group_id(config.group_id, names))
-    runner = ConsumerRunner(config, build_handlers(engine, names, topics))
+    config = replace(
+        config,
+        group_id=stage_group_id(config.group_id, names),
+        stage="compliance" if set(names) <= set(COMPLIANCE_STAGE) else "intake",
+    )
+    runner = ConsumerRunner(
+        config,
+        build_handlers(engine, names, topics, config.event_limits),
+        deadletter_topic=topics.deadletter,
+        output_topics=topics.all(),
+    )
     runner.install_signal_handlers()
     publisher = None
     if "compliance" in names:
@@ -122,29 +141,50 @@ def _run_stage(
     parent = multiprocessing.parent_process()
     if parent is not None:
         # A SIGKILLed parent must not leave an orphan stage consuming on its own.
-        _stop_when_gone(parent, runner, threading.Event())
+        _stop_when_gone(parent, runner, threading.Event(), exit_after_s=PARENT_GONE_GRACE_S)
     logger.info("consuming %s as group %s", ", ".join(names), config.group_id)
+    crashed = False
     try:
         runner.run(idle_exit_after_s=idle_exit_after_s)
+    except BaseException:
+        crashed = True
+        logger.exception("the %s stage stopped on an error", config.stage)
+        raise
     finally:
         if publisher is not None:
             publisher.stop()
         if partner is not None:
-            _stop_partner(partner, asked_to_stop=runner.stopping)
+            _stop_partner(partner, asked_to_stop=runner.stopping or crashed)
     if partner is not None and partner_died.is_set():
         raise RuntimeError(f"the compliance stage exited with code {partner.exitcode}")
 
 
 def _stop_when_gone(
-    process: multiprocessing.process.BaseProcess, runner: ConsumerRunner, gone: threading.Event
+    process: multiprocessing.process.BaseProcess,
+    runner: ConsumerRunner,
+    gone: threading.Event,
+    exit_after_s: float | None = None,
 ) -> None:
-    """Stop the runner (finishing its batch) when `process` ends before we were asked to."""
+    """Stop the runner (finishing its batch) when `process` ends before we were asked to.
+
+    With `exit_after_s`, the process exits by itself if the runner has not stopped by then
+    (it may be waiting on a database or broker that went away with the parent); rows and
+    offsets commit together, so an exit in the middle of a batch loses nothing.
+    """
 
     def watch() -> None:
         multiprocessing.connection.wait([process.sentinel])
-        if not runner.stopping:
-            gone.set()
-            runner.request_stop()
+        if runner.stopping:
+            return
+        gone.set()
+        logger.warning("process %s is gone: stopping", process.pid)
+        runner.request_stop()
+        if exit_after_s is not None:
+            time.sleep(exit_after_s)
+            logger.warning(
+                "not stopped %.0f s after process %s went: exiting", exit_after_s, process.pid
+            )
+            os._exit(1)
 
     threading.Thread(target=watch, name="wangge-stage-watch", daemon=True).start()
 

@@ -17,7 +17,15 @@ from event_consumers.records import Headers, InboundRecord, OutboundRecord, dead
 from geodata.contract import Topics
 from geodata.crs import to_wgs84
 from geodata.db import event_store
-from geodata.events import ASSIGNMENT_FIELDS, CheckIn, EventRefused, RefusalReason, parse_checkin
+from geodata.events import (
+    ASSIGNMENT_FIELDS,
+    DEFAULT_TIME_LIMITS,
+    CheckIn,
+    EventRefused,
+    EventTimeLimits,
+    RefusalReason,
+    parse_checkin,
+)
 from geodata.hierarchy import lineage_of
 from geodata.quality import (
     EARTH_RADIUS_M,
@@ -108,12 +116,17 @@ class CheckinHandler:
     """Assigns every check-in to its grid; the poster is its staff member."""
 
     def __init__(
-        self, boundaries: BoundaryCache, topics: Topics, max_bytes: int = 64 * 1024
+        self,
+        boundaries: BoundaryCache,
+        topics: Topics,
+        max_bytes: int = 64 * 1024,
+        limits: EventTimeLimits = DEFAULT_TIME_LIMITS,
     ) -> None:
         self.topic = topics.checkins
         self.topics = topics
         self.boundaries = boundaries
         self.max_bytes = max_bytes
+        self.limits = limits
         # Last fix per worker seen by this process; a miss is loaded from the database.
         self._last_fix: dict[str, Fix] = {}
         # JSON fragments of the assignment fields that repeat across events.
@@ -147,7 +160,9 @@ class CheckinHandler:
         duplicates = 0
         for record in records:
             try:
-                checkin = parse_checkin(record.value or b"", now=now, max_bytes=self.max_bytes)
+                checkin = parse_checkin(
+                    record.value or b"", now=now, max_bytes=self.max_bytes, limits=self.limits
+                )
             except EventRefused as refusal:
                 self._refuse(record, refusal.reason, refusal.detail, refused)
                 continue

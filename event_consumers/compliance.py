@@ -38,7 +38,7 @@ from geodata.compliance import (
 )
 from geodata.contract import Topics
 from geodata.db import compliance_store as store
-from geodata.events import RefusalReason
+from geodata.events import DEFAULT_TIME_LIMITS, EventRefused, RefusalReason, check_event_time
 from geodata.staffing import AssignmentPeriod
 
 logger = logging.getLogger(__name__)
@@ -79,6 +79,13 @@ def _window(week: IsoWeek, config: ComplianceConfig) -> tuple[datetime, datetime
     return checkin_window(week, config)
 
 
+def _check_assignment_time(recorded_at: datetime, now: datetime) -> None:
+    """Refuse an assignment whose event time no check-in could have."""
+    if recorded_at.tzinfo is None or recorded_at.utcoffset() is None:
+        raise EventRefused(RefusalReason.INVALID_FIELD, "recorded_at has no UTC offset")
+    check_event_time(recorded_at, now, "recorded_at", DEFAULT_TIME_LIMITS)
+
+
 class ComplianceHandler:
     """Keeps patrols and statuses up to date from check-in assignments."""
 
@@ -114,7 +121,13 @@ class ComplianceHandler:
                 outgoing.append(dead_letter(record, reason, str(exc), self.topics.deadletter))
                 metrics.EVENTS_REFUSED.labels(self.topic, reason).inc()
                 continue
-            if not isinstance(body, dict) or "incident_id" in body:
+            if not isinstance(body, dict):
+                reason = RefusalReason.INVALID_JSON
+                detail = "an assignment must be a JSON object"
+                outgoing.append(dead_letter(record, reason, detail, self.topics.deadletter))
+                metrics.EVENTS_REFUSED.labels(self.topic, reason).inc()
+                continue
+            if "incident_id" in body:
                 continue  # incident assignments are not patrols
             try:
                 checkin = CheckinRecord(
@@ -128,6 +141,15 @@ class ComplianceHandler:
                 reason = RefusalReason.INVALID_FIELD
                 outgoing.append(dead_letter(record, reason, repr(exc), self.topics.deadletter))
                 metrics.EVENTS_REFUSED.labels(self.topic, reason).inc()
+                continue
+            try:
+                # One assignment from the far future would end every open week at once.
+                _check_assignment_time(checkin.recorded_at, now)
+            except EventRefused as refused:
+                outgoing.append(
+                    dead_letter(record, refused.reason, refused.detail, self.topics.deadletter)
+                )
+                metrics.EVENTS_REFUSED.labels(self.topic, refused.reason).inc()
                 continue
             parsed.append((checkin, bool(body.get("in_assigned_grid"))))
 

@@ -16,7 +16,14 @@ from geodata.categories import normalize_category
 from geodata.contract import Topics
 from geodata.crs import to_wgs84
 from geodata.db import event_store
-from geodata.events import EventRefused, IncidentReport, parse_incident
+from geodata.events import (
+    DEFAULT_TIME_LIMITS,
+    EventRefused,
+    EventTimeLimits,
+    IncidentReport,
+    RefusalReason,
+    parse_incident,
+)
 from geodata.hierarchy import lineage_of
 from geodata.staffing import choose_incident_staff
 
@@ -27,12 +34,17 @@ class IncidentHandler:
     """Stores each incident with its grid and staff member (or community escalation)."""
 
     def __init__(
-        self, boundaries: BoundaryCache, topics: Topics, max_bytes: int = 64 * 1024
+        self,
+        boundaries: BoundaryCache,
+        topics: Topics,
+        max_bytes: int = 64 * 1024,
+        limits: EventTimeLimits = DEFAULT_TIME_LIMITS,
     ) -> None:
         self.topic = topics.incidents
         self.topics = topics
         self.boundaries = boundaries
         self.max_bytes = max_bytes
+        self.limits = limits
 
     def reset(self) -> None:
         """Nothing is kept between batches."""
@@ -47,7 +59,15 @@ class IncidentHandler:
         for record in records:
             try:
                 accepted.append(
-                    (record, parse_incident(record.value or b"", now=now, max_bytes=self.max_bytes))
+                    (
+                        record,
+                        parse_incident(
+                            record.value or b"",
+                            now=now,
+                            max_bytes=self.max_bytes,
+                            limits=self.limits,
+                        ),
+                    )
                 )
             except EventRefused as refused:
                 outgoing.append(
@@ -109,7 +129,19 @@ class IncidentHandler:
                 )
             )
         new_ids = event_store.insert_incidents(conn, rows)
-        metrics.EVENTS_DUPLICATE.labels(self.topic).inc(len(rows) - len(new_ids))
+        not_new = [row.event_id for row in rows if row.event_id not in new_ids]
+        # Not new: a retry of a stored event (skipped), or another event that reuses a
+        # stored incident's id, which would be lost without a word: it is refused.
+        retried = event_store.stored_incident_events(conn, not_new)
+        for (record, _report), row in zip(accepted, rows, strict=True):
+            if row.event_id in new_ids or row.event_id in retried:
+                continue
+            detail = f"incident_id {row.incident_id} belongs to another report"
+            outgoing.append(
+                dead_letter(record, RefusalReason.INCIDENT_EXISTS, detail, self.topics.deadletter)
+            )
+            metrics.EVENTS_REFUSED.labels(self.topic, RefusalReason.INCIDENT_EXISTS).inc()
+        metrics.EVENTS_DUPLICATE.labels(self.topic).inc(len(retried))
         assigned_at = datetime.now(UTC).isoformat()
         for row in rows:
             if row.event_id not in new_ids:

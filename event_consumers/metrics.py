@@ -54,3 +54,12 @@ TRANSIENT_FAILURES = Counter(
 STATUS_CHANGES = Counter(
     "wangge_compliance_status_changes_total", "Patrol-compliance status changes queued to publish"
 )
+POISON_BATCHES = Counter(
+    "wangge_consumer_poison_batches_total",
+    "Batches that failed for one of their records and were run again one record at a time",
+)
+OFFSET_RESETS = Counter(
+    "wangge_consumer_offset_resets_total",
+    "Topics read again from the start because the broker had lost or remade them",
+    ["topic"],
+)

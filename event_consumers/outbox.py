@@ -7,6 +7,7 @@ recorded last time, so changes a crashed predecessor sent but never marked are m
 instead of being sent twice.
 """
 
+import contextlib
 import json
 import logging
 import select
@@ -17,6 +18,7 @@ from datetime import datetime
 import psycopg
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
+from event_consumers.topics import topic_ids
 from geodata.db import event_store
 
 logger = logging.getLogger(__name__)
@@ -57,9 +59,34 @@ class OutboxPublisher:
         self.database_url = database_url
         self.bootstrap = bootstrap
         self.topic = topic
-        self._producer = KafkaProducer(
-            bootstrap_servers=bootstrap, acks="all", linger_ms=2, client_id="wangge-outbox"
+        self._producer = self._new_producer()
+        #: The topic's id when last looked at; None: look again before publishing.
+        self._topic_id: str | None = None
+        self._topic_id_known = False
+
+    def _new_producer(self) -> KafkaProducer:
+        return KafkaProducer(
+            bootstrap_servers=self.bootstrap,
+            acks="all",
+            linger_ms=2,
+            client_id="wangge-outbox",
+            allow_auto_create_topics=False,
+            max_block_ms=10_000,
         )
+
+    def recover(self) -> None:
+        """After a failure: a new producer (a restarted broker may have left the old one
+        in a fatal state), and the topic's id looked up again."""
+        with contextlib.suppress(Exception):
+            self._producer.close(timeout=0)
+        self._producer = self._new_producer()
+        self._topic_id_known = False
+
+    def _current_topic_id(self) -> str | None:
+        if not self._topic_id_known:
+            self._topic_id = topic_ids(self.bootstrap, [self.topic]).get(self.topic)
+            self._topic_id_known = True
+        return self._topic_id
 
     def publish_pending(self, limit: int = 5000) -> int:
         """Publish what is pending; return how many records were sent."""
@@ -75,8 +102,10 @@ class OutboxPublisher:
             ).fetchall()
             if not rows:
                 return 0
+            topic_id = self._current_topic_id()
+            # Offsets of a topic the broker has since lost are not used (read from 0).
             stored = event_store.load_offsets(
-                conn, _PUBLISHER_GROUP, self.topic, self._partitions()
+                conn, _PUBLISHER_GROUP, self.topic, self._partitions(), topic_id
             )
             already, end_offsets = self._read_back(stored)
             to_send = [row for row in rows if str(row[1]) not in already]
@@ -93,7 +122,7 @@ class OutboxPublisher:
                 next_offsets[meta.partition] = max(
                     next_offsets.get(meta.partition, 0), meta.offset + 1
                 )
-            event_store.store_offsets(conn, _PUBLISHER_GROUP, self.topic, next_offsets)
+            event_store.store_offsets(conn, _PUBLISHER_GROUP, self.topic, next_offsets, topic_id)
             conn.execute(
                 "UPDATE compliance_changes SET published_at = now() WHERE id = ANY(%s)",
                 ([row[0] for row in rows],),
@@ -147,17 +176,27 @@ class OutboxPublisherThread(threading.Thread):
         self._stopping = threading.Event()
 
     def run(self) -> None:
-        """Wait for notifications and publish until stopped."""
+        """Wait for notifications and publish until stopped; survive any outage."""
+        backoff = 0.5
+        while not self._stopping.is_set():
+            try:
+                self._listen_and_publish()
+            except Exception:
+                # The database or the broker went away (or worse): say so loudly, and start
+                # again; the outbox keeps every change until a later attempt publishes it.
+                logger.exception("publishing the compliance outbox failed; retrying")
+                self.publisher.recover()
+                self._stopping.wait(backoff)
+                backoff = min(backoff * 2, 10.0)
+            else:
+                return
+
+    def _listen_and_publish(self) -> None:
         with psycopg.connect(self.publisher.database_url, autocommit=True) as listener:
             listener.execute(f"LISTEN {OUTBOX_CHANNEL}")
             while not self._stopping.is_set():
-                try:
-                    while self.publisher.publish_pending():
-                        pass
-                except Exception:
-                    # Crash loudly in the log but keep the consumer alive: the outbox
-                    # keeps every change until a later attempt publishes it.
-                    logger.exception("publishing the compliance outbox failed")
+                while self.publisher.publish_pending():
+                    pass
                 select.select([listener.fileno()], [], [], 1.0)
                 for _ in listener.notifies(timeout=0):
                     pass
@@ -166,5 +205,10 @@ class OutboxPublisherThread(threading.Thread):
         """Publish what is left and stop."""
         self._stopping.set()
         self.join(timeout=30)
-        self.publisher.publish_pending()
-        self.publisher.close()
+        try:
+            self.publisher.publish_pending()
+        except Exception as exc:
+            # Kept in the outbox: the next publisher sends it.
+            logger.warning("the compliance outbox could not be published before stopping: %s", exc)
+        finally:
+            self.publisher.close()

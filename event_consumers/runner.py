@@ -12,74 +12,41 @@ decoded and assigned on the main thread. The writer spends its time waiting for
 PostgreSQL and the broker, so the two overlap on a 2-core machine. Batches still commit
 one at a time, in order; a rebalance waits for the batch in flight.
 
-Error policy (STYLE.md): an invalid event is a dead letter and the batch goes on; a
-database or broker failure rolls the batch back, rewinds and retries with back-off;
-anything else crashes loudly so the supervisor restarts the process.
+Error policy: an invalid event is a dead letter and the batch goes on; a database or
+broker failure rolls the batch back, rewinds and retries with back-off, and the broker's
+clients and topics are checked anew. Any other failure of a batch is taken as a record the
+code cannot handle (a poison record): the batch is rolled back and its records are run
+again one at a time, and the one that fails alone goes to the dead letters with the reason
+`unprocessable`, so that one record never stops a city's intake. A broker that lost a topic
+(a new incarnation, told by its topic id) is read again from the start.
 """
 
 import contextlib
-import itertools
 import logging
+import os
 import signal
+import socket
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import FrameType
-from typing import Any, Protocol
 
 import psycopg
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
-from kafka.errors import KafkaError, KafkaTimeoutError
-from kafka.partitioner.default import murmur2
-from kafka.producer.producer_batch import ProducerBatch
-from kafka.record.memory_records import MemoryRecordsBuilder
+from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
-from event_consumers import metrics
-from event_consumers.records import InboundRecord, OutboundRecord
-from geodata.db import event_store
+from event_consumers import metrics, topics
+from event_consumers.batch import Batch, Handler, Write, inbound_record
+from event_consumers.publisher import Publisher
+from event_consumers.records import InboundRecord, OutboundRecord, dead_letter
+from geodata.db import event_store, heartbeats
+from geodata.events import DEFAULT_TIME_LIMITS, EventTimeLimits, RefusalReason
 
 logger = logging.getLogger(__name__)
-
-
-class Handler(Protocol):
-    """Turns one topic's records into rows (in the given transaction) and records to produce."""
-
-    topic: str
-
-    def handle(
-        self, records: Sequence[InboundRecord], conn: psycopg.Connection, now: datetime
-    ) -> list[OutboundRecord]:
-        """Process a batch inside the caller's transaction; never commit."""
-        ...
-
-    def reset(self) -> None:
-        """Forget in-memory state derived from a batch that was rolled back."""
-        ...
-
-
-Write = Callable[[psycopg.Connection], list[OutboundRecord]]
-
-
-@dataclass
-class _Batch:
-    """One poll's records on their way to a commit."""
-
-    polled: dict[TopicPartition, list[Any]]
-    writes: list[Write] = field(default_factory=list)
-    next_offsets: dict[str, dict[int, int]] = field(default_factory=dict)
-    timestamps_ms: dict[str, list[int]] = field(default_factory=dict)
-    started: float = field(default_factory=time.monotonic)
-    #: Whether a handler without `prepare` does all its work on the writer thread, where
-    #: it may share state (the boundary cache) with the next batch's preparation.
-    whole_handle: bool = False
-
-    def first_offsets(self) -> dict[TopicPartition, int]:
-        """Where each partition of the batch starts."""
-        return {tp: records[0].offset for tp, records in self.polled.items()}
 
 
 @dataclass(frozen=True)
@@ -100,6 +67,15 @@ class RunnerConfig:
     heartbeat_interval_ms: int = 1000
     max_backoff_s: float = 10.0
     client_id: str = "wangge-consumer"
+    #: Partitions of a topic the consumer (re)creates when the broker lacks it.
+    topic_partitions: int = 6
+    #: "intake" or "compliance": the name of the stage in its heartbeat.
+    stage: str = "intake"
+    heartbeat_interval_s: float = 5.0
+    #: How often an idle consumer asks the broker whether its topics were made anew.
+    topic_check_interval_s: float = 10.0
+    #: How old an event may be (settings: WANGGE_EVENT_MAX_AGE_DAYS).
+    event_limits: EventTimeLimits = DEFAULT_TIME_LIMITS
 
     def fetch_settings(self) -> dict[str, int]:
         """How much a poll fetches; the pipeline benchmark's bare consumer uses the same."""
@@ -126,42 +102,81 @@ class _SeekToStoredOffsets(ConsumerRebalanceListener):  # type: ignore[misc]
         logger.info("partitions assigned: %s", sorted((tp.topic, tp.partition) for tp in assigned))
         self.runner.settle_for_rebalance()
         self.runner.partitions_changed()
+        self.runner.learn_topic_ids()
         self.runner.seek_to_stored(assigned)
 
 
 class ConsumerRunner:
     """Runs handlers for their topics in one consumer-group member."""
 
-    def __init__(self, config: RunnerConfig, handlers: Sequence[Handler]) -> None:
+    def __init__(
+        self,
+        config: RunnerConfig,
+        handlers: Sequence[Handler],
+        *,
+        deadletter_topic: str,
+        output_topics: Sequence[str] = (),
+    ) -> None:
         self.config = config
         self.handlers = {h.topic: h for h in handlers}
+        self.deadletter_topic = deadletter_topic
+        #: Every topic this member reads or writes: made when missing, watched for a new
+        #: incarnation.
+        self.topic_names = sorted({*self.handlers, deadletter_topic, *output_topics})
+        self.member = f"{socket.gethostname()}:{os.getpid()}"
         self._stopping = False
         self._conn = psycopg.connect(config.database_url, autocommit=False)
         # Preparing reads (roster, last fixes) while the writer holds `_conn` in a batch.
         self._read_conn = psycopg.connect(config.database_url, autocommit=True)
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="wangge-writer")
-        self._inflight: tuple[_Batch, Future[None]] | None = None
+        self._inflight: tuple[Batch, Future[None]] | None = None
+        #: Records still to run one at a time after a batch failed for one of them.
+        self._isolating = 0
+        self._incarnations = topics.TopicIncarnations(config.bootstrap, self.topic_names)
+        #: Size of the last batch whose write failed, for the one-at-a-time run.
+        self._failed_size = 0
+        self._last_beat = 0.0
+        self._lag: dict[TopicPartition, int] = {}
         self._consumer = KafkaConsumer(
             bootstrap_servers=config.bootstrap,
             group_id=config.group_id,
             client_id=config.client_id,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
+            # A topic made by a client's metadata request gets the broker's default
+            # partition count, not the contract's: topics are made by `ensure_topics` only.
+            allow_auto_create_topics=False,
+            metadata_max_age_ms=30_000,
             max_poll_interval_ms=config.max_poll_interval_ms,
             session_timeout_ms=config.session_timeout_ms,
             heartbeat_interval_ms=config.heartbeat_interval_ms,
             **config.fetch_settings(),
         )
-        self._producer = KafkaProducer(
-            bootstrap_servers=config.bootstrap,
-            client_id=f"{config.client_id}-out",
+        self._producer = self._new_producer()
+        self._publisher = Publisher(self._producer)
+
+    def _new_producer(self) -> KafkaProducer:
+        return KafkaProducer(
+            bootstrap_servers=self.config.bootstrap,
+            client_id=f"{self.config.client_id}-out",
             acks="all",
+            allow_auto_create_topics=False,
             # Every batch ends with a flush, so lingering costs no latency; it only keeps
             # the sender thread from waking (and taking the GIL) while records are added.
             linger_ms=100,
             batch_size=1024 * 1024,
             max_request_size=8 * 1024 * 1024,
         )
+
+    def _renew_producer(self) -> None:
+        """Replace the producer after a broker failure (the writer is idle).
+
+        A producer whose broker restarted may be left in a fatal state (its producer id
+        unknown to the new broker) that no retry clears; a new one costs a connection.
+        """
+        with contextlib.suppress(Exception):
+            self._producer.close(timeout=0)
+        self._producer = self._new_producer()
         self._publisher = Publisher(self._producer)
 
     def partitions_changed(self) -> None:
@@ -174,20 +189,80 @@ class ConsumerRunner:
     # ----------------------------------------------------------------- offsets
 
     def seek_to_stored(self, partitions: list[TopicPartition]) -> None:
-        """Seek each partition to the offset stored with the rows (or its beginning)."""
+        """Seek each partition to the offset stored with the rows (or its beginning).
+
+        Offsets stored for an earlier incarnation of the topic are not used; where the
+        broker gives no topic ids, an offset past the partition's end tells the same.
+        """
         by_topic: dict[str, list[int]] = {}
         for tp in partitions:
             by_topic.setdefault(tp.topic, []).append(tp.partition)
         self._conn.rollback()
         for topic, numbers in by_topic.items():
-            stored = event_store.load_offsets(self._conn, self.config.group_id, topic, numbers)
+            topic_id = self._incarnations.id_of(topic)
+            stored = event_store.load_offsets(
+                self._conn, self.config.group_id, topic, numbers, topic_id
+            )
+            ends: dict[TopicPartition, int] = {}
+            if topic_id is None and stored:
+                with contextlib.suppress(KafkaError):
+                    ends = self._consumer.end_offsets([TopicPartition(topic, n) for n in stored])
             for number in numbers:
                 tp = TopicPartition(topic, number)
-                if number in stored:
-                    self._consumer.seek(tp, stored[number])
+                offset = stored.get(number)
+                if offset is not None and tp in ends and offset > ends[tp]:
+                    logger.warning(
+                        "%s[%d]: stored offset %d is past the end %d: the broker lost the"
+                        " partition's log; reading it from the start",
+                        topic,
+                        number,
+                        offset,
+                        ends[tp],
+                    )
+                    metrics.OFFSET_RESETS.labels(topic).inc()
+                    offset = None
+                if offset is not None:
+                    self._consumer.seek(tp, offset)
                 else:
                     self._consumer.seek_to_beginning(tp)
         self._conn.rollback()
+
+    def learn_topic_ids(self) -> list[str]:
+        """Ask the broker for the topics' ids; return the topics whose id changed."""
+        try:
+            renewed = self._incarnations.refresh()
+        except KafkaError as exc:
+            logger.warning("could not read the topics' ids: %s", exc)
+            return []
+        for name in renewed:
+            logger.warning("topic %s was made anew on the broker: reading it from the start", name)
+            metrics.OFFSET_RESETS.labels(name).inc()
+        return renewed
+
+    def check_topics(self, *, create: bool) -> None:
+        """Make missing topics, learn their ids, and re-seek the assigned partitions of any
+        topic that was made anew since we last looked."""
+        created = []
+        if create:
+            created = topics.ensure_topics(
+                self.config.bootstrap, self.config.topic_partitions, self.topic_names
+            )
+        renewed = self.learn_topic_ids()
+        if self._incarnations.missing and not create:
+            self.check_topics(create=True)
+            return
+        if created or renewed:
+            # The consumer's own metadata learns of the topics now, not minutes later.
+            with contextlib.suppress(KafkaError):
+                self._consumer.topics()
+        if not renewed:
+            return
+        self.settle_for_rebalance()
+        for handler in self.handlers.values():
+            handler.reset()
+        assigned = [tp for tp in self._consumer.assignment() if tp.topic in renewed]
+        if assigned:
+            self.seek_to_stored(assigned)
 
     # ----------------------------------------------------------------- loop
 
@@ -211,30 +286,41 @@ class ConsumerRunner:
 
     def run(self, *, idle_exit_after_s: float | None = None) -> None:
         """Poll and process until asked to stop (or idle for `idle_exit_after_s`)."""
+        try:
+            self.check_topics(create=True)
+        except KafkaError as exc:
+            # The broker is away: the idle loop tries again until it is back.
+            logger.warning("could not make the topics on the broker: %s", exc)
         self._consumer.subscribe(list(self.handlers), listener=_SeekToStoredOffsets(self))
         backoff = 0.5
         idle_since = time.monotonic()
         try:
             while not self._stopping:
+                self._beat()
+                isolating = self._isolating > 0
                 polled = self._consumer.poll(
                     timeout_ms=self.config.poll_timeout_ms,
-                    max_records=self.config.max_poll_records,
+                    max_records=1 if isolating else self.config.max_poll_records,
                 )
                 if not polled:
                     self._settle(wait=False)
+                    self._check_topics_when_idle()
                     if idle_exit_after_s and time.monotonic() - idle_since > idle_exit_after_s:
                         return
                     continue
                 idle_since = time.monotonic()
-                batch = _Batch(polled)
+                batch = Batch(polled)
                 try:
-                    if self._inflight is not None and self._inflight[0].whole_handle:
+                    if isolating:
+                        self._run_alone(batch)
+                    else:
+                        if self._inflight is not None and self._inflight[0].whole_handle:
+                            self._settle(wait=True)
+                        self._prepare(batch)
                         self._settle(wait=True)
-                    self._prepare(batch)
-                    self._settle(wait=True)
-                    self._inflight = (batch, self._writer.submit(self._write, batch))
+                        self._inflight = (batch, self._writer.submit(self._write, batch))
                     backoff = 0.5
-                except (psycopg.OperationalError, KafkaError) as exc:
+                except (psycopg.OperationalError, psycopg.InterfaceError, KafkaError) as exc:
                     kind = "database" if isinstance(exc, psycopg.Error) else "broker"
                     metrics.TRANSIENT_FAILURES.labels(kind).inc()
                     logger.warning(
@@ -245,17 +331,92 @@ class ConsumerRunner:
                     time.sleep(backoff)
                     backoff = min(backoff * 2, self.config.max_backoff_s)
                     self._reconnect_if_broken()
+                    if kind == "broker":
+                        self._recover_broker()
+                except Exception:
+                    # Not the database, not the broker: a record this code cannot handle.
+                    logger.exception("a batch failed; running its records one at a time")
+                    metrics.POISON_BATCHES.inc()
+                    self.settle_for_rebalance()
+                    self._rewind(batch)
+                    self._isolating = max(self._isolating, batch.size() + self._failed_size)
+                    self._failed_size = 0
         finally:
             self.close()
 
-    def _prepare(self, batch: _Batch) -> None:
+    def _run_alone(self, batch: Batch) -> None:
+        """Process one record by itself; if it fails for itself, dead-letter it."""
+        self._isolating -= 1
+        try:
+            self._prepare(batch)
+            self._inflight = (batch, self._writer.submit(self._write, batch))
+            self._settle(wait=True)
+        except (psycopg.OperationalError, psycopg.InterfaceError, KafkaError):
+            raise
+        except Exception as exc:
+            self.settle_for_rebalance()
+            self._rewind(batch)
+            (tp, (raw,)) = next(iter(batch.polled.items()))
+            record = inbound_record(raw)
+            detail = f"{type(exc).__name__}: {exc}"
+            logger.error(
+                "dead-lettering %s[%d]@%d as unprocessable: %s",
+                tp.topic,
+                tp.partition,
+                record.offset,
+                detail,
+            )
+            metrics.EVENTS_REFUSED.labels(tp.topic, RefusalReason.UNPROCESSABLE).inc()
+            letter = dead_letter(record, RefusalReason.UNPROCESSABLE, detail, self.deadletter_topic)
+            refused = Batch(batch.polled)
+            refused.writes.append(lambda _conn: [letter])
+            self._inflight = (refused, self._writer.submit(self._write, refused))
+            self._settle(wait=True)
+            self._consumer.seek(tp, record.offset + 1)
+
+    def _recover_broker(self) -> None:
+        """After a broker failure: a new producer, and the topics checked anew."""
+        self._renew_producer()
+        try:
+            self.check_topics(create=True)
+        except KafkaError as exc:
+            logger.warning("broker still unavailable: %s", exc)
+
+    def _check_topics_when_idle(self) -> None:
+        if time.monotonic() - self._incarnations.checked_at < self.config.topic_check_interval_s:
+            return
+        try:
+            self.check_topics(create=False)
+        except KafkaError as exc:
+            self._incarnations.checked_at = time.monotonic()
+            logger.warning("could not check the topics on the broker: %s", exc)
+
+    def _beat(self) -> None:
+        """Tell /healthz that this member is alive, and how far behind it is."""
+        now = time.monotonic()
+        if now - self._last_beat < self.config.heartbeat_interval_s:
+            return
+        self._last_beat = now
+        try:
+            heartbeats.record_heartbeat(
+                self._read_conn,
+                group_id=self.config.group_id,
+                stage=self.config.stage,
+                member=self.member,
+                topics=sorted(self.handlers),
+                lag=sum(self._lag.values()) if self._lag else None,
+                at=datetime.now(UTC),
+            )
+        except psycopg.Error as exc:
+            logger.warning("could not record the heartbeat: %s", exc)
+
+    def _prepare(self, batch: Batch) -> None:
         """Decode the batch and do each handler's work that needs no transaction."""
         now = datetime.now(UTC)
         by_topic: dict[str, list[InboundRecord]] = {}
         for tp, raw_records in batch.polled.items():
-            records = [_inbound(raw) for raw in raw_records]
+            records = [inbound_record(raw) for raw in raw_records]
             by_topic.setdefault(tp.topic, []).extend(records)
-            batch.next_offsets.setdefault(tp.topic, {})[tp.partition] = records[-1].offset + 1
         for topic, records in by_topic.items():
             metrics.EVENTS_IN.labels(topic).inc(len(records))
             metrics.BATCH_SIZE.labels(topic).observe(len(records))
@@ -263,7 +424,7 @@ class ConsumerRunner:
             batch.writes.append(self._step(batch, self.handlers[topic], records, now))
 
     def _step(
-        self, batch: _Batch, handler: Handler, records: list[InboundRecord], now: datetime
+        self, batch: Batch, handler: Handler, records: list[InboundRecord], now: datetime
     ) -> Write:
         """The handler's part for the writer: its `write` after `prepare`, or `handle`."""
         prepare = getattr(handler, "prepare", None)
@@ -274,7 +435,7 @@ class ConsumerRunner:
         prepared = prepare(records, self._read_conn, now)
         return lambda conn: list(write(prepared, conn))
 
-    def _write(self, batch: _Batch) -> None:
+    def _write(self, batch: Batch) -> None:
         """On the writer thread: rows, produced records, offsets, one commit."""
         try:
             outgoing: list[OutboundRecord] = []
@@ -283,7 +444,13 @@ class ConsumerRunner:
             self._publisher.publish(outgoing)
             self._publisher.flush(timeout_s=30)
             for topic, offsets in batch.next_offsets.items():
-                event_store.store_offsets(self._conn, self.config.group_id, topic, offsets)
+                event_store.store_offsets(
+                    self._conn,
+                    self.config.group_id,
+                    topic,
+                    offsets,
+                    self._incarnations.id_of(topic),
+                )
             self._conn.commit()
         except BaseException:
             with contextlib.suppress(psycopg.Error):
@@ -306,8 +473,9 @@ class ConsumerRunner:
         self._inflight = None
         try:
             future.result()
-        except (psycopg.OperationalError, KafkaError):
+        except Exception:
             # Its records are read again from where it started, before anything later.
+            self._failed_size = batch.size()
             self._rewind(batch)
             raise
         # Kafka's own committed offsets only serve lag monitoring and tooling.
@@ -322,17 +490,21 @@ class ConsumerRunner:
             highwater = self._consumer.highwater(tp)
             if highwater is not None:
                 lag = highwater - self._consumer.position(tp)
+                self._lag[tp] = lag
                 metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(lag)
 
     def settle_for_rebalance(self) -> None:
         """Let the batch in flight commit (or fail) before partitions change hands."""
         try:
             self._settle(wait=True)
-        except (psycopg.OperationalError, KafkaError) as exc:
-            # Not committed: the partitions' next owner (maybe us) reads it again.
+        except Exception as exc:
+            # Not committed: the partitions' next owner (maybe us) reads it again, and a
+            # poison record in it is then found as in any batch.
             logger.warning("batch in flight failed during a rebalance: %s", exc)
+            for handler in self.handlers.values():
+                handler.reset()
 
-    def _rewind(self, batch: _Batch) -> None:
+    def _rewind(self, batch: Batch) -> None:
         """Seek each partition back to the batch's first record; forget derived state."""
         for tp, offset in batch.first_offsets().items():
             # A partition revoked meanwhile is no longer ours to seek.
@@ -382,138 +554,3 @@ class ConsumerRunner:
             self._consumer.close()
             self._conn.close()
             self._read_conn.close()
-
-
-class Publisher:
-    """Produces a batch's records and waits until the broker acknowledged every one.
-
-    kafka-python's `send()` costs ~40 µs a record here (it re-checks the record, copies
-    the cluster's set of topic names twice, and makes a future with its own lock per
-    record, which the sender thread completes one by one): more than all the rest of a
-    check-in's work. Instead the records of each partition are written into one
-    kafka-python record batch and handed to the producer's accumulator whole, which its
-    sender thread then sends like any other (~8 µs a record). That uses kafka-python
-    internals, so kafka-python is pinned; without them (or for a transactional producer,
-    or an oversized record) the public `send()` is used. Partitions are the default
-    partitioner's: murmur2 of the key, and round-robin without one.
-    """
-
-    #: Records above this go through `send()`, which refuses what the broker would.
-    FAST_PATH_MAX_BYTES = 256 * 1024
-    #: Batch size, under Kafka's default 1 MB message limit so no batch is ever split.
-    BATCH_BYTES = 512 * 1024
-    MAX_CACHED_KEYS = 100_000
-
-    def __init__(self, producer: KafkaProducer) -> None:
-        self._producer = producer
-        accumulator: Any = getattr(producer, "_accumulator", None)
-        usable = all(
-            hasattr(accumulator, name)
-            for name in ("_tp_lock", "_batches", "_incomplete", "_transaction_manager", "config")
-        )
-        # The sender gives every drained batch the idempotent producer's id and sequence,
-        # but a transaction would also have to know of the partitions: none here.
-        transactional = usable and bool(
-            accumulator._transaction_manager and accumulator._transaction_manager.is_transactional()
-        )
-        self._accumulator: Any = accumulator if usable and not transactional else None
-        self._sender: Any = getattr(producer, "_sender", None)
-        self._partition_of: dict[tuple[str, int, bytes], int] = {}
-        self._round_robin = itertools.count()
-        self._pending: list[Any] = []
-
-    def publish(self, records: Iterable[OutboundRecord]) -> None:
-        """Hand the records to the producer; `flush` waits for them."""
-        counts: dict[str, int] = {}
-        by_partition: dict[TopicPartition, list[OutboundRecord]] = {}
-        for out in records:
-            count = counts.get(out.topic)
-            if count is None:
-                count = counts[out.topic] = len(self._producer.partitions_for(out.topic))
-            tp = TopicPartition(out.topic, self._partition(out.topic, count, out.key))
-            if self._accumulator is None or len(out.value) > self.FAST_PATH_MAX_BYTES:
-                self._pending.append(
-                    self._producer.send(
-                        tp.topic,
-                        key=out.key,
-                        value=out.value,
-                        headers=list(out.headers),
-                        partition=tp.partition,
-                    )
-                )
-            else:
-                by_partition.setdefault(tp, []).append(out)
-        for tp, outs in by_partition.items():
-            # Tansu 0.6 reports a partition's end offset as its last batch's first offset
-            # + 1; a last batch of one record keeps end offsets (lag, tools reading a topic
-            # to its end) exact. Kafka needs no such thing, and it costs one small batch.
-            builder = self._builder()
-            for out in outs[:-1]:
-                if builder.append(None, out.key, out.value, out.headers) is None:
-                    self._enqueue(tp, builder)
-                    builder = self._builder()
-                    builder.append(None, out.key, out.value, out.headers)
-            if len(outs) > 1:
-                self._enqueue(tp, builder)
-                builder = self._builder()
-            last = outs[-1]
-            builder.append(None, last.key, last.value, last.headers)
-            self._enqueue(tp, builder)
-
-    def _builder(self) -> Any:
-        return MemoryRecordsBuilder(
-            self._accumulator.config["message_version"],
-            self._accumulator.config["compression_attrs"],
-            self.BATCH_BYTES,
-        )
-
-    def _enqueue(self, tp: TopicPartition, builder: Any) -> None:
-        """Put a filled record batch in the accumulator, where the sender takes it from."""
-        batch = ProducerBatch(tp, builder)
-        with self._accumulator._tp_lock(tp):
-            self._accumulator._batches[tp].append(batch)
-            self._accumulator._incomplete.add(batch)
-        self._pending.append(batch.produce_future)
-
-    def flush(self, timeout_s: float) -> None:
-        """Send everything now; raise KafkaError unless the broker took every record."""
-        if self._sender is not None:
-            self._sender.wakeup()
-        self._producer.flush(timeout=timeout_s)
-        pending, self._pending = self._pending, []
-        for future in pending:
-            if not future.is_done:
-                raise KafkaTimeoutError("a record batch was not acknowledged in time")
-            if future.exception is not None:
-                if isinstance(future.exception, KafkaError):
-                    raise future.exception
-                raise KafkaError(str(future.exception)) from future.exception
-
-    def forget(self) -> None:
-        """Drop what a batch that is being retried left pending."""
-        self._pending = []
-
-    def _partition(self, topic: str, count: int, key: bytes | None) -> int:
-        if key is None:
-            return next(self._round_robin) % count
-        cache_key = (topic, count, key)
-        partition = self._partition_of.get(cache_key)
-        if partition is None:
-            if len(self._partition_of) > self.MAX_CACHED_KEYS:
-                self._partition_of.clear()  # dead letters keep arbitrary keys
-            partition = (murmur2(key) & 0x7FFFFFFF) % count
-            self._partition_of[cache_key] = partition
-        return partition
-
-
-def _inbound(raw: object) -> InboundRecord:
-    """Adapt a kafka-python ConsumerRecord to the handlers' broker-neutral record."""
-    return InboundRecord(
-        topic=raw.topic,  # type: ignore[attr-defined]
-        partition=raw.partition,  # type: ignore[attr-defined]
-        offset=raw.offset,  # type: ignore[attr-defined]
-        timestamp_ms=raw.timestamp,  # type: ignore[attr-defined]
-        key=raw.key,  # type: ignore[attr-defined]
-        value=raw.value,  # type: ignore[attr-defined]
-        headers=list(raw.headers or []),  # type: ignore[attr-defined]
-    )

@@ -21,7 +21,7 @@ from rich.table import Table
 
 from geodata.accounts import Role
 from wangge import services
-from wangge.settings import DatabaseSettings, KafkaSettings, LocalServicesSettings
+from wangge.settings import DatabaseSettings, IntakeSettings, KafkaSettings, LocalServicesSettings
 
 app = typer.Typer(
     help="wangge: event-driven GIS platform for urban grid governance.",
@@ -339,6 +339,8 @@ def _consume(names: list[str], group: str | None, idle_exit_after_s: float | Non
         bootstrap=kafka.bootstrap,
         database_url=libpq_url(database_url),
         group_id=group or kafka.group_id,
+        topic_partitions=kafka.topic_partitions,
+        event_limits=IntakeSettings().limits(),
     )
     run_consumers(config, engine, kafka.topics, names, idle_exit_after_s=idle_exit_after_s)
 
@@ -416,7 +418,7 @@ def up(
     """
     from geodata.db import migrate
     from geodata.errors import WanggeError
-    from wangge.simulate_cli import up_simulator_args
+    from wangge.simulate_cli import replay_intake_env, up_simulator_args
 
     simulator_args: list[str] | None = None
     try:
@@ -439,6 +441,8 @@ def up(
     # One metrics directory so the API's /metrics adds up every process's samples.
     metrics_dir = Path(tempfile.mkdtemp(prefix="wangge-metrics-"))
     env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}
+    if simulator_args:
+        env.update(replay_intake_env(simulator_args))
     children = [
         _child(["consume"], env),
         _child(["serve", "--host", host, "--port", str(port)], env),

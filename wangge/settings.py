@@ -1,11 +1,13 @@
 """Configuration from `WANGGE_*` environment variables (and an optional `.env`)."""
 
+from datetime import timedelta
 from pathlib import Path
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from geodata.contract import Topics
+from geodata.events import EventTimeLimits
 
 LOCAL_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/wangge"
 
@@ -65,6 +67,25 @@ class KafkaSettings(BaseSettings):
     def topics(self) -> Topics:
         """The contract's topic names under the configured namespace."""
         return Topics.under(self.topic_namespace)
+
+
+class IntakeSettings(BaseSettings):
+    """What events the gateway and the consumers take."""
+
+    model_config = _config()
+
+    event_max_age_days: int = Field(
+        default=30,
+        ge=0,
+        description="refuse events (stale_timestamp) dated more than this many days before"
+        " now; 0: only the fixed floor (2000-01-01), for replays of history",
+    )
+
+    def limits(self) -> EventTimeLimits:
+        """The event-time limits these settings ask for."""
+        if self.event_max_age_days == 0:
+            return EventTimeLimits()
+        return EventTimeLimits(max_age=timedelta(days=self.event_max_age_days))
 
 
 class LocalServicesSettings(BaseSettings):

@@ -18,7 +18,7 @@ from geodata.errors import WanggeError
 from geodata.simulation import SimulationConfig, simulate_week
 from geodata.simulation.week import Progress
 from wangge import services
-from wangge.settings import KafkaSettings
+from wangge.settings import IntakeSettings, KafkaSettings
 
 if TYPE_CHECKING:
     from event_consumers.simulator import ProduceStats
@@ -111,6 +111,23 @@ def up_simulator_args(
     if rate is not None:
         args += ["--rate", str(rate)]
     return [*args, "--seed", str(seed), "--background"]
+
+
+def replay_intake_env(simulator_args: list[str]) -> dict[str, str]:
+    """Settings that let the consumers and the API take the replayed week's events.
+
+    Events older than WANGGE_EVENT_MAX_AGE_DAYS are refused; a replay of a week further
+    back than that widens the limit for the processes `wangge up` starts, no more.
+    """
+    if "--week" not in simulator_args:
+        return {}
+    monday = parse_week(simulator_args[simulator_args.index("--week") + 1]).monday
+    # The oldest event of the week is its Monday's, with a day's margin.
+    needed = (datetime.now(UTC).date() - monday).days + 2
+    configured = IntakeSettings().event_max_age_days
+    if configured == 0 or needed <= configured:
+        return {}
+    return {"WANGGE_EVENT_MAX_AGE_DAYS": str(needed)}
 
 
 @dataclass(frozen=True)

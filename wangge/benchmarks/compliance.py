@@ -32,8 +32,8 @@ from kafka import KafkaProducer
 from rich.console import Console
 
 from event_consumers.app import COMPLIANCE_STAGE, stage_group_id
+from event_consumers.publisher import Publisher
 from event_consumers.records import OutboundRecord
-from event_consumers.runner import Publisher
 from geodata.compliance import CheckinRecord, ComplianceConfig, IsoWeek, evaluate_week
 from geodata.contract import Topics
 from geodata.dataset.layers import LOCAL_TZ

@@ -1,0 +1,71 @@
+"""What the consumer loop hands its handlers: records in, a batch on its way to a commit."""
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+import psycopg
+from kafka import TopicPartition
+
+from event_consumers.records import InboundRecord, OutboundRecord
+
+
+class Handler(Protocol):
+    """Turns one topic's records into rows (in the given transaction) and records to produce."""
+
+    topic: str
+
+    def handle(
+        self, records: Sequence[InboundRecord], conn: psycopg.Connection, now: datetime
+    ) -> list[OutboundRecord]:
+        """Process a batch inside the caller's transaction; never commit."""
+        ...
+
+    def reset(self) -> None:
+        """Forget in-memory state derived from a batch that was rolled back."""
+        ...
+
+
+Write = Callable[[psycopg.Connection], list[OutboundRecord]]
+
+
+@dataclass
+class Batch:
+    """One poll's records on their way to a commit."""
+
+    polled: dict[TopicPartition, list[Any]]
+    writes: list[Write] = field(default_factory=list)
+    next_offsets: dict[str, dict[int, int]] = field(init=False)
+    timestamps_ms: dict[str, list[int]] = field(default_factory=dict)
+    started: float = field(default_factory=time.monotonic)
+    #: Whether a handler without `prepare` does all its work on the writer thread, where
+    #: it may share state (the boundary cache) with the next batch's preparation.
+    whole_handle: bool = False
+
+    def __post_init__(self) -> None:
+        self.next_offsets = {}
+        for tp, records in self.polled.items():
+            self.next_offsets.setdefault(tp.topic, {})[tp.partition] = records[-1].offset + 1
+
+    def size(self) -> int:
+        """How many records the batch holds."""
+        return sum(len(records) for records in self.polled.values())
+
+    def first_offsets(self) -> dict[TopicPartition, int]:
+        """Where each partition of the batch starts."""
+        return {tp: records[0].offset for tp, records in self.polled.items()}
+
+
+def inbound_record(raw: object) -> InboundRecord:
+    """Adapt a kafka-python ConsumerRecord to the handlers' broker-neutral record."""
+    return InboundRecord(
+        topic=raw.topic,  # type: ignore[attr-defined]
+        partition=raw.partition,  # type: ignore[attr-defined]
+        offset=raw.offset,  # type: ignore[attr-defined]
+        timestamp_ms=raw.timestamp,  # type: ignore[attr-defined]
+        key=raw.key,  # type: ignore[attr-defined]
+        value=raw.value,  # type: ignore[attr-defined]
+        headers=list(raw.headers or []),  # type: ignore[attr-defined]
+    )
