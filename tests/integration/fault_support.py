@@ -184,7 +184,8 @@ def wangge_env(database_url: str, bootstrap: str, topics: Topics, group: str) ->
     """The environment a city would give its wangge processes, and nothing of ours.
 
     The group goes in WANGGE_CONSUMER_GROUP, not `--group`, so that the consumers and the
-    API's /healthz agree on it (both namespace it).
+    API's /healthz agree on it (both namespace it). The phones replay 2020-W37, so the
+    events' age limit keeps only its fixed floor.
     """
     env = {k: v for k, v in os.environ.items() if not k.startswith("WANGGE_")}
     return {
@@ -193,6 +194,7 @@ def wangge_env(database_url: str, bootstrap: str, topics: Topics, group: str) ->
         "WANGGE_KAFKA_BOOTSTRAP": bootstrap,
         "WANGGE_TOPIC_NAMESPACE": topics.checkins.removesuffix("grid.checkins.v1"),
         "WANGGE_CONSUMER_GROUP": group,
+        "WANGGE_EVENT_MAX_AGE_DAYS": "0",
     }
 
 
