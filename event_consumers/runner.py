@@ -103,7 +103,7 @@ class _SeekToStoredOffsets(ConsumerRebalanceListener):  # type: ignore[misc]
         self.runner.settle_for_rebalance()
         self.runner.partitions_changed()
         self.runner.learn_topic_ids()
-        self.runner.seek_to_stored(assigned)
+        self.runner.resume_from_stored(assigned)
 
 
 class ConsumerRunner:
@@ -133,6 +133,9 @@ class ConsumerRunner:
         #: Records still to run one at a time after a batch failed for one of them.
         self._isolating = 0
         self._incarnations = topics.TopicIncarnations(config.bootstrap, self.topic_names)
+        #: Assigned partitions not yet sought to their stored offsets (held paused).
+        self._unseeked: list[TopicPartition] = []
+        self._unseeked_since = 0.0
         #: Size of the last batch whose write failed, for the one-at-a-time run.
         self._failed_size = 0
         self._last_beat = 0.0
@@ -227,6 +230,26 @@ class ConsumerRunner:
                     self._consumer.seek_to_beginning(tp)
         self._conn.rollback()
 
+    def resume_from_stored(self, partitions: list[TopicPartition]) -> None:
+        """Seek to the stored offsets; while the database is away, hold the partitions
+        paused (nothing is read from a wrong position) and try again from the loop."""
+        pending = [tp for tp in {*self._unseeked, *partitions} if tp in self._assigned()]
+        try:
+            self.seek_to_stored(pending)
+        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+            logger.warning("cannot read the stored offsets, holding the partitions: %s", exc)
+            self._unseeked = pending
+            self._unseeked_since = time.monotonic()
+            self._consumer.pause(*pending)
+            self._reconnect_if_broken()
+            return
+        if self._unseeked:
+            self._consumer.resume(*self._unseeked)
+        self._unseeked = []
+
+    def _assigned(self) -> set[TopicPartition]:
+        return set(self._consumer.assignment())
+
     def learn_topic_ids(self) -> list[str]:
         """Ask the broker for the topics' ids; return the topics whose id changed."""
         try:
@@ -297,6 +320,8 @@ class ConsumerRunner:
         try:
             while not self._stopping:
                 self._beat()
+                if self._unseeked and time.monotonic() - self._unseeked_since > 1.0:
+                    self.resume_from_stored([])
                 isolating = self._isolating > 0
                 polled = self._consumer.poll(
                     timeout_ms=self.config.poll_timeout_ms,
@@ -409,6 +434,7 @@ class ConsumerRunner:
             )
         except psycopg.Error as exc:
             logger.warning("could not record the heartbeat: %s", exc)
+            self._reconnect_if_broken()
 
     def _prepare(self, batch: Batch) -> None:
         """Decode the batch and do each handler's work that needs no transaction."""
