@@ -6,7 +6,7 @@ the consumer commits the rows and the Kafka offsets that produced them together.
 
 import uuid
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 
 import psycopg
@@ -14,25 +14,6 @@ from psycopg.types.json import Jsonb
 
 from geodata.quality import Fix
 from geodata.staffing import AssignmentPeriod, WorkerRoster
-
-
-@dataclass(frozen=True)
-class StoredCheckin:
-    """A check-in as the pipeline keeps it; `wgs_lon`/`wgs_lat` are after CRS conversion."""
-
-    event_id: uuid.UUID
-    worker_id: str
-    recorded_at: datetime
-    lon: float
-    lat: float
-    crs: str
-    accuracy_m: float | None
-    wgs_lon: float
-    wgs_lat: float
-    grid_code: str | None
-    in_assigned_grid: bool
-    assignment_rule: str
-    flags: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -115,25 +96,6 @@ class CheckinBatch:
         """Number of check-ins."""
         return len(self.event_ids)
 
-    @classmethod
-    def of(cls, rows: Sequence[StoredCheckin]) -> "CheckinBatch":
-        """The columns of row-wise check-ins."""
-        return cls(
-            event_ids=[str(r.event_id) for r in rows],
-            worker_ids=[r.worker_id for r in rows],
-            recorded_at=[r.recorded_at for r in rows],
-            lon=[r.lon for r in rows],
-            lat=[r.lat for r in rows],
-            crs=[r.crs for r in rows],
-            accuracy_m=[r.accuracy_m for r in rows],
-            wgs_lon=[r.wgs_lon for r in rows],
-            wgs_lat=[r.wgs_lat for r in rows],
-            grid_codes=[r.grid_code for r in rows],
-            in_assigned_grid=[r.in_assigned_grid for r in rows],
-            assignment_rules=[r.assignment_rule for r in rows],
-            flags=[r.flags for r in rows],
-        )
-
 
 def format_checkins(batch: CheckinBatch) -> str:
     """The batch as COPY text rows, formatted in one pass (no per-value adaptation)."""
@@ -180,13 +142,8 @@ def _copy_line(
     )
 
 
-def insert_checkin_batch(conn: psycopg.Connection, batch: CheckinBatch) -> set[str]:
-    """COPY the check-ins in; return the ids (text) that were new (the rest were duplicates)."""
-    return insert_formatted_checkins(conn, format_checkins(batch)) if len(batch) else set()
-
-
 def insert_formatted_checkins(conn: psycopg.Connection, rows: str) -> set[str]:
-    """Like `insert_checkin_batch`, for rows already made by `format_checkins`."""
+    """COPY rows made by `format_checkins` in; return the ids (text) that were new."""
     if not rows:
         return set()
     conn.execute(_CHECKIN_STAGE)
@@ -195,11 +152,6 @@ def insert_formatted_checkins(conn: psycopg.Connection, rows: str) -> set[str]:
             copy.write(rows)
         cursor.execute(_CHECKIN_INSERT)
         return {row[0] for row in cursor.fetchall()}
-
-
-def insert_checkins(conn: psycopg.Connection, rows: Sequence[StoredCheckin]) -> set[uuid.UUID]:
-    """COPY the check-ins in; return the ids that were new (the rest were duplicates)."""
-    return {uuid.UUID(event_id) for event_id in insert_checkin_batch(conn, CheckinBatch.of(rows))}
 
 
 def insert_incidents(conn: psycopg.Connection, rows: Sequence[StoredIncident]) -> set[uuid.UUID]:
