@@ -266,18 +266,6 @@ class IncidentEvent(Base):
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
-class ProcessedEvent(Base):
-    """Idempotency keys: an event id here has been fully processed once."""
-
-    __tablename__ = "processed_events"
-
-    event_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
-    topic: Mapped[str] = mapped_column(Text)
-    processed_at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), server_default=func.now()
-    )
-
-
 class ConsumerOffset(Base):
     """Kafka offsets stored in the same transaction as the rows they produced."""
 

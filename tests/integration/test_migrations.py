@@ -11,6 +11,8 @@ from geodata.db.engine import create_db_engine
 from geodata.db.models import Base
 from geodata.errors import SchemaMissing
 
+pytestmark = pytest.mark.integration
+
 EXPECTED_TABLES = {
     "districts",
     "streets",
@@ -22,7 +24,6 @@ EXPECTED_TABLES = {
     "checkins",
     "incidents",
     "incident_events",
-    "processed_events",
     "consumer_offsets",
     "dataset_imports",
     "patrol_checkins",
@@ -50,6 +51,22 @@ def test_upgrade_downgrade_upgrade_round_trip(database_factory: Callable[..., st
 
         migrate.upgrade(url)
         assert set(inspect(engine).get_table_names()) >= EXPECTED_TABLES
+    finally:
+        engine.dispose()
+
+
+def test_the_unused_processed_events_table_is_dropped_and_comes_back_on_downgrade(
+    database_factory: Callable[..., str],
+) -> None:
+    url = database_factory(migrated=False)
+    engine = create_db_engine(url)
+    try:
+        migrate.upgrade(url, "0006")
+        assert "processed_events" in inspect(engine).get_table_names()
+        migrate.upgrade(url)
+        assert "processed_events" not in inspect(engine).get_table_names()
+        migrate.downgrade(url, "0006")
+        assert "processed_events" in inspect(engine).get_table_names()
     finally:
         engine.dispose()
 
