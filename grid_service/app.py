@@ -5,29 +5,25 @@ import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
-from kafka.admin import KafkaAdminClient
-from kafka.errors import KafkaError
-from sqlalchemy import Engine, text
-from sqlalchemy.exc import SQLAlchemyError
+from fastapi import FastAPI
 
 from geodata.contract import Topics
-from geodata.db import migrate
 from geodata.db.engine import create_db_engine
-from grid_service import metrics
+from grid_service import health, metrics
 from grid_service.admin import router as admin_router
 from grid_service.auth import AuthConfig, install_auth
 from grid_service.compliance import router as compliance_router
 from grid_service.docs import install_docs
 from grid_service.edges import install_edges
 from grid_service.errors import install_error_handlers
-from grid_service.gateway import create_producer
+from grid_service.gateway import install_gateway_errors
 from grid_service.gateway import router as gateway_router
 from grid_service.grids import router as grids_router
+from grid_service.health import HealthConfig
 from grid_service.incidents import router as incidents_router
 from grid_service.map import install_map
 from grid_service.ogc import router as ogc_router
+from grid_service.producer import create_producer
 from grid_service.stream import open_live_stream
 from grid_service.stream import router as stream_router
 from grid_service.tiles import router as tiles_router
@@ -43,34 +39,11 @@ class ApiConfig:
     kafka_bootstrap: str
     topics: Topics = field(default_factory=Topics)
     auth: AuthConfig = field(default_factory=AuthConfig)
-
-
-def _database_health(engine: Engine) -> dict[str, object]:
-    try:
-        with engine.connect() as connection:
-            grids = connection.execute(
-                text("SELECT count(*) FROM grids WHERE valid_to IS NULL")
-            ).scalar_one()
-        revision = migrate.current_revision(engine)
-    except SQLAlchemyError as exc:
-        logger.warning("database health check failed: %s", exc)
-        return {"ok": False, "error": "database unreachable or schema missing"}
-    return {"ok": revision == migrate.head_revision(), "revision": revision, "grids": grids}
-
-
-def _broker_health(bootstrap: str) -> dict[str, object]:
-    try:
-        admin = KafkaAdminClient(
-            bootstrap_servers=bootstrap, client_id="wangge-healthz", request_timeout_ms=3000
-        )
-        try:
-            topics = sorted(t for t in admin.list_topics() if t.startswith("grid."))
-        finally:
-            admin.close()
-    except KafkaError as exc:
-        logger.warning("broker health check failed: %s", exc)
-        return {"ok": False, "error": "broker unreachable"}
-    return {"ok": True, "topics": topics}
+    #: Partitions each topic must have; /healthz is not ready while one has another count.
+    topic_partitions: int = 6
+    #: The intake stage's consumer group (namespaced); the compliance stage's is + ".compliance".
+    consumer_group: str = "wangge-consumers"
+    health: HealthConfig = field(default_factory=HealthConfig)
 
 
 def create_app(config: ApiConfig) -> FastAPI:
@@ -78,13 +51,26 @@ def create_app(config: ApiConfig) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.engine = create_db_engine(config.database_url)
-        app.state.producer = create_producer(config.kafka_bootstrap, topics=config.topics)
+        engine = app.state.engine = create_db_engine(config.database_url)
+        producer = app.state.producer = create_producer(
+            config.kafka_bootstrap, topics=config.topics
+        )
+        monitor = app.state.health = health.HealthMonitor(
+            engine,
+            config.kafka_bootstrap,
+            topics=config.topics,
+            topic_partitions=config.topic_partitions,
+            consumer_group=config.consumer_group,
+            producer=producer,
+            config=config.health,
+        )
+        monitor.start()
         app.state.live = open_live_stream(config.kafka_bootstrap, config.topics)
         yield
         await app.state.live.aclose()
-        app.state.producer.close()
-        app.state.engine.dispose()
+        monitor.stop()
+        producer.close()
+        engine.dispose()
 
     app = FastAPI(
         title="wangge",
@@ -97,7 +83,9 @@ def create_app(config: ApiConfig) -> FastAPI:
     )
 
     install_error_handlers(app)
+    install_gateway_errors(app)
     install_auth(app, config.auth)
+    app.include_router(health.router)
     app.include_router(metrics.router)
     app.include_router(gateway_router)
     app.include_router(compliance_router)
@@ -110,20 +98,7 @@ def create_app(config: ApiConfig) -> FastAPI:
     install_map(app)
     install_docs(app)
     install_edges(app)  # last: the outermost middleware, around the token check
-
-    @app.get(
-        "/healthz",
-        tags=["operations"],
-        responses={503: {"description": "degraded: the database or the broker is not ready"}},
-    )
-    def healthz(request: Request) -> JSONResponse:
-        """Liveness and readiness of the database (schema, grids) and the broker."""
-        database = _database_health(request.app.state.engine)
-        broker = _broker_health(config.kafka_bootstrap)
-        ready = bool(database["ok"] and broker["ok"])
-        return JSONResponse(
-            {"status": "ok" if ready else "degraded", "database": database, "broker": broker},
-            status_code=200 if ready else 503,
-        )
+    # Around even that: every answer is timed and counted, the edge's refusals included.
+    metrics.install_http_metrics(app)
 
     return app

@@ -11,23 +11,22 @@ the hotline, lockers and sensors come in through a supervisor's or an admin's to
 """
 
 import logging
-import threading
-import time
 import uuid
-from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any, Final
 
-from fastapi import APIRouter, Depends, Request
-from kafka import KafkaProducer
-from kafka.errors import KafkaError
+from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from pydantic_core import from_json, to_json
+from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 
 from geodata.accounts import Role, SourceNotAllowed, WorkerMismatch
-from geodata.contract import CHECKINS_TOPIC, INCIDENTS_TOPIC, Topics
+from geodata.contract import CHECKINS_TOPIC, INCIDENTS_TOPIC
+from geodata.db.incident_store import reporting_event_of
+from geodata.errors import WanggeError
 from geodata.events import (
     CE_TYPES,
     MAX_EVENT_BYTES,
@@ -40,8 +39,19 @@ from geodata.events import (
     parse_incident,
 )
 from grid_service.auth import Principal, require_roles
-from grid_service.deps import read_capped_body
-from grid_service.errors import BatchItemRefused, BatchTooLarge, BrokerUnavailable, ErrorBody
+from grid_service.deps import EngineDep, read_capped_body
+from grid_service.errors import (
+    BatchItemRefused,
+    BatchTooLarge,
+    BrokerUnavailable,
+    ErrorBody,
+    domain_error_response,
+)
+from grid_service.producer import (
+    EventProducer,
+    OutgoingRecord,
+    retry_after_header,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -56,102 +66,16 @@ _CHECKIN_CE_TYPE: Final = CE_TYPES[CHECKINS_TOPIC]
 _INCIDENT_CE_TYPE: Final = CE_TYPES[INCIDENTS_TOPIC]
 
 
-@dataclass(frozen=True, slots=True)
-class OutgoingRecord:
-    """One Kafka record to produce: topic, UTF-8 key, JSON value and headers."""
-
-    topic: str
-    key: bytes
-    value: bytes
-    headers: list[tuple[str, bytes]]
-
-
-@dataclass(frozen=True, slots=True)
-class RecordPosition:
-    """Where the broker stored a record."""
-
-    topic: str
-    partition: int
-    offset: int
-
-
-class EventProducer:
-    """A KafkaProducer (acks=all, idempotent) made on first use, shared by all requests."""
-
-    def __init__(
-        self,
-        bootstrap: str,
-        *,
-        topics: Topics | None = None,
-        timeout_s: float = 10.0,
-        client_id: str = "wangge-gateway",
-    ) -> None:
-        self.bootstrap = bootstrap
-        self.topics = topics or Topics()
-        self.timeout_s = timeout_s
-        self._client_id = client_id
-        self._lock = threading.Lock()
-        self._producer: KafkaProducer | None = None
-
-    def _client(self) -> KafkaProducer:
-        # Made lazily so that the API starts, and answers 503, while the broker is down.
-        with self._lock:
-            if self._producer is None:
-                timeout_ms = int(self.timeout_s * 1000)
-                try:
-                    self._producer = KafkaProducer(
-                        bootstrap_servers=self.bootstrap.split(","),
-                        client_id=self._client_id,
-                        acks="all",
-                        enable_idempotence=True,
-                        # A few ms of batching: a phone's batch of 500 goes out in a few
-                        # requests, while a single check-in waits only this long.
-                        linger_ms=5,
-                        max_block_ms=timeout_ms,
-                        request_timeout_ms=timeout_ms,
-                        # Must cover linger + request timeout; the request stops waiting at
-                        # timeout_s anyway and answers 503.
-                        delivery_timeout_ms=timeout_ms + 1000,
-                        bootstrap_timeout_ms=timeout_ms,
-                    )
-                except KafkaError as exc:
-                    raise BrokerUnavailable(f"cannot connect to {self.bootstrap}: {exc}") from exc
-            return self._producer
-
-    def send_all(self, records: Sequence[OutgoingRecord]) -> list[RecordPosition]:
-        """Produce `records` and wait until the broker acknowledged each (blocking)."""
-        deadline = time.monotonic() + self.timeout_s
-        client = self._client()
-        try:
-            futures = [
-                client.send(r.topic, key=r.key, value=r.value, headers=r.headers) for r in records
-            ]
-            metadata = [f.get(timeout=max(0.0, deadline - time.monotonic())) for f in futures]
-        except KafkaError as exc:
-            # Some records may already be stored: a retry of the same events is safe, since
-            # event_id is the consumers' idempotency key.
-            raise BrokerUnavailable(f"broker did not acknowledge: {exc!r}") from exc
-        return [RecordPosition(m.topic, m.partition, m.offset) for m in metadata]
-
-    def close(self, timeout_s: float = 5.0) -> None:
-        """Deliver what is buffered and close the connection."""
-        with self._lock:
-            if self._producer is not None:
-                self._producer.close(timeout=timeout_s)
-                self._producer = None
-
-
-def create_producer(
-    bootstrap: str, *, topics: Topics | None = None, timeout_s: float = 10.0
-) -> EventProducer:
-    """The app's producer; cheap: it connects on first use."""
-    return EventProducer(bootstrap, topics=topics, timeout_s=timeout_s)
-
-
 def get_producer(request: Request) -> EventProducer:
     """Dependency: the producer made in the app's lifespan (`app.state.producer`)."""
     producer: EventProducer = request.app.state.producer
     return producer
+
+
+class IncidentExists(WanggeError):
+    """A report reuses the incident_id of another report already stored; nothing produced."""
+
+    code = "incident_exists"
 
 
 ProducerDep = Annotated[EventProducer, Depends(get_producer)]
@@ -182,9 +106,20 @@ _ERRORS: Final[dict[int | str, dict[str, Any]]] = {
     401: {"model": ErrorBody, "description": "missing_token or invalid_token"},
     403: {"model": ErrorBody, "description": "forbidden, worker_mismatch or source_not_allowed"},
     413: {"model": ErrorBody, "description": "payload_too_large or batch_too_large"},
+    415: {"model": ErrorBody, "description": "unsupported_media_type: not JSON in UTF-8"},
     422: {"model": ErrorBody, "description": "the event breaks the contract; nothing stored"},
     429: {"model": ErrorBody, "description": "rate_limited: retry after Retry-After seconds"},
-    503: {"model": ErrorBody, "description": "broker_unavailable: retry the same events"},
+    503: {
+        "model": ErrorBody,
+        "description": "broker_unavailable: retry the same events after Retry-After seconds",
+    },
+}
+_INCIDENT_ERRORS: Final[dict[int | str, dict[str, Any]]] = {
+    **_ERRORS,
+    409: {
+        "model": ErrorBody,
+        "description": "incident_exists: the incident_id is another stored report's",
+    },
 }
 
 router = APIRouter(prefix="/api/v1", tags=["events"])
@@ -306,7 +241,7 @@ async def post_checkins(
     "/incidents",
     status_code=202,
     response_model=IncidentAccepted,
-    responses=_ERRORS,
+    responses=_INCIDENT_ERRORS,
     openapi_extra={
         "requestBody": {
             "required": True,
@@ -315,7 +250,7 @@ async def post_checkins(
     },
 )
 async def post_incident(
-    request: Request, producer: ProducerDep, principal: AnyWriter
+    request: Request, producer: ProducerDep, principal: AnyWriter, engine: EngineDep
 ) -> IncidentAccepted:
     """Report an incident; event_id and incident_id are generated when absent.
 
@@ -326,6 +261,10 @@ async def post_incident(
     An unknown category is accepted: the report is stored as posted and filed as
     other.unclassified (`category_unknown` says so). 202 means the broker has it, keyed by
     incident_id on grid.incidents.v1.
+
+    An incident_id already stored with another report is 409 `incident_exists` (an update
+    of an incident is a PATCH, not a second report); posting the very same event_id again
+    is a retry and answers 202.
     """
     body = await read_capped_body(request, MAX_EVENT_BYTES)
     document = _json_object(body)
@@ -338,6 +277,7 @@ async def post_incident(
     value = _compact(document)
     incident = parse_incident(value, now=datetime.now(UTC))
     _authorize_report(principal, incident.source, incident.reporter_id)
+    await run_in_threadpool(_check_incident_id_is_free, engine, incident)
     headers = cloudevent_headers(
         event_id=incident.event_id,
         ce_type=_INCIDENT_CE_TYPE,
@@ -369,3 +309,42 @@ def _authorize_report(principal: Principal, source: str, reporter_id: str | None
             f"reporter_id {reporter_id} is not the token's ({principal.worker_id})"
         )
     raise SourceNotAllowed(f"a worker's token reports as source worker, not {source}")
+
+
+def _check_incident_id_is_free(engine: Engine, incident: IncidentReport) -> None:
+    try:
+        with engine.connect() as connection:
+            owner = reporting_event_of(connection, incident.incident_id)
+    except SQLAlchemyError as exc:
+        # The consumers refuse a reused incident_id too (dead letter); this check only
+        # answers earlier, so a database away skips it rather than stopping the reports.
+        logger.warning("incident_id check skipped, database unavailable: %s", type(exc).__name__)
+        return
+    if owner is not None and owner != incident.event_id:
+        raise IncidentExists(
+            f"incident_id {incident.incident_id} belongs to another report; post an update"
+            " as a PATCH of the incident, or a new report with a new incident_id"
+        )
+
+
+async def _on_broker_unavailable(_request: Request, exc: Exception) -> JSONResponse:
+    if not isinstance(exc, BrokerUnavailable):  # registered for BrokerUnavailable only
+        raise exc
+    response = domain_error_response(exc)
+    response.headers["Retry-After"] = retry_after_header(exc)
+    return response
+
+
+async def _on_incident_exists(_request: Request, exc: Exception) -> JSONResponse:
+    if not isinstance(exc, IncidentExists):  # registered for IncidentExists only
+        raise exc
+    return JSONResponse({"code": exc.code, "detail": str(exc)}, status_code=409)
+
+
+def install_gateway_errors(app: FastAPI) -> None:
+    """The gateway's own answers: 503 broker_unavailable with Retry-After, 409 incident_exists.
+
+    Registered for these classes, so they take precedence over the generic mapping.
+    """
+    app.add_exception_handler(BrokerUnavailable, _on_broker_unavailable)
+    app.add_exception_handler(IncidentExists, _on_incident_exists)

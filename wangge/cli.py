@@ -21,7 +21,13 @@ from rich.table import Table
 
 from geodata.accounts import Role
 from wangge import services
-from wangge.settings import DatabaseSettings, IntakeSettings, KafkaSettings, LocalServicesSettings
+from wangge.settings import (
+    ApiSettings,
+    DatabaseSettings,
+    IntakeSettings,
+    KafkaSettings,
+    LocalServicesSettings,
+)
 
 app = typer.Typer(
     help="wangge: event-driven GIS platform for urban grid governance.",
@@ -311,10 +317,18 @@ def _serve(host: str, port: int) -> None:
     import uvicorn
 
     from grid_service.app import ApiConfig, create_app
+    from grid_service.health import HealthConfig
 
     kafka = KafkaSettings()
-    api = create_app(ApiConfig(DatabaseSettings().url, kafka.bootstrap, kafka.topics))
-    uvicorn.run(api, host=host, port=port, log_level="info")
+    config = ApiConfig(
+        DatabaseSettings().url,
+        kafka.bootstrap,
+        kafka.topics,
+        topic_partitions=kafka.topic_partitions,
+        consumer_group=kafka.group_id,
+        health=HealthConfig(heartbeat_window_s=ApiSettings().heartbeat_window_s),
+    )
+    uvicorn.run(create_app(config), host=host, port=port, log_level="info")
 
 
 def _consume(names: list[str], group: str | None, idle_exit_after_s: float | None) -> None:

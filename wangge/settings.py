@@ -97,9 +97,14 @@ class LocalServicesSettings(BaseSettings):
 
 
 class ApiSettings(BaseSettings):
-    """The HTTP API's bind address."""
+    """The HTTP API's bind address, and how /healthz judges the consumers."""
 
     model_config = _config()
 
     api_host: str = "127.0.0.1"
     api_port: int = 8000
+    heartbeat_window_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="/healthz counts a consumer stage alive when a member beat this recently",
+    )

@@ -145,6 +145,13 @@ def load_incident(
     return _record(row)
 
 
+def reporting_event_of(conn: Connection, incident_id: uuid.UUID) -> uuid.UUID | None:
+    """The event_id of the report that made the incident, or None when it is not stored."""
+    statement = select(Incident.event_id).where(Incident.incident_id == incident_id)
+    event_id: uuid.UUID | None = conn.execute(statement).scalar_one_or_none()
+    return event_id
+
+
 def history_of(conn: Connection, incident_id: uuid.UUID) -> tuple[HistoryEntry, ...]:
     """The incident's transitions, oldest first."""
     rows = conn.execute(

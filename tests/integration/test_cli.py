@@ -1,5 +1,6 @@
 """The `wangge` command as a user runs it: a real process, real PostGIS, real broker."""
 
+import contextlib
 import os
 import signal
 import socket
@@ -76,14 +77,14 @@ def _start_up(env: dict[str, str], *args: str) -> "subprocess.Popen[str]":
 
 
 def _wait_healthy(process: "subprocess.Popen[str]", base: str) -> dict[str, object]:
-    """/healthz's body once it answers (the first `up` may install and import for minutes)."""
+    """/healthz's body once it is ready, or the last one (the first `up` may install and
+    import for minutes, and the consumers beat only once they run)."""
     health: dict[str, object] = {}
     deadline = time.monotonic() + 240
-    while time.monotonic() < deadline and process.poll() is None and not health:
-        try:
+    while time.monotonic() < deadline and process.poll() is None and health.get("status") != "ok":
+        with contextlib.suppress(httpx.TransportError):
             health = httpx.get(f"{base}/healthz", timeout=5).json()
-        except httpx.TransportError:
-            time.sleep(1)
+        time.sleep(0.5)
     assert process.poll() is None, "wangge up exited early"
     return health
 

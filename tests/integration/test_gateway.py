@@ -21,7 +21,6 @@ from geodata.errors import GridNotFound, WanggeError
 from geodata.events import CHECKIN_EXAMPLE, INCIDENT_EXAMPLE
 from grid_service.app import ApiConfig, create_app
 from grid_service.errors import install_error_handlers
-from grid_service.gateway import EventProducer, create_producer
 from wangge.users_cli import add_user
 
 pytestmark = pytest.mark.integration
@@ -55,6 +54,9 @@ def tokens(api_database_url: str) -> dict[str, str]:
     }
 
 
+JSON = {"content-type": "application/json"}
+
+
 def bearer(token: str) -> dict[str, str]:
     """The Authorization header of a token."""
     return {"Authorization": f"Bearer {token}"}
@@ -68,16 +70,11 @@ def topics(topic_factory: Callable[..., Topics]) -> Topics:
 
 @contextlib.contextmanager
 def _client(
-    api_database_url: str, bootstrap: str, producer: EventProducer, token: str
+    api_database_url: str, bootstrap: str, topics: Topics, token: str
 ) -> Iterator[TestClient]:
-    app = create_app(ApiConfig(api_database_url, bootstrap))
+    app = create_app(ApiConfig(api_database_url, bootstrap, topics))
     with TestClient(app, headers=bearer(token)) as client:
-        # Replaces whatever the lifespan made: this test's producer writes to its topics.
-        app.state.producer = producer
-        try:
-            yield client
-        finally:
-            producer.close()
+        yield client
 
 
 @pytest.fixture
@@ -85,8 +82,7 @@ def client(
     api_database_url: str, kafka_bootstrap: str, topics: Topics, tokens: dict[str, str]
 ) -> Iterator[TestClient]:
     """The API with the gateway, producing to this test's topics, as worker W00042."""
-    producer = create_producer(kafka_bootstrap, topics=topics)
-    with _client(api_database_url, kafka_bootstrap, producer, tokens["worker"]) as test_client:
+    with _client(api_database_url, kafka_bootstrap, topics, tokens["worker"]) as test_client:
         yield test_client
 
 
@@ -223,7 +219,7 @@ def test_refused_checkin_answers_its_stable_code_and_produces_nothing(
     status: int,
     code: str,
 ) -> None:
-    response = client.post("/api/v1/checkins", content=body)
+    response = client.post("/api/v1/checkins", content=body, headers=JSON)
 
     assert (response.status_code, response.json()["code"]) == (status, code)
     assert response.json()["detail"]
@@ -248,8 +244,75 @@ def test_batch_of_501_is_batch_too_large(
 
 def test_batch_body_over_its_limit_is_payload_too_large(client: TestClient) -> None:
     body = json.dumps({"checkins": [checkin(note="x" * 5000)] * 450}).encode()
-    response = client.post("/api/v1/checkins", content=body)
+    response = client.post("/api/v1/checkins", content=body, headers=JSON)
     assert (response.status_code, response.json()["code"]) == (413, "payload_too_large")
+
+
+def incident_report(**changes: Any) -> dict[str, Any]:
+    """W00042's report of a minute ago, with fresh event_id and incident_id, and `changes`."""
+    reported = datetime.now(UTC) - timedelta(minutes=1)
+    return INCIDENT_EXAMPLE | {
+        "event_id": str(uuid.uuid4()),
+        "incident_id": str(uuid.uuid4()),
+        "reported_at": reported.isoformat(),
+        **changes,
+    }
+
+
+def store_incident(database_url: str, report: dict[str, Any]) -> None:
+    """The incidents row a consumer would have written for `report`."""
+    engine = create_db_engine(database_url)
+    try:
+        with engine.begin() as connection:
+            connection.execute(
+                text(
+                    "INSERT INTO incidents (incident_id, event_id, category, source, reporter_id,"
+                    " reported_at, lon, lat, geom, assignment_rule, payload) VALUES (:incident,"
+                    " :event, :category, :source, :reporter, :reported, :lon, :lat,"
+                    " ST_SetSRID(ST_MakePoint(:lon, :lat), 4326), 'containing', '{}')"
+                ),
+                {
+                    "incident": report["incident_id"],
+                    "event": report["event_id"],
+                    "category": report["category"],
+                    "source": report["source"],
+                    "reporter": report["reporter_id"],
+                    "reported": report["reported_at"],
+                    "lon": report["lon"],
+                    "lat": report["lat"],
+                },
+            )
+    finally:
+        engine.dispose()
+
+
+def test_a_report_reusing_a_stored_incident_id_is_409_incident_exists_and_produces_nothing(
+    client: TestClient, api_database_url: str, kafka_bootstrap: str, topics: Topics
+) -> None:
+    stored = incident_report()
+    store_incident(api_database_url, stored)
+
+    response = client.post(
+        "/api/v1/incidents", json=incident_report(incident_id=stored["incident_id"])
+    )
+
+    assert (response.status_code, response.json()["code"]) == (409, "incident_exists")
+    assert stored["incident_id"] in response.json()["detail"]
+    assert end_offsets(kafka_bootstrap, topics.incidents) == 0
+
+
+def test_reposting_the_stored_report_itself_is_a_retry_answered_202(
+    client: TestClient, api_database_url: str, kafka_bootstrap: str, topics: Topics
+) -> None:
+    stored = incident_report()
+    store_incident(api_database_url, stored)
+
+    response = client.post("/api/v1/incidents", json=stored)
+
+    assert response.status_code == 202
+    assert response.json()["incident_id"] == stored["incident_id"]
+    (record,) = consume_all(kafka_bootstrap, topics.incidents, expected=1)
+    assert json.loads(record.value)["event_id"] == stored["event_id"]
 
 
 def test_incident_without_ids_gets_one_generated_id_and_is_on_the_topic(
@@ -320,8 +383,7 @@ def test_unreachable_broker_answers_503_broker_unavailable_without_internal_text
     api_database_url: str, tokens: dict[str, str]
 ) -> None:
     bootstrap = f"127.0.0.1:{_closed_port()}"
-    producer = create_producer(bootstrap, timeout_s=1.0)
-    with _client(api_database_url, bootstrap, producer, tokens["worker"]) as client:
+    with _client(api_database_url, bootstrap, Topics(), tokens["worker"]) as client:
         started = time.monotonic()
         response = client.post("/api/v1/checkins", json=checkin())
         assert time.monotonic() - started < 10
@@ -330,6 +392,23 @@ def test_unreachable_broker_answers_503_broker_unavailable_without_internal_text
             "code": "broker_unavailable",
             "detail": "the event broker did not acknowledge in time; retry later",
         }
+        assert int(response.headers["Retry-After"]) >= 1
+
+
+def test_while_the_broker_is_known_away_every_post_gets_503_with_retry_after(
+    api_database_url: str, tokens: dict[str, str]
+) -> None:
+    bootstrap = f"127.0.0.1:{_closed_port()}"
+    with _client(api_database_url, bootstrap, Topics(), tokens["worker"]) as client:
+        first = client.post("/api/v1/checkins", json=checkin())
+        assert client.get("/healthz").json()["producer"]["state"] == "away"
+        later = [client.post("/api/v1/checkins", json=checkin()) for _ in range(3)]
+        incident = client.post("/api/v1/incidents", json=incident_report())
+
+    for response in [first, *later, incident]:
+        assert response.status_code == 503
+        assert response.json()["code"] == "broker_unavailable"
+        assert int(response.headers["Retry-After"]) >= 1
 
 
 def test_routes_are_documented_by_their_docstrings(client: TestClient) -> None:
