@@ -21,6 +21,27 @@ ADMIN_DB = "postgres"
 os.environ.setdefault("WANGGE_EVENT_MAX_AGE_DAYS", "0")
 
 
+INTEGRATION_DIR = Path(__file__).parent / "integration"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Refuse to run an integration test without its marker: `-m "not integration"` is the
+    fast lane, and one unmarked module would quietly pull PostGIS and the broker into it."""
+    unmarked = sorted(
+        {
+            str(item.path.relative_to(INTEGRATION_DIR.parent.parent))
+            for item in items
+            if item.path.is_relative_to(INTEGRATION_DIR)
+            and item.get_closest_marker("integration") is None
+        }
+    )
+    if unmarked:
+        raise pytest.UsageError(
+            "integration tests without `pytestmark = pytest.mark.integration`: "
+            + ", ".join(unmarked)
+        )
+
+
 def _admin_url() -> str:
     base = DatabaseSettings().url.rsplit("/", 1)[0]
     return f"{base}/{ADMIN_DB}"
@@ -133,15 +154,34 @@ def reference_database_url(reference_database_factory: Callable[[], str]) -> str
     return reference_database_factory()
 
 
-@pytest.fixture
-def topic_factory(kafka_bootstrap: str) -> Callable[..., Topics]:
-    """Factory: the contract's topics under a fresh namespace, so tests never share events."""
+def _topic_factory(bootstrap: str) -> Iterator[Callable[..., Topics]]:
+    """Make topics under fresh namespaces; delete them all when the fixture ends.
+
+    The local broker keeps every topic in memory, and a whole run's leftovers (hundreds)
+    slow the broker a user runs `wangge up` against next.
+    """
+    from wangge import services
+
+    made: list[Topics] = []
 
     def make(partitions: int = 6) -> Topics:
-        from wangge import services
-
         topics = Topics.under(f"t{uuid.uuid4().hex[:10]}.")
-        services.ensure_topics(kafka_bootstrap, partitions, topics)
+        made.append(topics)
+        services.ensure_topics(bootstrap, partitions, topics)
         return topics
 
-    return make
+    yield make
+    for topics in made:
+        services.delete_topics(bootstrap, topics)
+
+
+@pytest.fixture
+def topic_factory(kafka_bootstrap: str) -> Iterator[Callable[..., Topics]]:
+    """Factory: the contract's topics under a fresh namespace, so tests never share events."""
+    yield from _topic_factory(kafka_bootstrap)
+
+
+@pytest.fixture(scope="module")
+def module_topic_factory(kafka_bootstrap: str) -> Iterator[Callable[..., Topics]]:
+    """Like `topic_factory`, for a module's shared fixtures: deleted when the module ends."""
+    yield from _topic_factory(kafka_bootstrap)

@@ -199,11 +199,10 @@ class Matrix:
 def matrix(
     reference_database_factory: Callable[[], str],
     kafka_bootstrap: str,
+    module_topic_factory: Callable[..., Topics],
     reference_gpkg: Path,
 ) -> Iterator[Matrix]:
     """One app for the whole matrix: every case reads, or dry-runs, or produces new events."""
-    from wangge import services
-
     database_url = reference_database_factory()
     engine = create_db_engine(database_url)
     try:
@@ -211,8 +210,7 @@ def matrix(
     finally:
         engine.dispose()
     tokens = make_accounts(database_url, city)
-    topics = Topics.under(f"t{uuid.uuid4().hex[:10]}.")
-    services.ensure_topics(kafka_bootstrap, 1, topics)
+    topics = module_topic_factory(partitions=1)
     app = create_app(ApiConfig(database_url, kafka_bootstrap, topics))
     with TestClient(app) as client:
         yield Matrix(client, city, tokens, reference_gpkg)

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.integration
+
 
 @pytest.mark.timeout(300)
 def test_bench_quick_prints_one_table_of_the_import_and_api_runs_and_writes_it(

@@ -2,7 +2,11 @@
 
 import math
 
+import pytest
+
 from wangge.benchmarks.compliance import run_compliance_benchmark
+
+pytestmark = pytest.mark.integration
 
 
 def test_compliance_benchmark_folds_every_checkin_once_and_records_statuses(

@@ -2,7 +2,11 @@
 
 import math
 
+import pytest
+
 from wangge.benchmarks.pipeline import run_pipeline_benchmark
+
+pytestmark = pytest.mark.integration
 
 
 def test_pipeline_benchmark_stores_every_event_once_and_reports_positive_figures(

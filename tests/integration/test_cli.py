@@ -13,9 +13,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
+import pytest
 from sqlalchemy import text
 
+from geodata.contract import Topics
 from geodata.db.engine import create_db_engine
+
+pytestmark = pytest.mark.integration
 
 WANGGE = [sys.executable, "-m", "wangge"]
 
@@ -62,9 +66,9 @@ def _metric(base: str, name: str) -> float:
     )
 
 
-def _up_env(url: str, tmp_path: Path, kafka_bootstrap: str) -> dict[str, str]:
+def _up_env(url: str, tmp_path: Path, kafka_bootstrap: str, topics: Topics) -> dict[str, str]:
     """Its own topic namespace, and so its own consumer groups: no test shares events."""
-    namespace = f"up{uuid.uuid4().hex[:8]}."
+    namespace = topics.checkins.removesuffix(Topics().checkins)
     return _env(
         url, tmp_path, WANGGE_KAFKA_BOOTSTRAP=kafka_bootstrap, WANGGE_TOPIC_NAMESPACE=namespace
     )
@@ -101,12 +105,15 @@ def _stop_up(process: "subprocess.Popen[str]", signum: int) -> str:
 
 
 def test_up_loads_the_city_and_a_check_in_posted_to_the_api_reaches_its_grid(
-    database_factory: Callable[..., str], tmp_path: Path, kafka_bootstrap: str
+    database_factory: Callable[..., str],
+    tmp_path: Path,
+    kafka_bootstrap: str,
+    topic_factory: Callable[..., Topics],
 ) -> None:
     url = database_factory(migrated=False)
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
-    env = _up_env(url, tmp_path, kafka_bootstrap)
+    env = _up_env(url, tmp_path, kafka_bootstrap, topic_factory())
     process = _start_up(env, "--port", str(port))
     try:
         health = _wait_healthy(process, base)
@@ -216,11 +223,14 @@ def _count_checkins(url: str) -> int:
 
 
 def test_up_simulate_fills_checkins_while_serving_and_stops_cleanly_on_sigterm(
-    database_factory: Callable[..., str], tmp_path: Path, kafka_bootstrap: str
+    database_factory: Callable[..., str],
+    tmp_path: Path,
+    kafka_bootstrap: str,
+    topic_factory: Callable[..., Topics],
 ) -> None:
     url = database_factory(migrated=False)
     port = _free_port()
-    env = _up_env(url, tmp_path, kafka_bootstrap)
+    env = _up_env(url, tmp_path, kafka_bootstrap, topic_factory())
     # 3,600× real time: a simulated hour a second, so walks start within seconds.
     simulate = ["--simulate", "--workers", "12", "--speed", "3600"]
     process = _start_up(env, "--port", str(port), *simulate)

@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import psycopg
+import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
@@ -33,6 +34,8 @@ from tests.integration.pipeline_support import (
     wait_until,
 )
 from tests.reference_compliance import reference_week
+
+pytestmark = pytest.mark.integration
 
 WEEK = "2020-W37"
 MONDAY = WEEK_START.replace(hour=0)

@@ -7,6 +7,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import psycopg
+import pytest
 
 from geodata.contract import Topics
 from tests.integration.pipeline_support import (
@@ -19,6 +20,8 @@ from tests.integration.pipeline_support import (
     running,
     wait_until,
 )
+
+pytestmark = pytest.mark.integration
 
 MONDAY = WEEK_START.replace(hour=0)  # 2020-09-07 00:00 Asia/Shanghai, 2020-W37
 

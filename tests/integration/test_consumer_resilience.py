@@ -22,6 +22,8 @@ from tests.integration.pipeline_support import (
     wait_until,
 )
 
+pytestmark = pytest.mark.integration
+
 ASSIGNMENT_COLUMNS = (
     "SELECT event_id::text, grid_code, assignment_rule, staff_id, in_assigned_grid"
     " FROM checkins ORDER BY event_id"

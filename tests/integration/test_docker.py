@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+pytestmark = pytest.mark.integration
+
 COMPOSE = Path(__file__).resolve().parents[2] / "docker" / "compose.yaml"
 
 

@@ -2,7 +2,6 @@
 
 import signal
 import time
-import uuid
 from collections.abc import Callable, Iterator
 
 import httpx
@@ -25,14 +24,13 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def city(
-    reference_database_factory: Callable[[], str], kafka_bootstrap: str
+    reference_database_factory: Callable[[], str],
+    kafka_bootstrap: str,
+    module_topic_factory: Callable[..., Topics],
 ) -> Iterator[tuple[ApiServer, Topics, dict[str, str], tuple[str, str]]]:
     """The app over a fresh reference database and topics; tokens by caller; two grids."""
-    from wangge import services
-
     database_url = reference_database_factory()
-    topics = Topics.under(f"t{uuid.uuid4().hex[:10]}.")
-    services.ensure_topics(kafka_bootstrap, 3, topics)
+    topics = module_topic_factory(partitions=3)
     grid_x, grid_y = grids_in_two_districts(database_url)
     tokens = {
         "sup_x": add_user(database_url, "sup-x", "supervisor", grid_x[:6], None),

@@ -5,7 +5,6 @@ status change produced to the broker show up on the map and in the counters.
 """
 
 import os
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -44,14 +43,13 @@ def _staffed_grid(database_url: str) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def served_city(
-    reference_database_factory: Callable[[], str], kafka_bootstrap: str
+    reference_database_factory: Callable[[], str],
+    kafka_bootstrap: str,
+    module_topic_factory: Callable[..., Topics],
 ) -> Iterator[tuple[ApiServer, Topics, str, dict[str, Any]]]:
     """The app over a fresh reference city; a supervisor's token of one district; a grid."""
-    from wangge import services
-
     database_url = reference_database_factory()
-    topics = Topics.under(f"t{uuid.uuid4().hex[:10]}.")
-    services.ensure_topics(kafka_bootstrap, 3, topics)
+    topics = module_topic_factory(partitions=3)
     grid = _staffed_grid(database_url)
     token = add_user(database_url, "wall-screen", "supervisor", grid["code"][:6], None)
     with api_server(database_url, kafka_bootstrap, namespaced(topics)) as server:

@@ -23,6 +23,8 @@ from tests.integration.pipeline_support import (
     wait_until,
 )
 
+pytestmark = pytest.mark.integration
+
 # Independent of the consumer's index: which grid PostGIS says covers the stored point.
 POSTGIS_GRID_OF_CHECKIN = """
 SELECT c.event_id::text, c.grid_code, c.assignment_rule, c.staff_id, c.in_assigned_grid,

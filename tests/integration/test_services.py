@@ -12,6 +12,8 @@ from geodata.contract import ALL_TOPICS
 from wangge import services
 from wangge.settings import DatabaseSettings, KafkaSettings, LocalServicesSettings
 
+pytestmark = pytest.mark.integration
+
 
 def _free_port() -> int:
     with socket.socket() as sock:

@@ -36,6 +36,8 @@ from tests.integration.pipeline_support import (
 )
 from wangge import services
 
+pytestmark = pytest.mark.integration
+
 WEEK = "2020-W37"
 WEEK_END = IsoWeek.parse(WEEK).end(ComplianceConfig().tz)
 SEED = 37
