@@ -297,3 +297,15 @@ def test_healthz_answers_at_once_while_its_probes_hang_and_says_so(silent_port: 
     assert body["database"]["ok"] is False
     assert body["database"]["error"].startswith("no answer for ")
     assert body["broker"]["ok"] is False
+
+
+def test_probing_a_broker_away_leaves_no_client_thread_behind(database_url: str) -> None:
+    def client_threads() -> int:
+        return sum(t.name == "kafka-io-wangge-healthz" for t in threading.enumerate())
+
+    before = client_threads()
+    with api(database_url, f"127.0.0.1:{_closed_port()}", Topics()) as client:
+        settled(client, probed)
+        time.sleep(2)  # ten more failed probes of the broker
+        # One may be probing right now; each failed one used to leave its thread running.
+        assert client_threads() - before <= 1
