@@ -7,6 +7,7 @@ from typing import Any
 from kafka import KafkaProducer, TopicPartition
 from kafka.errors import KafkaError, KafkaTimeoutError
 from kafka.partitioner.default import murmur2
+from kafka.producer.future import FutureProduceResult
 from kafka.producer.producer_batch import ProducerBatch
 from kafka.record.memory_records import MemoryRecordsBuilder
 
@@ -113,10 +114,11 @@ class Publisher:
         for future in pending:
             if not future.is_done:
                 raise KafkaTimeoutError("a record batch was not acknowledged in time")
-            if future.exception is not None:
-                if isinstance(future.exception, KafkaError):
-                    raise future.exception
-                raise KafkaError(str(future.exception)) from future.exception
+            error = _failure_of(future)
+            if error is not None:
+                if isinstance(error, KafkaError):
+                    raise error
+                raise KafkaError(str(error)) from error
 
     def forget(self) -> None:
         """Drop what a batch that is being retried left pending."""
@@ -133,3 +135,21 @@ class Publisher:
             partition = (murmur2(key) & 0x7FFFFFFF) % count
             self._partition_of[cache_key] = partition
         return partition
+
+
+def _failure_of(future: Any) -> BaseException | None:
+    """Why a finished produce failed, or None if the broker took every record.
+
+    A `send()` future fails with its exception. A record batch's own future does not: a
+    batch that failed or was aborted (a fatal producer error) *succeeds* with the value
+    (base offset, timestamp, record_exceptions_fn), the function giving each record's
+    exception; only a batch the broker acknowledged has no such function.
+    """
+    if future.exception is not None:
+        return future.exception  # type: ignore[no-any-return]
+    if isinstance(future, FutureProduceResult):
+        _base_offset, _timestamp, record_exceptions = future.value
+        if record_exceptions is not None:
+            error = record_exceptions(0)
+            return error if isinstance(error, BaseException) else KafkaError(str(error))
+    return None

@@ -105,14 +105,14 @@ class SseClient:
             with httpx.stream(
                 "GET", self.url, headers=headers, params=self.params, timeout=timeout
             ) as response:
-                kind, data = "message", []
+                kind, data = "message", list[str]()
                 for line in response.iter_lines():
                     if line == "":
                         if data:
                             with self._arrived:
                                 self.events.append((kind, json.loads("\n".join(data))))
                                 self._arrived.notify_all()
-                        kind, data = "message", []
+                        kind, data = "message", list[str]()
                     elif line.startswith("event:"):
                         kind = line[6:].strip()
                     elif line.startswith("data:"):

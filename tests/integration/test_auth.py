@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from httpx import Response
+from httpx import Client, Response
 from sqlalchemy import Engine, text
 
 from geodata.accounts import AccountExists, AccountNotFound, InvalidAccount, new_token
@@ -136,7 +136,9 @@ EXPECTED: dict[str, tuple[str, ...]] = {
 class Matrix:
     """The app under test, its city, and a token per caller."""
 
-    client: TestClient
+    # A TestClient; typed as the httpx client it is, since starlette types it against
+    # httpx2 (not installed), which leaves its answers untyped.
+    client: Client
     city: City
     tokens: dict[str, str]
     reference_gpkg: Path
@@ -255,7 +257,7 @@ def test_a_supervisors_listing_defaults_to_its_own_area(matrix: Matrix) -> None:
 class Env:
     """An app on a fresh copy of the reference city, without a broker."""
 
-    client: TestClient
+    client: Client  # a TestClient, typed as Matrix.client is
     database_url: str
     city: City
     tokens: dict[str, str]
@@ -337,10 +339,11 @@ def test_missing_or_bad_tokens_are_401_with_a_bearer_challenge(
 ) -> None:
     env = env_factory()
     headers = {} if authorization is None else {"Authorization": authorization}
-    for request in (
+    requests: list[Callable[[], Response]] = [
         lambda: env.client.get("/api/v1/compliance", params={"week": WEEK}, headers=headers),
         lambda: env.client.post("/api/v1/checkins", json={}, headers=headers),
-    ):
+    ]
+    for request in requests:
         response = request()
         assert (response.status_code, response.json()["code"]) == (401, code)
         challenge = response.headers["WWW-Authenticate"]

@@ -28,6 +28,7 @@ def test_pipeline_benchmark_stores_every_event_once_and_reports_positive_figures
     for row in drains:
         # Every distinct event has exactly one row, and exactly one assignment was produced.
         assert row.stored == row.expected == row.republished
+        assert row.expected is not None
         assert 0 < row.expected <= 3000
     assert {row.unit for row in rows} == {"events/s", "ms", "points/s"}
     for row in rows:

@@ -137,15 +137,15 @@ def test_engine_agrees_with_the_reference_under_shuffles_duplicates_and_restarts
     for _ in range(restarts):
         process = consumer().start()
         goal = rng.randint(1, max(1, len(events)))
-        try:
-            wait_until(
-                lambda goal=goal: (
-                    count_rows(url, "SELECT count(*) FROM patrol_checkins") >= goal
-                    or count_rows(url, "SELECT count(*) FROM checkins") >= goal
-                ),
-                120,
-                "progress before the kill",
+
+        def progressed(goal: int = goal) -> bool:
+            return (
+                count_rows(url, "SELECT count(*) FROM patrol_checkins") >= goal
+                or count_rows(url, "SELECT count(*) FROM checkins") >= goal
             )
+
+        try:
+            wait_until(progressed, 120, "progress before the kill")
         finally:
             process.kill()
     final = consumer().start()

@@ -79,13 +79,13 @@ def test_consumer_killed_mid_batch_repeatedly_stores_each_event_once_like_a_clea
     while kills < 5:
         process = consumer(crashed_db).start()
         floor = stored
+
+        def progressed(floor: int = floor) -> bool:
+            return count_rows(crashed_db, "SELECT count(*) FROM checkins") > floor
+
         # Kill as soon as the consumer has committed something new: it is then almost
         # always in the middle of its next batch.
-        wait_until(
-            lambda floor=floor: count_rows(crashed_db, "SELECT count(*) FROM checkins") > floor,
-            120,
-            "consumer made progress",
-        )
+        wait_until(progressed, 120, "consumer made progress")
         process.kill()
         kills += 1
         stored = count_rows(crashed_db, "SELECT count(*) FROM checkins")
@@ -113,7 +113,7 @@ def test_consumer_killed_mid_batch_repeatedly_stores_each_event_once_like_a_clea
     assert sorted(str(row[0]) for row in crashed) == sorted(event_ids)
     assert crashed == _assignments(clean_db)
     with psycopg.connect(crashed_db) as conn:
-        offsets = dict(
+        offsets: dict[int, int] = dict(
             conn.execute(
                 "SELECT partition, next_offset FROM consumer_offsets"
                 " WHERE consumer_group = %s AND topic = %s",
@@ -222,7 +222,7 @@ def test_one_consume_runs_both_stages_and_its_compliance_child_never_outlives_it
             "the compliance stage folded every check-in in",
         )
         with psycopg.connect(database_url) as conn:
-            stages = dict(
+            stages: dict[str, str] = dict(
                 conn.execute(
                     "SELECT topic, consumer_group FROM consumer_offsets"
                     " WHERE consumer_group LIKE %s GROUP BY topic, consumer_group",

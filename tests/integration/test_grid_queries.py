@@ -26,7 +26,7 @@ from sqlalchemy import Engine, text
 from geodata.crs import wgs84_to_gcj02
 from geodata.db.engine import create_db_engine
 from grid_service.app import ApiConfig, create_app
-from grid_service.grids import (
+from grid_service.grid_documents import (
     GridDetailFeature,
     GridFeatureCollection,
     LocatedGridFeature,

@@ -165,17 +165,21 @@ def test_incidents_go_to_the_reporter_the_least_loaded_worker_or_the_community(
     url: str = consumer.database_url  # type: ignore[attr-defined]
     with psycopg.connect(url) as conn:
         # A grid with two or more workers, and one whose workers we remove.
-        busy_grid, workers = conn.execute(
+        busy = conn.execute(
             "SELECT grid_code, array_agg(worker_id ORDER BY worker_id) FROM worker_assignments"
             " GROUP BY grid_code HAVING count(*) >= 2 ORDER BY grid_code LIMIT 1"
         ).fetchone()
-        empty_grid = conn.execute(
+        assert busy is not None
+        busy_grid, workers = busy
+        empty = conn.execute(
             "SELECT grid_code FROM worker_assignments WHERE grid_code <> %s"
             " ORDER BY grid_code DESC LIMIT 1",
             (busy_grid,),
-        ).fetchone()[0]
+        ).fetchone()
+        assert empty is not None
+        empty_grid = empty[0]
         conn.execute("DELETE FROM worker_assignments WHERE grid_code = %s", (empty_grid,))
-        points = dict(
+        points: dict[str, list[float]] = dict(
             conn.execute(
                 "SELECT code, ARRAY[ST_X(ST_PointOnSurface(geom)), ST_Y(ST_PointOnSurface(geom))]"
                 " FROM grids WHERE code = ANY(%s)",

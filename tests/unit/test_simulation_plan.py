@@ -158,7 +158,7 @@ def test_the_profiles_follow_the_configured_shares(world: World) -> None:
 
 def test_weekly_counts_match_each_profile(week: SimulatedWeek) -> None:
     counted = {e.worker_id: e for e in week.truth.entries}
-    seen = Counter()
+    seen: Counter[Profile] = Counter()
     for plan in week.plans:
         entry = counted[plan.worker.worker_id]
         kinds = Counter(w.kind for w in plan.walks)
