@@ -253,17 +253,19 @@ class EventProducer:
         return [RecordPosition(m.topic, m.partition, m.offset) for m in metadata]
 
     def status(self) -> ProducerStatus:
-        """The breaker's state, read without any I/O."""
-        with self._lock:
-            outage = self._outage
-            if outage is not None:
-                return ProducerStatus(
-                    "away",
-                    away_for_s=round(time.monotonic() - outage.since, 1),
-                    reason=outage.reason,
-                    retry_after_s=self.retry_after_s,
-                )
-            return ProducerStatus("ready" if self._producer is not None else "idle")
+        """The breaker's state, read without any I/O or lock.
+
+        No lock: a request may hold it while it connects, and /healthz must not wait.
+        """
+        outage, producer = self._outage, self._producer
+        if outage is not None:
+            return ProducerStatus(
+                "away",
+                away_for_s=round(time.monotonic() - outage.since, 1),
+                reason=outage.reason,
+                retry_after_s=self.retry_after_s,
+            )
+        return ProducerStatus("ready" if producer is not None else "idle")
 
     def close(self, timeout_s: float = 5.0) -> None:
         """Stop the probe, deliver what is buffered and close the connection."""
