@@ -2,10 +2,12 @@
 
 from datetime import timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from geodata.compliance import ComplianceConfig
 from geodata.contract import Topics
 from geodata.events import EventTimeLimits
 
@@ -86,6 +88,63 @@ class IntakeSettings(BaseSettings):
         if self.event_max_age_days == 0:
             return EventTimeLimits()
         return EventTimeLimits(max_age=timedelta(days=self.event_max_age_days))
+
+
+class PatrolSettings(BaseSettings):
+    """The patrol rule's parameters (docs/PATROL_RULE.md), with the rule's defaults.
+
+    The compliance engine, the API and `wangge compliance` each build the rule from these,
+    so one setting changes it everywhere at once.
+    """
+
+    model_config = _config()
+
+    patrol_weekly_required: int = Field(
+        default=3, ge=0, description="counted patrols a worker owes each week in their grid"
+    )
+    patrol_min_checkins: int = Field(
+        default=3, ge=1, description="usable check-ins a walk needs to be a valid patrol"
+    )
+    patrol_min_duration_minutes: float = Field(
+        default=10, ge=0, description="minutes from a patrol's first check-in to its last"
+    )
+    patrol_gap_minutes: float = Field(
+        default=30, ge=0, description="a longer silence between check-ins ends a patrol"
+    )
+    patrol_max_accuracy_m: float = Field(
+        default=100, ge=0, description="a check-in reported less accurate than this is unusable"
+    )
+    patrol_max_counted_per_day: int = Field(
+        default=1, ge=1, description="valid patrols that count on one local day"
+    )
+    patrol_allowed_lateness_hours: float = Field(
+        default=48, ge=0, description="how long after a week ends late check-ins still count"
+    )
+    patrol_timezone: str = Field(
+        default="Asia/Shanghai", description="the IANA time zone days and weeks are cut in"
+    )
+
+    @field_validator("patrol_timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r}, e.g. Asia/Shanghai") from exc
+        return value
+
+    def compliance_config(self) -> ComplianceConfig:
+        """The rule these settings describe, as the core takes it."""
+        return ComplianceConfig(
+            timezone=self.patrol_timezone,
+            max_accuracy_m=self.patrol_max_accuracy_m,
+            patrol_gap=timedelta(minutes=self.patrol_gap_minutes),
+            min_checkins=self.patrol_min_checkins,
+            min_duration=timedelta(minutes=self.patrol_min_duration_minutes),
+            max_counted_per_day=self.patrol_max_counted_per_day,
+            weekly_required=self.patrol_weekly_required,
+            allowed_lateness=timedelta(hours=self.patrol_allowed_lateness_hours),
+        )
 
 
 class LocalServicesSettings(BaseSettings):
