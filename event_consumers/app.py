@@ -28,6 +28,7 @@ from event_consumers.compliance import ComplianceHandler
 from event_consumers.incidents import IncidentHandler
 from event_consumers.outbox import OutboxPublisher, OutboxPublisherThread
 from event_consumers.runner import ConsumerRunner, RunnerConfig
+from geodata.compliance import ComplianceConfig
 from geodata.contract import Topics
 from geodata.db.engine import create_db_engine
 from geodata.events import DEFAULT_TIME_LIMITS, EventTimeLimits
@@ -60,6 +61,7 @@ def build_handlers(
     names: Sequence[str],
     topics: Topics,
     limits: EventTimeLimits = DEFAULT_TIME_LIMITS,
+    compliance: ComplianceConfig | None = None,
 ) -> list[Handler]:
     """The handlers for the named consumers of one stage, sharing one boundary cache."""
     _check_names(names)
@@ -71,7 +73,7 @@ def build_handlers(
     if "incidents" in names:
         handlers.append(IncidentHandler(boundaries, topics, limits=limits))
     if "compliance" in names:
-        handlers.append(ComplianceHandler(boundaries, topics))
+        handlers.append(ComplianceHandler(boundaries, topics, config=compliance))
     return handlers
 
 
@@ -124,7 +126,7 @@ def _run_stage(
     )
     runner = ConsumerRunner(
         config,
-        build_handlers(engine, names, topics, config.event_limits),
+        build_handlers(engine, names, topics, config.event_limits, config.compliance),
         deadletter_topic=topics.deadletter,
         output_topics=topics.all(),
     )

@@ -29,7 +29,7 @@ import socket
 import time
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import FrameType
 
@@ -43,6 +43,7 @@ from event_consumers import metrics, topics
 from event_consumers.batch import Batch, Handler, Write, inbound_record
 from event_consumers.publisher import Publisher
 from event_consumers.records import InboundRecord, OutboundRecord, dead_letter
+from geodata.compliance import ComplianceConfig
 from geodata.db import event_store, heartbeats
 from geodata.events import DEFAULT_TIME_LIMITS, EventTimeLimits, RefusalReason
 
@@ -76,6 +77,8 @@ class RunnerConfig:
     topic_check_interval_s: float = 10.0
     #: How old an event may be (settings: WANGGE_EVENT_MAX_AGE_DAYS).
     event_limits: EventTimeLimits = DEFAULT_TIME_LIMITS
+    #: The patrol rule the compliance stage applies (settings: WANGGE_PATROL_*).
+    compliance: ComplianceConfig = field(default_factory=ComplianceConfig)
 
     def fetch_settings(self) -> dict[str, int]:
         """How much a poll fetches; the pipeline benchmark's bare consumer uses the same."""

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from fastapi import FastAPI
 
+from geodata.compliance import ComplianceConfig
 from geodata.contract import Topics
 from geodata.db.engine import create_db_engine
 from grid_service import health, metrics
@@ -44,6 +45,8 @@ class ApiConfig:
     #: The intake stage's consumer group (namespaced); the compliance stage's is + ".compliance".
     consumer_group: str = "wangge-consumers"
     health: HealthConfig = field(default_factory=HealthConfig)
+    #: The patrol rule the compliance routes read with (settings: WANGGE_PATROL_*).
+    compliance: ComplianceConfig = field(default_factory=ComplianceConfig)
 
 
 def create_app(config: ApiConfig) -> FastAPI:
@@ -82,6 +85,7 @@ def create_app(config: ApiConfig) -> FastAPI:
         redoc_url=None,
     )
 
+    app.state.compliance_config = config.compliance
     install_error_handlers(app)
     install_gateway_errors(app)
     install_auth(app, config.auth)

@@ -41,9 +41,9 @@ router = APIRouter(prefix="/api/v1", tags=["compliance"])
 
 
 def get_compliance_config(request: Request) -> ComplianceConfig:
-    """Dependency: `app.state.compliance_config` when the app sets one, else the defaults."""
-    config = getattr(request.app.state, "compliance_config", None)
-    return config if isinstance(config, ComplianceConfig) else ComplianceConfig()
+    """Dependency: the patrol rule `create_app` put in `app.state` (from ApiConfig)."""
+    config: ComplianceConfig = request.app.state.compliance_config
+    return config
 
 
 ComplianceConfigDep = Annotated[ComplianceConfig, Depends(get_compliance_config)]

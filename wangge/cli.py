@@ -27,6 +27,7 @@ from wangge.settings import (
     IntakeSettings,
     KafkaSettings,
     LocalServicesSettings,
+    PatrolSettings,
 )
 
 app = typer.Typer(
@@ -313,7 +314,13 @@ def load_reference_dataset_if_empty(seed: int) -> None:
     _import(path, dry_run=False, repair=False)
 
 
-def _serve(host: str, port: int) -> None:
+def _bind(host: str | None, port: int | None) -> tuple[str, int]:
+    """The address the API binds: the options, else WANGGE_API_HOST and WANGGE_API_PORT."""
+    settings = ApiSettings()
+    return host or settings.api_host, settings.api_port if port is None else port
+
+
+def _serve(host: str | None, port: int | None) -> None:
     import uvicorn
 
     from grid_service.app import ApiConfig, create_app
@@ -327,7 +334,9 @@ def _serve(host: str, port: int) -> None:
         topic_partitions=kafka.topic_partitions,
         consumer_group=kafka.group_id,
         health=HealthConfig(heartbeat_window_s=ApiSettings().heartbeat_window_s),
+        compliance=PatrolSettings().compliance_config(),
     )
+    host, port = _bind(host, port)
     uvicorn.run(create_app(config), host=host, port=port, log_level="info")
 
 
@@ -355,6 +364,7 @@ def _consume(names: list[str], group: str | None, idle_exit_after_s: float | Non
         group_id=group or kafka.group_id,
         topic_partitions=kafka.topic_partitions,
         event_limits=IntakeSettings().limits(),
+        compliance=PatrolSettings().compliance_config(),
     )
     run_consumers(config, engine, kafka.topics, names, idle_exit_after_s=idle_exit_after_s)
 
@@ -397,8 +407,12 @@ def _child(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
 
 @app.command()
 def up(
-    host: Annotated[str, typer.Option()] = "127.0.0.1",
-    port: Annotated[int, typer.Option()] = 8000,
+    host: Annotated[
+        str | None, typer.Option(help="address to bind (default: WANGGE_API_HOST, 127.0.0.1)")
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option(help="port to bind (default: WANGGE_API_PORT, 8000)")
+    ] = None,
     seed: Annotated[
         int, typer.Option(help="seed of the reference dataset and of the simulated week")
     ] = 2020,
@@ -443,6 +457,7 @@ def up(
     except WanggeError as exc:
         raise _fail(str(exc)) from exc
 
+    host, port = _bind(host, port)
     _print_reports(start_services())
     migrate.upgrade(DatabaseSettings().url)
     console.print("schema at the current revision")
@@ -528,7 +543,8 @@ def compliance(
     from wangge.compliance_cli import print_compliance
 
     try:
-        print_compliance(DatabaseSettings().url, week, as_of, code, console)
+        config = PatrolSettings().compliance_config()
+        print_compliance(DatabaseSettings().url, week, as_of, code, console, config)
     except WanggeError as exc:
         raise _fail(str(exc)) from exc
 
@@ -595,8 +611,12 @@ def bench(
 
 @app.command()
 def serve(
-    host: Annotated[str, typer.Option()] = "127.0.0.1",
-    port: Annotated[int, typer.Option()] = 8000,
+    host: Annotated[
+        str | None, typer.Option(help="address to bind (default: WANGGE_API_HOST, 127.0.0.1)")
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option(help="port to bind (default: WANGGE_API_PORT, 8000)")
+    ] = None,
 ) -> None:
     """Run the HTTP API and the supervisors' map (/map)."""
     _serve(host, port)
