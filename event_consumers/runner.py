@@ -40,7 +40,14 @@ from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
 from event_consumers import metrics, topics
-from event_consumers.batch import Batch, Handler, Write, inbound_record
+from event_consumers.batch import (
+    Batch,
+    Handler,
+    PartitionAwareHandler,
+    TwoStepHandler,
+    Write,
+    inbound_record,
+)
 from event_consumers.publisher import Publisher
 from event_consumers.records import InboundRecord, OutboundRecord, dead_letter
 from geodata.compliance import ComplianceConfig
@@ -188,9 +195,8 @@ class ConsumerRunner:
     def partitions_changed(self) -> None:
         """Tell handlers that keep copies of the database that partitions moved."""
         for handler in self.handlers.values():
-            changed = getattr(handler, "partitions_changed", None)
-            if changed is not None:
-                changed()
+            if isinstance(handler, PartitionAwareHandler):
+                handler.partitions_changed()
 
     # ----------------------------------------------------------------- offsets
 
@@ -323,22 +329,24 @@ class ConsumerRunner:
         try:
             while not self._stopping:
                 self._beat()
-                if self._unseeked and time.monotonic() - self._unseeked_since > 1.0:
-                    self.resume_from_stored([])
-                isolating = self._isolating > 0
-                polled = self._consumer.poll(
-                    timeout_ms=self.config.poll_timeout_ms,
-                    max_records=1 if isolating else self.config.max_poll_records,
-                )
-                if not polled:
-                    self._settle(wait=False)
-                    self._check_topics_when_idle()
-                    if idle_exit_after_s and time.monotonic() - idle_since > idle_exit_after_s:
-                        return
-                    continue
-                idle_since = time.monotonic()
-                batch = Batch(polled)
+                batch: Batch | None = None
                 try:
+                    if self._unseeked and time.monotonic() - self._unseeked_since > 1.0:
+                        self.resume_from_stored([])
+                    isolating = self._isolating > 0
+                    polled = self._consumer.poll(
+                        timeout_ms=self.config.poll_timeout_ms,
+                        max_records=1 if isolating else self.config.max_poll_records,
+                    )
+                    if not polled:
+                        # The batch in flight may fail here too: same policy as below.
+                        self._settle(wait=False)
+                        self._check_topics_when_idle()
+                        if idle_exit_after_s and time.monotonic() - idle_since > idle_exit_after_s:
+                            return
+                        continue
+                    idle_since = time.monotonic()
+                    batch = Batch(polled)
                     if isolating:
                         self._run_alone(batch)
                     else:
@@ -355,7 +363,8 @@ class ConsumerRunner:
                         "%s failure, retrying the batch in %.1fs: %s", kind, backoff, exc
                     )
                     self.settle_for_rebalance()  # the writer must be idle before rewinding
-                    self._rewind(batch)
+                    if batch is not None:
+                        self._rewind(batch)
                     time.sleep(backoff)
                     backoff = min(backoff * 2, self.config.max_backoff_s)
                     self._reconnect_if_broken()
@@ -366,8 +375,11 @@ class ConsumerRunner:
                     logger.exception("a batch failed; running its records one at a time")
                     metrics.POISON_BATCHES.inc()
                     self.settle_for_rebalance()
-                    self._rewind(batch)
-                    self._isolating = max(self._isolating, batch.size() + self._failed_size)
+                    size = self._failed_size
+                    if batch is not None:
+                        self._rewind(batch)
+                        size += batch.size()
+                    self._isolating = max(self._isolating, size)
                     self._failed_size = 0
         finally:
             self.close()
@@ -456,13 +468,11 @@ class ConsumerRunner:
         self, batch: Batch, handler: Handler, records: list[InboundRecord], now: datetime
     ) -> Write:
         """The handler's part for the writer: its `write` after `prepare`, or `handle`."""
-        prepare = getattr(handler, "prepare", None)
-        write = getattr(handler, "write", None)
-        if prepare is None or write is None:
+        if not isinstance(handler, TwoStepHandler):
             batch.whole_handle = True
             return lambda conn: handler.handle(records, conn, now)
-        prepared = prepare(records, self._read_conn, now)
-        return lambda conn: list(write(prepared, conn))
+        prepared = handler.prepare(records, self._read_conn, now)
+        return lambda conn: list(handler.write(prepared, conn))
 
     def _write(self, batch: Batch) -> None:
         """On the writer thread: rows, produced records, offsets, one commit."""
