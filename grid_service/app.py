@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from geodata.compliance import ComplianceConfig
 from geodata.contract import Topics
 from geodata.db.engine import create_db_engine
+from geodata.events import DEFAULT_TIME_LIMITS, EventTimeLimits
 from grid_service import health, metrics
 from grid_service.admin import router as admin_router
 from grid_service.auth import AuthConfig, install_auth
@@ -45,6 +46,8 @@ class ApiConfig:
     #: The intake stage's consumer group (namespaced); the compliance stage's is + ".compliance".
     consumer_group: str = "wangge-consumers"
     health: HealthConfig = field(default_factory=HealthConfig)
+    #: How old (and how far ahead) an event the gateway takes may be.
+    event_limits: EventTimeLimits = DEFAULT_TIME_LIMITS
     #: The patrol rule the compliance routes read with (settings: WANGGE_PATROL_*).
     compliance: ComplianceConfig = field(default_factory=ComplianceConfig)
 
@@ -86,6 +89,7 @@ def create_app(config: ApiConfig) -> FastAPI:
     )
 
     app.state.compliance_config = config.compliance
+    app.state.event_limits = config.event_limits
     install_error_handlers(app)
     install_gateway_errors(app)
     install_auth(app, config.auth)

@@ -29,9 +29,11 @@ from geodata.db.incident_store import reporting_event_of
 from geodata.errors import WanggeError
 from geodata.events import (
     CE_TYPES,
+    DEFAULT_TIME_LIMITS,
     MAX_EVENT_BYTES,
     CheckIn,
     EventRefused,
+    EventTimeLimits,
     IncidentReport,
     RefusalReason,
     cloudevent_headers,
@@ -223,7 +225,7 @@ async def post_checkins(
     for index, item in enumerate(items):
         value = _compact(item)
         try:
-            checkin = parse_checkin(value, now=now)
+            checkin = parse_checkin(value, now=now, limits=_limits(request))
         except EventRefused as refusal:
             raise (BatchItemRefused(refusal, index) if is_batch else refusal) from None
         if not principal.can_act_as_worker(checkin.worker_id):
@@ -275,7 +277,7 @@ async def post_incident(
         # One id for both when the reporter has none: the incident is born with this event.
         document["incident_id"] = document["event_id"]
     value = _compact(document)
-    incident = parse_incident(value, now=datetime.now(UTC))
+    incident = parse_incident(value, now=datetime.now(UTC), limits=_limits(request))
     _authorize_report(principal, incident.source, incident.reporter_id)
     await run_in_threadpool(_check_incident_id_is_free, engine, incident)
     headers = cloudevent_headers(
@@ -295,6 +297,12 @@ async def post_incident(
         category=category,
         category_unknown=unknown,
     )
+
+
+def _limits(request: Request) -> EventTimeLimits:
+    """The event-time limits the app was built with (the consumers apply the same)."""
+    limits: EventTimeLimits = getattr(request.app.state, "event_limits", DEFAULT_TIME_LIMITS)
+    return limits
 
 
 def _authorize_report(principal: Principal, source: str, reporter_id: str | None) -> None:
