@@ -18,7 +18,7 @@ from sqlalchemy import text
 from geodata.contract import Topics
 from geodata.db.engine import create_db_engine
 from geodata.errors import GridNotFound, WanggeError
-from geodata.events import CHECKIN_EXAMPLE, INCIDENT_EXAMPLE
+from geodata.events import CHECKIN_EXAMPLE, INCIDENT_EXAMPLE, EventTimeLimits
 from grid_service.app import ApiConfig, create_app
 from grid_service.errors import install_error_handlers
 from wangge.users_cli import add_user
@@ -475,3 +475,30 @@ def test_request_validation_errors_have_the_same_shape(errors_client: TestClient
     assert response.status_code == 422
     assert response.json()["code"] == "invalid_request"
     assert "lon" in response.json()["detail"]
+
+
+def test_the_gateway_refuses_events_older_than_its_age_limit_and_nothing_reaches_kafka(
+    api_database_url: str, kafka_bootstrap: str, topics: Topics, tokens: dict[str, str]
+) -> None:
+    limits = EventTimeLimits(max_age=timedelta(days=30))
+    app = create_app(ApiConfig(api_database_url, kafka_bootstrap, topics, event_limits=limits))
+    recent = datetime.now(UTC) - timedelta(days=29)
+    with TestClient(app, headers=bearer(tokens["worker"])) as client:
+        old = client.post("/api/v1/checkins", json=CHECKIN_EXAMPLE)  # dated 2020
+        year_one = client.post(
+            "/api/v1/checkins",
+            json={**CHECKIN_EXAMPLE, "recorded_at": "0001-01-01T00:00:00+14:00"},
+        )
+        fresh = client.post(
+            "/api/v1/checkins",
+            json={
+                **CHECKIN_EXAMPLE,
+                "event_id": str(uuid.uuid4()),
+                "recorded_at": recent.isoformat(),
+            },
+        )
+    assert (old.status_code, old.json()["code"]) == (422, "stale_timestamp")
+    assert (year_one.status_code, year_one.json()["code"]) == (422, "stale_timestamp")
+    assert fresh.status_code == 202, fresh.text
+    records = consume_all(kafka_bootstrap, topics.checkins, expected=1)
+    assert [json.loads(r.value)["recorded_at"] for r in records] == [recent.isoformat()]
