@@ -1,5 +1,6 @@
 """The patrol rule's settings: today's rule by default, every parameter settable."""
 
+import pickle
 from datetime import timedelta
 
 import pytest
@@ -68,3 +69,24 @@ def test_a_setting_the_rule_cannot_use_is_refused_naming_it(
 
     with pytest.raises(ValidationError, match=name.removeprefix("WANGGE_").lower()):
         PatrolSettings()
+
+
+def test_the_compliance_stage_gets_the_rule_its_runner_config_carries() -> None:
+    from sqlalchemy import create_engine
+
+    from event_consumers.app import build_handlers
+    from event_consumers.compliance import ComplianceHandler
+    from event_consumers.runner import RunnerConfig
+    from geodata.contract import Topics
+
+    rule = ComplianceConfig(weekly_required=5, patrol_gap=timedelta(minutes=20))
+    # The compliance stage runs in a spawned process: its config crosses as a pickle.
+    config = pickle.loads(pickle.dumps(RunnerConfig("b:9092", "", compliance=rule)))
+    engine = create_engine("postgresql+psycopg://nobody@127.0.0.1:9/none")  # never connects
+
+    [handler] = build_handlers(
+        engine, ["compliance"], Topics(), config.event_limits, config.compliance
+    )
+
+    assert isinstance(handler, ComplianceHandler)
+    assert handler.config == rule
