@@ -594,8 +594,13 @@ def bench(
     ] = None,
 ) -> None:
     """Run the benchmarks on the configured services; print one table of them all."""
-    from wangge.bench_cli import check_request, run_benchmarks
-
+    try:
+        from wangge.benchmarks.cli import check_request, run_benchmarks
+    except ModuleNotFoundError as exc:
+        if exc.name != "wangge.benchmarks":
+            raise
+        # The wheel leaves the benchmarks out: a development tool, with dev dependencies.
+        raise _fail("the benchmarks run from a checkout of wangge (pip install -e .)") from exc
     try:
         check_request(names or [], output)
     except ValueError as exc:

@@ -2,12 +2,14 @@
 
 import importlib
 import json
+import tomllib
+from fnmatch import fnmatchcase
 from pathlib import Path
 
 import pytest
 from rich.console import Console
 
-from wangge.bench_cli import (
+from wangge.benchmarks.cli import (
     BENCHMARKS,
     BenchmarkRun,
     check_request,
@@ -104,3 +106,20 @@ def test_the_report_file_keeps_every_row_with_its_detail_as_json_or_markdown() -
     assert "median of 2 runs" in table[1]
     assert "a \\| pipe in it" in table[2]
     assert "- cpus: 2 × test" in markdown
+
+
+def test_the_wheel_ships_the_simulator_but_not_the_benchmarks() -> None:
+    root = Path(__file__).resolve().parents[2]
+    pyproject = tomllib.loads((root / "pyproject.toml").read_text(encoding="utf-8"))
+    find = pyproject["tool"]["setuptools"]["packages"]["find"]
+
+    def shipped(package: str) -> bool:
+        # setuptools' own rule: fnmatch on the dotted name, in `include` and not in `exclude`.
+        def matches(key: str) -> bool:
+            return any(fnmatchcase(package, pattern) for pattern in find.get(key, ()))
+
+        return matches("include") and not matches("exclude")
+
+    assert shipped("wangge")
+    assert shipped("wangge.simulation")
+    assert not shipped("wangge.benchmarks")

@@ -1,1 +1,5 @@
-"""Measurements of the hot paths against the real services, for `make bench` and reports."""
+"""Measurements of the hot paths against the real services, for `wangge bench` and reports.
+
+Not in the wheel (pyproject.toml excludes it): a development tool that needs the dev
+dependencies and a checkout, so `wangge bench` runs from an editable install.
+"""
