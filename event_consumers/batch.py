@@ -4,7 +4,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import psycopg
 from kafka import TopicPartition
@@ -25,6 +25,38 @@ class Handler(Protocol):
 
     def reset(self) -> None:
         """Forget in-memory state derived from a batch that was rolled back."""
+        ...
+
+
+Prepared = TypeVar("Prepared")
+
+
+@runtime_checkable
+class TwoStepHandler(Handler, Protocol[Prepared]):
+    """A handler whose work splits in two, so the runner can overlap batches.
+
+    `prepare` decodes and computes with read-only access to the database, on the main
+    thread, while the writer thread still writes the batch before; `write` then stores
+    the prepared batch in the writer's transaction. `handle` must equal the two in turn.
+    """
+
+    def prepare(
+        self, records: Sequence[InboundRecord], conn: psycopg.Connection, now: datetime
+    ) -> Prepared:
+        """Everything that needs no transaction; `conn` is only read from."""
+        ...
+
+    def write(self, prepared: Prepared, conn: psycopg.Connection) -> list[OutboundRecord]:
+        """Store a prepared batch in the caller's transaction; never commit."""
+        ...
+
+
+@runtime_checkable
+class PartitionAwareHandler(Handler, Protocol):
+    """A handler that keeps copies of database state which a rebalance makes stale."""
+
+    def partitions_changed(self) -> None:
+        """Partitions moved between the group's members: drop what they may have changed."""
         ...
 
 
