@@ -4,7 +4,8 @@ Every operation of the real app, on a copy of the reference city and producing t
 real broker, gets about 150 generated requests (valid and invalid, plus schemathesis's
 probes of undeclared methods): some 4,500 in all, the same ones on every run. Nothing is
 excluded: /metrics and the tiles are documented without a body schema, so only their
-statuses are checked, and the multipart upload takes the files schemathesis makes up.
+statuses are checked, and the multipart upload takes the files schemathesis makes up;
+/healthz may answer its documented 503 (no consumer runs here).
 """
 
 from collections.abc import Callable
@@ -73,10 +74,13 @@ def test_every_operation_answers_as_documented_without_5xx(
     case: Any, app: FastAPI, city: tuple[str, dict[str, str]]
 ) -> None:
     role = _caller(case)
+    checks = [response_schema_conformance, status_code_conformance]
+    # Readiness answers 503 by design while a part is not ready (here: no consumer runs),
+    # as documented; everywhere else a 5xx is a bug.
+    if case.path != "/healthz":
+        checks.append(not_a_server_error)
     case.call_and_validate(
-        app=app,
-        headers={"Authorization": f"Bearer {city[1][role]}"},
-        checks=[not_a_server_error, response_schema_conformance, status_code_conformance],
+        app=app, headers={"Authorization": f"Bearer {city[1][role]}"}, checks=checks
     )
 
 
