@@ -1,7 +1,8 @@
 """Patrol compliance over HTTP: weekly statuses at any level, and a worker's patrols.
 
-A thin adapter over `geodata.db.compliance_read`: it parses the query, picks the engine
-and the compliance configuration from `app.state`, and shapes the answer as JSON.
+A thin adapter over `geodata.db.compliance_read` (the queries) and
+`geodata.compliance.report` (the reports): it parses the query, picks the engine and the
+compliance configuration from `app.state`, and shapes the answer as JSON.
 
 Both need a token (grid_service.auth). Compliance is for supervisors, under their area
 code prefix, and admins; workers read their own patrols instead. Patrols are personal
@@ -20,18 +21,17 @@ from sqlalchemy.orm import Session
 
 from geodata.accounts import OutsideArea, Principal, Role
 from geodata.compliance import ComplianceConfig, IsoWeek
-from geodata.db import accounts_store
-from geodata.db.compliance_read import (
+from geodata.compliance.report import (
     AreaLevel,
     ComplianceReport,
     Level,
     PatrolRecord,
     WorkerPatrols,
     check_code,
-    compliance_report,
     parse_week,
-    worker_patrols,
 )
+from geodata.db import accounts_store
+from geodata.db.compliance_read import compliance_report, worker_patrols
 from geodata.events import ComplianceStatus
 from grid_service.auth import RequiredPrincipal, ensure_worker, require_roles, scoped_code
 from grid_service.deps import EngineDep, SupportedTime

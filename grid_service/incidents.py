@@ -17,8 +17,8 @@ from sqlalchemy import Engine
 from starlette.concurrency import run_in_threadpool
 
 from geodata.accounts import Principal, Role
+from geodata.compliance.report import check_code
 from geodata.dataset.layers import LOCAL_TZ
-from geodata.db.compliance_read import check_code
 from geodata.db.incident_store import (
     HistoryEntry,
     IncidentDetail,

@@ -8,7 +8,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from geodata.compliance import ComplianceConfig
-from geodata.db.compliance_read import WorkerCompliance, compliance_report, parse_week
+from geodata.compliance.report import WorkerCompliance, parse_week
+from geodata.db.compliance_read import compliance_report
 from geodata.db.engine import create_db_engine
 from geodata.events import ComplianceStatus
 

@@ -4,8 +4,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from geodata.compliance.report import check_code
 from geodata.dataset.layers import LOCAL_TZ
-from geodata.db.compliance_read import check_code
 from geodata.db.engine import create_db_engine
 from geodata.db.incident_store import IncidentFilter, list_incidents
 from geodata.incidents import ListingScope, Status, check_category, parse_statuses

@@ -13,6 +13,7 @@ from geodata.compliance.patrols import (
     build_patrols,
     is_usable,
     unique_checkins,
+    valid_at,
 )
 from geodata.compliance.weekly import (
     ComplianceKey,
@@ -26,6 +27,7 @@ from geodata.compliance.weekly import (
     required_patrols,
     status_as_of,
     status_changes,
+    weeks_reading,
 )
 from geodata.compliance.weeks import IsoWeek, day_start, local_date
 
@@ -52,4 +54,6 @@ __all__ = [
     "status_as_of",
     "status_changes",
     "unique_checkins",
+    "valid_at",
+    "weeks_reading",
 ]

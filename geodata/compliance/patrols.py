@@ -166,3 +166,22 @@ def build_patrols(checkins: Iterable[CheckinRecord], config: ComplianceConfig) -
             )
         )
     return patrols
+
+
+def valid_at(
+    patrol: Patrol, checkins: Iterable[CheckinRecord], config: ComplianceConfig
+) -> datetime | None:
+    """Time at which a valid patrol first met both thresholds (None if invalid).
+
+    `checkins` are the usable check-ins the patrol was built from (others may come too:
+    only those between its start and end are read). Patrol runs are prefix-stable, so
+    "valid as of T" is exactly "valid_at <= T": this is what lets the API answer for any
+    `as_of` from stored patrols.
+    """
+    if not patrol.valid:
+        return None
+    times = sorted(c.recorded_at for c in checkins if patrol.start <= c.recorded_at <= patrol.end)
+    for k, t in enumerate(times, start=1):
+        if k >= config.min_checkins and t - times[0] >= config.min_duration:
+            return t
+    return None

@@ -1,5 +1,6 @@
 """One (worker, grid, week): what is owed, what counts, and how the week stands at a time."""
 
+import functools
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -118,6 +119,9 @@ def is_week_final(week: IsoWeek, watermark: datetime, config: ComplianceConfig) 
     return watermark >= week.end(config.tz) + config.allowed_lateness
 
 
+# Cached: the engine asks for up to three windows per check-in, which uncached was a tenth
+# of its time, and a batch (or a replay) spans only a handful of weeks.
+@functools.lru_cache(maxsize=256)
 def checkin_window(week: IsoWeek, config: ComplianceConfig) -> tuple[datetime, datetime]:
     """The half-open span [from, to) of recorded_at that a week's evaluation reads.
 
@@ -127,6 +131,17 @@ def checkin_window(week: IsoWeek, config: ComplianceConfig) -> tuple[datetime, d
     """
     tz = config.tz
     return week.start(tz) - config.patrol_gap, week.end(tz) + config.patrol_horizon
+
+
+def weeks_reading(t: datetime, config: ComplianceConfig) -> list[IsoWeek]:
+    """The weeks whose evaluation window contains an instant (usually one, at most three)."""
+    week = IsoWeek.week_of(t, config.tz)
+    weeks = []
+    for candidate in (week.previous(), week, week.next()):
+        start, end = checkin_window(candidate, config)
+        if start <= t < end:
+            weeks.append(candidate)
+    return weeks
 
 
 class ComplianceKey(NamedTuple):

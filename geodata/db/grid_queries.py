@@ -31,7 +31,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import InstrumentedAttribute
 
-from geodata.db.compliance_read import check_code
+from geodata.compliance.report import check_code
 from geodata.db.models import Grid
 from geodata.errors import GridNotFound
 from geodata.query_limits import Bbox, degree_envelope

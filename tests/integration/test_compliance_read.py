@@ -15,20 +15,11 @@ from rich.console import Console
 from sqlalchemy import Connection, Engine, event, text
 
 from geodata.compliance import ComplianceConfig, IsoWeek
+from geodata.compliance.report import AreaCompliance, GridCompliance, Level, WorkerCompliance
 from geodata.dataset.layers import LOCAL_TZ
-from geodata.db.compliance_read import (
-    AreaCompliance,
-    GridCompliance,
-    InvalidAreaCode,
-    InvalidWeek,
-    Level,
-    WorkerCompliance,
-    WorkerNotFound,
-    compliance_report,
-    worker_patrols,
-)
+from geodata.db.compliance_read import compliance_report, worker_patrols
 from geodata.db.engine import create_db_engine
-from geodata.errors import GridNotFound
+from geodata.errors import GridNotFound, InvalidAreaCode, InvalidWeek, WorkerNotFound
 from grid_service.app import ApiConfig, create_app
 from wangge.compliance_cli import print_compliance
 from wangge.users_cli import add_user

@@ -4,8 +4,14 @@ import uuid
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from event_consumers.compliance import valid_at, weeks_reading
-from geodata.compliance import CheckinRecord, ComplianceConfig, IsoWeek, build_patrols
+from geodata.compliance import (
+    CheckinRecord,
+    ComplianceConfig,
+    IsoWeek,
+    build_patrols,
+    valid_at,
+    weeks_reading,
+)
 
 TZ = ZoneInfo("Asia/Shanghai")
 CONFIG = ComplianceConfig()

@@ -1,4 +1,4 @@
-"""The pure half of the compliance read side: inputs, per-pair evaluation, aggregation."""
+"""Compliance reports (geodata.compliance.report): inputs, per-pair evaluation, aggregation."""
 
 from datetime import date, datetime, timedelta
 
@@ -7,11 +7,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from geodata.compliance import ComplianceConfig, IsoWeek, status_as_of
-from geodata.dataset.layers import LOCAL_TZ
-from geodata.db.compliance_read import (
+from geodata.compliance.report import (
     AreaLevel,
-    InvalidAreaCode,
-    InvalidWeek,
     PairKey,
     StatusCounts,
     WorkerCompliance,
@@ -21,6 +18,8 @@ from geodata.db.compliance_read import (
     evaluate_pairs,
     parse_week,
 )
+from geodata.dataset.layers import LOCAL_TZ
+from geodata.errors import InvalidAreaCode, InvalidWeek
 from geodata.events import ComplianceStatus
 from geodata.staffing import AssignmentPeriod
 
