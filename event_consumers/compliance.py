@@ -8,26 +8,24 @@ is re-evaluated, because statuses also change as days run out. Status changes go
 outbox in the same transaction and are published exactly once after it commits.
 """
 
-import functools
-import json
 import logging
 import uuid
 from collections.abc import Sequence
 from datetime import datetime, timedelta
+from typing import Final
 
 import psycopg
+from pydantic import ValidationError
 
 from event_consumers import metrics
 from event_consumers.boundaries import BoundaryCache
 from event_consumers.checkin_cache import CheckinCache
-from event_consumers.outbox import OUTBOX_CHANNEL
 from event_consumers.records import InboundRecord, OutboundRecord, dead_letter
 from geodata.compliance import (
     CheckinRecord,
     ComplianceConfig,
     ComplianceKey,
     IsoWeek,
-    Patrol,
     checkin_window,
     evaluate_week,
     is_usable,
@@ -35,55 +33,47 @@ from geodata.compliance import (
     local_date,
     required_patrols,
     status_as_of,
+    valid_at,
+    weeks_reading,
 )
 from geodata.contract import Topics
 from geodata.db import compliance_store as store
-from geodata.events import DEFAULT_TIME_LIMITS, EventRefused, RefusalReason, check_event_time
+from geodata.events import (
+    DEFAULT_TIME_LIMITS,
+    EventRefused,
+    IncidentAssignment,
+    RefusalReason,
+    check_event_time,
+    parse_assignment,
+    refusal_from,
+)
 from geodata.staffing import AssignmentPeriod
 
 logger = logging.getLogger(__name__)
 
 
-def valid_at(
-    patrol: Patrol, checkins: Sequence[CheckinRecord], config: ComplianceConfig
-) -> datetime | None:
-    """Event time at which a valid patrol first met both thresholds (None if invalid).
+_JSON_SPACE: Final = b" \t\n\r"
 
-    Patrol runs are prefix-stable, so "valid as of T" is exactly "valid_at <= T": this is
-    what lets the API answer for any `as_of` from stored patrols.
+
+def decode_assignment(raw: bytes, now: datetime) -> tuple[CheckinRecord, bool] | None:
+    """The check-in an assignment carries and whether it is in the poster's own grid.
+
+    None for an incident's assignment (not a patrol); EventRefused with the contract's
+    reason for anything else the contract or the time bounds refuse.
     """
-    if not patrol.valid:
+    try:
+        event = parse_assignment(raw)
+    except ValidationError as exc:
+        if raw.lstrip(_JSON_SPACE)[:1] != b"{":
+            raise EventRefused(
+                RefusalReason.INVALID_JSON, "an assignment must be a JSON object"
+            ) from None
+        raise refusal_from(exc) from None
+    if isinstance(event, IncidentAssignment):
         return None
-    times = sorted(c.recorded_at for c in checkins if patrol.start <= c.recorded_at <= patrol.end)
-    for k, t in enumerate(times, start=1):
-        if k >= config.min_checkins and t - times[0] >= config.min_duration:
-            return t
-    return None
-
-
-def weeks_reading(t: datetime, config: ComplianceConfig) -> list[IsoWeek]:
-    """The weeks whose evaluation window contains an instant (usually one, at most three)."""
-    week = IsoWeek.week_of(t, config.tz)
-    weeks = []
-    for candidate in (week.previous(), week, week.next()):
-        start, end = _window(candidate, config)
-        if start <= t < end:
-            weeks.append(candidate)
-    return weeks
-
-
-@functools.lru_cache(maxsize=256)
-def _window(week: IsoWeek, config: ComplianceConfig) -> tuple[datetime, datetime]:
-    # Three windows for every check-in were a tenth of the engine's time; a batch (and a
-    # replay) spans a handful of weeks.
-    return checkin_window(week, config)
-
-
-def _check_assignment_time(recorded_at: datetime, now: datetime) -> None:
-    """Refuse an assignment whose event time no check-in could have."""
-    if recorded_at.tzinfo is None or recorded_at.utcoffset() is None:
-        raise EventRefused(RefusalReason.INVALID_FIELD, "recorded_at has no UTC offset")
-    check_event_time(recorded_at, now, "recorded_at", DEFAULT_TIME_LIMITS)
+    # One assignment from the far future would end every open week at once.
+    check_event_time(event.recorded_at, now, "recorded_at", DEFAULT_TIME_LIMITS)
+    return CheckinRecord.from_assignment(event), bool(event.in_assigned_grid)
 
 
 class ComplianceHandler:
@@ -115,43 +105,14 @@ class ComplianceHandler:
         parsed: list[tuple[CheckinRecord, bool]] = []
         for record in records:
             try:
-                body = json.loads(record.value or b"")
-            except ValueError as exc:
-                reason = RefusalReason.INVALID_JSON
-                outgoing.append(dead_letter(record, reason, str(exc), self.topics.deadletter))
-                metrics.EVENTS_REFUSED.labels(self.topic, reason).inc()
-                continue
-            if not isinstance(body, dict):
-                reason = RefusalReason.INVALID_JSON
-                detail = "an assignment must be a JSON object"
-                outgoing.append(dead_letter(record, reason, detail, self.topics.deadletter))
-                metrics.EVENTS_REFUSED.labels(self.topic, reason).inc()
-                continue
-            if "incident_id" in body:
-                continue  # incident assignments are not patrols
-            try:
-                checkin = CheckinRecord(
-                    uuid.UUID(str(body["event_id"])),
-                    str(body["worker_id"]),
-                    body.get("grid_code"),
-                    datetime.fromisoformat(str(body["recorded_at"])),
-                    body.get("accuracy_m"),
-                )
-            except (KeyError, ValueError, TypeError) as exc:
-                reason = RefusalReason.INVALID_FIELD
-                outgoing.append(dead_letter(record, reason, repr(exc), self.topics.deadletter))
-                metrics.EVENTS_REFUSED.labels(self.topic, reason).inc()
-                continue
-            try:
-                # One assignment from the far future would end every open week at once.
-                _check_assignment_time(checkin.recorded_at, now)
+                decoded = decode_assignment(record.value or b"", now)
             except EventRefused as refused:
-                outgoing.append(
-                    dead_letter(record, refused.reason, refused.detail, self.topics.deadletter)
-                )
+                letter = dead_letter(record, refused.reason, refused.detail, self.topics.deadletter)
+                outgoing.append(letter)
                 metrics.EVENTS_REFUSED.labels(self.topic, refused.reason).inc()
                 continue
-            parsed.append((checkin, bool(body.get("in_assigned_grid"))))
+            if decoded is not None:
+                parsed.append(decoded)
 
         new_ids = store.insert_checkins(conn, parsed)
         metrics.EVENTS_DUPLICATE.labels(self.topic).inc(len(parsed) - len(new_ids))
@@ -207,7 +168,7 @@ class ComplianceHandler:
         )
         if published:
             metrics.STATUS_CHANGES.inc(published)
-            conn.execute(f"NOTIFY {OUTBOX_CHANNEL}")
+            store.notify_outbox(conn)
         return outgoing
 
     def _periods(self, worker_id: str, grid_code: str) -> list[AssignmentPeriod]:
@@ -234,10 +195,10 @@ class ComplianceHandler:
             else:
                 result[key] = held
         # Read after this batch's insert, so these hold its new check-ins already.
-        spans = [(k.worker_id, k.grid_code, *_window(k.week, self.config)) for k in missing]
+        spans = [(k.worker_id, k.grid_code, *checkin_window(k.week, self.config)) for k in missing]
         stored = store.load_checkins(conn, spans)
         for key in missing:
-            start, end = _window(key.week, self.config)
+            start, end = checkin_window(key.week, self.config)
             records = [
                 c
                 for c in stored.get((key.worker_id, key.grid_code), [])

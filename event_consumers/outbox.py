@@ -19,11 +19,10 @@ import psycopg
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from event_consumers.topics import topic_ids
-from geodata.db import event_store
+from geodata.db import compliance_store, event_store
 
 logger = logging.getLogger(__name__)
 
-OUTBOX_CHANNEL = "wangge_compliance_outbox"
 _LOCK_KEY = 0x77616E67  # "wang": one publisher across all consumer processes
 _PUBLISHER_GROUP = "outbox-publisher"
 
@@ -193,7 +192,7 @@ class OutboxPublisherThread(threading.Thread):
 
     def _listen_and_publish(self) -> None:
         with psycopg.connect(self.publisher.database_url, autocommit=True) as listener:
-            listener.execute(f"LISTEN {OUTBOX_CHANNEL}")
+            compliance_store.listen_outbox(listener)
             while not self._stopping.is_set():
                 while self.publisher.publish_pending():
                     pass

@@ -14,6 +14,8 @@ import psycopg
 from geodata.compliance import CheckinRecord, ComplianceKey, IsoWeek, Patrol
 
 CLOCK_NAME = "engine"
+OUTBOX_CHANNEL = "wangge_compliance_outbox"
+"""The PostgreSQL channel that tells the outbox publisher new changes are queued."""
 
 
 @dataclass(frozen=True)
@@ -272,6 +274,16 @@ def record_statuses(
             ],
         )
     return len(moved)
+
+
+def listen_outbox(conn: psycopg.Connection) -> None:
+    """Subscribe an autocommit connection to the outbox channel (see `notify_outbox`)."""
+    conn.execute(f"LISTEN {OUTBOX_CHANNEL}")
+
+
+def notify_outbox(conn: psycopg.Connection) -> None:
+    """Wake the outbox publisher once this transaction commits (NOTIFY waits for COMMIT)."""
+    conn.execute(f"NOTIFY {OUTBOX_CHANNEL}")
 
 
 def mark_final(conn: psycopg.Connection, last_final_week: IsoWeek) -> None:

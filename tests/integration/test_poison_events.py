@@ -25,6 +25,7 @@ from kafka import KafkaProducer
 
 from geodata.contract import Topics
 from geodata.events import RefusalReason
+from geodata.hierarchy import lineage_of
 from tests.integration.pipeline_support import (
     ConsumerProcess,
     Placement,
@@ -179,9 +180,14 @@ def _incident(spot: Placement) -> dict[str, Any]:
 
 
 def _assignment(spot: Placement) -> dict[str, Any]:
+    # Whole, as the contract has it, so that only the mutation can make it refused.
+    lineage = lineage_of(spot.grid_code)
     return {
         **checkin_event(spot.worker_id, spot.lon, spot.lat, 30),
         "grid_code": spot.grid_code,
+        "community_code": lineage.community_code,
+        "street_code": lineage.street_code,
+        "district_code": lineage.district_code,
         "staff_id": spot.worker_id,
         "in_assigned_grid": True,
         "assignment_rule": "contains",
