@@ -27,23 +27,12 @@ from geodata.events import (
     parse_checkin,
 )
 from geodata.hierarchy import lineage_of
-from geodata.quality import (
-    EARTH_RADIUS_M,
-    IMPLAUSIBLE_SPEED,
-    LOW_ACCURACY,
-    MAX_ACCURACY_M,
-    MAX_SPEED_KMH,
-    Fix,
-    implied_speed_kmh,
-)
+from geodata.quality import Fix, flag_fixes
 from geodata.spatial_index import to_epoch_us
 
 logger = logging.getLogger(__name__)
 
 CHECKIN_ASSIGNMENT_TYPE = "wangge.assignment.checkin.v1"
-# Speeds this close to the limit are recomputed with the scalar rule, so that numpy's
-# and libm's last-bit differences can never flip a flag.
-_SPEED_RECHECK_REL = 1e-9
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -342,102 +331,20 @@ class CheckinHandler:
         at_us: npt.NDArray[np.int64],
         conn: psycopg.Connection,
     ) -> list[list[str]]:
-        """Accuracy and speed flags (quality.quality_flags, vectorised over the batch).
+        """Accuracy and speed flags of the batch (`quality.flag_fixes`).
 
-        Fixes are taken in event-time order; each is compared with the worker's previous
-        one: the newest seen so far, from this batch or from before it.
+        Each worker's newest fix before the batch comes from this process's memory, or
+        from the database the first time the worker is seen.
         """
         workers = [c.worker_id for c in checkins]
         missing = set(workers) - self._last_fix.keys()
         if missing:
             self._last_fix.update(event_store.last_fixes(conn, missing))
-        n = len(checkins)
         accuracy = np.fromiter(
-            (np.nan if c.accuracy_m is None else c.accuracy_m for c in checkins), float, n
+            (np.nan if c.accuracy_m is None else c.accuracy_m for c in checkins),
+            float,
+            len(checkins),
         )
-        worker_rank = np.unique(np.array(workers, dtype=object), return_inverse=True)[1]
-        by_time = np.argsort(at_us, kind="stable")
-        order = by_time[np.argsort(worker_rank[by_time], kind="stable")]
-        w, t, x, y = worker_rank[order], at_us[order], lon[order], lat[order]
-        first = np.ones(n, dtype=bool)
-        first[1:] = w[1:] != w[:-1]
-
-        cached = [self._last_fix.get(workers[i]) for i in order.tolist()]
-        has_cached = np.array([fix is not None for fix in cached], dtype=bool)
-        cached_t = np.array([to_epoch_us(f.recorded_at) if f else 0 for f in cached], np.int64)
-        cached_x = np.array([f.lon if f else np.nan for f in cached], float)
-        cached_y = np.array([f.lat if f else np.nan for f in cached], float)
-        prev_t, prev_x, prev_y = np.roll(t, 1), np.roll(x, 1), np.roll(y, 1)
-        # The previous batch fix replaced the stored one only if it was not older.
-        from_batch = ~first & (~has_cached | (prev_t >= cached_t))
-        has_prev = from_batch | has_cached
-        prev_t = np.where(from_batch, prev_t, cached_t)
-        prev_x = np.where(from_batch, prev_x, cached_x)
-        prev_y = np.where(from_batch, prev_y, cached_y)
-
-        speed = _speeds_kmh(prev_t, prev_x, prev_y, t, x, y)
-        near = has_prev & (np.abs(speed - MAX_SPEED_KMH) <= _SPEED_RECHECK_REL * MAX_SPEED_KMH)
-        for j in np.flatnonzero(near).tolist():
-            i = int(order[j])
-            previous = self._previous_fix(
-                cached[j], bool(from_batch[j]), checkins, order, j, lon, lat
-            )
-            current = Fix(checkins[i].recorded_at, float(lon[i]), float(lat[i]))
-            speed[j] = implied_speed_kmh(previous, current)
-        fast = np.zeros(n, dtype=bool)
-        fast[order] = has_prev & (speed > MAX_SPEED_KMH)
-        low = accuracy > MAX_ACCURACY_M
-
-        last = np.ones(n, dtype=bool)
-        last[:-1] = w[:-1] != w[1:]
-        for j in np.flatnonzero(last & (~has_cached | (t >= cached_t))).tolist():
-            i = int(order[j])
-            self._last_fix[workers[i]] = Fix(checkins[i].recorded_at, float(lon[i]), float(lat[i]))
-        return [
-            [LOW_ACCURACY, IMPLAUSIBLE_SPEED]
-            if lo and fa
-            else [LOW_ACCURACY]
-            if lo
-            else [IMPLAUSIBLE_SPEED]
-            if fa
-            else []
-            for lo, fa in zip(low.tolist(), fast.tolist(), strict=True)
-        ]
-
-    @staticmethod
-    def _previous_fix(
-        cached: Fix | None,
-        from_batch: bool,
-        checkins: list[CheckIn],
-        order: npt.NDArray[np.intp],
-        j: int,
-        lon: FloatArray,
-        lat: FloatArray,
-    ) -> Fix:
-        if not from_batch:
-            assert cached is not None
-            return cached
-        k = int(order[j - 1])
-        return Fix(checkins[k].recorded_at, float(lon[k]), float(lat[k]))
-
-
-def _speeds_kmh(
-    t0: npt.NDArray[np.int64],
-    x0: FloatArray,
-    y0: FloatArray,
-    t1: npt.NDArray[np.int64],
-    x1: FloatArray,
-    y1: FloatArray,
-) -> FloatArray:
-    """quality.implied_speed_kmh over arrays: haversine metres over |Δt|, km/h."""
-    phi0, phi1 = np.radians(y0), np.radians(y1)
-    h = (
-        np.sin((phi1 - phi0) / 2) ** 2
-        + np.cos(phi0) * np.cos(phi1) * np.sin(np.radians(x1 - x0) / 2) ** 2
-    )
-    metres = 2 * EARTH_RADIUS_M * np.arcsin(np.minimum(1.0, np.sqrt(h)))
-    seconds = np.abs(t1 - t0) / 1e6
-    with np.errstate(divide="ignore", invalid="ignore"):
-        speed = metres / seconds * 3.6
-    speed[seconds == 0] = np.where(metres[seconds == 0] == 0, 0.0, np.inf)
-    return np.where(np.isnan(x0), 0.0, speed)
+        flagged = flag_fixes(workers, at_us, lon, lat, accuracy, self._last_fix)
+        self._last_fix.update(flagged.latest)
+        return flagged.flags
