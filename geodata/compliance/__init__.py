@@ -1,7 +1,8 @@
-"""Patrol compliance (COMPLIANCE.md) as pure functions over plain data.
+"""Patrol compliance (docs/PATROL_RULE.md) as pure functions over plain data.
 
 No database, broker or web framework: the compliance consumer, the API and the tests
-all call `evaluate_week` on check-in records and assignment periods.
+all call `evaluate_week` on check-in records and assignment periods, and `report` rolls
+the statuses of a week up to grids and areas.
 """
 
 from geodata.compliance.config import ComplianceConfig

@@ -1,4 +1,4 @@
-"""The tunable numbers of the patrol rule (COMPLIANCE.md), with the spec's defaults."""
+"""The tunable numbers of the patrol rule (docs/PATROL_RULE.md), with its defaults."""
 
 from dataclasses import dataclass
 from datetime import timedelta
@@ -7,7 +7,7 @@ from zoneinfo import ZoneInfo
 
 @dataclass(frozen=True)
 class ComplianceConfig:
-    """Every bracketed default of COMPLIANCE.md; built at the edge and passed down."""
+    """Every setting of docs/PATROL_RULE.md; built at the edge and passed down."""
 
     timezone: str = "Asia/Shanghai"
     max_accuracy_m: float = 100.0

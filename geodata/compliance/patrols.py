@@ -44,7 +44,7 @@ class CheckinRecord:
 def is_usable(
     checkin: CheckinRecord, assignments: Iterable[AssignmentPeriod], config: ComplianceConfig
 ) -> bool:
-    """Whether a check-in can be part of a patrol (COMPLIANCE.md, "usable check-in").
+    """Whether a check-in can be part of a patrol (docs/PATROL_RULE.md).
 
     Located in a grid, posted by a worker assigned to that very grid at `recorded_at`,
     and with no accuracy or one within `max_accuracy_m`.

@@ -76,8 +76,9 @@ def remaining_capacity(
     """Counted patrols still possible from `as_of`'s local day (included) to the week's end.
 
     Each remaining day offers `max_counted_per_day` minus what it already counted: with
-    the default of 1 this is COMPLIANCE.md's "days with no counted patrol yet × 1", and
-    with more it keeps the spec's meaning of missed, "can no longer be met".
+    the default of 1 these are docs/PATROL_RULE.md's "days left" (days with no counted
+    patrol yet, 1 each), and with more it keeps its meaning of missed, "can no longer be
+    met".
     """
     today = local_date(as_of, config.tz)
     return sum(
@@ -94,7 +95,7 @@ def status_as_of(
     as_of: datetime,
     config: ComplianceConfig,
 ) -> ComplianceStatus:
-    """met, missed, at_risk or on_track, exactly as COMPLIANCE.md defines them.
+    """met, missed, at_risk or on_track, exactly as docs/PATROL_RULE.md defines them.
 
     `counted_per_day` holds the counted patrols of each local day of the week as of
     `as_of`. Once the week has ended no capacity remains, so an unmet week is missed.
