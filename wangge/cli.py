@@ -446,7 +446,7 @@ def up(
     """
     from geodata.db import migrate
     from geodata.errors import WanggeError
-    from wangge.simulate_cli import replay_intake_env, up_simulator_args
+    from wangge.simulation.cli import replay_intake_env, up_simulator_args
 
     simulator_args: list[str] | None = None
     try:
@@ -661,7 +661,7 @@ def simulate(
 ) -> None:
     """Produce a week of realistic check-ins and incidents to Kafka, faults included."""
     from geodata.errors import WanggeError
-    from wangge.simulate_cli import SimulateOptions, log_progress, print_summary, run_simulation
+    from wangge.simulation.cli import SimulateOptions, log_progress, print_summary, run_simulation
 
     # SIGTERM (`kill`, `wangge up` stopping) ends a run as Ctrl-C does: flushed, summed up.
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
@@ -689,7 +689,7 @@ def verify(
 ) -> None:
     """Compare the platform's patrols and statuses with a simulation's truth; 1 if any differ."""
     from geodata.errors import WanggeError
-    from wangge.verify_cli import run_verify
+    from wangge.simulation.verify import run_verify
 
     try:
         comparison = run_verify(DatabaseSettings().url, truth, week, console)

@@ -25,8 +25,6 @@ from kafka import KafkaConsumer, TopicPartition
 from geodata.compliance import ComplianceConfig, IsoWeek
 from geodata.contract import Topics
 from geodata.db.engine import create_db_engine
-from geodata.db.simulation_read import read_platform
-from geodata.simulation import Truth, compare
 from tests.integration.pipeline_support import (
     ConsumerProcess,
     count_rows,
@@ -35,6 +33,8 @@ from tests.integration.pipeline_support import (
     wait_until,
 )
 from wangge import services
+from wangge.simulation import Truth, compare
+from wangge.simulation.db import read_platform
 
 pytestmark = pytest.mark.integration
 

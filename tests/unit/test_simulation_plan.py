@@ -16,7 +16,9 @@ from geodata.crs import to_wgs84
 from geodata.dataset.generate import ReferenceDataset, generate_reference_dataset
 from geodata.dataset.layers import LOCAL_TZ, REFERENCE_VALID_FROM
 from geodata.events import EventRefused, parse_checkin
-from geodata.simulation import (
+from geodata.spatial_index import GridIndex, GridVersion
+from geodata.staffing import AssignmentPeriod
+from wangge.simulation import (
     PlatformWeek,
     Profile,
     SimulatedWeek,
@@ -28,14 +30,12 @@ from geodata.simulation import (
     compare,
     simulate_week,
 )
-from geodata.simulation.compare import ObservedPatrol, ObservedStatus
-from geodata.simulation.incidents import MALFORMED_KINDS
-from geodata.simulation.phones import FixTable
-from geodata.simulation.plan import plan_worker
-from geodata.simulation.truth import checkin_records
-from geodata.simulation.walks import FixQuality, neighbours
-from geodata.spatial_index import GridIndex, GridVersion
-from geodata.staffing import AssignmentPeriod
+from wangge.simulation.compare import ObservedPatrol, ObservedStatus
+from wangge.simulation.incidents import MALFORMED_KINDS
+from wangge.simulation.phones import FixTable
+from wangge.simulation.plan import plan_worker
+from wangge.simulation.truth import checkin_records
+from wangge.simulation.walks import FixQuality, neighbours
 
 WEEK = IsoWeek.parse("2020-W37")
 SEED = 37

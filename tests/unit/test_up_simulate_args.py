@@ -6,8 +6,8 @@ import pytest
 
 from geodata.compliance import IsoWeek
 from geodata.errors import WanggeError
-from geodata.simulation import SimulationConfig
-from wangge.simulate_cli import up_simulator_args
+from wangge.simulation import SimulationConfig
+from wangge.simulation.cli import up_simulator_args
 
 
 def test_without_a_week_the_last_complete_week_is_replayed_at_sixty_times_real_time() -> None:

@@ -1,9 +1,9 @@
 """The simulator's producer: paces a simulated week's messages onto the topics, like phones.
 
-Thin on purpose: what to send and when is decided in `geodata.simulation`; this only maps
-simulated send times to the wall clock (`speed`× real time, or as fast as the broker
-takes it), caps the rate, and produces with a plain kafka-python producer, keyed as the
-contract says (check-ins by worker id, incidents by incident id).
+Thin on purpose: what to send and when is decided by the pure modules beside it; this
+only maps simulated send times to the wall clock (`speed`× real time, or as fast as the
+broker takes it), caps the rate, and produces with a plain kafka-python producer, keyed
+as the contract says (check-ins by worker id, incidents by incident id).
 """
 
 import logging
@@ -18,8 +18,8 @@ from kafka import KafkaProducer
 
 from geodata.contract import CHECKINS_TOPIC, INCIDENTS_TOPIC, Topics
 from geodata.events import CE_SPECVERSION, CE_TYPES
-from geodata.simulation import SimulatedWeek
-from geodata.simulation.incidents import Message
+from wangge.simulation import SimulatedWeek
+from wangge.simulation.incidents import Message
 
 logger = logging.getLogger(__name__)
 

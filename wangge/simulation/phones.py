@@ -15,8 +15,8 @@ import numpy.typing as npt
 from shapely.geometry.base import BaseGeometry
 
 from geodata.compliance import IsoWeek
-from geodata.simulation.plan import SimulationConfig, WorkerPlan
-from geodata.simulation.walks import (
+from wangge.simulation.plan import SimulationConfig, WorkerPlan
+from wangge.simulation.walks import (
     FixQuality,
     GridShape,
     gps_error,

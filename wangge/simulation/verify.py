@@ -6,12 +6,12 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from geodata.db.compliance_read import parse_week
+from geodata.compliance.report import parse_week
 from geodata.db.engine import create_db_engine
-from geodata.db.simulation_read import read_platform
 from geodata.errors import WanggeError
-from geodata.simulation import Comparison, Truth, compare
-from geodata.simulation.compare import ABSENT
+from wangge.simulation import Comparison, Truth, compare
+from wangge.simulation.compare import ABSENT
+from wangge.simulation.db import read_platform
 
 STATUSES = ("met", "on_track", "at_risk", "missed")
 

@@ -7,7 +7,8 @@ import shapely
 from sqlalchemy import Engine, func, or_, select
 
 from geodata.compliance import ComplianceConfig, IsoWeek, checkin_window
-from geodata.db.compliance_read import WorkerCompliance, compliance_report
+from geodata.compliance.report import WorkerCompliance
+from geodata.db.compliance_read import compliance_report
 from geodata.db.compliance_store import CLOCK_NAME
 from geodata.db.models import (
     ComplianceClock,
@@ -18,10 +19,10 @@ from geodata.db.models import (
     Worker,
     WorkerAssignment,
 )
-from geodata.simulation.compare import ObservedPatrol, ObservedStatus, PlatformWeek
-from geodata.simulation.plan import SimWorker, World
-from geodata.simulation.truth import Truth
 from geodata.staffing import AssignmentPeriod
+from wangge.simulation.compare import ObservedPatrol, ObservedStatus, PlatformWeek
+from wangge.simulation.plan import SimWorker, World
+from wangge.simulation.truth import Truth
 
 
 def load_world(engine: Engine, start: datetime, until: datetime) -> tuple[World, int]:

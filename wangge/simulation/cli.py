@@ -10,18 +10,18 @@ from rich.console import Console
 from rich.table import Table
 
 from geodata.compliance import IsoWeek
+from geodata.compliance.report import parse_week
 from geodata.contract import Topics
-from geodata.db.compliance_read import parse_week
 from geodata.db.engine import create_db_engine
-from geodata.db.simulation_read import load_world
 from geodata.errors import WanggeError
-from geodata.simulation import SimulationConfig, simulate_week
-from geodata.simulation.week import Progress
 from wangge import services
 from wangge.settings import IntakeSettings, KafkaSettings
+from wangge.simulation import SimulationConfig, simulate_week
+from wangge.simulation.db import load_world
+from wangge.simulation.week import Progress
 
 if TYPE_CHECKING:
-    from event_consumers.simulator import ProduceStats
+    from wangge.simulation.producer import ProduceStats
 
 
 #: `wangge up --simulate --week live`: this week as it happens, in real time.
@@ -147,7 +147,7 @@ def run_simulation(
     database_url: str, kafka: KafkaSettings, options: SimulateOptions, progress: Progress
 ) -> SimulationRun:
     """Plan the week from the database's city, write the truth, produce every message."""
-    from event_consumers.simulator import Pacing, produce_week
+    from wangge.simulation.producer import Pacing, produce_week
 
     config = SimulationConfig(tail_hours=options.tail_hours)
     tz = config.compliance.tz

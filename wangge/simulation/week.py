@@ -16,8 +16,8 @@ import numpy as np
 import numpy.typing as npt
 
 from geodata.compliance import IsoWeek
-from geodata.simulation.incidents import MALFORMED_KINDS, Message, incidents, malformed
-from geodata.simulation.phones import (
+from wangge.simulation.incidents import MALFORMED_KINDS, Message, incidents, malformed
+from wangge.simulation.phones import (
     Deliveries,
     FixTable,
     deliveries,
@@ -25,15 +25,15 @@ from geodata.simulation.phones import (
     shapes_for,
     worker_fixes,
 )
-from geodata.simulation.plan import (
+from wangge.simulation.plan import (
     SimulationConfig,
     WorkerPlan,
     World,
     choose_workers,
     plan_worker,
 )
-from geodata.simulation.truth import Truth, TruthEntry, expected_entries, plain
-from geodata.simulation.walks import FixQuality, neighbours
+from wangge.simulation.truth import Truth, TruthEntry, expected_entries, plain
+from wangge.simulation.walks import FixQuality, neighbours
 
 Progress = Callable[[str, int, int], None]
 

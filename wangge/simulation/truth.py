@@ -24,8 +24,8 @@ from geodata.compliance import (
     evaluate_week,
 )
 from geodata.events import ComplianceStatus
-from geodata.simulation.phones import NO_WALK, FixTable
-from geodata.simulation.plan import WorkerPlan
+from wangge.simulation.phones import NO_WALK, FixTable
+from wangge.simulation.plan import WorkerPlan
 
 TRUTH_FORMAT: Final = "wangge.simulation.truth/1"
 

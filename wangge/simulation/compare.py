@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Final
 
-from geodata.simulation.truth import ExpectedPatrol, Truth, TruthEntry
+from wangge.simulation.truth import ExpectedPatrol, Truth, TruthEntry
 
 ABSENT: Final = "absent"
 """The actual status of a (worker, grid) the platform has no status for."""

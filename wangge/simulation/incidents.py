@@ -18,9 +18,9 @@ from shapely.geometry.base import BaseGeometry
 
 from geodata.categories import CATEGORIES, CATEGORY_NAMES_ZH
 from geodata.compliance import IsoWeek
-from geodata.simulation.phones import FixTable
-from geodata.simulation.plan import SimulationConfig, WorkerPlan
-from geodata.simulation.walks import FixQuality
+from wangge.simulation.phones import FixTable
+from wangge.simulation.plan import SimulationConfig, WorkerPlan
+from wangge.simulation.walks import FixQuality
 
 # Share of reports by event class (GB/T 30428's classes as CATEGORIES names them).
 _CLASS_WEIGHTS: Final = {
