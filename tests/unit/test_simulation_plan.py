@@ -12,10 +12,11 @@ from shapely.geometry import MultiPoint
 from shapely.geometry.base import BaseGeometry
 
 from geodata.compliance import ComplianceConfig, IsoWeek, evaluate_week
+from geodata.contract import CHECKINS_TOPIC, INCIDENTS_TOPIC
 from geodata.crs import to_wgs84
 from geodata.dataset.generate import ReferenceDataset, generate_reference_dataset
 from geodata.dataset.layers import LOCAL_TZ, REFERENCE_VALID_FROM
-from geodata.events import EventRefused, parse_checkin
+from geodata.events import CE_TYPES, EventRefused, parse_checkin
 from geodata.spatial_index import GridIndex, GridVersion
 from geodata.staffing import AssignmentPeriod
 from wangge.simulation import (
@@ -34,6 +35,7 @@ from wangge.simulation.compare import ObservedPatrol, ObservedStatus
 from wangge.simulation.incidents import MALFORMED_KINDS
 from wangge.simulation.phones import FixTable
 from wangge.simulation.plan import plan_worker
+from wangge.simulation.producer import message_headers
 from wangge.simulation.truth import checkin_records
 from wangge.simulation.walks import FixQuality, neighbours
 
@@ -210,6 +212,24 @@ def test_every_checkin_is_accepted_at_its_send_time_and_malformed_ones_are_refus
     assert sum(reasons.values()) == week.truth.counts["malformed"]
     expected = {"null_island": "coordinate_out_of_range"}
     assert set(reasons) == {expected.get(k, k) for k in MALFORMED_KINDS}
+
+
+def test_every_message_carries_the_contract_headers_with_its_event_time_as_sent(
+    week: SimulatedWeek,
+) -> None:
+    ce_types = {"checkins": CE_TYPES[CHECKINS_TOPIC], "incidents": CE_TYPES[INCIDENTS_TOPIC]}
+    messages = [m for batch in week.batches(5000) for m in batch]
+    assert {m.stream for m in messages} == set(ce_types)
+    for message in messages:
+        ce_type = ce_types[message.stream]
+        # The bytes phones' messages always carried: ce_time is the event time as formatted.
+        assert message_headers(message, ce_type) == [
+            ("ce_specversion", b"1.0"),
+            ("ce_id", message.event_id.encode()),
+            ("ce_source", b"wangge/simulator"),
+            ("ce_type", ce_type.encode()),
+            ("ce_time", message.event_time.encode()),
+        ]
 
 
 def test_late_uploads_come_hours_later_but_before_the_week_freezes(week: SimulatedWeek) -> None:

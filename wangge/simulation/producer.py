@@ -3,13 +3,13 @@
 Thin on purpose: what to send and when is decided by the pure modules beside it; this
 only maps simulated send times to the wall clock (`speed`× real time, or as fast as the
 broker takes it), caps the rate, and produces with a plain kafka-python producer, keyed
-as the contract says (check-ins by worker id, incidents by incident id).
+as the contract says (check-ins by worker id, incidents by incident id), with the
+contract's CloudEvents headers.
 """
 
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Final
@@ -17,18 +17,16 @@ from typing import Final
 from kafka import KafkaProducer
 
 from geodata.contract import CHECKINS_TOPIC, INCIDENTS_TOPIC, Topics
-from geodata.events import CE_SPECVERSION, CE_TYPES
-from wangge.simulation import SimulatedWeek
+from geodata.events import CE_TYPES, cloudevent_headers
 from wangge.simulation.incidents import Message
+from wangge.simulation.week import Progress, SimulatedWeek
 
 logger = logging.getLogger(__name__)
 
-CE_SOURCE: Final = b"wangge/simulator"
+CE_SOURCE: Final = "wangge/simulator"
 # Long waits (a live week) are slept in slices, so that progress and Ctrl-C stay prompt.
 _SLEEP_SLICE_S: Final = 0.5
 _PROGRESS_EVERY_S: Final = 0.2
-
-Progress = Callable[[str, int, int], None]
 
 
 @dataclass(frozen=True)
@@ -72,14 +70,11 @@ class ProduceStats:
         return self.last_at - self.first_at
 
 
-def _headers(message: Message, ce_type: str) -> list[tuple[str, bytes]]:
-    return [
-        ("ce_specversion", CE_SPECVERSION.encode()),
-        ("ce_id", message.event_id.encode()),
-        ("ce_source", CE_SOURCE),
-        ("ce_type", ce_type.encode()),
-        ("ce_time", message.event_time.encode()),
-    ]
+def message_headers(message: Message, ce_type: str) -> list[tuple[str, bytes]]:
+    """The contract's CloudEvents headers of one message; ce_time is its event time as sent."""
+    # event_time is RFC 3339 as isoformat() writes it: parsed back, it gives the same bytes.
+    at = datetime.fromisoformat(message.event_time)
+    return cloudevent_headers(event_id=message.event_id, ce_type=ce_type, source=CE_SOURCE, time=at)
 
 
 def _sleep_until(due: float) -> None:
@@ -134,7 +129,7 @@ def produce_week(
                     topic_of[message.stream],
                     key=message.key,
                     value=message.value,
-                    headers=_headers(message, ce_type_of[message.stream]),
+                    headers=message_headers(message, ce_type_of[message.stream]),
                 ).add_errback(failed)
                 if stats.first_at is None:
                     stats.first_at = time.time()
