@@ -1,8 +1,9 @@
-"""The HTTP gateway onto the event topics: check-ins and incident reports, and its producer.
+"""The HTTP gateway onto the event topics: check-ins and incident reports.
 
 Each posted event is checked with the very functions the consumers use (geodata.events),
 so the gateway never accepts what a consumer would refuse, and it answers 202 only once
-the broker has acknowledged every record (acks=all).
+the broker has acknowledged every record (acks=all); while the broker is away, 503 with
+Retry-After (grid_service.producer).
 
 Both need a bearer token and spend one request of its write allowance (grid_service.auth).
 Check-ins take a worker's token, and every check-in's worker_id must be that worker's;
