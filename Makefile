@@ -3,7 +3,7 @@
 .DEFAULT_GOAL := help
 VENV := .venv/bin
 
-.PHONY: help run test lint format bootstrap services-stop clean
+.PHONY: help run test test-unit lint format bootstrap services-stop clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-14s %s\n", $$1, $$2}'
@@ -14,7 +14,7 @@ bootstrap: ## make .venv and install wangge with its dev tools
 run: bootstrap ## start PostGIS, the broker, load Baoji's grids and serve (wangge up)
 	$(VENV)/wangge up
 
-test: bootstrap ## lint, type-check and run the whole test suite against real services
+test: bootstrap ## lint, type-check (tests included) and run the whole suite against real services
 	@./scripts/test-tools.sh
 	$(VENV)/wangge services start
 	$(VENV)/ruff check .
@@ -22,7 +22,12 @@ test: bootstrap ## lint, type-check and run the whole test suite against real se
 	$(VENV)/mypy
 	$(VENV)/pytest
 
-lint: bootstrap ## ruff and mypy only
+# The fast lane runs each property test on 20 examples instead of its hundreds, and
+# collects tests/unit alone: importing the integration modules costs seconds by itself.
+test-unit: bootstrap ## the fast lane: no PostGIS, no broker, 20 examples per property test
+	$(VENV)/pytest -m "not integration" --max-examples 20 -q tests/unit
+
+lint: bootstrap ## ruff and mypy (the packages and the tests)
 	$(VENV)/ruff check .
 	$(VENV)/ruff format --check .
 	$(VENV)/mypy

@@ -5,6 +5,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import hypothesis
 import psycopg
 import pytest
 from sqlalchemy import Engine
@@ -24,9 +25,36 @@ os.environ.setdefault("WANGGE_EVENT_MAX_AGE_DAYS", "0")
 INTEGRATION_DIR = Path(__file__).parent / "integration"
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """`--max-examples N`: the fast lane's budget for every property test."""
+    parser.addoption(
+        "--max-examples",
+        type=int,
+        default=None,
+        help="run each hypothesis test with at most N examples (make test-unit)",
+    )
+
+
+def _cap_examples(items: list[pytest.Item], cap: int) -> None:
+    # Explicit @settings(max_examples=...) outrank any hypothesis profile, so the cap is set
+    # where hypothesis's own pytest plugin adjusts a test's settings: on the test function.
+    for item in items:
+        if not isinstance(item, pytest.Function):
+            continue
+        function = getattr(item.obj, "__func__", item.obj)
+        current = getattr(function, "_hypothesis_internal_use_settings", None)
+        if isinstance(current, hypothesis.settings) and current.max_examples > cap:
+            capped = hypothesis.settings(parent=current, max_examples=cap)
+            function._hypothesis_internal_use_settings = capped
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Refuse to run an integration test without its marker: `-m "not integration"` is the
-    fast lane, and one unmarked module would quietly pull PostGIS and the broker into it."""
+    fast lane, and one unmarked module would quietly pull PostGIS and the broker into it.
+    With `--max-examples`, cap every property test's examples."""
+    cap: int | None = config.getoption("--max-examples")
+    if cap is not None:
+        _cap_examples(items, cap)
     unmarked = sorted(
         {
             str(item.path.relative_to(INTEGRATION_DIR.parent.parent))
