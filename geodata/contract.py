@@ -1,4 +1,4 @@
-"""The Kafka topic names of the event contract (spec/EVENTS.md); plain names, no client."""
+"""The Kafka topic names of the event contract (docs/EVENTS.md); plain names, no client."""
 
 from dataclasses import astuple, dataclass
 

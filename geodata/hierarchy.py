@@ -1,4 +1,4 @@
-"""The grid hierarchy encoded in codes: a prefix selects a subtree (DATASET.md)."""
+"""The grid hierarchy encoded in codes: a prefix selects a subtree (docs/DATASET.md)."""
 
 from dataclasses import dataclass
 

@@ -1,7 +1,7 @@
 """Point-to-grid assignment: the in-memory index the event consumers locate events with.
 
-The rules (EVENTS.md) are answered exactly as PostGIS would answer them on the same
-rows, only vectorised over a whole batch of events:
+The rules (docs/EVENTS.md, `assignment_rule`) are answered exactly as PostGIS would answer
+them on the same rows, only vectorised over a whole batch of events:
 
 1. the grid versions valid at the event's time whose polygon covers the point
    (interior or boundary, `ST_Covers`): one grid → `contains`, several (a shared edge or

@@ -4,7 +4,7 @@ A thin adapter over `geodata.db.grid_queries`, the in-memory `geodata.db.grid_ca
 and the input checks of `geodata.query_limits`. Answers are GeoJSON
 (`application/geo+json`, shaped in grid_service.grid_documents) with coordinates of at
 most 7 decimals; every query reads the grid versions valid at `at` (default: now). Grid
-geometry and names are public (INTERFACES.md); staff appear by id and name only, never
+geometry and names are public (docs/INTERFACES.md); staff appear by id and name only, never
 with a phone number.
 """
 

@@ -1,4 +1,4 @@
-"""A deliberately simple second reading of COMPLIANCE.md, for checking geodata.compliance.
+"""A simple second reading of docs/PATROL_RULE.md, for checking geodata.compliance.
 
 Written apart from the engine and differently: plain loops over the raw check-ins, times
 as integer microseconds, every patrol of the worker's whole history rebuilt for each

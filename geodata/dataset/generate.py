@@ -1,4 +1,4 @@
-"""Deterministic generator of the synthetic Baoji reference dataset (spec/DATASET.md).
+"""Deterministic generator of the synthetic Baoji reference dataset (docs/DATASET.md).
 
 One planar partition of 1,138 Voronoi cells is built in EPSG:4545 and every level above
 the grids is a union of its cells, so shared edges are identical and the hierarchy nests

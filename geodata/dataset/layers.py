@@ -10,14 +10,14 @@ from zoneinfo import ZoneInfo
 
 LOCAL_TZ = ZoneInfo("Asia/Shanghai")
 
-#: Reference boundaries and assignments are valid from this instant (DATASET.md).
+#: Reference boundaries and assignments are valid from this instant (docs/DATASET.md).
 REFERENCE_VALID_FROM = datetime(2020, 1, 1, tzinfo=LOCAL_TZ)
 
 #: Storage CRS of every layer.
 STORAGE_CRS = "EPSG:4326"
 #: Local metric CRS for areas and distances: CGCS2000 / 3-degree Gauss-Kruger CM 108E.
-#: DATASET.md names EPSG:4547 "for 108°E", but 4547 is the CM 114E zone; 4545 is 108E,
-#: the zone Baoji (107.05–107.35°E) lies in, so scale error stays below 0.01 %.
+#: Not EPSG:4547, often quoted for it, which is the CM 114E zone: 4545 is 108E, the
+#: zone Baoji (107.05–107.35°E) lies in, so scale error stays below 0.01 %.
 METRIC_CRS = "EPSG:4545"
 
 

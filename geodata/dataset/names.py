@@ -1,6 +1,6 @@
 """Synthetic but plausible Chinese name pools for the reference dataset.
 
-Every name drawn here is invented (DATASET.md: names are synthetic), except the few real
+Every name drawn here is invented (docs/DATASET.md: names are synthetic), except the few real
 places the article names, which the generator sets itself.
 """
 

@@ -23,7 +23,7 @@ CRS84: Final = "http://www.opengis.net/def/crs/OGC/1.3/CRS84"
 EPSG_4326: Final = "http://www.opengis.net/def/crs/EPSG/0/4326"
 EPSG_4490: Final = "http://www.opengis.net/def/crs/EPSG/0/4490"
 SUPPORTED_CRS: Final = (CRS84, EPSG_4490, EPSG_4326)
-"""CRS84 is how the data is stored; CGCS2000 is WGS84 at this precision (spec/EVENTS.md)."""
+"""CRS84 is how the data is stored; CGCS2000 is WGS84 at this precision (docs/EVENTS.md)."""
 
 LAT_LON_CRS: Final = frozenset({EPSG_4326, EPSG_4490})
 """CRSs whose axis order is latitude first, so coordinates and bbox are swapped."""

@@ -38,13 +38,13 @@ _ABSENT = object()
 
 
 def checkin_bytes(**changes: Any) -> bytes:
-    """The EVENTS.md check-in with fields changed (or removed, given _ABSENT), as JSON."""
+    """The docs/EVENTS.md check-in with fields changed (or removed, given _ABSENT), as JSON."""
     event = {**CHECKIN_EXAMPLE, **changes}
     return json.dumps({k: v for k, v in event.items() if v is not _ABSENT}).encode()
 
 
 def incident_bytes(**changes: Any) -> bytes:
-    """The EVENTS.md incident with fields changed (or removed, given _ABSENT), as JSON."""
+    """The docs/EVENTS.md incident with fields changed (or removed, given _ABSENT), as JSON."""
     event = {**INCIDENT_EXAMPLE, **changes}
     return json.dumps({k: v for k, v in event.items() if v is not _ABSENT}).encode()
 

@@ -198,7 +198,7 @@ def test_grids_are_irregular_cells_not_rectangles(dataset: ReferenceDataset) -> 
 
 def test_urban_area_lies_along_the_wei_river_at_baoji(dataset: ReferenceDataset) -> None:
     min_lon, min_lat, max_lon, max_lat = dataset.districts.total_bounds
-    # DATASET.md: roughly lon 107.05–107.35, lat 34.32–34.42.
+    # docs/DATASET.md: roughly lon 107.05–107.35, lat 34.32–34.42.
     assert min_lon >= 107.04
     assert max_lon <= 107.36
     assert min_lat >= 34.31
