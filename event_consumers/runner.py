@@ -169,16 +169,18 @@ class ConsumerRunner:
         self._publisher = Publisher(self._producer)
 
     def _new_producer(self) -> KafkaProducer:
-        return KafkaProducer(
-            bootstrap_servers=self.config.bootstrap,
-            client_id=f"{self.config.client_id}-out",
-            acks="all",
-            allow_auto_create_topics=False,
-            # Every batch ends with a flush, so lingering costs no latency; it only keeps
-            # the sender thread from waking (and taking the GIL) while records are added.
-            linger_ms=100,
-            batch_size=1024 * 1024,
-            max_request_size=8 * 1024 * 1024,
+        return topics.never_name_topics(
+            KafkaProducer(
+                bootstrap_servers=self.config.bootstrap,
+                client_id=f"{self.config.client_id}-out",
+                acks="all",
+                allow_auto_create_topics=False,
+                # Every batch ends with a flush, so lingering costs no latency; it only keeps
+                # the sender thread from waking (and taking the GIL) while records are added.
+                linger_ms=100,
+                batch_size=1024 * 1024,
+                max_request_size=8 * 1024 * 1024,
+            )
         )
 
     def _renew_producer(self) -> None:
@@ -323,7 +325,10 @@ class ConsumerRunner:
         except KafkaError as exc:
             # The broker is away: the idle loop tries again until it is back.
             logger.warning("could not make the topics on the broker: %s", exc)
-        self._consumer.subscribe(list(self.handlers), listener=_SeekToStoredOffsets(self))
+        self._consumer.subscribe(
+            pattern=topics.subscription_pattern(self.handlers),
+            listener=_SeekToStoredOffsets(self),
+        )
         backoff = 0.5
         idle_since = time.monotonic()
         try:
