@@ -334,6 +334,7 @@ def _serve(host: str | None, port: int | None) -> None:
         topic_partitions=kafka.topic_partitions,
         consumer_group=kafka.group_id,
         health=HealthConfig(heartbeat_window_s=ApiSettings().heartbeat_window_s),
+        event_limits=IntakeSettings().limits(),
         compliance=PatrolSettings().compliance_config(),
     )
     host, port = _bind(host, port)
