@@ -18,7 +18,6 @@ its loop and HTTP parser shows in the machine description.
 """
 
 import argparse
-import contextlib
 import importlib.util
 import json
 import os
@@ -28,24 +27,20 @@ import sys
 import tempfile
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import psycopg
-from rich.console import Console
 from rich.table import Table
-from sqlalchemy.engine import make_url
 
 from geodata.db.engine import libpq_url
 from geodata.db.tiles import tiles_covering
-from wangge.benchmarks import pipeline
+from wangge.benchmarks import harness
+from wangge.benchmarks.harness import Progress, reference_database, report_console
 from wangge.benchmarks.loadgen import LoadResult
-from wangge.benchmarks.pipeline import load_reference_dataset
 from wangge.benchmarks.rows import BenchmarkRow, add_json_option, write_rows
 from wangge.benchmarks.servers import API_FACTORY, CEILING_FACTORY, CEILING_PATH, serve
-
-Progress = Callable[[str, int, int], None]
 
 CONNECTIONS = 16
 OPEN_RATE = 500.0
@@ -109,7 +104,7 @@ def run_api_benchmark(
     notify: Progress = progress or (lambda _stage, _done, _total: None)
     notify("Preparing a database with the reference dataset", 0, 1)
     with (
-        _reference_database(database_url, reference_database_url) as url,
+        reference_database(database_url, reference_database_url) as url,
         tempfile.TemporaryDirectory(prefix="wangge-bench-api-") as folder,
     ):
         targets = city_targets(url)
@@ -237,25 +232,6 @@ def city_targets(database_url: str) -> dict[str, list[str]]:
     return targets
 
 
-@contextlib.contextmanager
-def _reference_database(server_url: str, template_url: str | None) -> Iterator[str]:
-    """A new database with the reference dataset (a copy of `template_url`'s if given)."""
-    server = make_url(libpq_url(server_url))
-    name = f"wangge_bench_{uuid.uuid4().hex[:10]}"
-    admin = server.set(database="postgres").render_as_string(hide_password=False)
-    url = server.set(database=name).render_as_string(hide_password=False)
-    template = make_url(libpq_url(template_url)).database if template_url else None
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else ""))
-    try:
-        if template is None:
-            load_reference_dataset(url)
-        yield url
-    finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
 # --------------------------------------------------------------------------- the run
 
 
@@ -279,7 +255,7 @@ def describe_machine(database_url: str) -> dict[str, str]:
     loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
     parser = "httptools" if importlib.util.find_spec("httptools") else "h11"
     return {
-        **pipeline.describe_machine(database_url),
+        **harness.describe_machine(database_url),
         "uvicorn": f"{uvicorn.__version__}, one worker, {loop} loop, {parser} parser",
     }
 
@@ -340,9 +316,7 @@ def main() -> None:
     parser.add_argument("--tile-rate", type=float, default=TILE_RATE)
     add_json_option(parser)
     args = parser.parse_args()
-    console = Console()
-    if not console.is_terminal:
-        console = Console(width=200)  # a log file should keep the table's rows whole
+    console = report_console()
     database = DatabaseSettings()
     services.ensure_postgis(database, log=console.print)
     before = describe_machine(database.url)

@@ -93,7 +93,7 @@ def run_benchmarks(
     output: Path | None = None,
 ) -> int:
     """Run the named benchmarks (all when empty), print one table; return how many failed."""
-    from wangge.benchmarks.pipeline import describe_machine
+    from wangge.benchmarks.harness import describe_machine
 
     chosen = check_request(names, output)
     runs = []

@@ -14,22 +14,24 @@ import statistics
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
-from rich.console import Console
 
 from geodata.dataset.importer import ImportReport, import_boundaries
 from geodata.db import migrate
 from geodata.db.engine import create_db_engine
-from wangge.benchmarks.pipeline import DatabaseServer, render_table
+from wangge.benchmarks.harness import (
+    REFERENCE_SEED,
+    DatabaseServer,
+    Progress,
+    render_table,
+    report_console,
+)
 from wangge.benchmarks.rows import BenchmarkRow, add_json_option, write_rows
 
-Progress = Callable[[str, int, int], None]
-
-SEED = 2020
+SEED = REFERENCE_SEED
 LAYERS = ("districts", "streets", "communities", "grids", "workers", "pois")
 #: Ours may take this many times ogr2ogr's time: it validates every feature and versions
 #: grids and assignments, which a bulk load does not.
@@ -170,9 +172,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5, help="timed runs of each load")
     add_json_option(parser)
     args = parser.parse_args()
-    console = Console()
-    if not console.is_terminal:
-        console = Console(width=200)  # a log file should keep the table's rows whole
+    console = report_console()
     database = DatabaseSettings()
     services.ensure_postgis(database, log=console.print)
     rows = run_import_benchmark(

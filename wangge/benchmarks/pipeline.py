@@ -7,18 +7,13 @@ offsets committed with the rows, and checks that every event was stored exactly 
 """
 
 import argparse
-import contextlib
 import json
-import os
-import platform
-import signal
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -28,25 +23,30 @@ import psycopg
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.record.util import crc32c_c
 from rich.console import Console
-from rich.table import Table
-from sqlalchemy.engine import make_url
 
 from event_consumers.runner import RunnerConfig
 from geodata.contract import Topics
 from geodata.crs import wgs84_to_gcj02
 from geodata.dataset.layers import LOCAL_TZ
-from geodata.db import migrate
-from geodata.db.engine import create_db_engine, libpq_url
+from geodata.db.engine import create_db_engine
 from wangge import services
+from wangge.benchmarks.harness import (
+    PARTITIONS,
+    REFERENCE_SEED,
+    DatabaseServer,
+    Progress,
+    committed,
+    consumer_processes,
+    database_of,
+    describe_machine,
+    render_table,
+)
 from wangge.benchmarks.locate import run_locate_benchmark
-from wangge.benchmarks.rows import BenchmarkRow as BenchmarkRow  # compliance imports it here
-from wangge.benchmarks.rows import add_json_option, write_rows
+from wangge.benchmarks.rows import BenchmarkRow, add_json_option, write_rows
 
-Progress = Callable[[str, int, int], None]
 Messages = list[tuple[bytes, bytes]]
 
-PARTITIONS = 6
-SEED = 2020
+SEED = REFERENCE_SEED
 # Event times fall in 2020-W37, when every reference grid and assignment is valid.
 WEEK_START = datetime(2020, 9, 7, 8, 0, tzinfo=LOCAL_TZ)
 GCJ02_SHARE = 0.1  # phones whose map SDK reports GCJ-02
@@ -95,7 +95,7 @@ def run_pipeline_benchmark(
     topics = Topics.under(f"bench{uuid.uuid4().hex[:8]}.")
     services.ensure_topics(bootstrap, PARTITIONS, topics)
     try:
-        template = _database_of(reference_database_url) if reference_database_url else None
+        template = database_of(reference_database_url) if reference_database_url else None
         if template is None:
             notify("Generating the reference dataset", 0, 1)
             template = server.build_reference()
@@ -160,67 +160,7 @@ def run_pipeline_benchmark(
         services.delete_topics(bootstrap, topics)
 
 
-# --------------------------------------------------------------------------- set-up
-
-
-def load_reference_dataset(url: str, seed: int = SEED) -> None:
-    """Give an empty database PostGIS, the schema and the reference dataset of `seed`."""
-    from geodata.dataset.generate import generate_reference_dataset, write_geopackage
-    from geodata.dataset.importer import import_boundaries
-
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("CREATE EXTENSION IF NOT EXISTS postgis")
-    migrate.upgrade(url)
-    with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / "reference.gpkg"
-        write_geopackage(generate_reference_dataset(seed), path)
-        engine = create_db_engine(url)
-        try:
-            import_boundaries(engine, path)
-        finally:
-            engine.dispose()
-
-
-def _database_of(url: str) -> str:
-    return str(make_url(libpq_url(url)).database)
-
-
-class DatabaseServer:
-    """The PostgreSQL server of a URL: makes uniquely named databases and drops them."""
-
-    def __init__(self, database_url: str) -> None:
-        self._url = make_url(libpq_url(database_url))
-        self._created: list[str] = []
-
-    def url_of(self, name: str) -> str:
-        """A libpq URL of database `name` on this server."""
-        return self._url.set(database=name).render_as_string(hide_password=False)
-
-    def create(self, template: str | None = None) -> str:
-        """A new, uniquely named database (a copy of `template` if given); its name."""
-        name = f"wangge_bench_{uuid.uuid4().hex[:10]}"
-        with psycopg.connect(self.url_of("postgres"), autocommit=True) as conn:
-            clause = f' TEMPLATE "{template}"' if template else ""
-            conn.execute(f'CREATE DATABASE "{name}"{clause}')
-        self._created.append(name)
-        return name
-
-    def build_reference(self) -> str:
-        """A new database with the schema and the reference dataset (seed 2020)."""
-        name = self.create()
-        load_reference_dataset(self.url_of(name))
-        return name
-
-    def copy(self, template: str) -> str:
-        """The URL of a fresh copy of a database."""
-        return self.url_of(self.create(template))
-
-    def drop_created(self) -> None:
-        """Drop every database this run made."""
-        with psycopg.connect(self.url_of("postgres"), autocommit=True) as conn:
-            for name in reversed(self._created):
-                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        self._created.clear()
+# --------------------------------------------------------------------------- the stream
 
 
 def realistic_checkins(database_url: str, count: int) -> Messages:
@@ -352,54 +292,6 @@ def bare_drain_pure_crc(bootstrap: str, topic: str, expected: int) -> Drain:
     return Drain(int(records), float(seconds), float(startup_s))
 
 
-@contextlib.contextmanager
-def _consumers(
-    url: str, bootstrap: str, topics: Topics, group: str, count: int, logs: Path
-) -> Iterator[list[subprocess.Popen[bytes]]]:
-    """`wangge consume checkins` processes of one group, stopped with SIGTERM at the end."""
-    env = {
-        **os.environ,
-        "WANGGE_DATABASE_URL": url,
-        "WANGGE_KAFKA_BOOTSTRAP": bootstrap,
-        "WANGGE_TOPIC_NAMESPACE": topics.checkins.removesuffix(Topics().checkins),
-        "WANGGE_TOPIC_PARTITIONS": str(PARTITIONS),
-    }
-    env.pop("PROMETHEUS_MULTIPROC_DIR", None)  # never mix samples into a running platform's
-    args = [sys.executable, "-m", "wangge", "consume", "checkins", "--group", group]
-    processes: list[subprocess.Popen[bytes]] = []
-    try:
-        for i in range(count):
-            with (logs / f"{group}-{i}.log").open("ab") as log:
-                processes.append(subprocess.Popen(args, env=env, stdout=log, stderr=log))
-        yield processes
-    finally:
-        stop_gracefully(processes, timeout_s=30)
-
-
-def stop_gracefully(processes: Sequence[subprocess.Popen[bytes]], timeout_s: float) -> None:
-    """SIGTERM every process (they finish the batch and commit), then kill stragglers."""
-    for process in processes:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-    for process in processes:
-        try:
-            process.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-def _committed(conn: psycopg.Connection, group: str, topic: str) -> int:
-    """Records whose rows are committed: the sum of the stored next offsets (topic from 0)."""
-    row = conn.execute(
-        "SELECT coalesce(sum(next_offset), 0) FROM consumer_offsets"
-        " WHERE consumer_group = %s AND topic = %s",
-        (group, topic),
-        prepare=True,
-    ).fetchone()
-    return int(row[0]) if row else 0
-
-
 def _wait_committed(
     url: str, group: str, topic: str, expected: int, processes: list[subprocess.Popen[bytes]]
 ) -> Drain:
@@ -408,7 +300,7 @@ def _wait_committed(
         started = before = time.perf_counter()
         first = None
         while True:
-            done = _committed(conn, group, topic)
+            done = committed(conn, group, topic)
             now = time.perf_counter()
             if done and first is None:
                 first = _steady(started, before, now, done, expected)
@@ -425,7 +317,9 @@ def consumer_drain(
 ) -> Drain:
     """(b): `count` wangge consumer processes of a fresh group drain the topic into PostGIS."""
     group = f"bench-{uuid.uuid4().hex[:8]}"
-    with _consumers(url, bootstrap, topics, group, count, logs) as processes:
+    with consumer_processes(
+        url, bootstrap, topics, group, count, logs, handlers=("checkins",)
+    ) as processes:
         return _wait_committed(url, group, topics.checkins, expected, processes)
 
 
@@ -476,7 +370,9 @@ def measure_latency(
     group = f"bench-latency-{uuid.uuid4().hex[:8]}"
     watcher = _OffsetWatcher(url, group, topics.checkins)
     try:
-        with _consumers(url, bootstrap, topics, group, 1, logs) as processes:
+        with consumer_processes(
+            url, bootstrap, topics, group, 1, logs, handlers=("checkins",)
+        ) as processes:
             # Joining the group and building the index happen before the measured events.
             produce_all(bootstrap, topics.checkins, messages[:LATENCY_WARMUP])
             _wait_committed(url, group, topics.checkins, LATENCY_WARMUP, processes)
@@ -531,51 +427,6 @@ def _locate_row(url: str) -> BenchmarkRow:
         f"{figures['index_points']:,.0f} vs {figures['postgis_points']:,.0f} points,"
         f" {figures['disagreements']:.0f} disagreements",
     )  # fmt: skip
-
-
-def describe_machine(database_url: str) -> dict[str, str]:
-    """CPU, memory, and the versions of PostgreSQL, PostGIS and the local broker."""
-    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    models = [
-        line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if "model name" in line
-    ]
-    meminfo = Path("/proc/meminfo").read_text() if Path("/proc/meminfo").exists() else "x 0"
-    with psycopg.connect(libpq_url(database_url)) as conn:
-        postgres = conn.execute("SHOW server_version").fetchone()
-        postgis = conn.execute(
-            "SELECT default_version FROM pg_available_extensions WHERE name = 'postgis'"
-        ).fetchone()
-    try:
-        tansu = [str(services.tansu_binary()), "--version"]
-        broker = subprocess.run(tansu, capture_output=True, text=True, check=False).stdout
-    except services.ServiceError:
-        broker = "?"
-    return {
-        "cpus": f"{os.cpu_count()} × {models[0] if models else platform.processor()}",
-        "memory": f"{int(meminfo.split()[1]) / 1024**2:.1f} GiB",
-        "python": platform.python_version(),
-        "postgresql": str(postgres[0]) if postgres else "?",
-        "postgis": str(postgis[0]) if postgis else "?",
-        "broker": broker.strip() or "?",
-        "kafka-python crc32c": "C extension" if crc32c_c is not None else "pure Python",
-        # The machine may be shared: what else ran shows here, and moves every figure.
-        "load average (1, 5, 15 min)": ", ".join(f"{x:.2f}" for x in os.getloadavg()),
-    }  # fmt: skip
-
-
-def render_table(rows: list[BenchmarkRow]) -> Table:
-    """The rows as a rich table."""
-    table = Table(title="wangge pipeline benchmark")
-    for column in ("measure", "ours", "ceiling / peer", "ratio", "target", "met", "detail"):
-        table.add_column(column, justify="right" if column in ("ours", "ratio") else "left")
-    for row in rows:
-        peer = f"{row.peer:,.0f} {row.unit} ({row.peer_name})" if row.peer is not None else "—"
-        table.add_row(
-            row.name, f"{row.ours:,.0f} {row.unit}", peer,
-            f"{row.ratio:.2f}" if row.ratio is not None else "—", row.target,
-            {True: "yes", False: "NO", None: "—"}[row.met], row.detail,
-        )  # fmt: skip
-    return table
 
 
 def main() -> None:
