@@ -5,7 +5,6 @@ and `parse_incident`; the HTTP gateway runs the very same functions on each post
 so an event the gateway accepts is never refused downstream for its shape.
 """
 
-import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -30,6 +29,7 @@ from geodata.categories import normalize_category
 from geodata.contract import ASSIGNMENTS_TOPIC, CHECKINS_TOPIC, COMPLIANCE_TOPIC, INCIDENTS_TOPIC
 from geodata.crs import DEFAULT_CRS, Crs
 from geodata.errors import WanggeError
+from geodata.storable import Unstorable, check_storable
 
 MAX_EVENT_BYTES: Final = 65536
 """Largest accepted event value; a check-in is ~250 bytes, so this only stops abuse."""
@@ -41,12 +41,6 @@ EARLIEST_EVENT_TIME: Final = datetime(2000, 1, 1, tzinfo=UTC)
 """No event is older than this, whatever the settings: it keeps every accepted time far
 inside what Python (years 1 to 9999, in UTC too) and PostgreSQL can hold, and no phone
 that can post to wangge took a fix before it."""
-
-MAX_NESTING: Final = 32
-"""Deepest nesting of objects and arrays in an event's extra fields."""
-
-MAX_EXTRA_INT: Final = 2**63 - 1
-"""Largest magnitude of an integer in an extra field: what every JSON reader can hold."""
 
 
 @dataclass(frozen=True)
@@ -478,54 +472,13 @@ def check_event_time(
         )
 
 
-def _check_text(value: str, where: str) -> None:
-    # PostgreSQL's text and jsonb cannot hold NUL, and a lone surrogate is no UTF-8.
-    if "\x00" in value:
-        raise EventRefused(RefusalReason.INVALID_FIELD, f"{where}: contains a NUL character")
+def _check_storable(event: _Event, text_fields: Iterable[str]) -> None:
     try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise EventRefused(
-            RefusalReason.INVALID_FIELD, f"{where}: contains a lone surrogate, not UTF-8"
-        ) from None
-
-
-def _label(name: str) -> str:
-    # A refusal's detail names the field; a name with NUL or a surrogate is shown escaped.
-    return name if name.isprintable() else ascii(name)
-
-
-def check_storable(event: _Event, text_fields: Iterable[str]) -> None:
-    """Refuse what the database could not store: NUL or surrogates in any text, and
-    extra fields nested too deep or holding numbers JSON readers cannot hold."""
-    for name in text_fields:
-        value = getattr(event, name)
-        if isinstance(value, str):
-            _check_text(value, name)
-    stack: list[tuple[str, object, int]] = []
-    for name, value in (event.model_extra or {}).items():
-        _check_text(name, f"{_label(name)} (a field name)")
-        stack.append((_label(name), value, 1))
-    while stack:
-        where, value, depth = stack.pop()
-        if depth > MAX_NESTING:
-            raise EventRefused(
-                RefusalReason.INVALID_FIELD, f"{where}: nested deeper than {MAX_NESTING}"
-            )
-        if isinstance(value, str):
-            _check_text(value, where)
-        elif isinstance(value, bool):
-            continue
-        elif isinstance(value, int) and abs(value) > MAX_EXTRA_INT:
-            raise EventRefused(RefusalReason.INVALID_FIELD, f"{where}: integer out of range")
-        elif isinstance(value, float) and not math.isfinite(value):
-            raise EventRefused(RefusalReason.INVALID_FIELD, f"{where}: not a finite number")
-        elif isinstance(value, dict):
-            for key, item in value.items():
-                _check_text(key, f"{where}.{_label(key)} (a field name)")
-                stack.append((f"{where}.{_label(key)}", item, depth + 1))
-        elif isinstance(value, list):
-            stack.extend((f"{where}[{i}]", item, depth + 1) for i, item in enumerate(value))
+        check_storable(
+            ((name, getattr(event, name)) for name in text_fields), event.model_extra or {}
+        )
+    except Unstorable as problem:
+        raise EventRefused(RefusalReason.INVALID_FIELD, str(problem)) from None
 
 
 def _require_aware(now: datetime) -> None:
@@ -552,7 +505,7 @@ def parse_checkin(
     except ValidationError as exc:
         raise refusal_from(exc) from None
     check_event_time(event.recorded_at, now, "recorded_at", limits)
-    check_storable(event, _CHECKIN_TEXT)
+    _check_storable(event, _CHECKIN_TEXT)
     return event
 
 
@@ -571,5 +524,5 @@ def parse_incident(
     except ValidationError as exc:
         raise refusal_from(exc) from None
     check_event_time(event.reported_at, now, "reported_at", limits)
-    check_storable(event, _INCIDENT_TEXT)
+    _check_storable(event, _INCIDENT_TEXT)
     return event
