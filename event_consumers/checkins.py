@@ -1,6 +1,5 @@
 """Check-ins: decode, assign to a grid (vectorised), flag, store, republish."""
 
-import json
 import logging
 from collections import Counter
 from collections.abc import Sequence
@@ -13,12 +12,11 @@ import psycopg
 
 from event_consumers import metrics
 from event_consumers.boundaries import BoundaryCache
-from event_consumers.records import Headers, InboundRecord, OutboundRecord, dead_letter
+from event_consumers.records import InboundRecord, OutboundRecord, dead_letter
 from geodata.contract import Topics
 from geodata.crs import to_wgs84
 from geodata.db import event_store
 from geodata.events import (
-    ASSIGNMENT_FIELDS,
     DEFAULT_TIME_LIMITS,
     CheckIn,
     EventRefused,
@@ -26,66 +24,13 @@ from geodata.events import (
     RefusalReason,
     parse_checkin,
 )
-from geodata.hierarchy import lineage_of
 from geodata.quality import Fix, flag_fixes
+from geodata.records import CheckinAssignments
 from geodata.spatial_index import to_epoch_us
 
 logger = logging.getLogger(__name__)
 
-CHECKIN_ASSIGNMENT_TYPE = "wangge.assignment.checkin.v1"
-
 FloatArray = npt.NDArray[np.float64]
-
-
-def assignment_record(
-    raw: dict[str, object],
-    *,
-    topic: str,
-    grid_code: str | None,
-    staff_id: str | None,
-    in_assigned_grid: bool | None,
-    rule: str,
-    flags: list[str],
-    assigned_at: str,
-    ce_type: str,
-    extra: dict[str, object] | None = None,
-) -> OutboundRecord:
-    """The input event unchanged plus where and to whom it was assigned (EVENTS.md)."""
-    lineage = lineage_of(grid_code) if grid_code else None
-    body = {
-        **raw,
-        "grid_code": grid_code,
-        "community_code": lineage.community_code if lineage else None,
-        "street_code": lineage.street_code if lineage else None,
-        "district_code": lineage.district_code if lineage else None,
-        "staff_id": staff_id,
-        "in_assigned_grid": in_assigned_grid,
-        "assignment_rule": rule,
-        "assigned_at": assigned_at,
-        "flags": flags,
-        **(extra or {}),
-    }
-    event_id = str(raw.get("event_id", ""))
-    return OutboundRecord(
-        topic=topic,
-        key=grid_code.encode() if grid_code else None,
-        value=_json(body),
-        headers=_ce_headers(event_id, ce_type, assigned_at),
-    )
-
-
-def _json(value: object) -> bytes:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
-
-
-def _ce_headers(event_id: str, ce_type: str, assigned_at: str) -> Headers:
-    return [
-        ("ce_specversion", b"1.0"),
-        ("ce_id", event_id.encode()),
-        ("ce_source", b"wangge/consumers"),
-        ("ce_type", ce_type.encode()),
-        ("ce_time", assigned_at.encode()),
-    ]
 
 
 @dataclass(frozen=True)
@@ -118,9 +63,7 @@ class CheckinHandler:
         self.limits = limits
         # Last fix per worker seen by this process; a miss is loaded from the database.
         self._last_fix: dict[str, Fix] = {}
-        # JSON fragments of the assignment fields that repeat across events.
-        self._lineage_json: dict[str | None, bytes] = {}
-        self._staff_json: dict[str, bytes] = {}
+        self._assignments_of = CheckinAssignments(topics.assignments)
 
     def reset(self) -> None:
         """Forget per-process state after a rolled-back batch."""
@@ -223,7 +166,11 @@ class CheckinHandler:
         return outgoing
 
     def _refuse(
-        self, record: InboundRecord, reason: str, detail: str, outgoing: list[OutboundRecord]
+        self,
+        record: InboundRecord,
+        reason: RefusalReason,
+        detail: str,
+        outgoing: list[OutboundRecord],
     ) -> None:
         outgoing.append(dead_letter(record, reason, detail, self.topics.deadletter))
         metrics.EVENTS_REFUSED.labels(self.topic, reason).inc()
@@ -235,83 +182,15 @@ class CheckinHandler:
         batch: event_store.CheckinBatch,
     ) -> list[OutboundRecord]:
         """The assignment of each accepted check-in, in input order."""
-        assigned_at = datetime.now(UTC).isoformat()
-        topic = self.topics.assignments
-        tail = b',"assigned_at":' + _json(assigned_at) + b',"flags":'
-        out: list[OutboundRecord] = []
-        for i, event_id in enumerate(batch.event_ids):
-            code, rule, flags = batch.grid_codes[i], batch.assignment_rules[i], batch.flags[i]
-            raw = (accepted[i].value or b"").rstrip()
-            extras = checkins[i].model_extra
-            if not raw.endswith(b"}") or (
-                extras and not extras.keys().isdisjoint(ASSIGNMENT_FIELDS)
-            ):
-                # An extra field named like an assignment field: let the dict merge decide.
-                out.append(self._merged(raw, checkins[i], batch, i, assigned_at))
-                continue
-            # The input event's own bytes, unchanged, with the assignment fields appended:
-            # no second JSON decode and encode of the event.
-            value = b"".join(
-                (
-                    raw[:-1],
-                    self._lineage_fragment(code),
-                    self._staff_fragment(batch.worker_ids[i]),
-                    b"true," if batch.in_assigned_grid[i] else b"false,",
-                    b'"assignment_rule":"',
-                    rule.encode(),
-                    b'"',
-                    tail,
-                    _json(flags) if flags else b"[]",
-                    b"}",
-                )
-            )
-            out.append(
-                OutboundRecord(
-                    topic=topic,
-                    key=code.encode() if code else None,
-                    value=value,
-                    headers=_ce_headers(event_id, CHECKIN_ASSIGNMENT_TYPE, assigned_at),
-                )
-            )
-        return out
-
-    def _merged(
-        self, raw: bytes, checkin: CheckIn, batch: event_store.CheckinBatch, i: int, at: str
-    ) -> OutboundRecord:
-        return assignment_record(
-            json.loads(raw),
-            topic=self.topics.assignments,
-            grid_code=batch.grid_codes[i],
-            staff_id=checkin.worker_id,
-            in_assigned_grid=batch.in_assigned_grid[i],
-            rule=batch.assignment_rules[i],
-            flags=list(batch.flags[i]),
-            assigned_at=at,
-            ce_type=CHECKIN_ASSIGNMENT_TYPE,
+        return self._assignments_of.records(
+            [record.value or b"" for record in accepted],
+            checkins,
+            grid_codes=batch.grid_codes,
+            in_assigned_grid=batch.in_assigned_grid,
+            rules=batch.assignment_rules,
+            flags=batch.flags,
+            assigned_at=datetime.now(UTC),
         )
-
-    def _lineage_fragment(self, code: str | None) -> bytes:
-        """`,"grid_code":…,"district_code":…` for a grid (cached: a few thousand grids)."""
-        fragment = self._lineage_json.get(code)
-        if fragment is None:
-            lineage = lineage_of(code) if code else None
-            fields = {
-                "grid_code": code,
-                "community_code": lineage.community_code if lineage else None,
-                "street_code": lineage.street_code if lineage else None,
-                "district_code": lineage.district_code if lineage else None,
-            }
-            fragment = b"," + _json(fields)[1:-1]
-            self._lineage_json[code] = fragment
-        return fragment
-
-    def _staff_fragment(self, worker_id: str) -> bytes:
-        """`,"staff_id":…,"in_assigned_grid":` for a worker (cached per worker)."""
-        fragment = self._staff_json.get(worker_id)
-        if fragment is None:
-            fragment = b',"staff_id":' + _json(worker_id) + b',"in_assigned_grid":'
-            self._staff_json[worker_id] = fragment
-        return fragment
 
     @staticmethod
     def _wgs84(checkins: list[CheckIn]) -> tuple[FloatArray, FloatArray]:

@@ -10,7 +10,6 @@ import psycopg
 
 from event_consumers import metrics
 from event_consumers.boundaries import BoundaryCache
-from event_consumers.checkins import assignment_record
 from event_consumers.records import InboundRecord, OutboundRecord, dead_letter
 from geodata.categories import normalize_category
 from geodata.contract import Topics
@@ -25,6 +24,7 @@ from geodata.events import (
     parse_incident,
 )
 from geodata.hierarchy import lineage_of
+from geodata.records import assignment_record
 from geodata.staffing import choose_incident_staff
 
 UNKNOWN_CATEGORY_FLAG = "unknown_category"
@@ -142,7 +142,7 @@ class IncidentHandler:
             )
             metrics.EVENTS_REFUSED.labels(self.topic, RefusalReason.INCIDENT_EXISTS).inc()
         metrics.EVENTS_DUPLICATE.labels(self.topic).inc(len(retried))
-        assigned_at = datetime.now(UTC).isoformat()
+        assigned_at = datetime.now(UTC)
         for row in rows:
             if row.event_id not in new_ids:
                 continue
@@ -151,15 +151,15 @@ class IncidentHandler:
                 metrics.EVENTS_FLAGGED.labels(self.topic, flag).inc()
             outgoing.append(
                 assignment_record(
+                    self.topics.assignments,
                     row.payload,
-                    topic=self.topics.assignments,
+                    kind="incident",
                     grid_code=row.grid_code,
                     staff_id=row.staff_id,
                     in_assigned_grid=None,
                     rule=row.assignment_rule,
                     flags=row.flags,
                     assigned_at=assigned_at,
-                    ce_type="wangge.assignment.incident.v1",
                     extra={"escalated_to": row.escalated_to, "category_normalized": row.category},
                 )
             )

@@ -1,8 +1,15 @@
-"""Broker-neutral records in and out of the handlers, and dead-letter construction."""
+"""Records in and out of the handlers: the record as read from a topic, and its dead letter.
+
+What the handlers produce is built by the contract (`geodata.records`); the names it
+shares with the runner are imported from here by the Kafka adapter.
+"""
 
 from dataclasses import dataclass, field
 
-Headers = list[tuple[str, bytes]]
+from geodata.events import RefusalReason
+from geodata.records import Headers, OutboundRecord, dead_letter_record
+
+__all__ = ["Headers", "InboundRecord", "OutboundRecord", "dead_letter"]
 
 
 @dataclass(frozen=True)
@@ -18,28 +25,18 @@ class InboundRecord:
     headers: Headers = field(default_factory=list)
 
 
-@dataclass(frozen=True)
-class OutboundRecord:
-    """One record to produce before the batch is committed."""
-
-    topic: str
-    key: bytes | None
-    value: bytes
-    headers: Headers = field(default_factory=list)
-
-
-def dead_letter(record: InboundRecord, reason: str, detail: str, topic: str) -> OutboundRecord:
+def dead_letter(
+    record: InboundRecord, reason: RefusalReason, detail: str, topic: str
+) -> OutboundRecord:
     """The refused record's raw bytes and key, with why and where it came from."""
-    return OutboundRecord(
-        topic=topic,
+    return dead_letter_record(
+        topic,
         key=record.key,
-        value=record.value or b"",
-        headers=[
-            ("error.reason", reason.encode()),
-            ("error.detail", detail.encode()[:1000]),
-            ("source.topic", record.topic.encode()),
-            ("source.partition", str(record.partition).encode()),
-            ("source.offset", str(record.offset).encode()),
-            *((k, v) for k, v in record.headers if k.startswith("ce_")),
-        ],
+        value=record.value,
+        reason=reason,
+        detail=detail,
+        source_topic=record.topic,
+        source_partition=record.partition,
+        source_offset=record.offset,
+        headers=record.headers,
     )

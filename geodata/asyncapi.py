@@ -19,11 +19,10 @@ from geodata.contract import (
     INCIDENTS_TOPIC,
 )
 from geodata.events import (
+    ASSIGNMENT_CE_TYPES,
     CE_SPECVERSION,
     CE_TYPES,
     CHECKIN_EXAMPLE,
-    DEADLETTER_DETAIL_HEADER,
-    DEADLETTER_REASON_HEADER,
     INCIDENT_EXAMPLE,
     MAX_EVENT_BYTES,
     CheckIn,
@@ -32,6 +31,12 @@ from geodata.events import (
     IncidentAssignment,
     IncidentReport,
     RefusalReason,
+)
+from geodata.records import (
+    DEADLETTER_DETAIL_HEADER,
+    DEADLETTER_REASON_HEADER,
+    DEADLETTER_SOURCE_HEADERS,
+    MAX_DETAIL_BYTES,
 )
 
 ASYNCAPI_VERSION: Final = "2.6.0"
@@ -62,7 +67,7 @@ def _key_binding(description: str) -> dict[str, Any]:
 
 
 def _cloudevent_headers(ce_type: str) -> dict[str, Any]:
-    # Not required: consumers accept a plain JSON value from any client (EVENTS.md).
+    # Not required: consumers accept a plain JSON value from any client (docs/EVENTS.md).
     return {
         "type": "object",
         "description": "CloudEvents 1.0 binary-mode headers, UTF-8; set on what wangge "
@@ -78,15 +83,19 @@ def _cloudevent_headers(ce_type: str) -> dict[str, Any]:
             "ce_time": {
                 "type": "string",
                 "format": "date-time",
-                "description": "The event time (recorded_at, reported_at, ...), RFC 3339.",
+                "description": "The event's time, RFC 3339: recorded_at, reported_at, "
+                "assigned_at or changed_at.",
             },
         },
     }
 
 
 def _deadletter_headers() -> dict[str, Any]:
+    source_topic, source_partition, source_offset = DEADLETTER_SOURCE_HEADERS
     return {
         "type": "object",
+        "description": "UTF-8. The refused record's own CloudEvents headers (ce_*), if it "
+        "had any, follow these.",
         "required": [DEADLETTER_REASON_HEADER, DEADLETTER_DETAIL_HEADER],
         "properties": {
             DEADLETTER_REASON_HEADER: {
@@ -96,7 +105,19 @@ def _deadletter_headers() -> dict[str, Any]:
             },
             DEADLETTER_DETAIL_HEADER: {
                 "type": "string",
-                "description": "Human explanation; never parse it.",
+                "description": f"Human explanation, at most {MAX_DETAIL_BYTES} bytes; "
+                "never parse it.",
+            },
+            source_topic: {"type": "string", "description": "The topic it was read from."},
+            source_partition: {
+                "type": "string",
+                "pattern": "^[0-9]+$",
+                "description": "Its partition there, in decimal.",
+            },
+            source_offset: {
+                "type": "string",
+                "pattern": "^[0-9]+$",
+                "description": "Its offset there, in decimal.",
             },
         },
     }
@@ -132,20 +153,22 @@ def _messages() -> dict[str, Any]:
             "bindings": _key_binding(f"The event's {key}, UTF-8."),
         }
         if example is not None:
-            messages[name]["examples"] = [{"name": f"{name} from EVENTS.md", "payload": example}]
-    messages["Assignment"] = {
-        "messageId": "Assignment",
-        "name": "Assignment",
-        "title": "Assignment",
-        "summary": "The input event, unchanged, plus its grid, area codes and staff member.",
-        "contentType": "application/json",
-        "headers": _cloudevent_headers(CE_TYPES[ASSIGNMENTS_TOPIC]),
-        "payload": {
-            "description": "A check-in or an incident: only incidents have incident_id.",
-            "oneOf": [_ref("CheckInAssignment"), _ref("IncidentAssignment")],
-        },
-        "bindings": _key_binding("The grid_code, UTF-8; empty for outside_area."),
+            messages[name]["examples"] = [{"name": f"{name} of docs/EVENTS.md", "payload": example}]
+    assignments = {
+        "CheckInAssignment": (ASSIGNMENT_CE_TYPES["checkin"], "A check-in"),
+        "IncidentAssignment": (ASSIGNMENT_CE_TYPES["incident"], "An incident report"),
     }
+    for name, (ce_type, what) in assignments.items():
+        messages[name] = {
+            "messageId": name,
+            "name": name,
+            "title": name,
+            "summary": f"{what}, unchanged, plus its grid, area codes and staff member.",
+            "contentType": "application/json",
+            "headers": _cloudevent_headers(ce_type),
+            "payload": _ref(name),
+            "bindings": _key_binding("The grid_code, UTF-8; none for outside_area."),
+        }
     messages["DeadLetter"] = {
         "messageId": "DeadLetter",
         "name": "DeadLetter",
@@ -176,12 +199,13 @@ def _channels() -> dict[str, Any]:
             }
         }
 
-    def receive(topic_summary: str, message: str, operation_id: str) -> dict[str, Any]:
+    def receive(topic_summary: str, operation_id: str, *messages: str) -> dict[str, Any]:
+        refs = [_ref(message, "messages") for message in messages]
         return {
             "subscribe": {
                 "operationId": operation_id,
                 "summary": topic_summary,
-                "message": _ref(message, "messages"),
+                "message": refs[0] if len(refs) == 1 else {"oneOf": refs},
             }
         }
 
@@ -201,17 +225,23 @@ def _channels() -> dict[str, Any]:
         },
         ASSIGNMENTS_TOPIC: {
             "description": "Each accepted event with the grid it falls in, keyed by grid_code.",
-            **receive("Produced by the consumers.", "Assignment", "receiveAssignment"),
+            **receive(
+                "Produced by the consumers; the ce_type, or incident_id in the value (only "
+                "incidents have one), tells a check-in's from an incident's.",
+                "receiveAssignment",
+                "CheckInAssignment",
+                "IncidentAssignment",
+            ),
         },
         COMPLIANCE_TOPIC: {
             "description": "Patrol-compliance status changes, keyed by worker_id.",
             **receive(
-                "Produced by the compliance engine.", "ComplianceChange", "receiveCompliance"
+                "Produced by the compliance engine.", "receiveCompliance", "ComplianceChange"
             ),
         },
         DEADLETTER_TOPIC: {
             "description": "Refused events: never dropped silently, never stopping a consumer.",
-            **receive("Produced by the consumers.", "DeadLetter", "receiveDeadLetter"),
+            **receive("Produced by the consumers.", "receiveDeadLetter", "DeadLetter"),
         },
     }
 
@@ -232,7 +262,7 @@ def asyncapi_document() -> dict[str, Any]:
         "info": {
             "title": "wangge events",
             "version": CONTRACT_VERSION,
-            "description": "The Kafka event contract of wangge (spec/EVENTS.md). Keys are "
+            "description": "The Kafka event contract of wangge (docs/EVENTS.md). Keys are "
             "UTF-8 strings, values UTF-8 JSON objects. Extending a payload with optional "
             "fields is allowed; renaming or removing one needs a new topic version. "
             "Generated by geodata/asyncapi.py: do not edit by hand.",

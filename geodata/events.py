@@ -1,8 +1,10 @@
-"""The event contract of spec/EVENTS.md as pydantic models, and the rules that refuse events.
+"""The event contract (docs/EVENTS.md) as pydantic models, the rules that refuse events,
+and the decoders of every topic's values.
 
 Pure: no Kafka, no web framework. Consumers parse raw Kafka values with `parse_checkin`
 and `parse_incident`; the HTTP gateway runs the very same functions on each posted object,
-so an event the gateway accepts is never refused downstream for its shape.
+so an event the gateway accepts is never refused downstream for its shape. The records
+wangge produces are built from these models in `geodata.records`.
 """
 
 from collections.abc import Iterable
@@ -26,7 +28,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from geodata.categories import normalize_category
-from geodata.contract import ASSIGNMENTS_TOPIC, CHECKINS_TOPIC, COMPLIANCE_TOPIC, INCIDENTS_TOPIC
+from geodata.contract import CHECKINS_TOPIC, COMPLIANCE_TOPIC, INCIDENTS_TOPIC
 from geodata.crs import DEFAULT_CRS, Crs
 from geodata.errors import WanggeError
 from geodata.storable import Unstorable, check_storable
@@ -146,7 +148,7 @@ CHECKIN_EXAMPLE: Final[dict[str, Any]] = {
     "accuracy_m": 8.0,
     "crs": "EPSG:4326",
 }
-"""The check-in of EVENTS.md."""
+"""The check-in of docs/EVENTS.md."""
 
 INCIDENT_EXAMPLE: Final[dict[str, Any]] = {
     "event_id": "5d0e2a9e-8f0a-4c59-a1c9-3f4f2b0d2c11",
@@ -159,11 +161,11 @@ INCIDENT_EXAMPLE: Final[dict[str, Any]] = {
     "source": "worker",
     "reporter_id": "W00042",
 }
-"""The incident report of EVENTS.md."""
+"""The incident report of docs/EVENTS.md."""
 
 
 class _Event(BaseModel):
-    # extra="allow": producers may extend payloads (EVENTS.md), and the extra fields must
+    # extra="allow": producers may extend payloads (docs/EVENTS.md), and the extra fields must
     # survive into the assignment. frozen: an event is a fact.
     model_config = ConfigDict(extra="allow", frozen=True)
 
@@ -280,7 +282,7 @@ class CheckInAssignment(_AssignmentFields, CheckIn):
     model_config = ConfigDict(title="CheckInAssignment", json_schema_extra=None)
 
 
-#: The fields an assignment adds to its input event (EVENTS.md), in payload order.
+#: The fields an assignment adds to its input event, in payload order.
 ASSIGNMENT_FIELDS: tuple[str, ...] = tuple(
     name for name in _AssignmentFields.model_fields if name not in _Event.model_fields
 )
@@ -292,7 +294,11 @@ class IncidentAssignment(_AssignmentFields, IncidentReport):
     model_config = ConfigDict(title="IncidentAssignment", json_schema_extra=None)
 
 
-def _assignment_kind(value: Any) -> str:
+AssignmentKind = Literal["checkin", "incident"]
+"""What an assignment assigns; also the tag of `Assignment`'s two members."""
+
+
+def _assignment_kind(value: Any) -> AssignmentKind:
     # Only incidents carry incident_id; a dict (JSON) or a model may come in.
     if isinstance(value, dict):
         return "incident" if "incident_id" in value else "checkin"
@@ -308,16 +314,6 @@ Assignment = Annotated[
 ASSIGNMENT_ADAPTER: Final[TypeAdapter[CheckInAssignment | IncidentAssignment]] = TypeAdapter(
     Assignment
 )
-
-
-def make_assignment(
-    event: CheckIn | IncidentReport, **fields: Any
-) -> CheckInAssignment | IncidentAssignment:
-    """The input event, unchanged (extra fields included), plus the assignment `fields`."""
-    merged = {**event.model_dump(), **fields}
-    if isinstance(event, IncidentReport):
-        return IncidentAssignment.model_validate(merged)
-    return CheckInAssignment.model_validate(merged)
 
 
 def parse_assignment(raw: bytes) -> CheckInAssignment | IncidentAssignment:
@@ -348,39 +344,9 @@ class ComplianceChange(_Event):
     changed_at: EventTime
 
 
-DEADLETTER_REASON_HEADER: Final = "error.reason"
-DEADLETTER_DETAIL_HEADER: Final = "error.detail"
-_MAX_DETAIL_CHARS: Final = 1000
-
-
-class DeadLetterHeaders(BaseModel):
-    """The headers of a `grid.deadletter.v1` record: why the raw value was refused."""
-
-    model_config = ConfigDict(frozen=True, title="DeadLetterHeaders")
-
-    reason: RefusalReason = Field(description="Stable machine code (header error.reason).")
-    detail: str = Field(description="Human explanation (header error.detail).")
-
-    @classmethod
-    def from_refusal(cls, refusal: EventRefused) -> Self:
-        """The headers that record `refusal`; the detail is cut to keep headers small."""
-        return cls(reason=refusal.reason, detail=refusal.detail[:_MAX_DETAIL_CHARS])
-
-    def to_kafka_headers(self) -> list[tuple[str, bytes]]:
-        """As (name, UTF-8 bytes) pairs, the form Kafka clients take."""
-        return [
-            (DEADLETTER_REASON_HEADER, self.reason.value.encode()),
-            (DEADLETTER_DETAIL_HEADER, self.detail.encode()),
-        ]
-
-    @classmethod
-    def from_kafka_headers(cls, headers: Iterable[tuple[str, bytes | None]]) -> Self:
-        """Read them back from a record's headers."""
-        found = {name: (value or b"").decode() for name, value in headers}
-        return cls(
-            reason=RefusalReason(found[DEADLETTER_REASON_HEADER]),
-            detail=found.get(DEADLETTER_DETAIL_HEADER, ""),
-        )
+def parse_compliance_change(raw: bytes) -> ComplianceChange:
+    """Read a `grid.compliance.v1` value; raises pydantic's ValidationError if malformed."""
+    return ComplianceChange.model_validate_json(raw)
 
 
 # --- CloudEvents binary mode -------------------------------------------------------------
@@ -389,18 +355,34 @@ CE_SPECVERSION: Final = "1.0"
 CE_TYPES: Final[dict[str, str]] = {
     CHECKINS_TOPIC: "wangge.checkin.v1",
     INCIDENTS_TOPIC: "wangge.incident.v1",
-    ASSIGNMENTS_TOPIC: "wangge.assignment.v1",
     COMPLIANCE_TOPIC: "wangge.compliance.v1",
 }
+"""The ce_type of each topic that carries one kind of event."""
+ASSIGNMENT_CE_TYPES: Final[dict[AssignmentKind, str]] = {
+    "checkin": "wangge.assignment.checkin.v1",
+    "incident": "wangge.assignment.incident.v1",
+}
+"""The ce_types of `grid.assignments.v1`, one per kind: a reader filters without parsing."""
 CE_HEADERS: Final = ("ce_specversion", "ce_id", "ce_source", "ce_type", "ce_time")
+_CE_SPECVERSION_BYTES: Final = CE_SPECVERSION.encode()
 
 
 def cloudevent_headers(
-    *, event_id: UUID | str, ce_type: str, source: str, time: datetime
+    *, event_id: UUID | str, ce_type: str, source: str, time: datetime | str
 ) -> list[tuple[str, bytes]]:
-    """CloudEvents 1.0 binary-mode Kafka headers; ce_time is the event time, RFC 3339."""
-    values = (CE_SPECVERSION, str(event_id), source, ce_type, time.isoformat())
-    return [(name, value.encode()) for name, value in zip(CE_HEADERS, values, strict=True)]
+    """CloudEvents 1.0 binary-mode Kafka headers, in `CE_HEADERS` order.
+
+    `time` (ce_time) is the event's time, RFC 3339; a string is taken as already formatted,
+    so that a batch of records stamped at one instant formats it once.
+    """
+    stamp = time if isinstance(time, str) else time.isoformat()
+    return [
+        ("ce_specversion", _CE_SPECVERSION_BYTES),
+        ("ce_id", str(event_id).encode()),
+        ("ce_source", source.encode()),
+        ("ce_type", ce_type.encode()),
+        ("ce_time", stamp.encode()),
+    ]
 
 
 # --- parsing ----------------------------------------------------------------------------

@@ -17,9 +17,9 @@ from geodata.crs import to_wgs84
 from geodata.errors import InvalidAreaCode, WanggeError
 from geodata.events import (
     CheckInAssignment,
-    ComplianceChange,
     IncidentAssignment,
     parse_assignment,
+    parse_compliance_change,
 )
 
 POSITION_DECIMALS: Final = 4
@@ -119,7 +119,7 @@ def assignment_message(raw: bytes) -> MapMessage:
 
 def compliance_message(raw: bytes) -> MapMessage:
     """The map message of a `grid.compliance.v1` value; ValueError if it is malformed."""
-    change = ComplianceChange.model_validate_json(raw)
+    change = parse_compliance_change(raw)
     return _message(
         LiveKind.COMPLIANCE,
         str(change.event_id),

@@ -1,6 +1,8 @@
 """The published AsyncAPI document is generated from the models and kept in step with them."""
 
 import json
+import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -8,14 +10,29 @@ import pytest
 import yaml
 
 from geodata.asyncapi import asyncapi_document, render_asyncapi_yaml
-from geodata.contract import ALL_TOPICS, DEADLETTER_TOPIC
+from geodata.contract import (
+    ALL_TOPICS,
+    ASSIGNMENTS_TOPIC,
+    CHECKINS_TOPIC,
+    COMPLIANCE_TOPIC,
+    DEADLETTER_TOPIC,
+    INCIDENTS_TOPIC,
+)
 from geodata.events import (
     CE_HEADERS,
-    CE_TYPES,
+    CHECKIN_EXAMPLE,
+    INCIDENT_EXAMPLE,
     CheckIn,
     ComplianceChange,
     IncidentReport,
     RefusalReason,
+    parse_checkin,
+)
+from geodata.records import (
+    CheckinAssignments,
+    OutboundRecord,
+    assignment_record,
+    compliance_change_record,
 )
 
 COMMITTED = Path(__file__).resolve().parents[2] / "docs" / "asyncapi.yaml"
@@ -69,26 +86,82 @@ def test_payload_schemas_are_the_models_json_schemas(
     assert schemas[model.__name__] == expected
 
 
-def _message(topic: str) -> dict[str, Any]:
+def _messages(topic: str) -> list[dict[str, Any]]:
     document = asyncapi_document()
     channel = document["channels"][topic]
     operation = channel.get("publish") or channel["subscribe"]
-    name = operation["message"]["$ref"].rsplit("/", 1)[1]
-    message: dict[str, Any] = document["components"]["messages"][name]
-    return message
+    refs = operation["message"].get("oneOf", [operation["message"]])
+    names = [ref["$ref"].rsplit("/", 1)[1] for ref in refs]
+    return [document["components"]["messages"][name] for name in names]
+
+
+def _ce_types(topic: str) -> set[str]:
+    return {m["headers"]["properties"]["ce_type"]["const"] for m in _messages(topic)}
+
+
+#: Written out, not taken from the constants the producers use, so that a renamed type
+#: fails here instead of changing the document and the producers together.
+PUBLISHED_CE_TYPES = {
+    CHECKINS_TOPIC: {"wangge.checkin.v1"},
+    INCIDENTS_TOPIC: {"wangge.incident.v1"},
+    ASSIGNMENTS_TOPIC: {"wangge.assignment.checkin.v1", "wangge.assignment.incident.v1"},
+    COMPLIANCE_TOPIC: {"wangge.compliance.v1"},
+}
 
 
 @pytest.mark.parametrize("topic", [t for t in ALL_TOPICS if t != DEADLETTER_TOPIC])
 def test_wangge_messages_describe_cloudevent_headers_and_their_key(topic: str) -> None:
-    message = _message(topic)
-    assert tuple(message["headers"]["properties"]) == CE_HEADERS
-    assert "required" not in message["headers"]  # plain JSON from any client is accepted
-    assert message["headers"]["properties"]["ce_type"]["const"] == CE_TYPES[topic]
-    assert message["bindings"]["kafka"]["key"]["type"] == "string"
+    for message in _messages(topic):
+        assert tuple(message["headers"]["properties"]) == CE_HEADERS
+        assert "required" not in message["headers"]  # plain JSON from any client is accepted
+        assert message["bindings"]["kafka"]["key"]["type"] == "string"
+    assert _ce_types(topic) == PUBLISHED_CE_TYPES[topic]
+
+
+def _ce_type(record: OutboundRecord) -> str:
+    return dict(record.headers)["ce_type"].decode()
+
+
+def test_the_consumers_records_carry_ce_types_the_document_declares() -> None:
+    now = datetime(2020, 9, 7, 2, 0, tzinfo=UTC)
+    checkin = parse_checkin(json.dumps(CHECKIN_EXAMPLE).encode(), now=now)
+    (checkin_record,) = CheckinAssignments(ASSIGNMENTS_TOPIC).records(
+        [json.dumps(CHECKIN_EXAMPLE).encode()],
+        [checkin],
+        grid_codes=[None],
+        in_assigned_grid=[False],
+        rules=["outside_area"],
+        flags=[[]],
+        assigned_at=now,
+    )
+    incident_record = assignment_record(
+        ASSIGNMENTS_TOPIC,
+        INCIDENT_EXAMPLE,
+        kind="incident",
+        grid_code=None,
+        staff_id=None,
+        in_assigned_grid=None,
+        rule="outside_area",
+        flags=[],
+        assigned_at=now,
+    )
+    change = ComplianceChange(
+        event_id=uuid.uuid4(),
+        worker_id="W00042",
+        grid_code="610302001001001",
+        week="2020-W37",
+        new_status="at_risk",
+        counted_patrols=0,
+        required_patrols=3,
+        changed_at=now,
+    )
+    assert {_ce_type(checkin_record), _ce_type(incident_record)} == _ce_types(ASSIGNMENTS_TOPIC)
+    change_record = compliance_change_record(COMPLIANCE_TOPIC, change)
+    assert {_ce_type(change_record)} == _ce_types(COMPLIANCE_TOPIC)
 
 
 def test_dead_letters_carry_the_reason_headers_and_the_raw_bytes() -> None:
-    message = _message(DEADLETTER_TOPIC)
+    (message,) = _messages(DEADLETTER_TOPIC)
     headers = message["headers"]
     assert headers["required"] == ["error.reason", "error.detail"]
     assert headers["properties"]["error.reason"]["enum"] == [r.value for r in RefusalReason]

@@ -17,17 +17,12 @@ from geodata.events import (
     CHECKIN_EXAMPLE,
     INCIDENT_EXAMPLE,
     CheckIn,
-    CheckInAssignment,
     ComplianceChange,
-    DeadLetterHeaders,
     EventRefused,
     EventTimeLimits,
-    IncidentAssignment,
     IncidentReport,
     RefusalReason,
     cloudevent_headers,
-    make_assignment,
-    parse_assignment,
     parse_checkin,
     parse_incident,
 )
@@ -298,76 +293,6 @@ def test_normalize_category(posted: str, expected: tuple[str, bool]) -> None:
     assert normalize_category(posted) == expected
 
 
-def _checkin_assignment() -> CheckInAssignment | IncidentAssignment:
-    checkin = parse_checkin(checkin_bytes(battery=0.5), now=NOW)
-    return make_assignment(
-        checkin,
-        grid_code="610302001001",
-        community_code="610302001",
-        street_code="610302",
-        district_code="6103",
-        staff_id="W00042",
-        in_assigned_grid=True,
-        assignment_rule="contains",
-        assigned_at=NOW,
-    )
-
-
-def test_assignment_is_the_input_event_unchanged_then_the_assignment_fields() -> None:
-    assignment = _checkin_assignment()
-    assert isinstance(assignment, CheckInAssignment)
-    keys = list(json.loads(assignment.model_dump_json()))
-    assert keys[:7] == list(CHECKIN_EXAMPLE)
-    assert keys[7:] == [
-        "grid_code",
-        "community_code",
-        "street_code",
-        "district_code",
-        "staff_id",
-        "in_assigned_grid",
-        "assignment_rule",
-        "assigned_at",
-        "flags",
-        "battery",
-    ]
-
-
-def test_assignment_round_trips_through_json_as_its_kind() -> None:
-    checkin_assignment = _checkin_assignment()
-    assert parse_assignment(checkin_assignment.model_dump_json().encode()) == checkin_assignment
-    incident = parse_incident(incident_bytes(), now=NOW + timedelta(hours=1))
-    incident_assignment = make_assignment(
-        incident,
-        grid_code=None,
-        community_code=None,
-        street_code=None,
-        district_code=None,
-        staff_id=None,
-        in_assigned_grid=None,
-        assignment_rule="outside_area",
-        assigned_at=NOW,
-        flags=["category_unknown"],
-    )
-    assert isinstance(incident_assignment, IncidentAssignment)
-    parsed = parse_assignment(incident_assignment.model_dump_json().encode())
-    assert parsed == incident_assignment
-
-
-def test_assignment_without_grid_must_be_outside_area() -> None:
-    with pytest.raises(ValueError, match="grid_code"):
-        make_assignment(
-            parse_checkin(checkin_bytes(), now=NOW),
-            grid_code=None,
-            community_code=None,
-            street_code=None,
-            district_code=None,
-            staff_id="W00042",
-            in_assigned_grid=False,
-            assignment_rule="contains",
-            assigned_at=NOW,
-        )
-
-
 def test_compliance_change_names_an_iso_week_and_a_status() -> None:
     change = {
         "event_id": "7c7e1d7c-55f4-4a84-9a44-2d3f2a1b0c01",
@@ -384,16 +309,6 @@ def test_compliance_change_names_an_iso_week_and_a_status() -> None:
     for bad in ({"week": "2020-W54"}, {"week": "2020-37"}, {"new_status": "late"}):
         with pytest.raises(ValueError, match=r"week|new_status"):
             ComplianceChange.model_validate_json(json.dumps({**change, **bad}))
-
-
-def test_dead_letter_headers_round_trip_through_kafka_headers() -> None:
-    refusal = EventRefused(RefusalReason.UNKNOWN_WORKER, "W99999 is not a worker " + "x" * 2000)
-    headers = DeadLetterHeaders.from_refusal(refusal)
-    kafka_headers = headers.to_kafka_headers()
-    assert [name for name, _ in kafka_headers] == ["error.reason", "error.detail"]
-    assert kafka_headers[0][1] == b"unknown_worker"
-    assert DeadLetterHeaders.from_kafka_headers([("ce_id", b"x"), *kafka_headers]) == headers
-    assert len(headers.detail) == 1000
 
 
 def test_cloudevent_headers_are_binary_mode_with_the_event_time() -> None:
