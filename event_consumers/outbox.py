@@ -8,47 +8,21 @@ instead of being sent twice.
 """
 
 import contextlib
-import json
 import logging
 import select
 import threading
 from collections.abc import Iterable
-from datetime import datetime
 
 import psycopg
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-from event_consumers.topics import topic_ids
+from event_consumers.topics import never_name_topics, topic_ids
 from geodata.db import compliance_store, event_store
+from geodata.records import compliance_change_record, record_event_id
 
 logger = logging.getLogger(__name__)
 
-_LOCK_KEY = 0x77616E67  # "wang": one publisher across all consumer processes
 _PUBLISHER_GROUP = "outbox-publisher"
-
-
-def _change_body(row: tuple[object, ...]) -> tuple[str, bytes, list[tuple[str, bytes]]]:
-    (_id, change_id, worker, grid, week, old, new, counted, required, changed_at) = row
-    assert isinstance(changed_at, datetime)
-    body = {
-        "event_id": str(change_id),
-        "worker_id": worker,
-        "grid_code": grid,
-        "week": week,
-        "old_status": old,
-        "new_status": new,
-        "counted_patrols": counted,
-        "required_patrols": required,
-        "changed_at": changed_at.isoformat(),
-    }
-    headers = [
-        ("ce_specversion", b"1.0"),
-        ("ce_id", str(change_id).encode()),
-        ("ce_source", b"wangge/compliance"),
-        ("ce_type", b"wangge.compliance.v1"),
-        ("ce_time", changed_at.isoformat().encode()),
-    ]
-    return str(worker), json.dumps(body, separators=(",", ":")).encode(), headers
 
 
 class OutboxPublisher:
@@ -64,13 +38,15 @@ class OutboxPublisher:
         self._topic_id_known = False
 
     def _new_producer(self) -> KafkaProducer:
-        return KafkaProducer(
-            bootstrap_servers=self.bootstrap,
-            acks="all",
-            linger_ms=2,
-            client_id="wangge-outbox",
-            allow_auto_create_topics=False,
-            max_block_ms=10_000,
+        return never_name_topics(
+            KafkaProducer(
+                bootstrap_servers=self.bootstrap,
+                acks="all",
+                linger_ms=2,
+                client_id="wangge-outbox",
+                allow_auto_create_topics=False,
+                max_block_ms=10_000,
+            )
         )
 
     def recover(self) -> None:
@@ -90,16 +66,10 @@ class OutboxPublisher:
     def publish_pending(self, limit: int = 5000) -> int:
         """Publish what is pending; return how many records were sent."""
         with psycopg.connect(self.database_url) as conn, conn.transaction():
-            locked = conn.execute("SELECT pg_try_advisory_xact_lock(%s)", (_LOCK_KEY,)).fetchone()
-            if not locked or not locked[0]:
+            if not compliance_store.lock_outbox(conn):
                 return 0  # another process publishes right now
-            rows = conn.execute(
-                "SELECT id, change_id, worker_id, grid_code, week, old_status, new_status,"
-                " counted, required, changed_at FROM compliance_changes"
-                " WHERE published_at IS NULL ORDER BY id LIMIT %s",
-                (limit,),
-            ).fetchall()
-            if not rows:
+            pending = compliance_store.pending_changes(conn, limit)
+            if not pending:
                 return 0
             topic_id = self._current_topic_id()
             # Offsets of a topic the broker has since lost are not used (read from 0).
@@ -107,12 +77,14 @@ class OutboxPublisher:
                 conn, _PUBLISHER_GROUP, self.topic, self._partitions(), topic_id
             )
             already, end_offsets = self._read_back(stored)
-            to_send = [row for row in rows if str(row[1]) not in already]
+            to_send = [change for _id, change in pending if str(change.event_id) not in already]
             futures = []
-            for row in to_send:
-                key, value, headers = _change_body(row)
+            for change in to_send:
+                record = compliance_change_record(self.topic, change)
                 futures.append(
-                    self._producer.send(self.topic, key=key.encode(), value=value, headers=headers)
+                    self._producer.send(
+                        record.topic, key=record.key, value=record.value, headers=record.headers
+                    )
                 )
             self._producer.flush(timeout=30)
             next_offsets = dict(end_offsets)
@@ -122,12 +94,9 @@ class OutboxPublisher:
                     next_offsets.get(meta.partition, 0), meta.offset + 1
                 )
             event_store.store_offsets(conn, _PUBLISHER_GROUP, self.topic, next_offsets, topic_id)
-            conn.execute(
-                "UPDATE compliance_changes SET published_at = now() WHERE id = ANY(%s)",
-                ([row[0] for row in rows],),
-            )
-            if len(to_send) < len(rows):
-                logger.info("%d changes were already on the topic", len(rows) - len(to_send))
+            compliance_store.mark_published(conn, [outbox_id for outbox_id, _change in pending])
+            if len(to_send) < len(pending):
+                logger.info("%d changes were already on the topic", len(pending) - len(to_send))
             return len(to_send)
 
     def _partitions(self) -> list[int]:
@@ -156,14 +125,10 @@ class OutboxPublisher:
 
 
 def _change_ids(records: Iterable[object]) -> set[str]:
-    ids = set()
-    for record in records:
-        headers = dict(record.headers or [])  # type: ignore[attr-defined]
-        if "ce_id" in headers:
-            ids.add(headers["ce_id"].decode())
-        else:
-            ids.add(str(json.loads(record.value)["event_id"]))  # type: ignore[attr-defined]
-    return ids
+    return {
+        record_event_id(record.headers or [], record.value)  # type: ignore[attr-defined]
+        for record in records
+    }
 
 
 class OutboxPublisherThread(threading.Thread):

@@ -12,6 +12,7 @@ from datetime import date, datetime
 import psycopg
 
 from geodata.compliance import CheckinRecord, ComplianceKey, IsoWeek, Patrol
+from geodata.events import ComplianceChange
 
 CLOCK_NAME = "engine"
 OUTBOX_CHANNEL = "wangge_compliance_outbox"
@@ -284,6 +285,51 @@ def listen_outbox(conn: psycopg.Connection) -> None:
 def notify_outbox(conn: psycopg.Connection) -> None:
     """Wake the outbox publisher once this transaction commits (NOTIFY waits for COMMIT)."""
     conn.execute(f"NOTIFY {OUTBOX_CHANNEL}")
+
+
+_OUTBOX_LOCK_KEY = 0x77616E67  # "wang": one publisher across all consumer processes
+
+
+def lock_outbox(conn: psycopg.Connection) -> bool:
+    """Take the outbox publisher's lock for this transaction; False if another holds it."""
+    row = conn.execute("SELECT pg_try_advisory_xact_lock(%s)", (_OUTBOX_LOCK_KEY,)).fetchone()
+    return bool(row and row[0])
+
+
+def pending_changes(conn: psycopg.Connection, limit: int) -> list[tuple[int, ComplianceChange]]:
+    """The oldest unpublished status changes, in the order they were queued, with their
+    outbox ids (for `mark_published`)."""
+    rows = conn.execute(
+        "SELECT id, change_id, worker_id, grid_code, week, old_status, new_status,"
+        " counted, required, changed_at FROM compliance_changes"
+        " WHERE published_at IS NULL ORDER BY id LIMIT %s",
+        (limit,),
+    ).fetchall()
+    return [
+        (
+            row[0],
+            ComplianceChange(
+                event_id=row[1],
+                worker_id=row[2],
+                grid_code=row[3],
+                week=row[4],
+                old_status=row[5],
+                new_status=row[6],
+                counted_patrols=row[7],
+                required_patrols=row[8],
+                changed_at=row[9],
+            ),
+        )
+        for row in rows
+    ]
+
+
+def mark_published(conn: psycopg.Connection, outbox_ids: Sequence[int]) -> None:
+    """Record that these outbox entries are on the topic."""
+    conn.execute(
+        "UPDATE compliance_changes SET published_at = now() WHERE id = ANY(%s)",
+        (list(outbox_ids),),
+    )
 
 
 def mark_final(conn: psycopg.Connection, last_final_week: IsoWeek) -> None:
