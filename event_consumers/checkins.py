@@ -185,6 +185,7 @@ class CheckinHandler:
         return self._assignments_of.records(
             [record.value or b"" for record in accepted],
             checkins,
+            event_ids=batch.event_ids,
             grid_codes=batch.grid_codes,
             in_assigned_grid=batch.in_assigned_grid,
             rules=batch.assignment_rules,

@@ -131,16 +131,22 @@ class CheckinAssignments:
         values: Sequence[bytes],
         checkins: Sequence[CheckIn],
         *,
+        event_ids: Sequence[str],
         grid_codes: Sequence[str | None],
         in_assigned_grid: Sequence[bool],
         rules: Sequence[str],
         flags: Sequence[Sequence[str]],
         assigned_at: datetime,
     ) -> list[OutboundRecord]:
-        """The assignment of each check-in (its raw value and parsed model), in order."""
+        """The assignment of each check-in (its raw value, parsed model and `event_ids`,
+        the models' ids as text), in order."""
         stamp = assigned_at.isoformat()
-        ce_type = ASSIGNMENT_CE_TYPES["checkin"]
+        # A batch's headers differ only in ce_id; the other (immutable) pairs are shared.
+        specversion, (id_header, _), source, ce_type, ce_time = cloudevent_headers(
+            event_id="", ce_type=ASSIGNMENT_CE_TYPES["checkin"], source=CONSUMERS_SOURCE, time=stamp
+        )
         tail = b',"assigned_at":' + _json(stamp) + b',"flags":'
+        topic = self.topic
         out: list[OutboundRecord] = []
         for i, checkin in enumerate(checkins):
             code, rule, its_flags = grid_codes[i], rules[i], flags[i]
@@ -178,19 +184,8 @@ class CheckinAssignments:
                     b"}",
                 )
             )
-            out.append(
-                OutboundRecord(
-                    topic=self.topic,
-                    key=_key(code),
-                    value=value,
-                    headers=cloudevent_headers(
-                        event_id=checkin.event_id,
-                        ce_type=ce_type,
-                        source=CONSUMERS_SOURCE,
-                        time=stamp,
-                    ),
-                )
-            )
+            headers = [specversion, (id_header, event_ids[i].encode()), source, ce_type, ce_time]
+            out.append(OutboundRecord(topic, code.encode() if code else None, value, headers))
         return out
 
     def _lineage_fragment(self, code: str | None) -> bytes:

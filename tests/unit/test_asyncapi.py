@@ -128,6 +128,7 @@ def test_the_consumers_records_carry_ce_types_the_document_declares() -> None:
     (checkin_record,) = CheckinAssignments(ASSIGNMENTS_TOPIC).records(
         [json.dumps(CHECKIN_EXAMPLE).encode()],
         [checkin],
+        event_ids=[str(checkin.event_id)],
         grid_codes=[None],
         in_assigned_grid=[False],
         rules=["outside_area"],

@@ -56,6 +56,7 @@ def _fast(raw: bytes, checkin: CheckIn, **fields: Any) -> Any:
     (record,) = CheckinAssignments(TOPIC).records(
         [raw],
         [checkin],
+        event_ids=[str(checkin.event_id)],
         grid_codes=[fields["grid_code"]],
         in_assigned_grid=[fields["in_assigned_grid"]],
         rules=[fields["rule"]],
