@@ -72,9 +72,10 @@ class ProduceStats:
 
 def message_headers(message: Message, ce_type: str) -> list[tuple[str, bytes]]:
     """The contract's CloudEvents headers of one message; ce_time is its event time as sent."""
-    # event_time is RFC 3339 as isoformat() writes it: parsed back, it gives the same bytes.
-    at = datetime.fromisoformat(message.event_time)
-    return cloudevent_headers(event_id=message.event_id, ce_type=ce_type, source=CE_SOURCE, time=at)
+    # Already RFC 3339: parsing it back into a datetime to format it again costs ~5 µs.
+    return cloudevent_headers(
+        event_id=message.event_id, ce_type=ce_type, source=CE_SOURCE, time=message.event_time
+    )
 
 
 def _sleep_until(due: float) -> None:
