@@ -314,6 +314,14 @@ def load_reference_dataset_if_empty(seed: int) -> None:
     _import(path, dry_run=False, repair=False)
 
 
+HostOption = Annotated[
+    str | None, typer.Option(help="address to bind (default: WANGGE_API_HOST, 127.0.0.1)")
+]
+PortOption = Annotated[
+    int | None, typer.Option(help="port to bind (default: WANGGE_API_PORT, 8000)")
+]
+
+
 def _bind(host: str | None, port: int | None) -> tuple[str, int]:
     """The address the API binds: the options, else WANGGE_API_HOST and WANGGE_API_PORT."""
     settings = ApiSettings()
@@ -408,12 +416,8 @@ def _child(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
 
 @app.command()
 def up(
-    host: Annotated[
-        str | None, typer.Option(help="address to bind (default: WANGGE_API_HOST, 127.0.0.1)")
-    ] = None,
-    port: Annotated[
-        int | None, typer.Option(help="port to bind (default: WANGGE_API_PORT, 8000)")
-    ] = None,
+    host: HostOption = None,
+    port: PortOption = None,
     seed: Annotated[
         int, typer.Option(help="seed of the reference dataset and of the simulated week")
     ] = 2020,
@@ -617,12 +621,8 @@ def bench(
 
 @app.command()
 def serve(
-    host: Annotated[
-        str | None, typer.Option(help="address to bind (default: WANGGE_API_HOST, 127.0.0.1)")
-    ] = None,
-    port: Annotated[
-        int | None, typer.Option(help="port to bind (default: WANGGE_API_PORT, 8000)")
-    ] = None,
+    host: HostOption = None,
+    port: PortOption = None,
 ) -> None:
     """Run the HTTP API and the supervisors' map (/map)."""
     _serve(host, port)
