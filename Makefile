@@ -22,10 +22,10 @@ test: bootstrap ## lint, type-check (tests included) and run the whole suite aga
 	$(VENV)/mypy
 	$(VENV)/pytest
 
-# The fast lane runs each property test on 20 examples instead of its hundreds, and
+# The fast lane runs each property test on 10 examples instead of its hundreds, and
 # collects tests/unit alone: importing the integration modules costs seconds by itself.
-test-unit: bootstrap ## the fast lane: no PostGIS, no broker, 20 examples per property test
-	$(VENV)/pytest -m "not integration" --max-examples 20 -q tests/unit
+test-unit: bootstrap ## the fast lane: no PostGIS, no broker, 10 examples per property test
+	$(VENV)/pytest -m "not integration" --max-examples 10 -q tests/unit
 
 lint: bootstrap ## ruff and mypy (the packages and the tests)
 	$(VENV)/ruff check .
