@@ -109,7 +109,12 @@ def run_api_benchmark(
     ):
         targets = city_targets(url)
         tiles = {name: paths for name, paths in targets.items() if name.startswith(TILES)}
-        env = {**os.environ, "WANGGE_DATABASE_URL": url, "WANGGE_KAFKA_BOOTSTRAP": bootstrap}
+        env = {
+            **os.environ,
+            "WANGGE_DATABASE_URL": url,
+            "WANGGE_KAFKA_BOOTSTRAP": bootstrap,
+            "WANGGE_EVENT_MAX_AGE_DAYS": "0",  # the benchmark posts 2020-W37's check-ins
+        }
         with (
             serve(CEILING_FACTORY, env) as ceiling_port,
             serve(API_FACTORY, env) as api_port,
