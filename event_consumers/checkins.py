@@ -225,6 +225,7 @@ class CheckinHandler:
             float,
             len(checkins),
         )
-        flagged = flag_fixes(workers, at_us, lon, lat, accuracy, self._last_fix)
+        recorded_at = [c.recorded_at for c in checkins]
+        flagged = flag_fixes(workers, recorded_at, at_us, lon, lat, accuracy, self._last_fix)
         self._last_fix.update(flagged.latest)
         return flagged.flags

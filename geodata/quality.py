@@ -7,7 +7,7 @@ same flags (a property test holds the two together).
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import NamedTuple
 
 import numpy as np
@@ -73,7 +73,6 @@ def quality_flags(
 # Speeds this close to the limit are recomputed with the scalar rule, so that numpy's and
 # libm's last-bit differences can never flip a flag.
 _SPEED_RECHECK_REL = 1e-9
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class FixFlags(NamedTuple):
@@ -85,6 +84,7 @@ class FixFlags(NamedTuple):
 
 def flag_fixes(
     worker_ids: Sequence[str],
+    recorded_at: Sequence[datetime],
     at_us: IntArray,
     lon: FloatArray,
     lat: FloatArray,
@@ -96,10 +96,11 @@ def flag_fixes(
 ) -> FixFlags:
     """`quality_flags` of every fix of a batch, vectorised.
 
-    Fixes are taken in event-time order (`at_us`, microseconds since the epoch); each is
-    compared with its worker's previous one: the newest seen so far, from the batch or
-    from `last` (the newest before it). NaN in `accuracy_m` is an unknown accuracy.
-    `latest` holds the workers whose newest fix is now one of the batch's.
+    Fixes are taken in event-time order; each is compared with its worker's previous
+    one: the newest seen so far, from the batch or from `last` (the newest before it).
+    `at_us` is `recorded_at` in microseconds since the epoch (`to_epoch_us`), which the
+    caller has computed already; NaN in `accuracy_m` is an unknown accuracy. `latest`
+    holds the workers whose newest fix is now one of the batch's.
     """
     n = len(worker_ids)
     worker_rank = np.unique(np.array(worker_ids, dtype=object), return_inverse=True)[1]
@@ -125,8 +126,10 @@ def flag_fixes(
     speed = _speeds_kmh(prev_t, prev_x, prev_y, t, x, y)
     near = has_prev & (np.abs(speed - max_speed_kmh) <= _SPEED_RECHECK_REL * max_speed_kmh)
     for j in np.flatnonzero(near).tolist():
-        previous = Fix(_instant(prev_t[j]), float(prev_x[j]), float(prev_y[j]))
-        speed[j] = implied_speed_kmh(previous, Fix(_instant(t[j]), float(x[j]), float(y[j])))
+        previous = cached[j]
+        if from_batch[j] or previous is None:
+            previous = _fix(int(order[j - 1]), recorded_at, lon, lat)
+        speed[j] = implied_speed_kmh(previous, _fix(int(order[j]), recorded_at, lon, lat))
     fast = np.zeros(n, dtype=bool)
     fast[order] = has_prev & (speed > max_speed_kmh)
     low = accuracy_m > max_accuracy_m
@@ -134,8 +137,8 @@ def flag_fixes(
     newest = np.ones(n, dtype=bool)
     newest[:-1] = w[:-1] != w[1:]
     latest = {
-        worker_ids[int(order[j])]: Fix(_instant(t[j]), float(x[j]), float(y[j]))
-        for j in np.flatnonzero(newest & (~has_cached | (t >= cached_t))).tolist()
+        worker_ids[i]: _fix(i, recorded_at, lon, lat)
+        for i in order[newest & (~has_cached | (t >= cached_t))].tolist()
     }
     flags = [
         [LOW_ACCURACY, IMPLAUSIBLE_SPEED]
@@ -150,9 +153,8 @@ def flag_fixes(
     return FixFlags(flags, latest)
 
 
-def _instant(epoch_us: np.int64) -> datetime:
-    # Exact: timedelta holds whole microseconds, as to_epoch_us gave them.
-    return _EPOCH + timedelta(microseconds=int(epoch_us))
+def _fix(i: int, recorded_at: Sequence[datetime], lon: FloatArray, lat: FloatArray) -> Fix:
+    return Fix(recorded_at[i], float(lon[i]), float(lat[i]))
 
 
 def _speeds_kmh(

@@ -108,9 +108,13 @@ def walks(draw: st.DrawFn) -> tuple[dict[str, Fix], list[list[Posted]]]:
         fix = Fix(T0 + timedelta(microseconds=at[worker]), lon, lat)
         posted.append(Posted(worker, fix, accuracy))
     last = {}
+    times = sorted({p.fix.recorded_at for p in posted}) or [T0]
+    near_t0 = st.integers(-60_000_000, 600_000_000).map(lambda us: T0 + timedelta(microseconds=us))
     for worker in draw(st.sets(st.sampled_from(WORKERS))):
-        offset = draw(st.integers(-60_000_000, 600_000_000))
-        last[worker] = Fix(T0 + timedelta(microseconds=offset), 107.15, 34.36)
+        # Often at the very time of a fix of the batch, to tell which of the two is newer.
+        stored_at = draw(st.one_of(st.sampled_from(times), near_t0))
+        lon = 107.15 + draw(st.sampled_from([0.0, 0.001, 0.5]))
+        last[worker] = Fix(stored_at, lon, 34.36)
     cuts = sorted(draw(st.lists(st.integers(0, len(posted)), max_size=4)))
     bounds = [0, *cuts, len(posted)]
     batches = [draw(st.permutations(posted[a:b])) for a, b in itertools.pairwise(bounds)]
@@ -134,6 +138,7 @@ def _vectorised(last: dict[str, Fix], batch: list[Posted]) -> list[list[str]]:
     """`flag_fixes` over the batch's arrays, updating `last` with its newest fixes."""
     flagged = flag_fixes(
         [p.worker_id for p in batch],
+        [p.fix.recorded_at for p in batch],
         np.array([to_epoch_us(p.fix.recorded_at) for p in batch], np.int64),
         np.array([p.fix.lon for p in batch], float),
         np.array([p.fix.lat for p in batch], float),
