@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Final
+from zoneinfo import ZoneInfo
 
 import psycopg
 from pydantic import ValidationError
@@ -55,8 +56,9 @@ logger = logging.getLogger(__name__)
 _JSON_SPACE: Final = b" \t\n\r"
 
 
-def decode_assignment(raw: bytes, now: datetime) -> tuple[CheckinRecord, bool] | None:
-    """The check-in an assignment carries and whether it is in the poster's own grid.
+def decode_assignment(raw: bytes, now: datetime, tz: ZoneInfo) -> tuple[CheckinRecord, bool] | None:
+    """The check-in an assignment carries (its time in `tz`, the rule's zone) and whether
+    it is in the poster's own grid.
 
     None for an incident's assignment (not a patrol); EventRefused with the contract's
     reason for anything else the contract or the time bounds refuse.
@@ -73,7 +75,7 @@ def decode_assignment(raw: bytes, now: datetime) -> tuple[CheckinRecord, bool] |
         return None
     # One assignment from the far future would end every open week at once.
     check_event_time(event.recorded_at, now, "recorded_at", DEFAULT_TIME_LIMITS)
-    return CheckinRecord.from_assignment(event), bool(event.in_assigned_grid)
+    return CheckinRecord.from_assignment(event, tz), bool(event.in_assigned_grid)
 
 
 class ComplianceHandler:
@@ -103,9 +105,10 @@ class ComplianceHandler:
         self.boundaries.refresh_if_changed(conn)
         outgoing: list[OutboundRecord] = []
         parsed: list[tuple[CheckinRecord, bool]] = []
+        tz = self.config.tz
         for record in records:
             try:
-                decoded = decode_assignment(record.value or b"", now)
+                decoded = decode_assignment(record.value or b"", now, tz)
             except EventRefused as refused:
                 letter = dead_letter(record, refused.reason, refused.detail, self.topics.deadletter)
                 outgoing.append(letter)

@@ -4,6 +4,7 @@ import json
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -12,6 +13,7 @@ from geodata.compliance import CheckinRecord
 from geodata.events import EventRefused, RefusalReason
 
 NOW = datetime(2020, 9, 7, 2, 0, tzinfo=UTC)
+TZ = ZoneInfo("Asia/Shanghai")
 EVENT_ID = uuid.UUID("0b6f3c1e-3a59-4f36-9d55-0c3b3e2b8f10")
 LINEAGE = {
     "grid_code": "610302001001001",
@@ -41,7 +43,7 @@ def _raw(**changes: Any) -> bytes:
 
 def _refusal(raw: bytes) -> RefusalReason:
     with pytest.raises(EventRefused) as refused:
-        decode_assignment(raw, NOW)
+        decode_assignment(raw, NOW, TZ)
     return refused.value.reason
 
 
@@ -49,8 +51,15 @@ def test_a_checkin_assignment_gives_its_checkin_and_whether_it_is_in_the_own_gri
     expected = CheckinRecord(
         EVENT_ID, "W00042", "610302001001001", datetime(2020, 9, 7, 1, 15, tzinfo=UTC), 8.0
     )
-    assert decode_assignment(_raw(in_assigned_grid=False), NOW) == (expected, False)
-    assert decode_assignment(_raw(), NOW) == (expected, True)
+    assert decode_assignment(_raw(in_assigned_grid=False), NOW, TZ) == (expected, False)
+    assert decode_assignment(_raw(), NOW, TZ) == (expected, True)
+
+
+def test_the_checkin_time_is_the_same_instant_in_the_rules_zone() -> None:
+    decoded = decode_assignment(_raw(), NOW, TZ)
+    assert decoded is not None
+    assert decoded[0].recorded_at.tzinfo is TZ
+    assert decoded[0].recorded_at == datetime(2020, 9, 7, 1, 15, tzinfo=UTC)
 
 
 def test_an_incident_assignment_is_no_patrol_and_is_skipped() -> None:
@@ -69,7 +78,7 @@ def test_an_incident_assignment_is_no_patrol_and_is_skipped() -> None:
         "assigned_at": "2020-09-07T02:02:01+00:00",
         "flags": [],
     }
-    assert decode_assignment(json.dumps(incident).encode(), NOW) is None
+    assert decode_assignment(json.dumps(incident).encode(), NOW, TZ) is None
 
 
 @pytest.mark.parametrize("raw", [b"[1, 2]", b'"text"', b"  null", b"12", b"", b"not json"])
