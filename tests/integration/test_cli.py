@@ -93,6 +93,24 @@ def _wait_healthy(process: "subprocess.Popen[str]", base: str) -> dict[str, obje
     return health
 
 
+def _post_like_a_phone(url: str, event: dict[str, object], token: str) -> httpx.Response:
+    """Post, and post the same event again after a timeout or a 503, as a phone does
+    (its event_id makes the repeat harmless); at most three tries."""
+    for attempt in range(3):
+        try:
+            response = httpx.post(
+                url, json=event, timeout=30, headers={"Authorization": f"Bearer {token}"}
+            )
+        except httpx.TimeoutException:
+            if attempt == 2:
+                raise
+            continue
+        if response.status_code != 503 or attempt == 2:
+            return response
+        time.sleep(float(response.headers.get("Retry-After", "1")))
+    raise AssertionError("unreachable")
+
+
 def _stop_up(process: "subprocess.Popen[str]", signum: int) -> str:
     """Signal `up` as a terminal or a service manager would; its whole output."""
     process.send_signal(signum)
@@ -157,12 +175,7 @@ def test_up_loads_the_city_and_a_check_in_posted_to_the_api_reaches_its_grid(
                 check=True,
             )
             token = added.stdout.strip().splitlines()[-1]
-            accepted = httpx.post(
-                f"{base}/api/v1/checkins",
-                json=checkin,
-                timeout=30,
-                headers={"Authorization": f"Bearer {token}"},
-            )
+            accepted = _post_like_a_phone(f"{base}/api/v1/checkins", checkin, token)
             assert accepted.status_code == 202, accepted.text
             deadline = time.monotonic() + 60
             while _metric(base, "wangge_events_assigned_total") < 1:
