@@ -325,10 +325,10 @@ class ConsumerRunner:
         except KafkaError as exc:
             # The broker is away: the idle loop tries again until it is back.
             logger.warning("could not make the topics on the broker: %s", exc)
-        self._consumer.subscribe(
-            pattern=topics.subscription_pattern(self.handlers),
-            listener=_SeekToStoredOffsets(self),
-        )
+        # By name, not by pattern: a pattern subscription was left with no partitions
+        # after a broker restart (fault matrix). Naming the topics lets Tansu make them
+        # with its own count if the consumer asks first; /healthz then says so.
+        self._consumer.subscribe(list(self.handlers), listener=_SeekToStoredOffsets(self))
         backoff = 0.5
         idle_since = time.monotonic()
         try:
