@@ -151,7 +151,7 @@ class OutboxPublisherThread(threading.Thread):
                 logger.exception("publishing the compliance outbox failed; retrying")
                 self.publisher.recover()
                 self._stopping.wait(backoff)
-                backoff = min(backoff * 2, 10.0)
+                backoff = min(backoff * 2, 5.0)
             else:
                 return
 
