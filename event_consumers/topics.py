@@ -9,7 +9,6 @@ not share, so the consumers store it with their offsets and start over when it c
 """
 
 import logging
-import re
 import time
 from collections.abc import Iterable, Sequence
 
@@ -28,18 +27,13 @@ def never_name_topics(producer: KafkaProducer) -> KafkaProducer:
 
     Tansu makes any topic a metadata request names, with its own partition count (4),
     whatever the client's allow_auto_create_topics says; a request for all topics makes
-    none. So after a restart of the broker the topics come back only through
-    `ensure_topics`, with the contract's count. This sets a private field of kafka-python
-    (the version is pinned; tests/unit/test_topics.py fails if it goes away).
+    none, so a producer never brings back a lost topic with the wrong count (a consumer
+    subscribed by name still can on Tansu; /healthz reports it). This sets a private
+    field of kafka-python (the version is pinned; tests/unit/test_topics.py fails if it
+    goes away).
     """
     producer._metadata.need_all_topic_metadata = True
     return producer
-
-
-def subscription_pattern(names: Iterable[str]) -> str:
-    """A pattern matching exactly `names`: a consumer subscribed by pattern asks for the
-    metadata of all topics, so that it makes none of them (see `never_name_topics`)."""
-    return "^(" + "|".join(re.escape(name) for name in sorted(names)) + ")$"
 
 
 def _admin(bootstrap: str, timeout_ms: int) -> KafkaAdminClient:
@@ -88,24 +82,6 @@ def topic_ids(
             topic_id = str(raw) if raw is not None else None
             found[described["name"]] = None if topic_id in _NO_TOPIC_ID else topic_id
         return found
-    finally:
-        admin.close()
-
-
-def describe_partitions(
-    bootstrap: str, names: Iterable[str], *, timeout_ms: int = 10_000
-) -> dict[str, int]:
-    """How many partitions each existing topic among `names` has."""
-    wanted = list(names)
-    admin = _admin(bootstrap, timeout_ms)
-    try:
-        existing = set(admin.list_topics())
-        present = [name for name in wanted if name in existing]
-        return {
-            described["name"]: len(described.get("partitions") or [])
-            for described in (admin.describe_topics(present) if present else [])
-            if described.get("error_code", 0) == 0
-        }
     finally:
         admin.close()
 
