@@ -75,6 +75,11 @@ class Batch:
     #: Whether a handler without `prepare` does all its work on the writer thread, where
     #: it may share state (the boundary cache) with the next batch's preparation.
     whole_handle: bool = False
+    #: Each topic's id as known when the batch was polled, stored with its offsets. Not
+    #: the id known at commit: a check between poll and commit may learn of a new
+    #: incarnation, and the batch's positions may still be the old one's, so its offsets
+    #: must not be taken as the new incarnation's (they would skip its first records).
+    topic_ids: dict[str, str | None] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.next_offsets = {}

@@ -32,6 +32,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import FrameType
+from typing import Any
 
 import psycopg
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
@@ -258,6 +259,11 @@ class ConsumerRunner:
             self._consumer.resume(*self._unseeked)
         self._unseeked = []
 
+    def new_batch(self, polled: dict[TopicPartition, list[Any]]) -> Batch:
+        """A batch of what a poll returned, with its topics' ids as known now."""
+        known = {tp.topic: self._incarnations.id_of(tp.topic) for tp in polled}
+        return Batch(polled, topic_ids=known)
+
     def _assigned(self) -> set[TopicPartition]:
         return set(self._consumer.assignment())
 
@@ -351,7 +357,7 @@ class ConsumerRunner:
                             return
                         continue
                     idle_since = time.monotonic()
-                    batch = Batch(polled)
+                    batch = self.new_batch(polled)
                     if isolating:
                         self._run_alone(batch)
                     else:
@@ -413,7 +419,7 @@ class ConsumerRunner:
             )
             metrics.EVENTS_REFUSED.labels(tp.topic, RefusalReason.UNPROCESSABLE).inc()
             letter = dead_letter(record, RefusalReason.UNPROCESSABLE, detail, self.deadletter_topic)
-            refused = Batch(batch.polled)
+            refused = Batch(batch.polled, topic_ids=batch.topic_ids)
             refused.writes.append(lambda _conn: [letter])
             self._inflight = (refused, self._writer.submit(self._write, refused))
             self._settle(wait=True)
@@ -493,7 +499,7 @@ class ConsumerRunner:
                     self.config.group_id,
                     topic,
                     offsets,
-                    self._incarnations.id_of(topic),
+                    batch.topic_ids.get(topic),
                 )
             self._conn.commit()
         except BaseException:

@@ -6,10 +6,13 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 
 import psycopg
 import pytest
+from kafka import TopicPartition
 
+from event_consumers.runner import ConsumerRunner, RunnerConfig
 from event_consumers.topics import topic_ids
 from geodata.contract import Topics
 from geodata.db import event_store
@@ -123,3 +126,35 @@ def test_a_running_consumer_notices_its_topics_were_made_anew(
             f"the running consumer skipped the new topics' events:\n{consumer.log()[-3000:]}",
         )
         assert consumer.alive()
+
+
+def test_a_batch_polled_before_its_topic_was_made_anew_keeps_its_offsets_with_the_old_id(
+    database_url: str,
+    kafka_bootstrap: str,
+    topic_factory: Callable[..., Topics],
+) -> None:
+    """The fault matrix lost 10 check-ins after a broker restart: a batch read at the old
+    incarnation's positions was committed after the idle check learned the new id, so its
+    offsets were taken as the new incarnation's and the records below them never read."""
+    topics = topic_factory(partitions=1)
+    group = f"g{uuid.uuid4().hex[:8]}"
+    runner = ConsumerRunner(
+        RunnerConfig(bootstrap=kafka_bootstrap, database_url=database_url, group_id=group),
+        [],
+        deadletter_topic=topics.deadletter,
+        output_topics=[topics.checkins],
+    )
+    try:
+        runner.check_topics(create=False)
+        old_id = topic_ids(kafka_bootstrap, [topics.checkins])[topics.checkins]
+        polled = {TopicPartition(topics.checkins, 0): [SimpleNamespace(offset=29)]}
+        batch = runner.new_batch(polled)
+        _make_anew(kafka_bootstrap, topics)
+        runner.check_topics(create=False)  # what the idle loop does: learns the new id
+        new_id = topic_ids(kafka_bootstrap, [topics.checkins])[topics.checkins]
+        runner._write(batch)  # the writer thread commits the batch polled before the check
+    finally:
+        runner.close()
+    with psycopg.connect(database_url) as conn:
+        assert event_store.load_offsets(conn, group, topics.checkins, [0], new_id) == {}
+        assert event_store.load_offsets(conn, group, topics.checkins, [0], old_id) == {0: 30}
