@@ -106,3 +106,14 @@ def inbound_record(raw: object) -> InboundRecord:
         value=raw.value,  # type: ignore[attr-defined]
         headers=list(raw.headers or []),  # type: ignore[attr-defined]
     )
+
+
+def rewind_offset(first: int, position: int | None) -> int:
+    """Where to seek a partition back to for a batch that starts at `first`.
+
+    After a failed batch in flight was rewound, the one prepared behind it is rewound
+    too: never past where the first one put a shared partition. Position 0 is a position
+    (a topic's first record), not a missing one: taking it for "unknown" skipped the
+    first records of a topic made anew after a broker restart.
+    """
+    return first if position is None else min(first, position)

@@ -48,6 +48,7 @@ from event_consumers.batch import (
     TwoStepHandler,
     Write,
     inbound_record,
+    rewind_offset,
 )
 from event_consumers.publisher import Publisher
 from event_consumers.records import InboundRecord, OutboundRecord, dead_letter
@@ -559,9 +560,7 @@ class ConsumerRunner:
         for tp, offset in batch.first_offsets().items():
             # A partition revoked meanwhile is no longer ours to seek.
             with contextlib.suppress(KafkaError, AssertionError, ValueError):
-                # After a failed batch in flight was rewound, the one prepared behind it is
-                # rewound too: never past where the first one put a shared partition.
-                self._consumer.seek(tp, min(offset, self._consumer.position(tp) or offset))
+                self._consumer.seek(tp, rewind_offset(offset, self._consumer.position(tp)))
         for handler in self.handlers.values():
             handler.reset()
         self._publisher.forget()
