@@ -2,7 +2,7 @@
 
 import pytest
 
-from wangge.cli import _bind
+from wangge.commands.run import bind_address
 from wangge.settings import ApiSettings
 
 
@@ -15,7 +15,7 @@ def _no_env_file(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_without_options_or_settings_the_api_binds_to_localhost_8000() -> None:
-    assert _bind(None, None) == ("127.0.0.1", 8000)
+    assert bind_address(None, None) == ("127.0.0.1", 8000)
 
 
 def test_the_settings_choose_the_address_and_the_options_win_over_them(
@@ -24,6 +24,6 @@ def test_the_settings_choose_the_address_and_the_options_win_over_them(
     monkeypatch.setenv("WANGGE_API_HOST", "0.0.0.0")
     monkeypatch.setenv("WANGGE_API_PORT", "9001")
 
-    assert _bind(None, None) == ("0.0.0.0", 9001)
-    assert _bind("127.0.0.2", None) == ("127.0.0.2", 9001)
-    assert _bind(None, 0) == ("0.0.0.0", 0)  # 0 is a port (any free one), not "unset"
+    assert bind_address(None, None) == ("0.0.0.0", 9001)
+    assert bind_address("127.0.0.2", None) == ("127.0.0.2", 9001)
+    assert bind_address(None, 0) == ("0.0.0.0", 0)  # 0 is a port (any free one), not "unset"

@@ -489,7 +489,7 @@ def _rows(
 def main() -> None:
     """`python -m wangge.benchmarks.compliance [--workers N]`: run on the configured services."""
     from wangge.benchmarks.rows import add_json_option, write_rows
-    from wangge.cli import progress_bar
+    from wangge.commands.common import progress_bar
     from wangge.settings import DatabaseSettings, KafkaSettings, LocalServicesSettings
 
     parser = argparse.ArgumentParser(description=__doc__)

@@ -1,0 +1,45 @@
+"""The adapters' config objects, built from the `WANGGE_*` settings in this one place.
+
+`wangge serve` runs the API with `api_config()`, `wangge consume` the consumers with
+`runner_config()`; a new knob of either adapter is read from its settings here.
+"""
+
+from event_consumers.runner import RunnerConfig
+from geodata.db.engine import libpq_url
+from grid_service.app import ApiConfig
+from grid_service.health import HealthConfig
+from wangge.settings import (
+    ApiSettings,
+    DatabaseSettings,
+    IntakeSettings,
+    KafkaSettings,
+    PatrolSettings,
+)
+
+
+def api_config() -> ApiConfig:
+    """The HTTP API's config."""
+    kafka = KafkaSettings()
+    return ApiConfig(
+        DatabaseSettings().url,
+        kafka.bootstrap,
+        kafka.topics,
+        topic_partitions=kafka.topic_partitions,
+        consumer_group=kafka.group_id,
+        health=HealthConfig(heartbeat_window_s=ApiSettings().heartbeat_window_s),
+        event_limits=IntakeSettings().limits(),
+        compliance=PatrolSettings().compliance_config(),
+    )
+
+
+def runner_config(group: str | None = None) -> RunnerConfig:
+    """The consumers' config; `group` overrides WANGGE_CONSUMER_GROUP."""
+    kafka = KafkaSettings()
+    return RunnerConfig(
+        bootstrap=kafka.bootstrap,
+        database_url=libpq_url(DatabaseSettings().url),
+        group_id=group or kafka.group_id,
+        topic_partitions=kafka.topic_partitions,
+        event_limits=IntakeSettings().limits(),
+        compliance=PatrolSettings().compliance_config(),
+    )
