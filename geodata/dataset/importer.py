@@ -16,6 +16,7 @@ import shapely
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
+from geodata.dataset.geometry_checks import same_geometries
 from geodata.dataset.layers import (
     LEVELS,
     LOCAL_TZ,
@@ -24,7 +25,7 @@ from geodata.dataset.layers import (
     WORKERS_LAYER,
 )
 from geodata.dataset.reading import STAGE_READ, Progress, read_boundary_file, refused
-from geodata.dataset.validation import (
+from geodata.dataset.rows import (
     Boundary,
     CurrentState,
     ParsedImport,
@@ -33,9 +34,8 @@ from geodata.dataset.validation import (
     Reason,
     Repair,
     Worker,
-    same_geometries,
-    validate,
 )
+from geodata.dataset.validation import validate
 from geodata.db import boundaries
 from geodata.db.engine import unit_of_work
 

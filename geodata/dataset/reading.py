@@ -28,7 +28,8 @@ from geodata.dataset.layers import (
     WORKER_COLUMNS,
     WORKERS_LAYER,
 )
-from geodata.dataset.validation import Problem, Reason, normalise_code
+from geodata.dataset.rows import Problem, Reason
+from geodata.dataset.validation import normalise_code
 from geodata.errors import ImportRefused
 
 Progress = Callable[[str, int, int], None]

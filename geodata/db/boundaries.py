@@ -29,7 +29,7 @@ from geodata.dataset.layers import (
     STREET_COLUMNS,
     WORKER_COLUMNS,
 )
-from geodata.dataset.validation import Boundary, CurrentState, Person, Poi, Worker
+from geodata.dataset.rows import Boundary, CurrentState, Person, Poi, Worker
 from geodata.db.models import (
     Base,
     Community,

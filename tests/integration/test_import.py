@@ -25,7 +25,7 @@ from geodata.dataset.importer import (
     export_layers,
     import_boundaries,
 )
-from geodata.dataset.validation import Problem, Reason
+from geodata.dataset.rows import Problem, Reason
 from geodata.errors import ImportRefused
 
 pytestmark = pytest.mark.integration

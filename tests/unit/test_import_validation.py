@@ -13,20 +13,14 @@ from hypothesis import strategies as st
 from shapely.geometry import MultiPolygon, Point, Polygon, box
 
 from geodata.dataset import layers
-from geodata.dataset.validation import (
-    Boundary,
-    CurrentState,
-    Problem,
-    Reason,
-    check_codes,
+from geodata.dataset.geometry_checks import (
     check_polygon,
-    find_missing_parents,
     find_outside_parent,
     find_overlaps,
-    normalise_code,
     same_geometries,
-    validate,
 )
+from geodata.dataset.rows import Boundary, CurrentState, Problem, Reason
+from geodata.dataset.validation import check_codes, find_missing_parents, normalise_code, validate
 
 COMMUNITY = "610302001001"
 WEST, EAST, SOUTH, NORTH = 107.15, 107.16, 34.36, 34.37
