@@ -11,11 +11,12 @@ import numpy.typing as npt
 import psycopg
 
 from event_consumers import metrics
-from event_consumers.boundaries import BoundaryCache
+from event_consumers.grid_snapshot import batch_snapshot
 from event_consumers.records import InboundRecord, OutboundRecord, dead_letter
 from geodata.contract import Topics
 from geodata.crs import to_wgs84
 from geodata.db import event_store
+from geodata.db.grid_cache import GridSnapshotCache
 from geodata.events import (
     DEFAULT_TIME_LIMITS,
     CheckIn,
@@ -51,14 +52,14 @@ class CheckinHandler:
 
     def __init__(
         self,
-        boundaries: BoundaryCache,
+        grids: GridSnapshotCache,
         topics: Topics,
         max_bytes: int = 64 * 1024,
         limits: EventTimeLimits = DEFAULT_TIME_LIMITS,
     ) -> None:
         self.topic = topics.checkins
         self.topics = topics
-        self.boundaries = boundaries
+        self.grids = grids
         self.max_bytes = max_bytes
         self.limits = limits
         # Last fix per worker seen by this process; a miss is loaded from the database.
@@ -83,8 +84,8 @@ class CheckinHandler:
         `conn` is only read from, so the runner may prepare the next batch while the
         previous one is written on another connection.
         """
-        self.boundaries.refresh_if_changed(conn)
-        roster = self.boundaries.roster
+        snapshot = batch_snapshot(self.grids)
+        roster = snapshot.roster
         refused: list[OutboundRecord] = []
         accepted: list[InboundRecord] = []
         checkins: list[CheckIn] = []
@@ -114,7 +115,7 @@ class CheckinHandler:
         n = len(checkins)
         lon, lat = self._wgs84(checkins)
         at_us = np.fromiter((to_epoch_us(c.recorded_at) for c in checkins), np.int64, n)
-        located = self.boundaries.index.locate(lon, lat, at_us.astype("datetime64[us]"))
+        located = snapshot.index.locate(lon, lat, at_us.astype("datetime64[us]"))
         flags = self._flags(checkins, lon, lat, at_us, conn)
         codes: list[str | None] = located.codes.tolist()
         batch = event_store.CheckinBatch(

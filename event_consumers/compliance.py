@@ -19,8 +19,8 @@ import psycopg
 from pydantic import ValidationError
 
 from event_consumers import metrics
-from event_consumers.boundaries import BoundaryCache
 from event_consumers.checkin_cache import CheckinCache
+from event_consumers.grid_snapshot import batch_snapshot
 from event_consumers.records import InboundRecord, OutboundRecord, dead_letter
 from geodata.compliance import (
     CheckinRecord,
@@ -39,6 +39,7 @@ from geodata.compliance import (
 )
 from geodata.contract import Topics
 from geodata.db import compliance_store as store
+from geodata.db.grid_cache import GridSnapshotCache
 from geodata.events import (
     DEFAULT_TIME_LIMITS,
     EventRefused,
@@ -48,7 +49,7 @@ from geodata.events import (
     parse_assignment,
     refusal_from,
 )
-from geodata.staffing import AssignmentPeriod
+from geodata.staffing import AssignmentPeriod, WorkerRoster
 
 logger = logging.getLogger(__name__)
 
@@ -82,11 +83,13 @@ class ComplianceHandler:
     """Keeps patrols and statuses up to date from check-in assignments."""
 
     def __init__(
-        self, boundaries: BoundaryCache, topics: Topics, config: ComplianceConfig | None = None
+        self, grids: GridSnapshotCache, topics: Topics, config: ComplianceConfig | None = None
     ) -> None:
         self.topic = topics.assignments
         self.topics = topics
-        self.boundaries = boundaries
+        self.grids = grids
+        # The staff of the batch being handled, from the snapshot it started with.
+        self._roster = WorkerRoster([], {})
         self.config = config or ComplianceConfig()
         self.checkins = CheckinCache()
 
@@ -102,7 +105,7 @@ class ComplianceHandler:
         self, records: Sequence[InboundRecord], conn: psycopg.Connection, now: datetime
     ) -> list[OutboundRecord]:
         """Store the batch's check-ins, re-evaluate what they touch, queue status changes."""
-        self.boundaries.refresh_if_changed(conn)
+        self._roster = batch_snapshot(self.grids).roster
         outgoing: list[OutboundRecord] = []
         parsed: list[tuple[CheckinRecord, bool]] = []
         tz = self.config.tz
@@ -175,7 +178,7 @@ class ComplianceHandler:
         return outgoing
 
     def _periods(self, worker_id: str, grid_code: str) -> list[AssignmentPeriod]:
-        return [p for p in self.boundaries.roster.periods_of(worker_id) if p.grid_code == grid_code]
+        return [p for p in self._roster.periods_of(worker_id) if p.grid_code == grid_code]
 
     def _forget_final_weeks(self, watermark: datetime) -> None:
         final = {
@@ -264,7 +267,7 @@ class ComplianceHandler:
         while week <= last:
             tz = self.config.tz
             counted = store.counted_days(conn, week, watermark, self.config.max_counted_per_day)
-            for worker, grid in self.boundaries.roster.pairs_during(week.start(tz), week.end(tz)):
+            for worker, grid in self._roster.pairs_during(week.start(tz), week.end(tz)):
                 key = ComplianceKey(worker, grid, week)
                 if key in skip:
                     continue

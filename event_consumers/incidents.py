@@ -9,12 +9,13 @@ import numpy as np
 import psycopg
 
 from event_consumers import metrics
-from event_consumers.boundaries import BoundaryCache
+from event_consumers.grid_snapshot import batch_snapshot
 from event_consumers.records import InboundRecord, OutboundRecord, dead_letter
 from geodata.categories import normalize_category
 from geodata.contract import Topics
 from geodata.crs import to_wgs84
 from geodata.db import event_store
+from geodata.db.grid_cache import GridSnapshotCache
 from geodata.events import (
     DEFAULT_TIME_LIMITS,
     EventRefused,
@@ -35,14 +36,14 @@ class IncidentHandler:
 
     def __init__(
         self,
-        boundaries: BoundaryCache,
+        grids: GridSnapshotCache,
         topics: Topics,
         max_bytes: int = 64 * 1024,
         limits: EventTimeLimits = DEFAULT_TIME_LIMITS,
     ) -> None:
         self.topic = topics.incidents
         self.topics = topics
-        self.boundaries = boundaries
+        self.grids = grids
         self.max_bytes = max_bytes
         self.limits = limits
 
@@ -53,7 +54,7 @@ class IncidentHandler:
         self, records: Sequence[InboundRecord], conn: psycopg.Connection, now: datetime
     ) -> list[OutboundRecord]:
         """Store the batch's valid incidents once each and return what to produce."""
-        self.boundaries.refresh_if_changed(conn)
+        snapshot = batch_snapshot(self.grids)
         outgoing: list[OutboundRecord] = []
         accepted: list[tuple[InboundRecord, IncidentReport]] = []
         for record in records:
@@ -77,7 +78,7 @@ class IncidentHandler:
         if not accepted:
             return outgoing
 
-        roster = self.boundaries.roster
+        roster = snapshot.roster
         rows: list[event_store.StoredIncident] = []
         # Open incidents per worker, including the ones this batch hands out.
         open_counts: Counter[str] = Counter()
@@ -87,7 +88,7 @@ class IncidentHandler:
             at = np.array(
                 [report.reported_at.astimezone(UTC).replace(tzinfo=None)], "datetime64[us]"
             )
-            located = self.boundaries.index.locate(wgs_lon, wgs_lat, at)
+            located = snapshot.index.locate(wgs_lon, wgs_lat, at)
             code = located.codes[0]
             workers = roster.workers_of(code, report.reported_at) if code else []
             uncounted = set(workers) - counted_workers

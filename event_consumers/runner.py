@@ -54,6 +54,7 @@ from event_consumers.publisher import Publisher
 from event_consumers.records import InboundRecord, OutboundRecord, dead_letter
 from geodata.compliance import ComplianceConfig
 from geodata.db import event_store, heartbeats
+from geodata.db.grid_cache import SnapshotPolicy
 from geodata.events import DEFAULT_TIME_LIMITS, EventTimeLimits, RefusalReason
 
 logger = logging.getLogger(__name__)
@@ -88,6 +89,8 @@ class RunnerConfig:
     event_limits: EventTimeLimits = DEFAULT_TIME_LIMITS
     #: The patrol rule the compliance stage applies (settings: WANGGE_PATROL_*).
     compliance: ComplianceConfig = field(default_factory=ComplianceConfig)
+    #: How the handlers' grid snapshot is checked and built (the API's is the same).
+    grid_snapshot: SnapshotPolicy = field(default_factory=SnapshotPolicy)
 
     def fetch_settings(self) -> dict[str, int]:
         """How much a poll fetches; the pipeline benchmark's bare consumer uses the same."""

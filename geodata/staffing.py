@@ -24,15 +24,21 @@ class AssignmentPeriod:
 
 
 class WorkerRoster:
-    """All assignment periods, indexed both ways for the consumers' hot path."""
+    """Every worker (id and name) and all assignment periods, indexed both ways.
 
-    def __init__(self, periods: Iterable[AssignmentPeriod], known_workers: Iterable[str]) -> None:
+    The one model of staff: the consumers ask it who is assigned, the API names a grid's
+    staff from it (`geodata.db.grid_cache`).
+    """
+
+    def __init__(self, periods: Iterable[AssignmentPeriod], workers: Mapping[str, str]) -> None:
+        """`periods` in the order `workers_of` should answer in; `workers`: id to name."""
         self._by_worker: dict[str, list[AssignmentPeriod]] = defaultdict(list)
         self._by_grid: dict[str, list[AssignmentPeriod]] = defaultdict(list)
         for period in periods:
             self._by_worker[period.worker_id].append(period)
             self._by_grid[period.grid_code].append(period)
-        self._known = frozenset(known_workers) | frozenset(self._by_worker)
+        self._names = dict(workers)
+        self._known = frozenset(self._names) | frozenset(self._by_worker)
 
     def __len__(self) -> int:
         return len(self._known)
@@ -65,8 +71,18 @@ class WorkerRoster:
         )
 
     def workers_of(self, grid_code: str, at: datetime) -> list[str]:
-        """The workers assigned to a grid at `at`, sorted by id."""
-        return sorted({p.worker_id for p in self._by_grid.get(grid_code, ()) if p.covers(at)})
+        """The workers assigned to a grid at `at`, each once, in the order of their periods.
+
+        `load_snapshot` gives the periods by worker id, as the database orders them, so
+        this is the order `grid_queries.grid_detail` lists a grid's staff in.
+        """
+        # Overlapping periods of one worker count once, as SELECT DISTINCT does.
+        covering = (p.worker_id for p in self._by_grid.get(grid_code, ()) if p.covers(at))
+        return list(dict.fromkeys(covering))
+
+    def name_of(self, worker_id: str) -> str | None:
+        """The worker's name; None for one known only by their periods."""
+        return self._names.get(worker_id)
 
 
 @dataclass(frozen=True)

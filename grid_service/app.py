@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from geodata.compliance import ComplianceConfig
 from geodata.contract import Topics
 from geodata.db.engine import create_db_engine
+from geodata.db.grid_cache import GridSnapshotCache, SnapshotPolicy
 from geodata.events import DEFAULT_TIME_LIMITS, EventTimeLimits
 from grid_service import health, metrics
 from grid_service.admin import router as admin_router
@@ -50,6 +51,8 @@ class ApiConfig:
     event_limits: EventTimeLimits = DEFAULT_TIME_LIMITS
     #: The patrol rule the compliance routes read with (settings: WANGGE_PATROL_*).
     compliance: ComplianceConfig = field(default_factory=ComplianceConfig)
+    #: How locate's grid snapshot is checked and built (the consumers' is the same).
+    grid_snapshot: SnapshotPolicy = field(default_factory=SnapshotPolicy)
 
 
 def create_app(config: ApiConfig) -> FastAPI:
@@ -58,6 +61,7 @@ def create_app(config: ApiConfig) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = app.state.engine = create_db_engine(config.database_url)
+        app.state.grid_snapshots = GridSnapshotCache(engine, config.grid_snapshot)
         producer = app.state.producer = create_producer(
             config.kafka_bootstrap, topics=config.topics
         )

@@ -1,14 +1,13 @@
 """Spatial queries on grids: locate a point, list, one by code, nearest, within, intersecting.
 
-A thin adapter over `geodata.db.grid_queries`, the in-memory `geodata.db.grid_cache`
-and the input checks of `geodata.query_limits`. Answers are GeoJSON
-(`application/geo+json`, shaped in grid_service.grid_documents) with coordinates of at
-most 7 decimals; every query reads the grid versions valid at `at` (default: now). Grid
-geometry and names are public (docs/INTERFACES.md); staff appear by id and name only, never
-with a phone number.
+A thin adapter over `geodata.db.grid_queries`, the in-memory grid snapshot of
+`geodata.db.grid_cache` (the consumers assign events from the same snapshot) and the input
+checks of `geodata.query_limits`. Answers are GeoJSON (`application/geo+json`, shaped in
+grid_service.grid_documents) with coordinates of at most 7 decimals; every query reads the
+grid versions valid at `at` (default: now). Grid geometry and names are public
+(docs/INTERFACES.md); staff appear by id and name only, never with a phone number.
 """
 
-import threading
 from datetime import UTC, datetime
 from typing import Annotated, Any, Final
 
@@ -18,7 +17,7 @@ from starlette.concurrency import run_in_threadpool
 
 from geodata.crs import DEFAULT_CRS, SUPPORTED_CRS, to_wgs84
 from geodata.db import grid_queries
-from geodata.db.grid_cache import GridIndexCache, GridSnapshot
+from geodata.db.grid_cache import GridSnapshot, GridSnapshotCache
 from geodata.db.grid_queries import GEOJSON_DECIMALS
 from geodata.query_limits import (
     DEFAULT_PAGE,
@@ -97,21 +96,6 @@ _NOT_FOUND: Final[dict[int | str, dict[str, Any]]] = {
     404: {"model": ErrorBody, "description": "no such grid (see `code`)"},
 }
 
-_INDEX_LOCK = threading.Lock()
-
-
-def grid_index_cache(request: Request) -> GridIndexCache:
-    """The app's GridIndexCache, made on first use (`app.state.grid_index`); no I/O."""
-    state = request.app.state
-    cache: GridIndexCache | None = getattr(state, "grid_index", None)
-    if cache is None:
-        with _INDEX_LOCK:
-            cache = getattr(state, "grid_index", None)
-            if cache is None:
-                cache = GridIndexCache(state.engine)
-                state.grid_index = cache
-    return cache
-
 
 async def current_grids(request: Request) -> GridSnapshot:
     """Dependency: the grids in memory, checked for changes in the background.
@@ -119,7 +103,7 @@ async def current_grids(request: Request) -> GridSnapshot:
     Async, so that it runs on the event loop without a thread-pool hop; only the first
     load, before any snapshot exists, waits for the database (in the pool).
     """
-    cache = grid_index_cache(request)
+    cache: GridSnapshotCache = request.app.state.grid_snapshots
     snapshot = cache.current()
     if snapshot is None:
         snapshot = await run_in_threadpool(cache.snapshot)

@@ -13,7 +13,6 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from geodata.quality import Fix
-from geodata.staffing import AssignmentPeriod, WorkerRoster
 
 
 @dataclass(frozen=True)
@@ -283,24 +282,3 @@ def last_fixes(conn: psycopg.Connection, worker_ids: Iterable[str]) -> dict[str,
         (ids,),
     ).fetchall()
     return {str(w): Fix(t, float(x), float(y)) for w, t, x, y in rows}
-
-
-def load_roster(conn: psycopg.Connection) -> WorkerRoster:
-    """Every worker and assignment period, for the in-memory roster."""
-    workers = [str(r[0]) for r in conn.execute("SELECT worker_id FROM workers").fetchall()]
-    periods = [
-        AssignmentPeriod(str(w), str(g), f, t)
-        for w, g, f, t in conn.execute(
-            "SELECT worker_id, grid_code, valid_from, valid_to FROM worker_assignments"
-        ).fetchall()
-    ]
-    return WorkerRoster(periods, workers)
-
-
-def roster_stamp(conn: psycopg.Connection) -> tuple[object, ...]:
-    """A cheap value that changes whenever workers or assignments change."""
-    row = conn.execute(
-        "SELECT (SELECT count(*) FROM workers), count(*), max(id),"
-        " max(coalesce(valid_to, valid_from)) FROM worker_assignments"
-    ).fetchone()
-    return tuple(row) if row else ()

@@ -1,11 +1,15 @@
-"""Every grid version with its hierarchy and staff, in memory, for locating without a query.
+"""One snapshot of every grid version, the hierarchy and the staff, for both adapters.
 
-A `GridSnapshot` holds what `grid_queries.grid_detail` reads from PostGIS, for every
-boundary version (current and closed) and every staff assignment, beside the consumers'
-`GridIndex` built from the same rows; `GridIndexCache` keeps one snapshot fresh. A
-locate then answers exactly as the index and `grid_detail` would on the rows the
-snapshot was read from, at any `at`: the same versions, the same staff periods
-(`valid_from <= at < valid_to`), the same order, GeoJSON as PostGIS wrote it.
+A `GridSnapshot` holds, as read in one transaction: the `GridIndex` over every boundary
+version (current and closed), which assigns the consumers' events and answers the API's
+locate; each version's detail as `grid_queries.grid_detail` reads it; and the staff as
+one `WorkerRoster`. `GridSnapshotCache` keeps one snapshot fresh under one
+`SnapshotPolicy`; the API asks it without waiting (`current`), the consumers block on it
+at each batch (`snapshot`). Both adapters thus locate and staff with the same code over
+the same rows: they agree by construction. A locate answers exactly as the index and
+`grid_detail` would on the rows the snapshot was read from, at any `at`: the same
+versions, the same staff periods (`valid_from <= at < valid_to`), the same order, GeoJSON
+as PostGIS wrote it.
 """
 
 import logging
@@ -16,27 +20,21 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Final
 
-import shapely
-from sqlalchemy import Connection, Engine, text
+from sqlalchemy import Engine, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from geodata.db.grid_queries import GEOJSON_DECIMALS, GridDetail, StaffMember, detail_of
+from geodata.db.grid_versions import decode_versions
+from geodata.db.stamps import read_stamp
 from geodata.errors import GridNotFound
-from geodata.spatial_index import (
-    DEFAULT_TOLERANCE_M,
-    AssignmentRule,
-    GridIndex,
-    GridVersion,
-    to_epoch_us,
-)
+from geodata.spatial_index import DEFAULT_TOLERANCE_M, AssignmentRule, GridIndex, to_epoch_us
+from geodata.staffing import AssignmentPeriod, WorkerRoster
 
 logger = logging.getLogger(__name__)
 
-# Every table a detail is read from. A row's xmin is the transaction that wrote that row
-# version: an insert or delete moves the count, an update writes a newer xmin, so the sum
-# moves (as `tiles.data_stamp`). Unlike `grid_versions.boundary_stamp` it also sees names,
-# households and staff, which a detail carries, and reads no geometry.
-_STAMPED_TABLES: Final = (
+#: Every table the snapshot is read from; its stamp (`stamps.read_stamp`) moves on any
+#: change to them, names, households and staff included.
+SNAPSHOT_TABLES: Final = (
     "grids",
     "worker_assignments",
     "workers",
@@ -44,16 +42,8 @@ _STAMPED_TABLES: Final = (
     "streets",
     "districts",
 )
-_STAMP_SQL: Final = text(
-    "SELECT concat_ws('|', "
-    + ", ".join(
-        f"(SELECT count(*) || ':' || coalesce(sum(xmin::text::bigint), 0) FROM {table})"
-        for table in _STAMPED_TABLES
-    )
-    + ")"
-)
 # Every version, with its hierarchy as grid_detail joins it (left: the index takes every
-# version, as the consumers' does, even one whose community were missing).
+# version, even one whose community were missing).
 _GRIDS_SQL: Final = text(
     f"""
     SELECT g.code, g.name, g.community_code, g.households, g.valid_from, g.valid_to,
@@ -67,25 +57,36 @@ _GRIDS_SQL: Final = text(
     ORDER BY g.code, g.valid_from
     """
 )
-# Ordered by the database, as `grid_detail`'s json_agg is, so that its collation decides.
-_STAFF_SQL: Final = text(
+_WORKERS_SQL: Final = text("SELECT worker_id, name FROM workers")
+# Ordered by the database, as `grid_detail`'s json_agg is, so that its collation decides
+# the order of a grid's staff (`WorkerRoster.workers_of` keeps this order).
+_PERIODS_SQL: Final = text(
     """
-    SELECT a.grid_code, w.worker_id, w.name, a.valid_from, a.valid_to
+    SELECT a.worker_id, a.grid_code, a.valid_from, a.valid_to
     FROM worker_assignments a JOIN workers w ON w.worker_id = a.worker_id
-    ORDER BY a.grid_code, w.worker_id
+    ORDER BY a.grid_code, w.worker_id, a.valid_from
     """
 )
 # An open period (valid_to NULL) ends after every instant `to_epoch_us` can give.
 _OPEN_END_US: Final = 2**63 - 1
 
 
-@dataclass(frozen=True, slots=True)
-class _Assignment:
-    """A worker's period on a grid, in µs since the epoch, valid in [from, to)."""
+@dataclass(frozen=True)
+class SnapshotPolicy:
+    """How the grid snapshot is kept: how often it is checked, and the index's tolerance.
 
-    member: StaffMember
-    valid_from_us: int
-    valid_to_us: int
+    A check (one small query) runs at most every `check_interval_s`, and the snapshot is
+    reloaded only when it finds the data changed. Both adapters take the same default, so
+    a change reaches the API's locate and the consumers' assignment within one interval.
+    """
+
+    check_interval_s: float = 2.0
+    #: How far outside every grid (metres) a point is still given to the nearest.
+    tolerance_m: float = DEFAULT_TOLERANCE_M
+
+    def __post_init__(self) -> None:
+        if self.check_interval_s < 0 or self.tolerance_m < 0:
+            raise ValueError("need check_interval_s >= 0 and tolerance_m >= 0")
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,20 +108,20 @@ class LocatedGrid:
 
 
 class GridSnapshot:
-    """The grid index and every version's detail and staff as read in one transaction."""
+    """The grid index, every version's detail and the staff, as read in one transaction."""
 
     def __init__(
         self,
         index: GridIndex,
         versions: Mapping[str, Sequence[_Version]],
-        staff: Mapping[str, Sequence[_Assignment]],
+        roster: WorkerRoster,
         stamp: str,
     ) -> None:
         """Use `load_snapshot`."""
         self.index = index
+        self.roster = roster
         self.stamp = stamp
         self._versions = versions
-        self._staff = staff
         # The index's prepared GEOS geometries are not documented as safe to share between
         # threads; a lookup takes microseconds, so serialising is cheaper than finding out.
         self._lock = threading.Lock()
@@ -143,86 +144,63 @@ class GridSnapshot:
         when = to_epoch_us(at)
         for version in self._versions.get(code, ()):
             if version.valid_from_us <= when < version.valid_to_us:
-                return replace(version.detail, staff=self._staff_at(code, when))
+                staff = tuple(
+                    StaffMember(worker_id, self.roster.name_of(worker_id) or "")
+                    for worker_id in self.roster.workers_of(code, at)
+                )
+                return replace(version.detail, staff=staff)
         raise GridNotFound(f"no grid {code} valid at {at.isoformat()}")
-
-    def _staff_at(self, code: str, when: int) -> tuple[StaffMember, ...]:
-        members: list[StaffMember] = []
-        for assignment in self._staff.get(code, ()):
-            # Overlapping periods of one worker count once, as SELECT DISTINCT does.
-            if (
-                assignment.valid_from_us <= when < assignment.valid_to_us
-                and assignment.member not in members
-            ):
-                members.append(assignment.member)
-        return tuple(members)
-
-
-def data_stamp(connection: Connection) -> str:
-    """A value that changes whenever a grid, its hierarchy's names or any staff change."""
-    return str(connection.execute(_STAMP_SQL).scalar_one())
 
 
 def load_snapshot(engine: Engine, tolerance_m: float = DEFAULT_TOLERANCE_M) -> GridSnapshot:
     """Read every grid version, the hierarchy and all staff in one snapshot of the database."""
     with engine.connect().execution_options(isolation_level="REPEATABLE READ") as conn:
         # Read in the same transaction as the rows: the stamp describes exactly them.
-        stamp = data_stamp(conn)
+        stamp = read_stamp(conn, SNAPSHOT_TABLES)
         grids = conn.execute(_GRIDS_SQL).all()
-        assignments = conn.execute(_STAFF_SQL).all()
-    # One vectorised WKB decode; WKB keeps the stored doubles bit for bit, which the index
-    # needs to agree with PostGIS on points exactly on an edge.
-    geometries = shapely.from_wkb([bytes(row.wkb) for row in grids])
-    index_versions: list[GridVersion] = []
+        workers = conn.execute(_WORKERS_SQL).all()
+        periods = conn.execute(_PERIODS_SQL).all()
     versions: dict[str, list[_Version]] = {}
-    for row, geometry in zip(grids, geometries, strict=True):
-        index_versions.append(
-            GridVersion(row.code, row.community_code, geometry, row.valid_from, row.valid_to)
-        )
+    for row in grids:
         if row.district_code is None:
             continue  # grid_detail's inner joins find no such grid either
         detail = detail_of(row, staff=())
         versions.setdefault(row.code, []).append(
             _Version(to_epoch_us(row.valid_from), _end_us(row.valid_to), detail)
         )
-    staff: dict[str, list[_Assignment]] = {}
-    for row in assignments:
-        staff.setdefault(row.grid_code, []).append(
-            _Assignment(
-                StaffMember(row.worker_id, row.name),
-                to_epoch_us(row.valid_from),
-                _end_us(row.valid_to),
-            )
-        )
-    index = GridIndex.build(index_versions, tolerance_m)
-    return GridSnapshot(index, versions, staff, stamp)
+    roster = WorkerRoster(
+        (AssignmentPeriod(str(w), str(g), start, end) for w, g, start, end in periods),
+        {str(worker_id): str(name) for worker_id, name in workers},
+    )
+    index = GridIndex.build(decode_versions(grids), tolerance_m)
+    return GridSnapshot(index, versions, roster, stamp)
 
 
 def _end_us(moment: datetime | None) -> int:
     return _OPEN_END_US if moment is None else to_epoch_us(moment)
 
 
-class GridIndexCache:
-    """One engine's `GridSnapshot`, checked for changes about every `check_interval_s`.
+class GridSnapshotCache:
+    """One engine's `GridSnapshot`, checked for changes as its `SnapshotPolicy` says.
 
-    A request locates with the very index, and so the very rules, that assigns events.
-    `current()` never waits for the database once a snapshot is loaded: when a check is
-    due it starts one in a background thread and answers from the snapshot it has, so a
-    boundary import, a renamed community or a staff change shows up within the interval
-    plus one check (one small query; a reload only when something changed).
+    The one refresh policy of both adapters: a check is due `check_interval_s` after the
+    last one, reads the stamp of `SNAPSHOT_TABLES` (one small query, no geometry) and
+    reloads only when it moved, so a boundary import, a renamed community or a staff
+    change shows up within the interval plus one check. The API asks `current()`, which
+    never waits for the database once a snapshot is loaded (a due check runs in a
+    background thread); the consumers ask `snapshot()`, which checks in their own thread
+    at the start of a batch.
     """
 
     def __init__(
         self,
         engine: Engine,
+        policy: SnapshotPolicy | None = None,
         *,
-        check_interval_s: float = 5.0,
-        tolerance_m: float = DEFAULT_TOLERANCE_M,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.engine = engine
-        self.check_interval_s = check_interval_s
-        self.tolerance_m = tolerance_m
+        self.policy = policy or SnapshotPolicy()
         self._clock = clock
         # Held by the one thread that checks or reloads; readers never take it.
         self._refresh_lock = threading.Lock()
@@ -237,14 +215,14 @@ class GridIndexCache:
         When a check is due, one starts in the background; this call does not wait for it.
         """
         snapshot = self._snapshot
-        if snapshot is not None and self._clock() - self._checked_at >= self.check_interval_s:
+        if snapshot is not None and self._due():
             self._start_check()
         return snapshot
 
     def fresh(self) -> GridSnapshot | None:
         """The current snapshot if it was checked within the interval, else None (no I/O)."""
         snapshot = self._snapshot
-        if snapshot is None or self._clock() - self._checked_at >= self.check_interval_s:
+        if snapshot is None or self._due():
             return None
         return snapshot
 
@@ -253,12 +231,16 @@ class GridIndexCache:
         with self._refresh_lock:
             snapshot = self._snapshot
             started = self._clock()
-            due = started - self._checked_at >= self.check_interval_s
+            due = started - self._checked_at >= self.policy.check_interval_s
             if snapshot is not None and not force and not due:
                 return snapshot  # another thread checked while this one waited
             if snapshot is None or self._current_stamp() != snapshot.stamp:
-                snapshot = load_snapshot(self.engine, self.tolerance_m)
-                logger.info("grid snapshot loaded: %d versions", snapshot.index.size)
+                snapshot = load_snapshot(self.engine, self.policy.tolerance_m)
+                logger.info(
+                    "grid snapshot loaded: %d grid versions, %d workers",
+                    snapshot.index.size,
+                    len(snapshot.roster),
+                )
                 self._snapshot = snapshot
             # Set after the snapshot: a reader may pair the old snapshot with the new time,
             # never a new snapshot with a time it was not checked at.
@@ -285,6 +267,9 @@ class GridIndexCache:
             with self._background_lock:
                 self._checking = False
 
+    def _due(self) -> bool:
+        return self._clock() - self._checked_at >= self.policy.check_interval_s
+
     def _current_stamp(self) -> str:
         with self.engine.connect() as conn:
-            return data_stamp(conn)
+            return read_stamp(conn, SNAPSHOT_TABLES)

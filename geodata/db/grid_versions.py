@@ -1,25 +1,17 @@
-"""Read every grid boundary version for the in-memory index, and detect when they change."""
+"""Read every grid boundary version for the in-memory index.
+
+The grid snapshot (`geodata.db.grid_cache`) reads them with their hierarchy and staff for
+both adapters; `load_grid_versions` reads the versions alone (the locate benchmark).
+"""
+
+from collections.abc import Sequence
+from typing import Any
 
 import shapely
-from sqlalchemy import Engine, func, select, text
+from sqlalchemy import Engine, Row, func, select
 
 from geodata.db.models import Grid
 from geodata.spatial_index import GridVersion
-
-# One pass over `grids` (about a thousand rows per boundary generation): the count and
-# a digest of every row's identity, validity and geometry. A digest rather than
-# max(id)/max(valid_to) alone, because closing a version with a valid_to earlier than
-# some other timestamp, or an edit in place, would not move a maximum.
-_STAMP_SQL = text(
-    """
-    SELECT count(*) AS n,
-           coalesce(md5(string_agg(
-               concat_ws('|', id, code, valid_from, valid_to, md5(ST_AsBinary(geom))),
-               ',' ORDER BY id
-           )), '') AS digest
-    FROM grids
-    """
-)
 
 
 def load_grid_versions(engine: Engine) -> list[GridVersion]:
@@ -32,7 +24,11 @@ def load_grid_versions(engine: Engine) -> list[GridVersion]:
         Grid.valid_to,
     ).order_by(Grid.code, Grid.valid_from)
     with engine.connect() as conn:
-        rows = conn.execute(statement).all()
+        return decode_versions(conn.execute(statement).all())
+
+
+def decode_versions(rows: Sequence[Row[Any]]) -> list[GridVersion]:
+    """Grid versions from rows with `code`, `community_code`, `wkb`, `valid_from`, `valid_to`."""
     # One vectorised WKB decode for all rows; WKB keeps the stored doubles bit for bit,
     # which the index needs to agree with PostGIS on points exactly on an edge.
     geometries = shapely.from_wkb([bytes(row.wkb) for row in rows])
@@ -46,10 +42,3 @@ def load_grid_versions(engine: Engine) -> list[GridVersion]:
         )
         for row, geometry in zip(rows, geometries, strict=True)
     ]
-
-
-def boundary_stamp(engine: Engine) -> tuple[int, str]:
-    """A cheap value that changes whenever a grid version is inserted, closed or edited."""
-    with engine.connect() as conn:
-        row = conn.execute(_STAMP_SQL).one()
-    return int(row.n), str(row.digest)

@@ -16,6 +16,7 @@ from typing import Final, Literal
 from sqlalchemy import Connection, text
 from sqlalchemy.sql.elements import TextClause
 
+from geodata.db.stamps import read_stamp, stamp_sql
 from geodata.errors import WanggeError
 
 #: Tile coordinates per side (the MVT default) and the clip buffer in those units.
@@ -254,11 +255,6 @@ def _where(layer: TileLayer) -> str:
     )
 
 
-def _stamp_sql(layer: TileLayer) -> str:
-    """SQL for `data_stamp`'s value: the table's row count and the sum of its rows' xmin."""
-    return f"(SELECT count(*) || ':' || coalesce(sum(xmin::text::bigint), 0) FROM {layer.table})"
-
-
 def _mvt_sql(layer: TileLayer) -> str:
     attributes = ", ".join(f'{field.sql} AS "{field.name}"' for field in layer.fields)
     feature_id = f"{layer.feature_id_sql} AS fid, " if layer.feature_id_sql else ""
@@ -299,7 +295,7 @@ _TILE_SQL: Final[Mapping[str, TextClause]] = {
 # The stamp and the tile in one statement: one round trip, and one snapshot, so the stamp
 # names exactly the rows the tile was drawn from.
 _STAMPED_TILE_SQL: Final[Mapping[str, TextClause]] = {
-    name: text(f"SELECT {_stamp_sql(lay)} AS stamp, ({_mvt_sql(lay)}) AS tile")
+    name: text(f"SELECT {stamp_sql((lay.table,))} AS stamp, ({_mvt_sql(lay)}) AS tile")
     for name, lay in LAYERS.items()
 }
 
@@ -351,14 +347,10 @@ def _tile_params(z: int, x: int, y: int) -> dict[str, object]:
 def data_stamp(connection: Connection, layer: TileLayer) -> str:
     """A value that changes whenever any row of the layer's table is added, changed or removed.
 
-    The row count and the sum of the rows' `xmin` (the id of the transaction that wrote
-    each row version): an insert or delete moves the count, and an update or a
-    delete-and-insert writes rows with a newer, larger xmin, so the sum grows. Unlike a
-    digest of the geometries (`grid_versions.boundary_stamp`, 2-4 ms) it reads no
-    geometry, costs well under a millisecond for these tables, and also sees changes to
+    The layer's table's `stamps.read_stamp`: it reads no geometry and also sees changes to
     names and households, which the tiles carry.
     """
-    return str(connection.execute(text(f"SELECT {_stamp_sql(layer)}")).scalar_one())
+    return read_stamp(connection, (layer.table,))
 
 
 def tile_version(layer: TileLayer, z: int, x: int, y: int, stamp: str) -> str:

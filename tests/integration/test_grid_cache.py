@@ -23,7 +23,7 @@ from sqlalchemy import Connection, Engine, text
 
 from geodata.crs import to_wgs84, wgs84_to_gcj02
 from geodata.db.engine import create_db_engine
-from geodata.db.grid_cache import GridIndexCache, load_snapshot
+from geodata.db.grid_cache import GridSnapshotCache, SnapshotPolicy, load_snapshot
 from geodata.db.grid_queries import grid_detail
 from geodata.errors import GridNotFound
 from grid_service.app import ApiConfig, create_app
@@ -307,17 +307,19 @@ class _Clock:
 
 
 @contextmanager
-def _app_with_clock(url: str) -> Iterator[tuple[TestClient, GridIndexCache, _Clock]]:
+def _app_with_clock(url: str) -> Iterator[tuple[TestClient, GridSnapshotCache, _Clock]]:
     """The app, its grids checked every 5 s of a clock the test moves."""
     app = create_app(ApiConfig(url, "127.0.0.1:9"))
     with TestClient(app) as client:
         clock = _Clock()
-        cache = GridIndexCache(app.state.engine, check_interval_s=5.0, clock=clock)
-        app.state.grid_index = cache
+        cache = GridSnapshotCache(
+            app.state.engine, SnapshotPolicy(check_interval_s=5.0), clock=clock
+        )
+        app.state.grid_snapshots = cache
         yield client, cache, clock
 
 
-def _after_the_next_check(client: TestClient, cache: GridIndexCache, clock: _Clock) -> None:
+def _after_the_next_check(client: TestClient, cache: GridSnapshotCache, clock: _Clock) -> None:
     """Make a check due; a request starts it in the background; wait until it is done."""
     clock.now += 5.0
     assert cache.fresh() is None
@@ -412,7 +414,7 @@ def test_staff_and_name_changes_show_at_the_next_check(
 
 def test_a_check_that_finds_nothing_changed_keeps_the_snapshot(engine: Engine) -> None:
     clock = _Clock()
-    cache = GridIndexCache(engine, check_interval_s=5.0, clock=clock)
+    cache = GridSnapshotCache(engine, SnapshotPolicy(check_interval_s=5.0), clock=clock)
     assert cache.current() is None  # nothing read yet: a request must wait for the load
     first = cache.snapshot()
     assert cache.current() is cache.fresh() is first

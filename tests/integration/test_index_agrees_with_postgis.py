@@ -25,7 +25,9 @@ from sqlalchemy import Engine, text
 
 from geodata.dataset.layers import LOCAL_TZ, METRIC_CRS, REFERENCE_VALID_FROM, STORAGE_CRS
 from geodata.db.engine import create_db_engine
-from geodata.db.grid_versions import boundary_stamp, load_grid_versions
+from geodata.db.grid_cache import SNAPSHOT_TABLES
+from geodata.db.grid_versions import load_grid_versions
+from geodata.db.stamps import read_stamp
 from geodata.spatial_index import AssignmentRule, GridIndex, GridVersion, Located
 from wangge.benchmarks.locate import run_locate_benchmark
 
@@ -248,7 +250,7 @@ def test_locate_benchmark_compares_the_same_points_and_reports_a_ratio(
     assert figures["speedup"] > 0
 
 
-def test_boundary_stamp_changes_when_a_version_is_inserted_or_closed(engine: Engine) -> None:
+def test_snapshot_stamp_changes_when_a_version_is_inserted_or_closed(engine: Engine) -> None:
     square = _ewkt(shapely.box(107.1, 34.3, 107.2, 34.4))
     with engine.begin() as conn:
         for statement in (
@@ -259,22 +261,28 @@ def test_boundary_stamp_changes_when_a_version_is_inserted_or_closed(engine: Eng
             " VALUES ('610302001001', '610302001', 'c', :g)",
         ):
             conn.execute(text(statement), {"g": square})
-    empty = boundary_stamp(engine)
+    empty = _snapshot_stamp(engine)
     _insert_grid(engine, "610302001001001", shapely.box(107.1, 34.3, 107.15, 34.4), 2022)
-    one = boundary_stamp(engine)
+    one = _snapshot_stamp(engine)
     _insert_grid(engine, "610302001001002", shapely.box(107.15, 34.3, 107.2, 34.4), 2024)
-    two = boundary_stamp(engine)
-    assert boundary_stamp(engine) == two
+    two = _snapshot_stamp(engine)
+    assert _snapshot_stamp(engine) == two
     # Closed at a time earlier than the newest valid_from: no maximum moves, but the stamp.
     with engine.begin() as conn:
         conn.execute(
             text("UPDATE grids SET valid_to = :t WHERE code = '610302001001001'"),
             {"t": datetime(2023, 1, 1, tzinfo=LOCAL_TZ)},
         )
-    closed = boundary_stamp(engine)
+    closed = _snapshot_stamp(engine)
     assert len({empty, one, two, closed}) == 4
-    assert [empty[0], one[0], two[0], closed[0]] == [0, 1, 2, 2]
+    # The first table's count is the number of grid versions.
+    assert [s.split(":")[0] for s in (empty, one, two, closed)] == ["0", "1", "2", "2"]
     assert len(load_grid_versions(engine)) == 2
+
+
+def _snapshot_stamp(engine: Engine) -> str:
+    with engine.connect() as conn:
+        return read_stamp(conn, SNAPSHOT_TABLES)
 
 
 # --- the boundary change --------------------------------------------------------------

@@ -3,14 +3,14 @@
 from typing import cast
 
 from event_consumers.batch import Handler, PartitionAwareHandler, TwoStepHandler
-from event_consumers.boundaries import BoundaryCache
 from event_consumers.checkins import CheckinHandler
 from event_consumers.compliance import ComplianceHandler
 from event_consumers.incidents import IncidentHandler
 from geodata.contract import Topics
+from geodata.db.grid_cache import GridSnapshotCache
 
 # The handlers only keep the cache at construction; none of these tests reads it.
-NO_CACHE = cast(BoundaryCache, None)
+NO_CACHE = cast(GridSnapshotCache, None)
 
 
 def test_checkins_are_prepared_apart_from_the_write_so_batches_overlap() -> None:

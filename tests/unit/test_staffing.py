@@ -24,7 +24,7 @@ def test_reassigned_worker_belongs_to_each_grid_only_in_its_period() -> None:
             AssignmentPeriod("W00001", GRID, T0 - timedelta(days=30), T0),
             AssignmentPeriod("W00001", OTHER, T0, None),
         ],
-        ["W00001", "W00002"],
+        {"W00001": "张伟", "W00002": "李娜"},
     )
     assert roster.is_assigned("W00001", GRID, T0 - timedelta(hours=1))
     assert not roster.is_assigned("W00001", GRID, T0)
@@ -34,6 +34,25 @@ def test_reassigned_worker_belongs_to_each_grid_only_in_its_period() -> None:
     assert not roster.is_assigned("W00002", GRID, T0)
     assert not roster.is_known("W99999")
     assert not roster.is_assigned("W00001", None, T0)
+
+
+def test_a_grids_staff_are_listed_once_each_in_the_order_of_their_periods() -> None:
+    roster = WorkerRoster(
+        [
+            AssignmentPeriod("W00002", GRID, T0 - timedelta(days=30), None),
+            AssignmentPeriod("W00001", GRID, T0 - timedelta(days=30), T0 + timedelta(days=1)),
+            # Overlapping the period before it: the worker is still listed once.
+            AssignmentPeriod("W00001", GRID, T0, None),
+            AssignmentPeriod("W00003", OTHER, T0, None),
+        ],
+        {"W00001": "张伟", "W00002": "李娜"},
+    )
+    assert roster.workers_of(GRID, T0) == ["W00002", "W00001"]
+    assert roster.workers_of(GRID, T0 + timedelta(days=2)) == ["W00002", "W00001"]
+    assert roster.workers_of(GRID, T0 - timedelta(days=31)) == []
+    assert [roster.name_of(w) for w in ("W00001", "W00003")] == ["张伟", None]
+    assert roster.is_known("W00003")
+    assert len(roster) == 3
 
 
 def test_incident_goes_to_the_reporter_when_they_are_assigned_there() -> None:
