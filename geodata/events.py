@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Annotated, Any, Final, Literal, Self
+from typing import Annotated, Any, Final, Literal, Self, TypeVar
 from uuid import UUID
 
 from pydantic import (
@@ -469,6 +469,7 @@ def _require_aware(now: datetime) -> None:
 
 
 _CHECKIN_TEXT: Final = ("worker_id",)
+_EventT = TypeVar("_EventT", bound=_Event)
 _INCIDENT_TEXT: Final = ("category", "description", "reporter_id")
 
 
@@ -480,12 +481,7 @@ def parse_checkin(
     limits: EventTimeLimits = DEFAULT_TIME_LIMITS,
 ) -> CheckIn:
     """Parse a `grid.checkins.v1` value, or raise EventRefused with the reason."""
-    _require_aware(now)
-    _check_size(raw, max_bytes)
-    try:
-        event = CheckIn.model_validate_json(raw)
-    except ValidationError as exc:
-        raise refusal_from(exc) from None
+    event = _parse(CheckIn, raw, now, max_bytes)
     check_event_time(event.recorded_at, now, "recorded_at", limits)
     _check_storable(event, _CHECKIN_TEXT)
     return event
@@ -499,12 +495,17 @@ def parse_incident(
     limits: EventTimeLimits = DEFAULT_TIME_LIMITS,
 ) -> IncidentReport:
     """Parse a `grid.incidents.v1` value, or raise EventRefused with the reason."""
-    _require_aware(now)
-    _check_size(raw, max_bytes)
-    try:
-        event = IncidentReport.model_validate_json(raw)
-    except ValidationError as exc:
-        raise refusal_from(exc) from None
+    event = _parse(IncidentReport, raw, now, max_bytes)
     check_event_time(event.reported_at, now, "reported_at", limits)
     _check_storable(event, _INCIDENT_TEXT)
     return event
+
+
+def _parse(model: type[_EventT], raw: bytes, now: datetime, max_bytes: int) -> _EventT:
+    """The shape checks every input topic shares: size, then the model's validation."""
+    _require_aware(now)
+    _check_size(raw, max_bytes)
+    try:
+        return model.model_validate_json(raw)
+    except ValidationError as exc:
+        raise refusal_from(exc) from None
