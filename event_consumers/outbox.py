@@ -14,9 +14,10 @@ import threading
 from collections.abc import Iterable
 
 import psycopg
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaProducer, TopicPartition
 
-from event_consumers.topics import never_name_topics, topic_ids
+import kafka_clients
+from event_consumers.topics import topic_ids
 from geodata.db import compliance_store, event_store
 from geodata.records import compliance_change_record, record_event_id
 
@@ -32,21 +33,15 @@ class OutboxPublisher:
         self.database_url = database_url
         self.bootstrap = bootstrap
         self.topic = topic
+        self._kafka = kafka_clients.KafkaConfig(bootstrap)
         self._producer = self._new_producer()
         #: The topic's id when last looked at; None: look again before publishing.
         self._topic_id: str | None = None
         self._topic_id_known = False
 
     def _new_producer(self) -> KafkaProducer:
-        return never_name_topics(
-            KafkaProducer(
-                bootstrap_servers=self.bootstrap,
-                acks="all",
-                linger_ms=2,
-                client_id="wangge-outbox",
-                allow_auto_create_topics=False,
-                max_block_ms=10_000,
-            )
+        return kafka_clients.producer(
+            self._kafka, "outbox", acks="all", linger_ms=2, max_block_ms=10_000
         )
 
     def recover(self) -> None:
@@ -104,7 +99,7 @@ class OutboxPublisher:
 
     def _read_back(self, stored: dict[int, int]) -> tuple[set[str], dict[int, int]]:
         """Change ids on the topic after the recorded offsets, and the end offsets."""
-        consumer = KafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False)
+        consumer = kafka_clients.consumer(self._kafka, "outbox-readback", enable_auto_commit=False)
         try:
             tps = [TopicPartition(self.topic, p) for p in self._partitions()]
             consumer.assign(tps)

@@ -35,11 +35,12 @@ from types import FrameType
 from typing import Any
 
 import psycopg
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaProducer, TopicPartition
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
+import kafka_clients
 from event_consumers import metrics, topics
 from event_consumers.batch import (
     Batch,
@@ -77,7 +78,6 @@ class RunnerConfig:
     session_timeout_ms: int = 6000
     heartbeat_interval_ms: int = 1000
     max_backoff_s: float = 10.0
-    client_id: str = "wangge-consumer"
     #: Partitions of a topic the consumer (re)creates when the broker lacks it.
     topic_partitions: int = 6
     #: "intake" or "compliance": the name of the stage in its heartbeat.
@@ -92,7 +92,7 @@ class RunnerConfig:
     #: How the handlers' grid snapshot is checked and built (the API's is the same).
     grid_snapshot: SnapshotPolicy = field(default_factory=SnapshotPolicy)
 
-    def fetch_settings(self) -> dict[str, int]:
+    def fetch_settings(self) -> dict[str, Any]:
         """How much a poll fetches; the pipeline benchmark's bare consumer uses the same."""
         return {
             "fetch_max_wait_ms": self.fetch_max_wait_ms,
@@ -155,15 +155,13 @@ class ConsumerRunner:
         self._failed_size = 0
         self._last_beat = 0.0
         self._lag: dict[TopicPartition, int] = {}
-        self._consumer = KafkaConsumer(
-            bootstrap_servers=config.bootstrap,
+        self._kafka = kafka_clients.KafkaConfig(config.bootstrap)
+        self._consumer = kafka_clients.consumer(
+            self._kafka,
+            "consumer",
             group_id=config.group_id,
-            client_id=config.client_id,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
-            # A topic made by a client's metadata request gets the broker's default
-            # partition count, not the contract's: topics are made by `ensure_topics` only.
-            allow_auto_create_topics=False,
             metadata_max_age_ms=30_000,
             max_poll_interval_ms=config.max_poll_interval_ms,
             session_timeout_ms=config.session_timeout_ms,
@@ -174,18 +172,15 @@ class ConsumerRunner:
         self._publisher = Publisher(self._producer)
 
     def _new_producer(self) -> KafkaProducer:
-        return topics.never_name_topics(
-            KafkaProducer(
-                bootstrap_servers=self.config.bootstrap,
-                client_id=f"{self.config.client_id}-out",
-                acks="all",
-                allow_auto_create_topics=False,
-                # Every batch ends with a flush, so lingering costs no latency; it only keeps
-                # the sender thread from waking (and taking the GIL) while records are added.
-                linger_ms=100,
-                batch_size=1024 * 1024,
-                max_request_size=8 * 1024 * 1024,
-            )
+        return kafka_clients.producer(
+            self._kafka,
+            "consumer-out",
+            acks="all",
+            # Every batch ends with a flush, so lingering costs no latency; it only keeps
+            # the sender thread from waking (and taking the GIL) while records are added.
+            linger_ms=100,
+            batch_size=1024 * 1024,
+            max_request_size=8 * 1024 * 1024,
         )
 
     def _renew_producer(self) -> None:

@@ -12,9 +12,10 @@ import logging
 import time
 from collections.abc import Iterable, Sequence
 
-from kafka import KafkaProducer
 from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.errors import TopicAlreadyExistsError
+
+import kafka_clients
 
 logger = logging.getLogger(__name__)
 
@@ -22,25 +23,9 @@ logger = logging.getLogger(__name__)
 _NO_TOPIC_ID = frozenset({"00000000-0000-0000-0000-000000000000", "AAAAAAAAAAAAAAAAAAAAAA"})
 
 
-def never_name_topics(producer: KafkaProducer) -> KafkaProducer:
-    """Make a producer ask the broker for the metadata of all topics, never of one by name.
-
-    Tansu makes any topic a metadata request names, with its own partition count (4),
-    whatever the client's allow_auto_create_topics says; a request for all topics makes
-    none, so a producer never brings back a lost topic with the wrong count (a consumer
-    subscribed by name still can on Tansu; /healthz reports it). This sets a private
-    field of kafka-python (the version is pinned; tests/unit/test_topics.py fails if it
-    goes away).
-    """
-    producer._metadata.need_all_topic_metadata = True
-    return producer
-
-
 def _admin(bootstrap: str, timeout_ms: int) -> KafkaAdminClient:
-    return KafkaAdminClient(
-        bootstrap_servers=bootstrap.split(","),
-        client_id="wangge-topics",
-        request_timeout_ms=timeout_ms,
+    return kafka_clients.admin(
+        kafka_clients.KafkaConfig(bootstrap), "topics", request_timeout_ms=timeout_ms
     )
 
 

@@ -11,7 +11,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
-from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -19,9 +18,9 @@ from typing import Any, Final
 from alembic.runtime.migration import MigrationContext
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
-from kafka.admin import KafkaAdminClient
 from sqlalchemy import Engine, text
 
+import kafka_clients
 from geodata.contract import Topics
 from geodata.db import migrate
 from geodata.db.heartbeats import Heartbeat, read_heartbeats
@@ -126,26 +125,6 @@ class _ProbeLoop:
             self._result = result
 
 
-def _admin_client(**config: Any) -> KafkaAdminClient:
-    """A KafkaAdminClient that leaves no thread behind when it cannot bootstrap."""
-    admin = KafkaAdminClient.__new__(KafkaAdminClient)
-    try:
-        admin.__init__(**config)
-    except BaseException:
-        # kafka-python 3.0.12 starts the client's I/O thread before it bootstraps and
-        # leaves it running when bootstrapping fails: one thread per probe of a broker
-        # away. Stop what close() would have stopped.
-        client, net = getattr(admin, "_client", None), getattr(admin, "_net", None)
-        with suppress(Exception):
-            if client is not None:
-                client.close()
-        with suppress(Exception):
-            if net is not None:
-                net.stop()
-        raise
-    return admin
-
-
 def stage_groups(consumer_group: str) -> dict[str, str]:
     """Each consumer stage's group: the intake's is the configured group."""
     return {"intake": consumer_group, "compliance": consumer_group + COMPLIANCE_GROUP_SUFFIX}
@@ -208,9 +187,9 @@ class HealthMonitor:
 
     def _probe_broker(self) -> ProbeResult:
         timeout_ms = int(self.config.probe_timeout_s * 1000)
-        admin = _admin_client(
-            bootstrap_servers=self.bootstrap.split(","),
-            client_id="wangge-healthz",
+        admin = kafka_clients.admin(
+            kafka_clients.KafkaConfig(self.bootstrap),
+            "healthz",
             request_timeout_ms=timeout_ms,
             bootstrap_timeout_ms=timeout_ms,
         )

@@ -18,6 +18,7 @@ from typing import Final
 from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
 
+import kafka_clients
 from geodata.contract import Topics
 from geodata.live import MapMessage, assignment_message, compliance_message
 from grid_service.live_hub import FeedStatus, LiveHub
@@ -43,12 +44,11 @@ class LiveFeed:
         hub: LiveHub,
         *,
         retry_s: float = 3.0,
-        client_id: str = "wangge-api-live",
     ) -> None:
         self.bootstrap = bootstrap
         self.hub = hub
         self.retry_s = retry_s
-        self._client_id = client_id
+        self._kafka = kafka_clients.KafkaConfig(bootstrap)
         self._readers: dict[str, Callable[[bytes], MapMessage]] = {
             topics.assignments: assignment_message,
             topics.compliance: compliance_message,
@@ -96,18 +96,17 @@ class LiveFeed:
             self._stop.wait(self.retry_s)
 
     def _connect(self) -> KafkaConsumer:
-        consumer = KafkaConsumer(
-            bootstrap_servers=self.bootstrap.split(","),
-            client_id=self._client_id,
+        # Tansu makes any topic a metadata request names (with 4 partitions); metadata of
+        # all topics makes none. After a broker restart the topics then come back only as
+        # the consumers make them, with the contract's count.
+        consumer = kafka_clients.consumer(
+            self._kafka,
+            "api-live",
+            names_no_topics=True,
             group_id=None,
             enable_auto_commit=False,
             request_timeout_ms=10_000,
-            allow_auto_create_topics=False,
         )
-        # Tansu makes any topic a metadata request names (with 4 partitions), whatever the
-        # flag above says; metadata of all topics makes none. After a broker restart the
-        # topics then come back only as the consumers make them, with the contract's count.
-        consumer._client.cluster.need_all_topic_metadata = True
         try:
             partitions = []
             for topic in self._readers:

@@ -26,6 +26,7 @@ from typing import Final, Literal
 from kafka import KafkaProducer
 from kafka.errors import KafkaError, KafkaTimeoutError
 
+import kafka_clients
 from geodata.contract import Topics
 from grid_service.errors import BrokerUnavailable
 
@@ -128,15 +129,14 @@ class EventProducer:
         connect_timeout_s: float = 2.0,
         retry_after_s: int = DEFAULT_RETRY_AFTER_S,
         probe_interval_s: float = 1.0,
-        client_id: str = "wangge-gateway",
     ) -> None:
         self.bootstrap = bootstrap
+        self._kafka = kafka_clients.KafkaConfig(bootstrap)
         self.topics = topics or Topics()
         self.timeout_s = timeout_s
         self.connect_timeout_s = connect_timeout_s
         self.retry_after_s = retry_after_s
         self.probe_interval_s = probe_interval_s
-        self._client_id = client_id
         self._lock = threading.Lock()
         self._producer: KafkaProducer | None = None
         self._outage: _Outage | None = None
@@ -146,9 +146,10 @@ class EventProducer:
     def _new_producer(self) -> KafkaProducer:
         ack_ms = int(self.timeout_s * 1000)
         connect_ms = int(self.connect_timeout_s * 1000)
-        producer = KafkaProducer(
-            bootstrap_servers=self.bootstrap.split(","),
-            client_id=self._client_id,
+        # See the module's docstring: the factory's producers never name a topic.
+        return kafka_clients.producer(
+            self._kafka,
+            "gateway",
             acks="all",
             enable_idempotence=True,
             # A few ms of batching: a phone's batch of 500 goes out in a few requests,
@@ -161,11 +162,7 @@ class EventProducer:
             # Must cover linger + request timeout; the post stops waiting at timeout_s.
             delivery_timeout_ms=ack_ms + 1000,
             reconnect_backoff_max_ms=1000,
-            allow_auto_create_topics=False,
         )
-        # See the module's docstring: metadata of all topics never creates one on Tansu.
-        producer._metadata.need_all_topic_metadata = True
-        return producer
 
     def _client(self) -> KafkaProducer:
         with self._lock:

@@ -22,6 +22,7 @@ from kafka.admin import KafkaAdminClient
 from kafka.errors import KafkaError
 from sqlalchemy.engine import make_url
 
+import kafka_clients
 from event_consumers import topics as event_topics
 from geodata.contract import Topics
 from geodata.db.engine import libpq_url
@@ -207,8 +208,8 @@ def _port_open(host: str, port: int) -> bool:
 
 
 def _admin(bootstrap: str) -> KafkaAdminClient:
-    return KafkaAdminClient(
-        bootstrap_servers=bootstrap, client_id="wangge-services", request_timeout_ms=10_000
+    return kafka_clients.admin(
+        kafka_clients.KafkaConfig(bootstrap), "services", request_timeout_ms=10_000
     )
 
 

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 import psycopg
-from kafka import KafkaProducer
 
+import kafka_clients
 from event_consumers.app import COMPLIANCE_STAGE, stage_group_id
 from event_consumers.publisher import Publisher
 from event_consumers.records import OutboundRecord
@@ -64,7 +64,9 @@ JOIN_TIMEOUT_S = 120.0
 
 def _produce(bootstrap: str, topic: str, plan: WeekPlan, notify: Progress) -> float:
     """Produce every fix with acks=all, as fast as kafka-python goes; return the seconds."""
-    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=20)
+    producer = kafka_clients.producer(
+        kafka_clients.KafkaConfig(bootstrap), "bench", acks="all", linger_ms=20
+    )
     # The consumers' publisher: whole record batches, not ~40 µs of `send()` per record.
     publisher = Publisher(producer)
     began = time.perf_counter()
@@ -215,7 +217,9 @@ def measure_latency(
     messages = list(plan.messages(0, count))
     sampler = _Sampler(url)
     sampler.start()
-    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=1)
+    producer = kafka_clients.producer(
+        kafka_clients.KafkaConfig(bootstrap), "bench", acks="all", linger_ms=1
+    )
     try:
         # The first fixes cross midnight into a new week, which re-evaluates every worker:
         # a one-off, kept out of the steady state.

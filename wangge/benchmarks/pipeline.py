@@ -20,10 +20,11 @@ from pathlib import Path
 
 import numpy as np
 import psycopg
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import TopicPartition
 from kafka.record.util import crc32c_c
 from rich.console import Console
 
+import kafka_clients
 from event_consumers.runner import RunnerConfig
 from geodata.contract import Topics
 from geodata.crs import wgs84_to_gcj02
@@ -215,7 +216,9 @@ def realistic_checkins(database_url: str, count: int) -> Messages:
 
 def produce_all(bootstrap: str, topic: str, messages: Messages) -> None:
     """Produce every message with acks=all, as fast as the client goes."""
-    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=20)
+    producer = kafka_clients.producer(
+        kafka_clients.KafkaConfig(bootstrap), "bench", acks="all", linger_ms=20
+    )
     try:
         for key, value in messages:
             producer.send(topic, key=key, value=value)
@@ -233,7 +236,7 @@ def _count_rows(url: str) -> int:
 
 def _topic_size(bootstrap: str, topic: str) -> int:
     """Records in a topic: the sum of its partitions' end offsets."""
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap)
+    consumer = kafka_clients.consumer(kafka_clients.KafkaConfig(bootstrap), "bench")
     try:
         tps = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
         return sum(consumer.end_offsets(tps).values())
@@ -254,8 +257,11 @@ def _steady(started: float, before: float, after: float, seen: int, expected: in
 def bare_drain(bootstrap: str, topic: str, expected: int) -> Drain:
     """(a): a kafka-python consumer with our fetch settings, only iterating the records."""
     config = RunnerConfig(bootstrap=bootstrap, database_url="")
-    consumer = KafkaConsumer(
-        bootstrap_servers=bootstrap, enable_auto_commit=False, **config.fetch_settings()
+    consumer = kafka_clients.consumer(
+        kafka_clients.KafkaConfig(bootstrap),
+        "bench",
+        enable_auto_commit=False,
+        **config.fetch_settings(),
     )
     try:
         tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic))]
@@ -397,7 +403,9 @@ def _produce_steadily(
     bootstrap: str, topic: str, messages: Messages, rate: float
 ) -> list[tuple[float, int, int]]:
     """Send each message at its due time; return (sent at, partition, offset) of each."""
-    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    producer = kafka_clients.producer(
+        kafka_clients.KafkaConfig(bootstrap), "bench", acks="all", linger_ms=5
+    )
     try:
         futures = []
         started = time.perf_counter()

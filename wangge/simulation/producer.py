@@ -14,8 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Final
 
-from kafka import KafkaProducer
-
+import kafka_clients
 from geodata.contract import CHECKINS_TOPIC, INCIDENTS_TOPIC, Topics
 from geodata.events import CE_TYPES, cloudevent_headers
 from wangge.simulation.incidents import Message
@@ -96,12 +95,12 @@ def produce_week(
     ce_type_of = {"checkins": CE_TYPES[CHECKINS_TOPIC], "incidents": CE_TYPES[INCIDENTS_TOPIC]}
     stats = ProduceStats()
     total = len(simulated)
-    producer = KafkaProducer(
-        bootstrap_servers=bootstrap,
+    producer = kafka_clients.producer(
+        kafka_clients.KafkaConfig(bootstrap),
+        "simulator",
         acks="all",
         linger_ms=20,
         batch_size=512 * 1024,
-        client_id="wangge-simulator",
     )
 
     def failed(exc: BaseException) -> None:
