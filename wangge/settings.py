@@ -9,6 +9,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from geodata.compliance import ComplianceConfig
 from geodata.contract import Topics
+from geodata.db.grid_cache import SnapshotPolicy
 from geodata.events import EventTimeLimits
 
 LOCAL_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/wangge"
@@ -145,6 +146,27 @@ class PatrolSettings(BaseSettings):
             weekly_required=self.patrol_weekly_required,
             allowed_lateness=timedelta(hours=self.patrol_allowed_lateness_hours),
         )
+
+
+class GridSnapshotSettings(BaseSettings):
+    """How often the API and the consumers check their grid snapshot for changes.
+
+    Both adapters build their `SnapshotPolicy` from these, so a boundary or staff change
+    reaches the API's locate and the consumers' assignment within the same interval.
+    """
+
+    model_config = _config()
+
+    grid_check_interval_s: float = Field(
+        default=SnapshotPolicy.check_interval_s,
+        ge=0,
+        description="seconds between checks of grids and staff for changes (a reload only"
+        " when they changed)",
+    )
+
+    def policy(self) -> SnapshotPolicy:
+        """The snapshot policy these settings describe."""
+        return SnapshotPolicy(check_interval_s=self.grid_check_interval_s)
 
 
 class LocalServicesSettings(BaseSettings):
