@@ -73,7 +73,7 @@ class Batch:
     timestamps_ms: dict[str, list[int]] = field(default_factory=dict)
     started: float = field(default_factory=time.monotonic)
     #: Whether a handler without `prepare` does all its work on the writer thread, where
-    #: it may share state (the boundary cache) with the next batch's preparation.
+    #: it may share state (the grid snapshot cache) with the next batch's preparation.
     whole_handle: bool = False
     #: Each topic's id as known when the batch was polled, stored with its offsets. Not
     #: the id known at commit: a check between poll and commit may learn of a new

@@ -17,10 +17,12 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import numpy as np
+import psycopg
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Connection, Engine, text
 
+from event_consumers.grid_snapshot import batch_snapshot
 from geodata.crs import to_wgs84, wgs84_to_gcj02
 from geodata.db.engine import create_db_engine
 from geodata.db.grid_cache import GridSnapshotCache, SnapshotPolicy, load_snapshot
@@ -422,3 +424,11 @@ def test_a_check_that_finds_nothing_changed_keeps_the_snapshot(engine: Engine) -
     assert cache.fresh() is None
     assert cache.snapshot() is first  # checked: the stamp is unchanged
     assert cache.fresh() is first
+
+
+def test_a_database_away_is_a_transient_failure_for_the_consumers() -> None:
+    # The runner backs off and retries a batch on psycopg's OperationalError only; any
+    # other error would send the batch's records one by one towards the dead letters.
+    cache = GridSnapshotCache(create_db_engine("postgresql://nobody@127.0.0.1:9/none"))
+    with pytest.raises(psycopg.OperationalError):
+        batch_snapshot(cache)
