@@ -1,7 +1,8 @@
-"""Fault matrix harness: a private broker and PostgreSQL, and wangge processes under a supervisor.
+"""Fault harness: a private broker and PostgreSQL, and wangge processes under a supervisor.
 
 Everything here is private to one test, so faults never disturb the shared PostgreSQL on
-5432 or the shared broker on 9092 that other tests use. Every process is started in a
+5432 or the shared broker on 9092 that other tests use (the fixtures `private_broker` and
+`private_cluster` in tests/integration/conftest.py hand them out). Every process is started in a
 session of its own, so that a kill of its whole process group takes an orphaned child
 (the compliance stage of `wangge consume`) with it.
 """
@@ -21,6 +22,7 @@ from pathlib import Path
 
 import httpx
 import psycopg
+from kafka.admin import KafkaAdminClient
 
 from geodata.contract import Topics
 from tests.integration.pipeline_support import free_port
@@ -100,10 +102,18 @@ class PrivateBroker:
         self.process.send_signal(signal.SIGCONT)
 
     def kill(self) -> None:
-        """SIGKILL: every topic, record and committed group offset is gone with it."""
+        """SIGKILL, paused or not: every topic, record and committed group offset goes too."""
         assert self.process is not None
         self.process.kill()
         self.process.wait(timeout=10)
+
+    def topic_partitions(self) -> dict[str, int]:
+        """Every topic on it and its partition count (a request for all: makes none)."""
+        admin = KafkaAdminClient(bootstrap_servers=self.bootstrap, request_timeout_ms=5000)
+        try:
+            return {t["name"]: len(t["partitions"]) for t in admin.describe_topics()}
+        finally:
+            admin.close()
 
     def close(self) -> None:
         """Kill whatever of it still runs (a paused broker too)."""
@@ -115,17 +125,14 @@ class PrivateBroker:
             self.process.wait(timeout=10)
 
 
-def _cluster_version() -> str:
-    versions = sorted(p.name for p in Path("/etc/postgresql").iterdir())
-    assert versions, "no PostgreSQL installation under /etc/postgresql"
-    return versions[-1]
-
-
 class PrivateCluster:
-    """A PostgreSQL cluster of this test's own (pg_createcluster), trusted on 127.0.0.1."""
+    """A PostgreSQL cluster of this test's own (pg_createcluster), trusted on 127.0.0.1.
 
-    def __init__(self) -> None:
-        self.version = _cluster_version()
+    `version` is a major version whose binaries are installed: the shared server's.
+    """
+
+    def __init__(self, version: str) -> None:
+        self.version = version
         self.name = f"faultd{uuid.uuid4().hex[:6]}"
         self.port = free_port()
         self.created = False

@@ -1,11 +1,13 @@
-"""The real app on uvicorn in a child process, and a server-sent events client, for the map.
+"""The real app on uvicorn, in a thread or a child process, and a server-sent events client.
 
-A child process rather than a thread: the stream must end when the server is told to
-stop (SIGTERM), which a thread in the test process cannot show.
+A child process for the map's stream: it must end when the server is told to stop
+(SIGTERM), which a thread in the test process cannot show. A thread where the test needs
+the app's own config and real connections (a reset would show), not a process.
 """
 
 import contextlib
 import json
+import socket
 import subprocess
 import sys
 import threading
@@ -15,11 +17,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+import uvicorn
 from kafka import KafkaProducer
 from sqlalchemy import Row, text
 
 from geodata.contract import Topics
 from geodata.db.engine import create_db_engine
+from grid_service.app import ApiConfig, create_app
 
 _SERVER = """
 import logging, socket, sys, uvicorn
@@ -34,6 +38,27 @@ uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdow
     sockets=[sock]
 )
 """
+
+
+@contextlib.contextmanager
+def serving(config: ApiConfig) -> Iterator[str]:
+    """The real app on uvicorn (in a thread), its base URL while the block runs."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(create_app(config), log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not server.started:
+            assert thread.is_alive(), "uvicorn exited"
+            assert time.monotonic() < deadline, "uvicorn did not start"
+            time.sleep(0.05)
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+        sock.close()
 
 
 @dataclass

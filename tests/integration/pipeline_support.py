@@ -116,6 +116,13 @@ def placements(database_url: str, per_grid: int = 1, seed: int = 1) -> list[Plac
     return [Placement(str(w), str(c), float(x), float(y)) for w, c, x, y in rows]
 
 
+def keep_assigned_only(database_url: str, workers: Iterable[str]) -> None:
+    """Unassign every worker but `workers`, so that the compliance stage's re-evaluation of
+    everyone assigned at each day boundary stays small."""
+    with psycopg.connect(database_url) as conn:
+        conn.execute("DELETE FROM worker_assignments WHERE worker_id <> ALL(%s)", (list(workers),))
+
+
 def checkin_event(
     worker_id: str, lon: float, lat: float, minutes: float, **extra: object
 ) -> dict[str, object]:

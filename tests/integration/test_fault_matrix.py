@@ -15,12 +15,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import psycopg
 import pytest
 
 from geodata.contract import Topics
-from geodata.db import migrate
-from geodata.db.engine import create_db_engine
 from tests.integration.fault_checks import (
     Figures,
     compliance_disagreements,
@@ -41,7 +38,12 @@ from tests.integration.fault_support import (
     group_members,
     wait_serving,
 )
-from tests.integration.pipeline_support import free_port, placements, wait_until
+from tests.integration.pipeline_support import (
+    free_port,
+    keep_assigned_only,
+    placements,
+    wait_until,
+)
 from wangge import services
 from wangge.users_cli import add_user
 
@@ -83,6 +85,17 @@ class Fault:
     details: dict[str, object] = field(default_factory=dict)
 
 
+def timed(action: Callable[[], dict[str, object] | None]) -> Callable[[], Fault]:
+    """The fault `action` causes, timed from its start to its return (its details)."""
+
+    def inject() -> Fault:
+        began = time.monotonic()
+        details = action() or {}
+        return Fault(began, time.monotonic(), details)
+
+    return inject
+
+
 @pytest.fixture(scope="module")
 def matrix(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Figures]]:
     """The matrix's rows, written to fault-matrix.json as they come."""
@@ -96,17 +109,6 @@ def matrix(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Figures]]:
 
 
 @pytest.fixture
-def broker(tmp_path: Path) -> Iterator[PrivateBroker]:
-    """A private Tansu broker, killed at the end whatever happens."""
-    private = PrivateBroker(tmp_path)
-    try:
-        private.start()
-        yield private
-    finally:
-        private.close()
-
-
-@pytest.fixture
 def city_factory(tmp_path: Path) -> Iterator[Callable[[str, PrivateBroker], City]]:
     """Factory: a running city on a database and a broker; every process killed at the end."""
     supervisors: list[Supervisor] = []
@@ -116,10 +118,7 @@ def city_factory(tmp_path: Path) -> Iterator[Callable[[str, PrivateBroker], City
         chosen = {s.worker_id: s for s in spots[:: len(spots) // PHONES]}
         mine = list(chosen.values())[:PHONES]
         workers = [s.worker_id for s in mine]
-        with psycopg.connect(database_url) as conn:
-            # Only the phones' workers stay assigned, so the compliance stage's midnight
-            # re-evaluation of everyone stays small.
-            conn.execute("DELETE FROM worker_assignments WHERE worker_id <> ALL(%s)", (workers,))
+        keep_assigned_only(database_url, workers)
         phones = [
             Phone(s, add_user(database_url, f"phone-{s.worker_id}", "worker", None, s.worker_id))
             for s in mine
@@ -279,18 +278,16 @@ def assert_nothing_lost(city: City, figures: Figures) -> None:
 
 def test_consumer_killed_and_restarted_by_its_supervisor_loses_nothing(
     reference_database_url: str,
-    broker: PrivateBroker,
+    private_broker: PrivateBroker,
     city_factory: Callable[[str, PrivateBroker], City],
     matrix: list[Figures],
 ) -> None:
-    city = city_factory(reference_database_url, broker)
+    city = city_factory(reference_database_url, private_broker)
 
-    def kill_consumer() -> Fault:
-        began = time.monotonic()
-        old_group = city.consumer.kill_and_restart()
-        return Fault(began, time.monotonic(), {"old_process_group": old_group})
+    def kill_consumer() -> dict[str, object]:
+        return {"old_process_group": city.consumer.kill_and_restart()}
 
-    figures, fault = run_scenario(city, "consumer-kill-9", kill_consumer, matrix)
+    figures, fault = run_scenario(city, "consumer-kill-9", timed(kill_consumer), matrix)
     # The compliance stage, the killed process's child, must not outlive it.
     orphans = group_members(int(str(fault.details["old_process_group"])))
     assert orphans == [], f"the killed consumer's compliance stage still runs: {orphans}"
@@ -299,45 +296,42 @@ def test_consumer_killed_and_restarted_by_its_supervisor_loses_nothing(
 
 def test_broker_paused_for_20_s_loses_nothing(
     reference_database_url: str,
-    broker: PrivateBroker,
+    private_broker: PrivateBroker,
     city_factory: Callable[[str, PrivateBroker], City],
     matrix: list[Figures],
 ) -> None:
-    city = city_factory(reference_database_url, broker)
+    city = city_factory(reference_database_url, private_broker)
 
-    def pause_broker() -> Fault:
-        began = time.monotonic()
-        broker.pause()
+    def pause_broker() -> None:
+        private_broker.pause()
         time.sleep(BROKER_PAUSE_S)
-        broker.resume()
-        return Fault(began, time.monotonic())
+        private_broker.resume()
 
-    figures, _ = run_scenario(city, "broker-pause-20s", pause_broker, matrix)
+    figures, _ = run_scenario(city, "broker-pause-20s", timed(pause_broker), matrix)
     assert_nothing_lost(city, figures)
 
 
 def test_broker_restart_loses_only_what_its_memory_held_and_nothing_after_its_return(
     reference_database_url: str,
-    broker: PrivateBroker,
+    private_broker: PrivateBroker,
     city_factory: Callable[[str, PrivateBroker], City],
     matrix: list[Figures],
 ) -> None:
-    city = city_factory(reference_database_url, broker)
+    city = city_factory(reference_database_url, private_broker)
 
-    def restart_broker() -> Fault:
-        began = time.monotonic()
-        broker.kill()
+    def restart_broker() -> dict[str, object]:
+        private_broker.kill()
         # Answers the broker acknowledged just before it died may still be on their way
         # to the phones; no new 202 can come while it is down.
         time.sleep(2.0)
         before = city.phones.accepted_ids()
         # What the in-memory broker took with it: accepted, not yet in the database.
         in_memory_only = len(before) - len(stored_ids(city.database_url, before) or ())
-        broker.start()
-        return Fault(began, time.monotonic(), {"accepted_not_consumed_at_kill": in_memory_only})
+        private_broker.start()
+        return {"accepted_not_consumed_at_kill": in_memory_only}
 
     figures, fault = run_scenario(
-        city, "broker-restart", restart_broker, matrix, must_keep_posted_before=False
+        city, "broker-restart", timed(restart_broker), matrix, must_keep_posted_before=False
     )
     lost_before = figures.accepted - figures.stored - figures.lost
     print(
@@ -349,55 +343,30 @@ def test_broker_restart_loses_only_what_its_memory_held_and_nothing_after_its_re
     assert_nothing_lost(city, figures)
 
 
-@pytest.fixture
-def private_cluster(postgis_server: str, reference_gpkg: Path) -> Iterator[PrivateCluster]:
-    """A PostgreSQL cluster of this test's own with the reference dataset; dropped at the end."""
-    from geodata.dataset.importer import import_boundaries
-
-    cluster = PrivateCluster()
-    try:
-        cluster.create()
-        with psycopg.connect(cluster.url("postgres"), autocommit=True) as conn:
-            conn.execute("CREATE DATABASE wangge")
-        with psycopg.connect(cluster.url("wangge"), autocommit=True) as conn:
-            conn.execute("CREATE EXTENSION postgis")
-        migrate.upgrade(cluster.url("wangge"))
-        engine = create_db_engine(cluster.url("wangge"))
-        try:
-            import_boundaries(engine, reference_gpkg)
-        finally:
-            engine.dispose()
-        yield cluster
-    finally:
-        cluster.drop()
-
-
 def test_postgres_restarted_under_load_loses_nothing(
     private_cluster: PrivateCluster,
-    broker: PrivateBroker,
+    private_broker: PrivateBroker,
     city_factory: Callable[[str, PrivateBroker], City],
     matrix: list[Figures],
 ) -> None:
-    city = city_factory(private_cluster.url("wangge"), broker)
+    city = city_factory(private_cluster.url("wangge"), private_broker)
 
-    def restart_postgres() -> Fault:
-        began = time.monotonic()
+    def restart_postgres() -> None:
         private_cluster.stop()
         time.sleep(POSTGRES_DOWN_S)
         private_cluster.start()
-        return Fault(began, time.monotonic())
 
-    figures, _ = run_scenario(city, "postgres-restart", restart_postgres, matrix)
+    figures, _ = run_scenario(city, "postgres-restart", timed(restart_postgres), matrix)
     assert_nothing_lost(city, figures)
 
 
 def test_api_killed_mid_batch_loses_nothing_as_phones_retry_the_same_events(
     reference_database_url: str,
-    broker: PrivateBroker,
+    private_broker: PrivateBroker,
     city_factory: Callable[[str, PrivateBroker], City],
     matrix: list[Figures],
 ) -> None:
-    city = city_factory(reference_database_url, broker)
+    city = city_factory(reference_database_url, private_broker)
 
     def kill_api() -> Fault:
         # Kill while a phone's request is in flight, so a batch is cut half way.
