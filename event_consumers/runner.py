@@ -18,7 +18,8 @@ clients and topics are checked anew. Any other failure of a batch is taken as a 
 code cannot handle (a poison record): the batch is rolled back and its records are run
 again one at a time, and the one that fails alone goes to the dead letters with the reason
 `unprocessable`, so that one record never stops a city's intake. A broker that lost a topic
-(a new incarnation, told by its topic id) is read again from the start.
+(a new incarnation, told by its topic id) is read again from the start: where each
+partition is read from is `event_consumers.positions`'s part.
 """
 
 import contextlib
@@ -36,12 +37,11 @@ from typing import Any
 
 import psycopg
 from kafka import KafkaProducer, TopicPartition
-from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
 import kafka_clients
-from event_consumers import metrics, topics
+from event_consumers import metrics
 from event_consumers.batch import (
     Batch,
     Handler,
@@ -49,8 +49,8 @@ from event_consumers.batch import (
     TwoStepHandler,
     Write,
     inbound_record,
-    rewind_offset,
 )
+from event_consumers.positions import SeekToStoredOffsets, StoredPositions
 from event_consumers.publisher import Publisher
 from event_consumers.records import InboundRecord, OutboundRecord, dead_letter
 from geodata.compliance import ComplianceConfig
@@ -102,25 +102,6 @@ class RunnerConfig:
         }
 
 
-class _SeekToStoredOffsets(ConsumerRebalanceListener):  # type: ignore[misc]
-    """On assignment, resume from the offsets committed with the rows, not Kafka's."""
-
-    def __init__(self, runner: "ConsumerRunner") -> None:
-        self.runner = runner
-
-    def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
-        logger.info("partitions revoked: %s", sorted((tp.topic, tp.partition) for tp in revoked))
-        self.runner.settle_for_rebalance()
-        self.runner.partitions_changed()
-
-    def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
-        logger.info("partitions assigned: %s", sorted((tp.topic, tp.partition) for tp in assigned))
-        self.runner.settle_for_rebalance()
-        self.runner.partitions_changed()
-        self.runner.learn_topic_ids()
-        self.runner.resume_from_stored(assigned)
-
-
 class ConsumerRunner:
     """Runs handlers for their topics in one consumer-group member."""
 
@@ -147,14 +128,9 @@ class ConsumerRunner:
         self._inflight: tuple[Batch, Future[None]] | None = None
         #: Records still to run one at a time after a batch failed for one of them.
         self._isolating = 0
-        self._incarnations = topics.TopicIncarnations(config.bootstrap, self.topic_names)
-        #: Assigned partitions not yet sought to their stored offsets (held paused).
-        self._unseeked: list[TopicPartition] = []
-        self._unseeked_since = 0.0
         #: Size of the last batch whose write failed, for the one-at-a-time run.
         self._failed_size = 0
         self._last_beat = 0.0
-        self._lag: dict[TopicPartition, int] = {}
         self._kafka = kafka_clients.KafkaConfig(config.bootstrap)
         self._consumer = kafka_clients.consumer(
             self._kafka,
@@ -167,6 +143,15 @@ class ConsumerRunner:
             session_timeout_ms=config.session_timeout_ms,
             heartbeat_interval_ms=config.heartbeat_interval_ms,
             **config.fetch_settings(),
+        )
+        self.positions = StoredPositions(
+            self._consumer,
+            lambda: self._conn,
+            self._reconnect_if_broken,
+            bootstrap=config.bootstrap,
+            group_id=config.group_id,
+            topic_names=self.topic_names,
+            topic_partitions=config.topic_partitions,
         )
         self._producer = self._new_producer()
         self._publisher = Publisher(self._producer)
@@ -194,106 +179,18 @@ class ConsumerRunner:
         self._producer = self._new_producer()
         self._publisher = Publisher(self._producer)
 
-    def partitions_changed(self) -> None:
-        """Tell handlers that keep copies of the database that partitions moved."""
+    def _settle_for_new_partitions(self) -> None:
+        """Before partitions change hands: the batch in flight commits (or fails), and
+        handlers that keep copies of the database drop them."""
+        self.settle_for_rebalance()
         for handler in self.handlers.values():
             if isinstance(handler, PartitionAwareHandler):
                 handler.partitions_changed()
 
-    # ----------------------------------------------------------------- offsets
-
-    def seek_to_stored(self, partitions: list[TopicPartition]) -> None:
-        """Seek each partition to the offset stored with the rows (or its beginning).
-
-        Offsets stored for an earlier incarnation of the topic are not used; where the
-        broker gives no topic ids, an offset past the partition's end tells the same.
-        """
-        by_topic: dict[str, list[int]] = {}
-        for tp in partitions:
-            by_topic.setdefault(tp.topic, []).append(tp.partition)
-        self._conn.rollback()
-        for topic, numbers in by_topic.items():
-            topic_id = self._incarnations.id_of(topic)
-            stored = event_store.load_offsets(
-                self._conn, self.config.group_id, topic, numbers, topic_id
-            )
-            ends: dict[TopicPartition, int] = {}
-            if topic_id is None and stored:
-                with contextlib.suppress(KafkaError):
-                    ends = self._consumer.end_offsets([TopicPartition(topic, n) for n in stored])
-            for number in numbers:
-                tp = TopicPartition(topic, number)
-                offset = stored.get(number)
-                if offset is not None and tp in ends and offset > ends[tp]:
-                    logger.warning(
-                        "%s[%d]: stored offset %d is past the end %d: the broker lost the"
-                        " partition's log; reading it from the start",
-                        topic,
-                        number,
-                        offset,
-                        ends[tp],
-                    )
-                    metrics.OFFSET_RESETS.labels(topic).inc()
-                    offset = None
-                if offset is not None:
-                    self._consumer.seek(tp, offset)
-                else:
-                    self._consumer.seek_to_beginning(tp)
-        self._conn.rollback()
-
-    def resume_from_stored(self, partitions: list[TopicPartition]) -> None:
-        """Seek to the stored offsets; while the database is away, hold the partitions
-        paused (nothing is read from a wrong position) and try again from the loop."""
-        pending = [tp for tp in {*self._unseeked, *partitions} if tp in self._assigned()]
-        try:
-            self.seek_to_stored(pending)
-        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
-            logger.warning("cannot read the stored offsets, holding the partitions: %s", exc)
-            self._unseeked = pending
-            self._unseeked_since = time.monotonic()
-            self._consumer.pause(*pending)
-            self._reconnect_if_broken()
-            return
-        if self._unseeked:
-            self._consumer.resume(*self._unseeked)
-        self._unseeked = []
-
-    def new_batch(self, polled: dict[TopicPartition, list[Any]]) -> Batch:
-        """A batch of what a poll returned, with its topics' ids as known now."""
-        known = {tp.topic: self._incarnations.id_of(tp.topic) for tp in polled}
-        return Batch(polled, topic_ids=known)
-
-    def _assigned(self) -> set[TopicPartition]:
-        return set(self._consumer.assignment())
-
-    def learn_topic_ids(self) -> list[str]:
-        """Ask the broker for the topics' ids; return the topics whose id changed."""
-        try:
-            renewed = self._incarnations.refresh()
-        except KafkaError as exc:
-            logger.warning("could not read the topics' ids: %s", exc)
-            return []
-        for name in renewed:
-            logger.warning("topic %s was made anew on the broker: reading it from the start", name)
-            metrics.OFFSET_RESETS.labels(name).inc()
-        return renewed
-
     def check_topics(self, *, create: bool) -> None:
         """Make missing topics, learn their ids, and re-seek the assigned partitions of any
         topic that was made anew since we last looked."""
-        created = []
-        if create:
-            created = topics.ensure_topics(
-                self.config.bootstrap, self.config.topic_partitions, self.topic_names
-            )
-        renewed = self.learn_topic_ids()
-        if self._incarnations.missing and not create:
-            self.check_topics(create=True)
-            return
-        if created or renewed:
-            # The consumer's own metadata learns of the topics now, not minutes later.
-            with contextlib.suppress(KafkaError):
-                self._consumer.topics()
+        renewed = self.positions.check_topics(create=create)
         if not renewed:
             return
         self.settle_for_rebalance()
@@ -301,7 +198,7 @@ class ConsumerRunner:
             handler.reset()
         assigned = [tp for tp in self._consumer.assignment() if tp.topic in renewed]
         if assigned:
-            self.seek_to_stored(assigned)
+            self.positions.seek_to_stored(assigned)
 
     # ----------------------------------------------------------------- loop
 
@@ -333,7 +230,8 @@ class ConsumerRunner:
         # By name, not by pattern: a pattern subscription was left with no partitions
         # after a broker restart (fault matrix). Naming the topics lets Tansu make them
         # with its own count if the consumer asks first; /healthz then says so.
-        self._consumer.subscribe(list(self.handlers), listener=_SeekToStoredOffsets(self))
+        listener = SeekToStoredOffsets(self.positions, self._settle_for_new_partitions)
+        self._consumer.subscribe(list(self.handlers), listener=listener)
         backoff = 0.5
         idle_since = time.monotonic()
         try:
@@ -341,8 +239,8 @@ class ConsumerRunner:
                 self._beat()
                 batch: Batch | None = None
                 try:
-                    if self._unseeked and time.monotonic() - self._unseeked_since > 1.0:
-                        self.resume_from_stored([])
+                    if self.positions.held_too_long():
+                        self.positions.resume_from_stored([])
                     isolating = self._isolating > 0
                     polled = self._consumer.poll(
                         timeout_ms=self.config.poll_timeout_ms,
@@ -356,7 +254,7 @@ class ConsumerRunner:
                             return
                         continue
                     idle_since = time.monotonic()
-                    batch = self.new_batch(polled)
+                    batch = self.positions.new_batch(polled)
                     if isolating:
                         self._run_alone(batch)
                     else:
@@ -433,12 +331,13 @@ class ConsumerRunner:
             logger.warning("broker still unavailable: %s", exc)
 
     def _check_topics_when_idle(self) -> None:
-        if time.monotonic() - self._incarnations.checked_at < self.config.topic_check_interval_s:
+        incarnations = self.positions.incarnations
+        if time.monotonic() - incarnations.checked_at < self.config.topic_check_interval_s:
             return
         try:
             self.check_topics(create=False)
         except KafkaError as exc:
-            self._incarnations.checked_at = time.monotonic()
+            incarnations.checked_at = time.monotonic()
             logger.warning("could not check the topics on the broker: %s", exc)
 
     def _beat(self) -> None:
@@ -454,7 +353,7 @@ class ConsumerRunner:
                 stage=self.config.stage,
                 member=self.member,
                 topics=sorted(self.handlers),
-                lag=sum(self._lag.values()) if self._lag else None,
+                lag=self.positions.lag(),
                 at=datetime.now(UTC),
             )
         except psycopg.Error as exc:
@@ -535,12 +434,7 @@ class ConsumerRunner:
                 for p, o in offsets.items()
             }
         )
-        for tp in batch.polled:
-            highwater = self._consumer.highwater(tp)
-            if highwater is not None:
-                lag = highwater - self._consumer.position(tp)
-                self._lag[tp] = lag
-                metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(lag)
+        self.positions.note_lag(batch.polled)
 
     def settle_for_rebalance(self) -> None:
         """Let the batch in flight commit (or fail) before partitions change hands."""
@@ -555,10 +449,7 @@ class ConsumerRunner:
 
     def _rewind(self, batch: Batch) -> None:
         """Seek each partition back to the batch's first record; forget derived state."""
-        for tp, offset in batch.first_offsets().items():
-            # A partition revoked meanwhile is no longer ours to seek.
-            with contextlib.suppress(KafkaError, AssertionError, ValueError):
-                self._consumer.seek(tp, rewind_offset(offset, self._consumer.position(tp)))
+        self.positions.rewind(batch)
         for handler in self.handlers.values():
             handler.reset()
         self._publisher.forget()

@@ -148,7 +148,7 @@ def test_a_batch_polled_before_its_topic_was_made_anew_keeps_its_offsets_with_th
         runner.check_topics(create=False)
         old_id = topic_ids(kafka_bootstrap, [topics.checkins])[topics.checkins]
         polled = {TopicPartition(topics.checkins, 0): [SimpleNamespace(offset=29)]}
-        batch = runner.new_batch(polled)
+        batch = runner.positions.new_batch(polled)
         _make_anew(kafka_bootstrap, topics)
         runner.check_topics(create=False)  # what the idle loop does: learns the new id
         new_id = topic_ids(kafka_bootstrap, [topics.checkins])[topics.checkins]
