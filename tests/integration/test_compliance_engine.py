@@ -28,6 +28,7 @@ from tests.integration.pipeline_support import (
     ConsumerProcess,
     Placement,
     count_rows,
+    keep_assigned_only,
     placements,
     produce,
     read_topic,
@@ -114,12 +115,7 @@ def test_engine_agrees_with_the_reference_under_shuffles_duplicates_and_restarts
     url = reference_database_factory()
     topics = topic_factory()
     spots = placements(url, per_grid=1, seed=seed % 1000 + 1)[: WORKERS * 97 : 97]
-    with psycopg.connect(url) as conn:
-        # Only our workers stay assigned, so the midnight re-evaluation stays small.
-        conn.execute(
-            "DELETE FROM worker_assignments WHERE worker_id <> ALL(%s)",
-            ([s.worker_id for s in spots],),
-        )
+    keep_assigned_only(url, (s.worker_id for s in spots))
     events = _events(plan, spots)
     deliveries = events + rng.sample(events, k=len(events) // 3)  # retried uploads
     rng.shuffle(deliveries)

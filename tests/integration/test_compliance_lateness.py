@@ -15,6 +15,7 @@ from tests.integration.pipeline_support import (
     ConsumerProcess,
     count_rows,
     free_port,
+    keep_assigned_only,
     placements,
     produce,
     running,
@@ -61,11 +62,7 @@ def test_late_checkins_count_until_the_week_is_final_and_are_only_counted_after(
     url = reference_database_url
     topics = topic_factory()
     keen, idle = placements(url, per_grid=1, seed=9)[:2]
-    with psycopg.connect(url) as conn:
-        conn.execute(
-            "DELETE FROM worker_assignments WHERE worker_id <> ALL(%s)",
-            ([keen.worker_id, idle.worker_id],),
-        )
+    keep_assigned_only(url, [keen.worker_id, idle.worker_id])
     sent = 0
 
     def send(events: list[dict[str, object]]) -> None:
@@ -126,8 +123,7 @@ def test_a_walk_in_a_grid_the_worker_does_not_hold_records_and_publishes_no_stat
     spots = placements(url, per_grid=1, seed=11)
     walker = spots[0]
     elsewhere = next(s for s in spots if s.grid_code != walker.grid_code)
-    with psycopg.connect(url) as conn:
-        conn.execute("DELETE FROM worker_assignments WHERE worker_id <> %s", (walker.worker_id,))
+    keep_assigned_only(url, [walker.worker_id])
     # One walk in the grid the worker holds, one in another grid, on other days.
     events = _walk(walker.worker_id, walker.lon, walker.lat, day=0, hour=9) + _walk(
         walker.worker_id, elsewhere.lon, elsewhere.lat, day=1, hour=9

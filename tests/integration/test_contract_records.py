@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
-import psycopg
 import pytest
 import yaml
 from cloudevents.core.bindings.kafka import KafkaMessage, from_binary
@@ -28,6 +27,7 @@ from tests.integration.pipeline_support import (
     ConsumerProcess,
     checkin_event,
     count_rows,
+    keep_assigned_only,
     placements,
     read_topic,
     wait_until,
@@ -146,13 +146,8 @@ def test_every_output_topic_holds_what_the_published_contract_declares(
     topics = topic_factory()
     spots = placements(url, per_grid=1, seed=7)
     ours, elsewhere = spots[:3], spots[-1]
-    with psycopg.connect(url) as conn:
-        # Only our workers stay assigned: the day-boundary evaluation stays small, and an
-        # incident elsewhere has nobody to go to, so it is escalated.
-        conn.execute(
-            "DELETE FROM worker_assignments WHERE worker_id <> ALL(%s)",
-            ([s.worker_id for s in ours],),
-        )
+    # An incident elsewhere then has nobody to go to, so it is escalated.
+    keep_assigned_only(url, (s.worker_id for s in ours))
 
     checkins = [
         checkin_event(s.worker_id, s.lon, s.lat, minutes=10 * i + 60 * n)
