@@ -165,7 +165,10 @@ class StoredPositions:
             )
         renewed = self.learn_topic_ids()
         if self.incarnations.missing and not create:
-            return self.check_topics(create=True)
+            # This pass already took the renewed topics' new ids: the next cannot see them
+            # as new again, so they are returned from here (after a broker restart the
+            # topics a consumer names come back first, the others still missing).
+            return sorted({*renewed, *self.check_topics(create=True)})
         if created or renewed:
             # The consumer's own metadata learns of the topics now, not minutes later.
             with contextlib.suppress(KafkaError):

@@ -10,7 +10,8 @@ from types import SimpleNamespace
 
 import psycopg
 import pytest
-from kafka import TopicPartition
+from kafka import KafkaAdminClient, TopicPartition
+from kafka.admin import NewTopic
 
 from event_consumers.runner import ConsumerRunner, RunnerConfig
 from event_consumers.topics import topic_ids
@@ -158,3 +159,39 @@ def test_a_batch_polled_before_its_topic_was_made_anew_keeps_its_offsets_with_th
     with psycopg.connect(database_url) as conn:
         assert event_store.load_offsets(conn, group, topics.checkins, [0], new_id) == {}
         assert event_store.load_offsets(conn, group, topics.checkins, [0], old_id) == {0: 30}
+
+
+def test_a_topic_made_anew_is_reported_even_when_another_is_still_missing(
+    database_url: str,
+    kafka_bootstrap: str,
+    topic_factory: Callable[..., Topics],
+) -> None:
+    """After a broker restart the topics a consumer names come back at once, the others
+    later: the check that makes the missing ones must still say which came back anew."""
+    topics = topic_factory(partitions=1)
+    runner = ConsumerRunner(
+        RunnerConfig(
+            bootstrap=kafka_bootstrap, database_url=database_url, group_id=uuid.uuid4().hex
+        ),
+        [],
+        deadletter_topic=topics.deadletter,
+        output_topics=[topics.checkins],
+    )
+    try:
+        assert runner.positions.check_topics(create=False) == []
+        admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+        try:
+            admin.delete_topics([topics.checkins, topics.deadletter])
+            wait_until(
+                lambda: not topic_ids(kafka_bootstrap, [topics.checkins, topics.deadletter]),
+                30,
+                "the broker did not delete the topics",
+            )
+            admin.create_topics([NewTopic(topics.checkins, 1, 1)])
+        finally:
+            admin.close()
+        # Both are new incarnations: the one that came back, and the one this check made.
+        renewed = runner.positions.check_topics(create=False)
+        assert renewed == sorted([topics.checkins, topics.deadletter])
+    finally:
+        runner.close()
