@@ -11,6 +11,7 @@ from grid_service.health import HealthConfig
 from wangge.settings import (
     ApiSettings,
     DatabaseSettings,
+    GridSnapshotSettings,
     IntakeSettings,
     KafkaSettings,
     PatrolSettings,
@@ -29,6 +30,7 @@ def api_config() -> ApiConfig:
         health=HealthConfig(heartbeat_window_s=ApiSettings().heartbeat_window_s),
         event_limits=IntakeSettings().limits(),
         compliance=PatrolSettings().compliance_config(),
+        grid_snapshot=GridSnapshotSettings().policy(),
     )
 
 
@@ -42,4 +44,5 @@ def runner_config(group: str | None = None) -> RunnerConfig:
         topic_partitions=kafka.topic_partitions,
         event_limits=IntakeSettings().limits(),
         compliance=PatrolSettings().compliance_config(),
+        grid_snapshot=GridSnapshotSettings().policy(),
     )
