@@ -22,12 +22,11 @@ _START_TIMEOUT_S = 60.0
 
 
 def create_api_app() -> "FastAPI":
-    """The real app on the configured database and broker (a uvicorn factory)."""
-    from grid_service.app import ApiConfig, create_app
-    from wangge.settings import DatabaseSettings, KafkaSettings
+    """The real app as `wangge serve` configures it (a uvicorn factory)."""
+    from grid_service.app import create_app
+    from wangge.adapter_configs import api_config
 
-    kafka = KafkaSettings()
-    return create_app(ApiConfig(DatabaseSettings().url, kafka.bootstrap, kafka.topics))
+    return create_app(api_config())
 
 
 def create_ceiling_app() -> "FastAPI":
