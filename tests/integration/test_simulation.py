@@ -15,6 +15,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -98,59 +99,80 @@ def _folded(url: str, expected_checkins: int) -> bool:
     return stored is not None and stored[0] == expected_checkins
 
 
-def test_a_simulated_week_with_delivery_faults_verifies_without_disagreement(
+@dataclass
+class City:
+    """A fresh reference city and topics, its `wangge consume` (not started yet), and
+    where the simulator writes its truth."""
+
+    url: str
+    topics: Topics
+    env: dict[str, str]
+    consumer: ConsumerProcess
+    truth_path: Path
+
+
+@pytest.fixture
+def city(
     reference_database_factory: Callable[[], str],
     topic_factory: Callable[..., Topics],
     kafka_bootstrap: str,
     tmp_path: Path,
-) -> None:
+) -> City:
+    """The city a simulated week is produced into and consumed by."""
     url, topics = reference_database_factory(), topic_factory()
-    env = _env(url, kafka_bootstrap, topics)
-    truth_path = tmp_path / "truth.json"
-    consumer = ConsumerProcess(
-        url, kafka_bootstrap, topics, f"sim-{uuid.uuid4().hex[:6]}", tmp_path
+    group = f"sim-{uuid.uuid4().hex[:6]}"
+    return City(
+        url,
+        topics,
+        _env(url, kafka_bootstrap, topics),
+        ConsumerProcess(url, kafka_bootstrap, topics, group, tmp_path),
+        tmp_path / "truth.json",
     )
-    try:
-        with running(consumer):
-            _simulate(env, truth_path, WORKERS, timeout=300)
-            counts = json.loads(truth_path.read_text())["counts"]
-            # The faults are really on in this run, not only configured.
-            for fault in (
-                "duplicate_deliveries",
-                "late_walks",
-                "poor_accuracy_fixes",
-                "teleports",
-                "phones_gcj02",
-                "phones_skewed_clock",
-                "malformed",
-                "incidents",
-            ):
-                assert counts[fault] > 0, fault
-            assert counts["profile_lazy"] > 0
-            wait_until(
-                lambda: _folded(url, counts["checkins"]) or not consumer.alive(),
-                timeout=400,
-                message="the consumer folding the simulated week in",
-            )
-            assert consumer.alive(), consumer.log()[-3000:]
-        verify = _wangge(["verify", "--truth", str(truth_path), "--week", WEEK], env, timeout=120)
-        assert verify.returncode == 0, verify.stdout + verify.stderr
-        assert "engine statuses compared: 0 disagreements" in verify.stdout
-        assert count_rows(url, "SELECT count(*) FROM incidents") == counts["incidents"]
-        assert len(read_topic(kafka_bootstrap, topics.deadletter)) == counts["malformed"]
 
-        # And a truth the platform does not match is reported, with its reason, exit 1.
-        body = json.loads(truth_path.read_text())
-        met = next(e for e in body["entries"] if e["status"] == "met")
-        met["status"], met["counted"] = "missed", met["counted"] - 1
-        wrong = tmp_path / "wrong.json"
-        wrong.write_text(json.dumps(body))
-        verify = _wangge(["verify", "--truth", str(wrong), "--week", WEEK], env, timeout=120)
-        assert verify.returncode == 1
-        assert met["worker_id"] in verify.stdout
-        assert "counted patrols differ" in verify.stdout
-    finally:
-        services.delete_topics(kafka_bootstrap, topics)
+
+def test_a_simulated_week_with_delivery_faults_verifies_without_disagreement(
+    city: City, kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    with running(city.consumer):
+        _simulate(city.env, city.truth_path, WORKERS, timeout=300)
+        counts = json.loads(city.truth_path.read_text())["counts"]
+        # The faults are really on in this run, not only configured.
+        for fault in (
+            "duplicate_deliveries",
+            "late_walks",
+            "poor_accuracy_fixes",
+            "teleports",
+            "phones_gcj02",
+            "phones_skewed_clock",
+            "malformed",
+            "incidents",
+        ):
+            assert counts[fault] > 0, fault
+        assert counts["profile_lazy"] > 0
+        wait_until(
+            lambda: _folded(city.url, counts["checkins"]) or not city.consumer.alive(),
+            timeout=400,
+            message="the consumer folding the simulated week in",
+        )
+        assert city.consumer.alive(), city.consumer.log()[-3000:]
+    verify = _wangge(
+        ["verify", "--truth", str(city.truth_path), "--week", WEEK], city.env, timeout=120
+    )
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    assert "engine statuses compared: 0 disagreements" in verify.stdout
+    assert count_rows(city.url, "SELECT count(*) FROM incidents") == counts["incidents"]
+    assert len(read_topic(kafka_bootstrap, city.topics.deadletter)) == counts["malformed"]
+
+    # And a truth the platform does not match is reported, with its reason, exit 1.
+    body = json.loads(city.truth_path.read_text())
+    met = next(e for e in body["entries"] if e["status"] == "met")
+    met["status"], met["counted"] = "missed", met["counted"] - 1
+    wrong = tmp_path / "wrong.json"
+    wrong.write_text(json.dumps(body))
+    verify = _wangge(["verify", "--truth", str(wrong), "--week", WEEK], city.env, timeout=120)
+    assert verify.returncode == 1
+    assert met["worker_id"] in verify.stdout
+    assert "counted patrols differ" in verify.stdout
 
 
 # --------------------------------------------------------------------------- full city
@@ -192,6 +214,7 @@ def _agrees(url: str, truth: Truth) -> bool:
 )
 @pytest.mark.timeout(4 * 3600)
 def test_the_whole_city_for_a_week_verifies_and_how_long_it_takes(
+    city: City,
     reference_database_factory: Callable[[], str],
     topic_factory: Callable[..., Topics],
     kafka_bootstrap: str,
@@ -213,32 +236,28 @@ def test_the_whole_city_for_a_week_verifies_and_how_long_it_takes(
     assert match is not None, stdout
     produced, produce_s = int(match[1].replace(",", "")), float(match[2].replace(",", ""))
 
-    url, topics = reference_database_factory(), topic_factory()
-    env = _env(url, kafka_bootstrap, topics)
-    truth_path = tmp_path / "truth.json"
-    consumer = ConsumerProcess(
-        url, kafka_bootstrap, topics, f"sim-{uuid.uuid4().hex[:6]}", tmp_path
-    )
     try:
-        with running(consumer):
+        with running(city.consumer):
             time.sleep(5)  # joined the group, so the clock below measures work, not start-up
-            _simulate(env, truth_path, None, 3600)
-            truth = Truth.from_json(truth_path.read_text())
-            first = _first_produced_at(kafka_bootstrap, topics)
+            _simulate(city.env, city.truth_path, None, 3600)
+            truth = Truth.from_json(city.truth_path.read_text())
+            first = _first_produced_at(kafka_bootstrap, city.topics)
             wait_until(
                 lambda: (
-                    (_folded(url, truth.counts["checkins"]) and _agrees(url, truth))
-                    or not consumer.alive()
+                    (_folded(city.url, truth.counts["checkins"]) and _agrees(city.url, truth))
+                    or not city.consumer.alive()
                 ),
                 timeout=3 * 3600,
                 every=2.0,
                 message="the consumer folding the city's week in",
             )
             done = time.time()
-            assert consumer.alive(), consumer.log()[-3000:]
-        verify = _wangge(["verify", "--truth", str(truth_path), "--week", WEEK], env, timeout=600)
+            assert city.consumer.alive(), city.consumer.log()[-3000:]
+        verify = _wangge(
+            ["verify", "--truth", str(city.truth_path), "--week", WEEK], city.env, timeout=600
+        )
     finally:
-        services.delete_topics(kafka_bootstrap, topics)
+        services.delete_topics(kafka_bootstrap, city.topics)
     assert verify.returncode == 0, verify.stdout[-5000:]
     end_to_end = done - first
     figures = {
