@@ -4,6 +4,7 @@ Patrol rows are inserted directly, as the compliance engine would write them, so
 test controls exactly which patrols exist and when each became valid.
 """
 
+import contextlib
 import random
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -446,13 +447,28 @@ def test_worker_patrols_are_grouped_per_grid_with_assigned_grids_listed(
 # --------------------------------------------------------------------------- HTTP API
 
 
+@contextlib.contextmanager
+def _admin_client(database_url: str) -> Iterator[TestClient]:
+    """The real app on `database_url`, as an admin (the whole city's reader)."""
+    # No broker is needed: the app's producer connects on first use, and nothing sends.
+    app = create_app(ApiConfig(database_url, "127.0.0.1:9"))
+    token = add_user(database_url, "admin", "admin", None, None)
+    with TestClient(app, headers={"Authorization": f"Bearer {token}"}) as test_client:
+        yield test_client
+
+
 @pytest.fixture
 def client(reference_database_url: str) -> Iterator[TestClient]:
-    """The real app, as an admin (the whole city's reader)."""
-    # No broker is needed: the app's producer connects on first use, and nothing sends.
-    app = create_app(ApiConfig(reference_database_url, "127.0.0.1:9"))
-    token = add_user(reference_database_url, "admin", "admin", None, None)
-    with TestClient(app, headers={"Authorization": f"Bearer {token}"}) as test_client:
+    """The app on a city of the test's own, for a test that writes patrols first."""
+    with _admin_client(reference_database_url) as test_client:
+        yield test_client
+
+
+@pytest.fixture(scope="module")
+def reader(reference_database_factory: Callable[[], str]) -> Iterator[TestClient]:
+    """One app for the module's tests that only read the untouched reference city: each
+    app's shutdown waits out its probe of the absent broker, some 1.5 s."""
+    with _admin_client(reference_database_factory()) as test_client:
         yield test_client
 
 
@@ -513,9 +529,9 @@ def test_api_worker_level_items_carry_status_and_counted_days(client: TestClient
     assert mine["name"]
 
 
-def test_api_as_of_defaults_to_now_and_week_to_its_week(client: TestClient) -> None:
+def test_api_as_of_defaults_to_now_and_week_to_its_week(reader: TestClient) -> None:
     before = datetime.now(UTC)
-    body = client.get("/api/v1/compliance", params={"level": "district"}).json()
+    body = reader.get("/api/v1/compliance", params={"level": "district"}).json()
     as_of = datetime.fromisoformat(body["as_of"])
     assert before <= as_of <= datetime.now(UTC)
     assert body["week"] == str(IsoWeek.week_of(as_of, LOCAL_TZ))
@@ -536,15 +552,15 @@ def test_api_as_of_defaults_to_now_and_week_to_its_week(client: TestClient) -> N
     ],
 )
 def test_api_refuses_bad_input_with_a_stable_code(
-    client: TestClient, params: dict[str, str], status: int, code: str
+    reader: TestClient, params: dict[str, str], status: int, code: str
 ) -> None:
-    response = client.get("/api/v1/compliance", params=params)
+    response = reader.get("/api/v1/compliance", params=params)
     assert response.status_code == status, response.text
     assert response.json()["code"] == code
 
 
-def test_api_code_prefix_with_no_grids_is_empty_not_an_error(client: TestClient) -> None:
-    response = client.get("/api/v1/compliance", params={"week": "2020-W37", "code": "999"})
+def test_api_code_prefix_with_no_grids_is_empty_not_an_error(reader: TestClient) -> None:
+    response = reader.get("/api/v1/compliance", params={"week": "2020-W37", "code": "999"})
     assert response.status_code == 200
     assert response.json()["items"] == []
 
@@ -581,8 +597,8 @@ def test_api_worker_patrols_in_local_time_and_404_for_unknown_worker(client: Tes
     assert (bad_week.status_code, bad_week.json()["code"]) == (422, "invalid_week")
 
 
-def test_api_documents_both_routes_in_openapi(client: TestClient) -> None:
-    paths = client.get("/openapi.json").json()["paths"]
+def test_api_documents_both_routes_in_openapi(reader: TestClient) -> None:
+    paths = reader.get("/openapi.json").json()["paths"]
     compliance = paths["/api/v1/compliance"]["get"]
     assert compliance["description"].startswith("Patrol compliance of a week as it stood")
     level = next(p for p in compliance["parameters"] if p["name"] == "level")
