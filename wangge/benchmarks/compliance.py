@@ -12,7 +12,6 @@ import argparse
 import statistics
 import subprocess
 import tempfile
-import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -20,7 +19,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-import numpy as np
 import psycopg
 
 import kafka_clients
@@ -29,6 +27,7 @@ from event_consumers.publisher import Publisher
 from event_consumers.records import OutboundRecord
 from geodata.contract import Topics
 from wangge import services
+from wangge.benchmarks.compliance_latency import Latency, measure_latency, unpublished
 from wangge.benchmarks.compliance_week import (
     SEED,
     WEEK,
@@ -46,17 +45,13 @@ from wangge.benchmarks.harness import (
     reference_database,
     render_table,
     report_console,
-    scalar,
 )
 from wangge.benchmarks.rows import BenchmarkRow
 
 TARGET_P99_MS = 1000.0
 TARGET_QUERY_MS = 100.0
-WARMUP_EVENTS = 200
 PRODUCE_CHUNK = 50_000
 DRAIN_POLL_S = 0.25
-SAMPLE_POLL_S = 0.02
-JOIN_TIMEOUT_S = 120.0
 
 
 # --------------------------------------------------------------------------- services
@@ -83,10 +78,6 @@ def _produce(bootstrap: str, topic: str, plan: WeekPlan, notify: Progress) -> fl
     finally:
         producer.close()
     return time.perf_counter() - began
-
-
-def _unpublished(conn: psycopg.Connection) -> int:
-    return scalar(conn, "SELECT count(*) FROM compliance_changes WHERE published_at IS NULL")
 
 
 # --------------------------------------------------------------------------- folding
@@ -129,7 +120,7 @@ def wait_folded(
                 first = (now, checkins)
             if checkins_at is None and checkins >= expected:
                 checkins_at = now
-            if first and checkins_at and folded >= expected and not _unpublished(conn):
+            if first and checkins_at and folded >= expected and not unpublished(conn):
                 return Fold(
                     expected - first[1], first[0] - started, checkins_at - first[0], now - first[0]
                 )
@@ -139,134 +130,6 @@ def wait_folded(
                 raise RuntimeError(f"stopped at {checkins} check-ins, {folded} folded:\n{tail}")
             previous = now
             time.sleep(DRAIN_POLL_S)
-
-
-# --------------------------------------------------------------------------- latency
-
-
-class _Sampler(threading.Thread):
-    """Notes when each expected check-in is first readable in `patrol_checkins`.
-
-    The row commits in the same transaction as the patrols and status it changes, so its
-    visibility is the status's. Each poll asks for the ids still pending (a few hundred
-    at most); a row first seen by a poll became visible since the previous one began.
-    """
-
-    def __init__(self, url: str) -> None:
-        super().__init__(daemon=True)
-        self.url = url
-        self.seen: dict[uuid.UUID, float] = {}
-        self.periods: list[float] = []
-        self.done = threading.Event()
-        self._pending: set[uuid.UUID] = set()
-        self._lock = threading.Lock()
-
-    def expect(self, event_id: uuid.UUID) -> None:
-        """Watch for one more event id."""
-        with self._lock:
-            self._pending.add(event_id)
-
-    def pending(self) -> int:
-        """Ids not seen yet."""
-        with self._lock:
-            return len(self._pending)
-
-    def run(self) -> None:
-        """Poll every `SAMPLE_POLL_S` until told to stop."""
-        with psycopg.connect(self.url, autocommit=True) as conn:
-            last = time.perf_counter()
-            while not self.done.is_set():
-                with self._lock:
-                    ids = list(self._pending)
-                began = time.perf_counter()
-                self.periods.append(began - last)
-                last = began
-                if ids:
-                    rows = conn.execute(
-                        "SELECT event_id FROM patrol_checkins WHERE event_id = ANY(%s)",
-                        (ids,),
-                        prepare=True,
-                    ).fetchall()
-                    with self._lock:
-                        for (event_id,) in rows:
-                            self._pending.discard(event_id)
-                            self.seen[event_id] = began
-                time.sleep(max(0.0, SAMPLE_POLL_S - (time.perf_counter() - began)))
-
-
-@dataclass(frozen=True)
-class Latency:
-    """Arrival → readable status at a steady rate, in ms; the rate held; the resolution."""
-
-    p50_ms: float
-    p99_ms: float
-    max_ms: float
-    events: int
-    rate: float
-    resolution_ms: float
-    # Medians of the first and last fifth: a rise means the consumers fell behind the rate.
-    first_p50_ms: float
-    last_p50_ms: float
-
-
-def measure_latency(
-    url: str, bootstrap: str, topic: str, plan: WeekPlan, rate: float, seconds: float
-) -> Latency:
-    """Produce `plan`'s first fixes at `rate` per second while the consumers run."""
-    count = min(len(plan), WARMUP_EVENTS + int(rate * seconds))
-    messages = list(plan.messages(0, count))
-    sampler = _Sampler(url)
-    sampler.start()
-    producer = kafka_clients.producer(
-        kafka_clients.KafkaConfig(bootstrap), "bench", acks="all", linger_ms=1
-    )
-    try:
-        # The first fixes cross midnight into a new week, which re-evaluates every worker:
-        # a one-off, kept out of the steady state.
-        for i, (key, value) in enumerate(messages[:WARMUP_EVENTS]):
-            sampler.expect(plan.event_id(i))
-            producer.send(topic, key=key, value=value)
-        producer.flush(timeout=60)
-        _wait_for(lambda: sampler.pending() == 0, "the warm-up check-ins")
-        with psycopg.connect(url, autocommit=True) as conn:
-            _wait_for(lambda: _unpublished(conn) == 0, "the warm-up's outbox")
-        sent: list[tuple[uuid.UUID, float]] = []
-        began = time.perf_counter()
-        for k, (key, value) in enumerate(messages[WARMUP_EVENTS:]):
-            delay = began + k / rate - time.perf_counter()
-            if delay > 0:
-                time.sleep(delay)
-            event_id = plan.event_id(WARMUP_EVENTS + k)
-            sampler.expect(event_id)
-            sent.append((event_id, time.perf_counter()))
-            producer.send(topic, key=key, value=value)
-        producer.flush(timeout=60)
-        _wait_for(lambda: sampler.pending() == 0, "the steady check-ins")
-    finally:
-        sampler.done.set()
-        sampler.join()
-        producer.close()
-    latencies = [max(0.0, sampler.seen[e] - t) * 1000 for e, t in sent]
-    p50, p99 = np.percentile(latencies, [50, 99])
-    fifth = max(1, len(latencies) // 5)
-    return Latency(
-        p50_ms=float(p50),
-        p99_ms=float(p99),
-        max_ms=max(latencies),
-        events=len(sent),
-        rate=len(sent) / max(sent[-1][1] - sent[0][1], 1e-9),
-        resolution_ms=statistics.median(sampler.periods[1:] or [0.0]) * 1000,
-        first_p50_ms=statistics.median(latencies[:fifth]),
-        last_p50_ms=statistics.median(latencies[-fifth:]),
-    )
-
-
-def _wait_for(done: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + JOIN_TIMEOUT_S
-    while not done():
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 # --------------------------------------------------------------------------- reading
