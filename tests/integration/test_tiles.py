@@ -8,7 +8,7 @@ import itertools
 import math
 import struct
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -225,9 +225,17 @@ def tile_units(lon: float, lat: float, z: int, x: int, y: int) -> Point:
 # --------------------------------------------------------------------------- fixtures
 
 
+@pytest.fixture(scope="module")
+def engine(reference_database_factory: Callable[[], str]) -> Iterator[Engine]:
+    """An engine on a copy of the reference database that the module's tests only read."""
+    eng = create_db_engine(reference_database_factory())
+    yield eng
+    eng.dispose()
+
+
 @pytest.fixture
-def engine(reference_database_url: str) -> Iterator[Engine]:
-    """An engine on a fresh copy of the reference database."""
+def own_engine(reference_database_url: str) -> Iterator[Engine]:
+    """An engine on a fresh copy of the reference database, for a test that writes."""
     eng = create_db_engine(reference_database_url)
     yield eng
     eng.dispose()
@@ -444,38 +452,39 @@ def test_a_first_fetch_and_a_revalidation_that_misses_agree_on_tile_and_etag(
             assert first.headers["etag"] == missed.headers["etag"]
 
 
-def test_a_new_grid_version_changes_the_etag_and_the_tile(
-    client: TestClient, engine: Engine
-) -> None:
-    code, lon, lat = sample_grids(engine, 1)[0]
-    address = tile_containing(lon, lat, 14)
-    path = "/tiles/grids/{}/{}/{}.pbf".format(*address)
-    districts_path = "/tiles/districts/{}/{}/{}.pbf".format(*address)
-    before = client.get(path).headers["etag"]
-    districts_before = client.get(districts_path).headers["etag"]
+def test_a_new_grid_version_changes_the_etag_and_the_tile(own_engine: Engine) -> None:
+    with TestClient(tiles_app(own_engine)) as client:
+        code, lon, lat = sample_grids(own_engine, 1)[0]
+        address = tile_containing(lon, lat, 14)
+        path = "/tiles/grids/{}/{}/{}.pbf".format(*address)
+        districts_path = "/tiles/districts/{}/{}/{}.pbf".format(*address)
+        before = client.get(path).headers["etag"]
+        districts_before = client.get(districts_path).headers["etag"]
 
-    with engine.begin() as connection:
-        connection.execute(
-            text(
-                "WITH closed AS ("
-                "  UPDATE grids SET valid_to = now() WHERE code = :code AND valid_to IS NULL"
-                "  RETURNING code, community_code, name, households, geom)"
-                " INSERT INTO grids (code, community_code, name, households, geom, valid_from)"
-                " SELECT code, community_code, name || '（新）', households, geom, now()"
-                " FROM closed"
-            ),
-            {"code": code},
-        )
+        with own_engine.begin() as connection:
+            connection.execute(
+                text(
+                    "WITH closed AS ("
+                    "  UPDATE grids SET valid_to = now() WHERE code = :code AND valid_to IS NULL"
+                    "  RETURNING code, community_code, name, households, geom)"
+                    " INSERT INTO grids (code, community_code, name, households, geom, valid_from)"
+                    " SELECT code, community_code, name || '（新）', households, geom, now()"
+                    " FROM closed"
+                ),
+                {"code": code},
+            )
 
-    response = client.get(path, headers={"If-None-Match": before})
-    assert response.status_code == 200
-    assert response.headers["etag"] != before
-    [feature] = [
-        f for f in decode_tile(response.content)["grids"].features if f.properties["code"] == code
-    ]
-    assert feature.properties["name"].endswith("（新）")  # the version in force, alone
-    # Another table's tiles keep their ETag: clients do not refetch what did not change.
-    assert client.get(districts_path).headers["etag"] == districts_before
+        response = client.get(path, headers={"If-None-Match": before})
+        assert response.status_code == 200
+        assert response.headers["etag"] != before
+        [feature] = [
+            f
+            for f in decode_tile(response.content)["grids"].features
+            if f.properties["code"] == code
+        ]
+        assert feature.properties["name"].endswith("（新）")  # the version in force, alone
+        # Another table's tiles keep their ETag: clients do not refetch what did not change.
+        assert client.get(districts_path).headers["etag"] == districts_before
 
 
 # --------------------------------------------------------------------------- TileJSON
@@ -567,13 +576,13 @@ def _add_incident(engine: Engine, grid_code: str, lon: float, lat: float) -> Non
 
 
 def test_incidents_tiles_need_a_supervisor_or_admin_and_keep_to_the_area(
-    engine: Engine,
+    own_engine: Engine,
 ) -> None:
-    grids = sample_grids(engine, 40)
+    grids = sample_grids(own_engine, 40)
     mine, theirs = grids[0], next(g for g in grids if g[0][:6] != grids[0][0][:6])
     for code, lon, lat in (mine, theirs):
-        _add_incident(engine, code, lon, lat)
-    app = tiles_app(engine)
+        _add_incident(own_engine, code, lon, lat)
+    app = tiles_app(own_engine)
 
     def tile_of(role: Role | None, area: str | None, address: tuple[int, int, int]) -> Any:
         app.dependency_overrides[optional_principal] = lambda: (
