@@ -38,6 +38,9 @@ class OutboxPublisher:
         #: The topic's id when last looked at; None: look again before publishing.
         self._topic_id: str | None = None
         self._topic_id_known = False
+        #: Kept open between publishes: the thread publishes at least once a second, and
+        #: a connection for each would be churn PostgreSQL feels at every consumer process.
+        self._conn: psycopg.Connection | None = None
 
     def _new_producer(self) -> KafkaProducer:
         return kafka_clients.producer(
@@ -51,6 +54,21 @@ class OutboxPublisher:
             self._producer.close(timeout=0)
         self._producer = self._new_producer()
         self._topic_id_known = False
+        self._close_connection()
+
+    def _connection(self) -> psycopg.Connection:
+        if self._conn is None or self._conn.closed or self._conn.broken:
+            self._close_connection()
+            # Autocommit: each publish is one explicit transaction (`conn.transaction()`),
+            # and nothing is left open between them.
+            self._conn = psycopg.connect(self.database_url, autocommit=True)
+        return self._conn
+
+    def _close_connection(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                conn.close()
 
     def _current_topic_id(self) -> str | None:
         if not self._topic_id_known:
@@ -60,7 +78,8 @@ class OutboxPublisher:
 
     def publish_pending(self, limit: int = 5000) -> int:
         """Publish what is pending; return how many records were sent."""
-        with psycopg.connect(self.database_url) as conn, conn.transaction():
+        conn = self._connection()
+        with conn.transaction():
             if not compliance_store.lock_outbox(conn):
                 return 0  # another process publishes right now
             pending = compliance_store.pending_changes(conn, limit)
@@ -115,8 +134,11 @@ class OutboxPublisher:
             consumer.close()
 
     def close(self) -> None:
-        """Flush and close the producer."""
-        self._producer.close(timeout=10)
+        """Flush and close the producer and the connection."""
+        try:
+            self._producer.close(timeout=10)
+        finally:
+            self._close_connection()
 
 
 def _change_ids(records: Iterable[object]) -> set[str]:
