@@ -53,16 +53,21 @@ def _closed_port() -> int:
         return int(sock.getsockname()[1])
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def city(reference_database_factory: Callable[[], str]) -> tuple[str, str]:
-    """A copy of the reference city and worker W00042's token."""
+    """A copy of the reference city and worker W00042's token (no test writes to it)."""
     url = reference_database_factory()
     return url, add_user(url, "w42", "worker", None, "W00042")
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def client(city: tuple[str, str]) -> Iterator[TestClient]:
-    """The app, its broker away: posts that pass every check end as 503."""
+    """The app, its broker away: posts that pass every check end as 503.
+
+    One for the module: every test compares counts before and after its own requests (the
+    registry is the process's anyway), and each app's shutdown waits out its probe of the
+    absent broker, some 1.5 s.
+    """
     url, token = city
     app = create_app(ApiConfig(url, f"127.0.0.1:{_closed_port()}", Topics()))
     with TestClient(app, headers={"Authorization": f"Bearer {token}"}) as test_client:
