@@ -144,6 +144,16 @@ def city_factory(tmp_path: Path) -> Iterator[Callable[[str, PrivateBroker], City
         supervisor.close()
 
 
+@pytest.fixture
+def city(
+    reference_database_url: str,
+    private_broker: PrivateBroker,
+    city_factory: Callable[[str, PrivateBroker], City],
+) -> City:
+    """A running city on a fresh copy of the reference database and a private broker."""
+    return city_factory(reference_database_url, private_broker)
+
+
 def _wait_folded(city: City, event_ids: list[str]) -> None:
     """Wait until the compliance stage holds `event_ids` and the outbox published all."""
     start = last_progress = time.monotonic()
@@ -277,13 +287,8 @@ def assert_nothing_lost(city: City, figures: Figures) -> None:
 
 
 def test_consumer_killed_and_restarted_by_its_supervisor_loses_nothing(
-    reference_database_url: str,
-    private_broker: PrivateBroker,
-    city_factory: Callable[[str, PrivateBroker], City],
-    matrix: list[Figures],
+    city: City, matrix: list[Figures]
 ) -> None:
-    city = city_factory(reference_database_url, private_broker)
-
     def kill_consumer() -> dict[str, object]:
         return {"old_process_group": city.consumer.kill_and_restart()}
 
@@ -294,40 +299,28 @@ def test_consumer_killed_and_restarted_by_its_supervisor_loses_nothing(
     assert_nothing_lost(city, figures)
 
 
-def test_broker_paused_for_20_s_loses_nothing(
-    reference_database_url: str,
-    private_broker: PrivateBroker,
-    city_factory: Callable[[str, PrivateBroker], City],
-    matrix: list[Figures],
-) -> None:
-    city = city_factory(reference_database_url, private_broker)
-
+def test_broker_paused_for_20_s_loses_nothing(city: City, matrix: list[Figures]) -> None:
     def pause_broker() -> None:
-        private_broker.pause()
+        city.broker.pause()
         time.sleep(BROKER_PAUSE_S)
-        private_broker.resume()
+        city.broker.resume()
 
     figures, _ = run_scenario(city, "broker-pause-20s", timed(pause_broker), matrix)
     assert_nothing_lost(city, figures)
 
 
 def test_broker_restart_loses_only_what_its_memory_held_and_nothing_after_its_return(
-    reference_database_url: str,
-    private_broker: PrivateBroker,
-    city_factory: Callable[[str, PrivateBroker], City],
-    matrix: list[Figures],
+    city: City, matrix: list[Figures]
 ) -> None:
-    city = city_factory(reference_database_url, private_broker)
-
     def restart_broker() -> dict[str, object]:
-        private_broker.kill()
+        city.broker.kill()
         # Answers the broker acknowledged just before it died may still be on their way
         # to the phones; no new 202 can come while it is down.
         time.sleep(2.0)
         before = city.phones.accepted_ids()
         # What the in-memory broker took with it: accepted, not yet in the database.
         in_memory_only = len(before) - len(stored_ids(city.database_url, before) or ())
-        private_broker.start()
+        city.broker.start()
         return {"accepted_not_consumed_at_kill": in_memory_only}
 
     figures, fault = run_scenario(
@@ -361,13 +354,8 @@ def test_postgres_restarted_under_load_loses_nothing(
 
 
 def test_api_killed_mid_batch_loses_nothing_as_phones_retry_the_same_events(
-    reference_database_url: str,
-    private_broker: PrivateBroker,
-    city_factory: Callable[[str, PrivateBroker], City],
-    matrix: list[Figures],
+    city: City, matrix: list[Figures]
 ) -> None:
-    city = city_factory(reference_database_url, private_broker)
-
     def kill_api() -> Fault:
         # Kill while a phone's request is in flight, so a batch is cut half way.
         deadline = time.monotonic() + 10
