@@ -1,5 +1,6 @@
 """Configuration from `WANGGE_*` environment variables (and an optional `.env`)."""
 
+import re
 from datetime import timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -167,6 +168,35 @@ class GridSnapshotSettings(BaseSettings):
     def policy(self) -> SnapshotPolicy:
         """The snapshot policy these settings describe."""
         return SnapshotPolicy(check_interval_s=self.grid_check_interval_s)
+
+
+class CorsSettings(BaseSettings):
+    """Which other origins' web pages may read the API (a city's own web GIS, say)."""
+
+    model_config = _config()
+
+    cors_allow_origins: str = Field(
+        default="",
+        description="comma-separated origins (scheme://host[:port]) allowed to read the API"
+        " from a browser, or `*` for any; empty: no CORS headers at all",
+    )
+
+    @field_validator("cors_allow_origins")
+    @classmethod
+    def _origins_only(cls, value: str) -> str:
+        for origin in _split_origins(value):
+            if origin != "*" and not re.fullmatch(r"https?://[^/?#\s]+", origin):
+                raise ValueError(f"{origin!r} is not an origin such as https://gis.example.cn")
+        return value
+
+    def origins(self) -> tuple[str, ...]:
+        """The allowed origins, as the CORS middleware takes them."""
+        return _split_origins(self.cors_allow_origins)
+
+
+def _split_origins(value: str) -> tuple[str, ...]:
+    # A browser sends Origin without a trailing slash, so one in the setting would never match.
+    return tuple(part.strip().rstrip("/") for part in value.split(",") if part.strip())
 
 
 class LocalServicesSettings(BaseSettings):
