@@ -16,6 +16,7 @@ from grid_service import health, metrics
 from grid_service.admin import router as admin_router
 from grid_service.auth import AuthConfig, install_auth
 from grid_service.compliance import router as compliance_router
+from grid_service.cors import install_cors
 from grid_service.docs import install_docs
 from grid_service.edges import install_edges
 from grid_service.errors import install_error_handlers
@@ -53,6 +54,8 @@ class ApiConfig:
     compliance: ComplianceConfig = field(default_factory=ComplianceConfig)
     #: How locate's grid snapshot is checked and built (the consumers' is the same).
     grid_snapshot: SnapshotPolicy = field(default_factory=SnapshotPolicy)
+    #: Origins whose pages may read the API from a browser (CORS); empty: no CORS headers.
+    cors_allow_origins: tuple[str, ...] = ()
 
 
 def create_app(config: ApiConfig) -> FastAPI:
@@ -110,6 +113,7 @@ def create_app(config: ApiConfig) -> FastAPI:
     install_map(app)
     install_docs(app)
     install_edges(app)  # last: the outermost middleware, around the token check
+    install_cors(app, config.cors_allow_origins)  # around the edge, so its refusals carry CORS
     # Around even that: every answer is timed and counted, the edge's refusals included.
     metrics.install_http_metrics(app)
 

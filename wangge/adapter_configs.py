@@ -10,6 +10,7 @@ from grid_service.app import ApiConfig
 from grid_service.health import HealthConfig
 from wangge.settings import (
     ApiSettings,
+    CorsSettings,
     DatabaseSettings,
     GridSnapshotSettings,
     IntakeSettings,
@@ -31,6 +32,7 @@ def api_config() -> ApiConfig:
         event_limits=IntakeSettings().limits(),
         compliance=PatrolSettings().compliance_config(),
         grid_snapshot=GridSnapshotSettings().policy(),
+        cors_allow_origins=CorsSettings().origins(),
     )
 
 
