@@ -3,7 +3,9 @@
 The OGC API - Features adapter serves these; nothing here knows about HTTP. Each
 collection is a fixed table with fixed public properties (no personal data: no phone
 numbers, no reporter ids, no raw event payloads), so the SQL below is assembled only from
-the constants in `COLLECTIONS`, never from user input; values are always bound.
+the constants in `COLLECTIONS`, never from user input; values are always bound. A CQL2
+filter, a sort and a choice of properties name only a collection's queryables, checked
+against these constants before any SQL is built.
 """
 
 import uuid
@@ -13,7 +15,20 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final, Literal
 
-from sqlalchemy import Connection, Engine, RowMapping, text
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Engine,
+    RowMapping,
+    Select,
+    TextClause,
+    func,
+    select,
+    text,
+)
+
+from geodata.cql2 import CheckedFilter, QueryableType, UnknownProperty
+from geodata.db.cql2_sql import filter_columns, filter_condition
 
 Bind = Engine | Connection
 
@@ -27,6 +42,9 @@ PropertyType = Literal["string", "integer", "date-time", "string-list"]
 """The JSON type of a property, for the collection's schema."""
 
 GeometryType = Literal["MultiPolygon", "Point"]
+
+GEOMETRY_QUERYABLE: Final = "geometry"
+"""The name a filter gives the feature's geometry, as OGC API - Features Part 3 suggests."""
 
 
 @dataclass(frozen=True)
@@ -70,6 +88,14 @@ class TimeInterval:
 
 
 @dataclass(frozen=True)
+class SortKey:
+    """One property to order features by."""
+
+    name: str
+    descending: bool = False
+
+
+@dataclass(frozen=True)
 class FeatureQuery:
     """What to select from a collection and which page of it."""
 
@@ -81,6 +107,12 @@ class FeatureQuery:
     """Only features whose area code starts with this (restricted collections)."""
     lat_lon: bool = False
     """Write coordinates latitude first, as EPSG:4326 and EPSG:4490 define their axes."""
+    filter: CheckedFilter | None = None
+    """A CQL2 filter checked against the collection's queryables."""
+    sortby: tuple[SortKey, ...] = ()
+    """Order by these queryables first; the id always ends the order."""
+    properties: tuple[str, ...] | None = None
+    """Only these properties in each feature; None: all of them."""
 
 
 @dataclass(frozen=True)
@@ -197,6 +229,49 @@ COLLECTIONS: Final[Mapping[str, Collection]] = {
 }
 """Every served collection by id, in the order the API lists them."""
 
+_QUERYABLE_TYPES: Final[Mapping[PropertyType, QueryableType]] = {
+    "string": "string",
+    "integer": "integer",
+    "date-time": "date-time",
+}
+
+
+def queryables(collection: Collection) -> dict[str, QueryableType]:
+    """What a filter may name: every scalar property, and the geometry.
+
+    A list (an incident's flags) is no queryable: it has no order, and CQL2's array
+    operators are not evaluated here.
+    """
+    named: dict[str, QueryableType] = {
+        name: _QUERYABLE_TYPES[kind]
+        for name, kind in collection.properties.items()
+        if kind in _QUERYABLE_TYPES
+    }
+    named[GEOMETRY_QUERYABLE] = "geometry"
+    return named
+
+
+def check_sortable(collection: Collection, keys: tuple[SortKey, ...]) -> tuple[SortKey, ...]:
+    """The keys, if each names a queryable other than the geometry; else UnknownProperty."""
+    sortable = [name for name in queryables(collection) if name != GEOMETRY_QUERYABLE]
+    for key in keys:
+        if key.name not in sortable:
+            raise UnknownProperty(
+                f"cannot sort {collection.id} by {key.name!r}; sortable: {', '.join(sortable)}"
+            )
+    return keys
+
+
+def check_properties(collection: Collection, names: tuple[str, ...]) -> tuple[str, ...]:
+    """The names, if each is a property of the collection; else UnknownProperty."""
+    for name in names:
+        if name not in collection.properties:
+            raise UnknownProperty(
+                f"{collection.id} has no property {name!r}; "
+                f"properties: {', '.join(collection.properties)}"
+            )
+    return names
+
 
 @dataclass
 class _Sql:
@@ -281,12 +356,19 @@ def _within_area(sql: _Sql, collection: Collection, prefix: str | None) -> None:
     sql.values.update(prefix=prefix, prefix_len=len(prefix))
 
 
-def _columns(collection: Collection, lat_lon: bool) -> str:
+def _chosen(collection: Collection, properties: tuple[str, ...] | None) -> tuple[str, ...]:
+    # In the collection's order, whatever order they were asked in.
+    if properties is None:
+        return tuple(collection.properties)
+    return tuple(name for name in collection.properties if name in properties)
+
+
+def _columns(collection: Collection, lat_lon: bool, properties: tuple[str, ...]) -> str:
     geometry = "ST_FlipCoordinates(f.geom)" if lat_lon else "f.geom"
-    properties = ", ".join(f'f.{name} AS "p_{name}"' for name in collection.properties)
+    selected = "".join(f', f.{name} AS "p_{name}"' for name in properties)
     return (
         f"f.{collection.id_column}::text AS feature_id, "
-        f"ST_AsGeoJSON({geometry}, {GEOJSON_DECIMALS})::json AS geometry, {properties}"
+        f"ST_AsGeoJSON({geometry}, {GEOJSON_DECIMALS})::json AS geometry{selected}"
     )
 
 
@@ -299,33 +381,54 @@ def _json_value(value: object) -> object:
     return value
 
 
-def _feature(collection: Collection, row: RowMapping) -> Feature:
+def _feature(row: RowMapping, properties: tuple[str, ...]) -> Feature:
     return Feature(
         id=str(row["feature_id"]),
         geometry=row["geometry"],
-        properties={name: _json_value(row[f"p_{name}"]) for name in collection.properties},
+        properties={name: _json_value(row[f"p_{name}"]) for name in properties},
     )
 
 
-def _order(collection: Collection) -> str:
-    # A total order, so that offset paging never repeats or skips a feature.
-    return f"f.{collection.id_column}"
+def _order(collection: Collection, sortby: tuple[SortKey, ...]) -> list[TextClause]:
+    # The names were checked against the collection's constants (check_sortable). The id
+    # ends every order, so that offset paging never repeats or skips a feature.
+    keys = [
+        text(f"f.{key.name} {'DESC' if key.descending else 'ASC'}")
+        for key in check_sortable(collection, sortby)
+    ]
+    return [*keys, text(f"f.{collection.id_column}")]
+
+
+def _conditions(
+    collection: Collection, query: FeatureQuery, sql: _Sql
+) -> list[ColumnElement[bool] | TextClause]:
+    conditions: list[ColumnElement[bool] | TextClause] = [text(sql.where())]
+    if query.filter is not None:
+        columns = filter_columns(queryables(collection))
+        conditions.append(filter_condition(query.filter, columns))
+    return conditions
 
 
 def query_features(bind: Bind, collection: Collection, query: FeatureQuery) -> FeaturePage:
     """One page of the collection's features matching `query`, and how many match in all."""
     sql = _selection(collection, query)
-    page = text(
-        f"SELECT {_columns(collection, query.lat_lon)} FROM {sql.source} WHERE {sql.where()} "
-        f"ORDER BY {_order(collection)} LIMIT :limit OFFSET :offset"
+    if query.properties is not None:
+        check_properties(collection, query.properties)
+    properties = _chosen(collection, query.properties)
+    conditions = _conditions(collection, query, sql)
+    page: Select[Any] = (
+        select(text(_columns(collection, query.lat_lon, properties)))
+        .select_from(text(sql.source))
+        .where(*conditions)
+        .order_by(*_order(collection, query.sortby))
+        .limit(query.limit)
+        .offset(query.offset)
     )
-    count = text(f"SELECT count(*) FROM {sql.source} WHERE {sql.where()}")
+    count = select(func.count()).select_from(text(sql.source)).where(*conditions)
     with _connection(bind) as connection:
         matched = int(connection.execute(count, sql.values).scalar_one())
-        rows = connection.execute(
-            page, {**sql.values, "limit": query.limit, "offset": query.offset}
-        ).mappings()
-        features = [_feature(collection, row) for row in rows]
+        rows = connection.execute(page, sql.values).mappings()
+        features = [_feature(row, properties) for row in rows]
     return FeaturePage(features=features, number_matched=matched)
 
 
@@ -336,8 +439,12 @@ def get_feature(
     *,
     area_prefix: str | None = None,
     lat_lon: bool = False,
+    properties: tuple[str, ...] | None = None,
 ) -> Feature | None:
     """The feature with this id (a grid's version in force, else its latest), or None."""
+    chosen = _chosen(collection, properties)
+    if properties is not None:
+        check_properties(collection, properties)
     key: object = feature_id
     if collection.id_is_uuid:
         try:
@@ -349,12 +456,12 @@ def get_feature(
     _within_area(sql, collection, area_prefix)
     order = f"f.{collection.time_columns[0]} DESC" if collection.temporal == "validity" else "1"
     statement = text(
-        f"SELECT {_columns(collection, lat_lon)} FROM {sql.source} WHERE {sql.where()} "
-        f"ORDER BY {order} LIMIT 1"
+        f"SELECT {_columns(collection, lat_lon, chosen)} FROM {sql.source} "
+        f"WHERE {sql.where()} ORDER BY {order} LIMIT 1"
     )
     with _connection(bind) as connection:
         row = connection.execute(statement, sql.values).mappings().first()
-    return None if row is None else _feature(collection, row)
+    return None if row is None else _feature(row, chosen)
 
 
 def collection_extent(
