@@ -33,6 +33,7 @@ from geodata.accounts import (
     NotAuthenticated,
     PermissionDenied,
 )
+from geodata.cql2 import InvalidFilter, UnknownProperty
 from geodata.crs import UnsupportedCrs
 from geodata.db.tiles import InvalidTile, UnknownLayer
 from geodata.errors import (
@@ -162,6 +163,9 @@ STATUS_BY_ERROR: Final[Mapping[type[WanggeError], int]] = {
     VersionRequired: 428,
     InvalidTransitionRequest: 422,
     InvalidIncidentFilter: 422,
+    # OGC API - Features asks for 400 for any invalid query parameter.
+    InvalidFilter: 400,
+    UnknownProperty: 400,
 }
 """Domain error class to HTTP status; subclasses inherit their nearest listed base."""
 

@@ -6,7 +6,15 @@ Pure functions from what was read and the URLs to link to; the routes supply bot
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from geodata.db.features import Collection, Extent, Feature, FeaturePage, PropertyType
+from geodata.cql2 import QueryableType
+from geodata.db.features import (
+    Collection,
+    Extent,
+    Feature,
+    FeaturePage,
+    PropertyType,
+    queryables,
+)
 from grid_service.ogc.params import CRS84, SUPPORTED_CRS, MediaType
 
 OPENAPI_MEDIA_TYPE: Final = "application/vnd.oai.openapi+json;version=3.0"
@@ -19,8 +27,24 @@ CONFORMANCE_CLASSES: Final = (
     "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/oas30",
     "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/geojson",
     "http://www.opengis.net/spec/ogcapi-features-2/1.0/conf/crs",
+    "http://www.opengis.net/spec/ogcapi-features-3/1.0/conf/queryables",
+    "http://www.opengis.net/spec/ogcapi-features-3/1.0/conf/filter",
+    "http://www.opengis.net/spec/ogcapi-features-3/1.0/conf/features-filter",
+    "http://www.opengis.net/spec/cql2/1.0/conf/cql2-text",
+    "http://www.opengis.net/spec/cql2/1.0/conf/cql2-json",
+    "http://www.opengis.net/spec/cql2/1.0/conf/basic-cql2",
+    "http://www.opengis.net/spec/cql2/1.0/conf/advanced-comparison-operators",
+    "http://www.opengis.net/spec/cql2/1.0/conf/case-insensitive-comparison",
+    "http://www.opengis.net/spec/cql2/1.0/conf/basic-spatial-functions",
+    "http://www.opengis.net/spec/cql2/1.0/conf/basic-spatial-functions-plus",
+    "http://www.opengis.net/spec/cql2/1.0/conf/spatial-functions",
+    "http://www.opengis.net/spec/ogcapi-records-1/1.0/conf/sorting",
 )
-"""Part 1 Core with OpenAPI 3.0 and GeoJSON, and Part 2 (crs, bbox-crs)."""
+"""Part 1 Core with OpenAPI 3.0 and GeoJSON, Part 2 (crs, bbox-crs), Part 3 (queryables,
+`filter` in CQL2 text and JSON: comparisons, LIKE, BETWEEN, IN, CASEI, the S_* spatial
+functions), and `sortby` as OGC API - Records defines it."""
+
+QUERYABLES_REL: Final = "http://www.opengis.net/def/rel/ogc/1.0/queryables"
 
 GREGORIAN: Final = "http://www.opengis.net/def/uom/ISO-8601/0/Gregorian"
 
@@ -76,7 +100,13 @@ def conformance() -> Document:
 
 
 def collection_document(
-    collection: Collection, extent: Extent, *, self_url: str, items_url: str, schema_url: str
+    collection: Collection,
+    extent: Extent,
+    *,
+    self_url: str,
+    items_url: str,
+    schema_url: str,
+    queryables_url: str,
 ) -> Document:
     """One collection's description: extent, CRSs and links to its items."""
     document: Document = {
@@ -91,6 +121,7 @@ def collection_document(
             link(items_url, "items", GEOJSON_MEDIA_TYPE, f"{collection.title} as GeoJSON"),
             link(f"{items_url}?f=json", "items", JSON_MEDIA_TYPE, f"{collection.title} as JSON"),
             link(schema_url, "describedby", SCHEMA_MEDIA_TYPE, "The schema of its features"),
+            link(queryables_url, QUERYABLES_REL, SCHEMA_MEDIA_TYPE, "What a filter may name"),
         ],
     }
     spatial_temporal: Document = {}
@@ -145,6 +176,38 @@ def feature_schema(collection: Collection, *, self_url: str) -> Document:
                 },
             },
         },
+    }
+
+
+_QUERYABLE_SCHEMAS: Final[dict[QueryableType, Document]] = {
+    "string": {"type": "string"},
+    "integer": {"type": "integer"},
+    "date-time": {"type": "string", "format": "date-time"},
+}
+
+
+def queryables_document(collection: Collection, *, self_url: str) -> Document:
+    """The queryables of a collection as OGC API - Features Part 3 shapes them (JSON Schema)."""
+    properties: Document = {}
+    for name, kind in queryables(collection).items():
+        if kind == "geometry":
+            properties[name] = {
+                "title": "The feature's geometry",
+                "format": f"geometry-{collection.geometry_type.lower()}",
+                "x-ogc-role": "primary-geometry",
+            }
+            continue
+        schema: Document = {"title": name, **_QUERYABLE_SCHEMAS[kind]}
+        if name == collection.id_column:
+            schema["x-ogc-role"] = "id"
+        properties[name] = schema
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": self_url,
+        "title": collection.title,
+        "type": "object",
+        "properties": properties,
+        "additionalProperties": False,
     }
 
 

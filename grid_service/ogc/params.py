@@ -17,7 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 
 from geodata.compliance.weeks import check_supported_time
-from geodata.db.features import BBox, TimeInterval
+from geodata.db.features import BBox, SortKey, TimeInterval
 
 CRS84: Final = "http://www.opengis.net/def/crs/OGC/1.3/CRS84"
 EPSG_4326: Final = "http://www.opengis.net/def/crs/EPSG/0/4326"
@@ -148,6 +148,30 @@ def parse_datetime(value: str | None) -> TimeInterval | None:
     if start is not None and end is not None and start > end:
         bad_parameter(f"datetime interval ends before it starts: {value!r}")
     return TimeInterval(start, end)
+
+
+def parse_sortby(value: str | None) -> tuple[SortKey, ...]:
+    """`sortby=-households,code`: properties in order, `-` descending, `+` or none ascending."""
+    if value is None:
+        return ()
+    keys: list[SortKey] = []
+    for part in value.split(","):
+        # An unescaped `+` arrives as a space, so a leading space means ascending too.
+        name = part.strip()
+        descending = name.startswith("-")
+        if name[:1] in ("-", "+"):
+            name = name[1:]
+        if not name:
+            bad_parameter(f"sortby takes comma-separated property names, got {value!r}")
+        keys.append(SortKey(name, descending))
+    return tuple(keys)
+
+
+def parse_properties(value: str | None) -> tuple[str, ...] | None:
+    """`properties=name,households`: only these in each feature; empty: none at all."""
+    if value is None:
+        return None
+    return tuple(name.strip() for name in value.split(",") if name.strip())
 
 
 def effective_limit(limit: int) -> int:

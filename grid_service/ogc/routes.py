@@ -1,4 +1,5 @@
-"""OGC API - Features under /ogc: Part 1 Core with GeoJSON, and Part 2 (crs, bbox-crs).
+"""OGC API - Features under /ogc: Part 1 Core with GeoJSON, Part 2 (crs, bbox-crs) and
+Part 3 (queryables, CQL2 `filter`), with `sortby` and `properties`.
 
 Every path answers with and without a trailing slash, since clients such as GDAL build
 URLs from whatever root they were given. Every response is JSON with an explicit media
@@ -13,6 +14,7 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import Engine
 
+from geodata.cql2 import FilterLang, parse_filter
 from geodata.db.features import (
     COLLECTIONS,
     Collection,
@@ -20,6 +22,7 @@ from geodata.db.features import (
     collection_extent,
     get_feature,
     query_features,
+    queryables,
 )
 from geodata.query_limits import MAX_OFFSET
 from grid_service.auth import OptionalPrincipal
@@ -39,6 +42,8 @@ from grid_service.ogc.params import (
     parse_bbox,
     parse_crs,
     parse_datetime,
+    parse_properties,
+    parse_sortby,
     quoted_items,
 )
 
@@ -46,7 +51,20 @@ router = APIRouter(prefix="/ogc", tags=["ogc"], route_class=OgcRoute)
 
 _JSON: Final = documents.JSON_MEDIA_TYPE
 _GEOJSON: Final = documents.GEOJSON_MEDIA_TYPE
-_ITEMS_PARAMETERS: Final = ("bbox", "bbox-crs", "datetime", "limit", "offset", "crs", "f")
+_ITEMS_PARAMETERS: Final = (
+    "bbox",
+    "bbox-crs",
+    "datetime",
+    "limit",
+    "offset",
+    "crs",
+    "f",
+    "filter",
+    "filter-lang",
+    "filter-crs",
+    "sortby",
+    "properties",
+)
 
 _ERROR: Final[dict[str, Any]] = {
     "content": {
@@ -101,6 +119,14 @@ CrsQuery = Annotated[
     Query(
         description="CRS of the coordinates returned: CRS84 (default, lon/lat), or EPSG:4490 "
         "or EPSG:4326 (lat/lon), as a URI such as http://www.opengis.net/def/crs/EPSG/0/4490.",
+    ),
+]
+PropertiesQuery = Annotated[
+    str | None,
+    Query(
+        description="Only these comma-separated properties in each feature (empty: none); "
+        "the id and the geometry are always there.",
+        examples=["name,households"],
     ),
 ]
 CollectionId = Annotated[
@@ -183,6 +209,7 @@ def _collection_document(
         self_url=str(request.url_for("ogc_collection", collectionId=collection.id)),
         items_url=str(request.url_for("ogc_items", collectionId=collection.id)),
         schema_url=str(request.url_for("ogc_schema", collectionId=collection.id)),
+        queryables_url=str(request.url_for("ogc_queryables", collectionId=collection.id)),
     )
 
 
@@ -248,6 +275,32 @@ def schema(
     return _json(document, documents.SCHEMA_MEDIA_TYPE)
 
 
+@_get(
+    "/collections/{collectionId}/queryables",
+    "ogc_queryables",
+    documents.SCHEMA_MEDIA_TYPE,
+    summary="What a filter may name",
+)
+def collection_queryables(
+    request: Request,
+    caller: OptionalPrincipal,
+    collection_id: CollectionId,
+    _only: Annotated[None, Depends(only("f"))],
+    f: MetadataFormat = None,
+) -> JSONResponse:
+    """The queryables of the collection (JSON Schema): the properties `filter` and `sortby`
+    may name, with their types, and `geometry`.
+
+    Errors as for the collection.
+    """
+    chosen = _collection(collection_id)
+    area_filter(chosen, caller)
+    document = documents.queryables_document(
+        chosen, self_url=str(request.url_for("ogc_queryables", collectionId=chosen.id))
+    )
+    return _json(document, documents.SCHEMA_MEDIA_TYPE)
+
+
 @_get("/collections/{collectionId}/items", "ogc_items", _GEOJSON, summary="Features")
 def items(
     request: Request,
@@ -289,12 +342,48 @@ def items(
     ] = 0,
     crs: CrsQuery = None,
     f: FeatureFormat = None,
+    filter_: Annotated[
+        str | None,
+        Query(
+            alias="filter",
+            description="A CQL2 condition over the collection's queryables (see its "
+            "queryables): comparisons, LIKE, BETWEEN, IN, IS NULL, CASEI, and S_INTERSECTS, "
+            "S_WITHIN... with `geometry` first and a geometry or BBOX literal.",
+            examples=[
+                "households > 500 AND S_INTERSECTS(geometry, BBOX(107.14,34.36,107.16,34.37))"
+            ],
+        ),
+    ] = None,
+    filter_lang: Annotated[
+        FilterLang | None,
+        Query(alias="filter-lang", description="`cql2-text` (default) or `cql2-json`."),
+    ] = None,
+    filter_crs: Annotated[
+        str | None,
+        Query(
+            alias="filter-crs",
+            description="CRS of the filter's geometry literals: CRS84 (default, lon/lat), or "
+            "EPSG:4490 or EPSG:4326 (lat/lon).",
+        ),
+    ] = None,
+    sortby: Annotated[
+        str | None,
+        Query(
+            description="Comma-separated queryables to order by, `-` before one for "
+            "descending; the id always ends the order.",
+            examples=["-households,code"],
+        ),
+    ] = None,
+    properties: PropertiesQuery = None,
 ) -> JSONResponse:
     """Features of a collection as GeoJSON, paged, with numberMatched and next links.
 
     Errors (400): `unknown_parameter`, `invalid_parameter` (bbox, datetime, limit, offset,
-    crs; datetime on a collection without time). `collection_not_found` (404); incidents
-    need a supervisor's (their area only) or an admin's token (401, 403).
+    crs, filter-lang, filter-crs, sortby; datetime on a collection without time),
+    `invalid_filter` (a filter that does not parse, with the parser's message, or that
+    compares unlike values), `unknown_property` (in filter, sortby or properties).
+    `collection_not_found` (404); incidents need a supervisor's (their area only) or an
+    admin's token (401, 403).
     """
     chosen = _collection(collection_id)
     area_prefix = area_filter(chosen, caller)
@@ -303,6 +392,14 @@ def items(
     if interval is not None and chosen.temporal is None:
         bad_parameter(f"collection {chosen.id} has no time, so it takes no datetime")
     page_size = effective_limit(limit)
+    checked = None
+    if filter_ is not None:
+        checked = parse_filter(
+            filter_,
+            filter_lang or "cql2-text",
+            queryables(chosen),
+            lat_lon=parse_crs(filter_crs, "filter-crs") in LAT_LON_CRS,
+        )
     query = FeatureQuery(
         bbox=parse_bbox(bbox, parse_crs(bbox_crs, "bbox-crs")),
         interval=interval,
@@ -310,6 +407,9 @@ def items(
         offset=offset,
         area_prefix=area_prefix,
         lat_lon=output_crs in LAT_LON_CRS,
+        filter=checked,
+        sortby=parse_sortby(sortby),
+        properties=parse_properties(properties),
     )
     page = query_features(engine, chosen, query)
     served, alternate = feature_format(f)
@@ -351,9 +451,10 @@ def item(
             description="A code (districts to grids), a poi_id, or an incident_id.",
         ),
     ],
-    _only: Annotated[None, Depends(only("crs", "f"))],
+    _only: Annotated[None, Depends(only("crs", "f", "properties"))],
     crs: CrsQuery = None,
     f: FeatureFormat = None,
+    properties: PropertiesQuery = None,
 ) -> JSONResponse:
     """One feature as GeoJSON; for a grid, its version in force (else its latest).
 
@@ -368,6 +469,7 @@ def item(
         feature_id,
         area_prefix=area_prefix,
         lat_lon=output_crs in LAT_LON_CRS,
+        properties=parse_properties(properties),
     )
     if feature is None:
         raise HTTPException(
