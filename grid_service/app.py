@@ -4,12 +4,14 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import Final
 
+from anyio import to_thread
 from fastapi import FastAPI
 
 from geodata.compliance import ComplianceConfig
 from geodata.contract import Topics
-from geodata.db.engine import create_db_engine
+from geodata.db.engine import PoolPolicy, create_db_engine
 from geodata.db.grid_cache import GridSnapshotCache, SnapshotPolicy
 from geodata.events import DEFAULT_TIME_LIMITS, EventTimeLimits
 from grid_service import health, metrics
@@ -56,6 +58,19 @@ class ApiConfig:
     grid_snapshot: SnapshotPolicy = field(default_factory=SnapshotPolicy)
     #: Origins whose pages may read the API from a browser (CORS); empty: no CORS headers.
     cors_allow_origins: tuple[str, ...] = ()
+    #: The one connection pool of the process (settings: WANGGE_DB_POOL_*).
+    db_pool: PoolPolicy = field(default_factory=PoolPolicy)
+
+
+BACKGROUND_CONNECTIONS: Final = 2
+"""Connections the API uses outside its route threads, one at a time each: the health
+probe's and the grid snapshot's background check."""
+
+
+def route_threads(pool: PoolPolicy) -> int:
+    """How many threads may run routes at once (sync routes, `run_in_threadpool`): the
+    pool less the background users' connections, so that no thread waits for one."""
+    return max(1, pool.size - BACKGROUND_CONNECTIONS)
 
 
 def create_app(config: ApiConfig) -> FastAPI:
@@ -63,7 +78,12 @@ def create_app(config: ApiConfig) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        engine = app.state.engine = create_db_engine(config.database_url)
+        engine = app.state.engine = create_db_engine(config.database_url, config.db_pool)
+        # AnyIO's default limiter runs every sync route and `run_in_threadpool` call; more
+        # threads than connections would only queue on the pool (docs/ARCHITECTURE.md).
+        limiter = to_thread.current_default_thread_limiter()
+        default_threads = limiter.total_tokens
+        limiter.total_tokens = route_threads(config.db_pool)
         app.state.grid_snapshots = GridSnapshotCache(engine, config.grid_snapshot)
         producer = app.state.producer = create_producer(
             config.kafka_bootstrap, topics=config.topics
@@ -84,6 +104,7 @@ def create_app(config: ApiConfig) -> FastAPI:
         monitor.stop()
         producer.close()
         engine.dispose()
+        limiter.total_tokens = default_threads
 
     app = FastAPI(
         title="wangge",

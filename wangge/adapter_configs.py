@@ -22,8 +22,9 @@ from wangge.settings import (
 def api_config() -> ApiConfig:
     """The HTTP API's config."""
     kafka = KafkaSettings()
+    database = DatabaseSettings()
     return ApiConfig(
-        DatabaseSettings().url,
+        database.url,
         kafka.bootstrap,
         kafka.topics,
         topic_partitions=kafka.topic_partitions,
@@ -33,6 +34,7 @@ def api_config() -> ApiConfig:
         compliance=PatrolSettings().compliance_config(),
         grid_snapshot=GridSnapshotSettings().policy(),
         cors_allow_origins=CorsSettings().origins(),
+        db_pool=database.pool_policy(),
     )
 
 

@@ -10,6 +10,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from geodata.compliance import ComplianceConfig
 from geodata.contract import Topics
+from geodata.db.engine import PoolPolicy
 from geodata.db.grid_cache import SnapshotPolicy
 from geodata.events import EventTimeLimits
 
@@ -29,6 +30,15 @@ class DatabaseSettings(BaseSettings):
     allow_apt: bool = Field(
         default=True, description="may `services start` apt-get install PostGIS when missing"
     )
+    db_pool_size: int = Field(
+        default=PoolPolicy.size,
+        ge=3,
+        description="connections the API keeps open; it runs routes in this many threads"
+        " less two, the connections of its health probe and grid snapshot check",
+    )
+    db_pool_recycle_s: float = Field(
+        default=PoolPolicy.recycle_s, gt=0, description="seconds before a connection is replaced"
+    )
 
     @property
     def is_configured(self) -> bool:
@@ -39,6 +49,10 @@ class DatabaseSettings(BaseSettings):
     def url(self) -> str:
         """The effective libpq URL."""
         return self.database_url or LOCAL_DATABASE_URL
+
+    def pool_policy(self) -> PoolPolicy:
+        """The API's connection pool these settings describe."""
+        return PoolPolicy(size=self.db_pool_size, recycle_s=self.db_pool_recycle_s)
 
 
 class KafkaSettings(BaseSettings):
