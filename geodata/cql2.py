@@ -32,8 +32,9 @@ FilterLang = Literal["cql2-text", "cql2-json"]
 MAX_FILTER_CHARS: Final = 16_384
 """Longest filter taken: room for a polygon of a few hundred vertices."""
 
-MAX_FILTER_DEPTH: Final = 50
-"""Deepest nesting of conditions taken; a real filter nests a handful."""
+MAX_FILTER_DEPTH: Final = 300
+"""Deepest nesting of conditions taken: a chain of 300 ORs nests 300 deep (the parser
+nests each AND and OR in the next), and evaluating one takes some ten frames a level."""
 
 
 class InvalidFilter(WanggeError):
