@@ -8,13 +8,13 @@ type, because GDAL's OAPIF driver refuses a body whose Content-Type it did not a
 
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Annotated, Any, Final, Literal, TypeVar
+from typing import Annotated, Any, Final, TypeVar
 
-from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Path, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import Engine
 
-from geodata.cql2 import FilterLang, parse_filter
+from geodata.cql2 import parse_filter
 from geodata.db.features import (
     COLLECTIONS,
     Collection,
@@ -24,7 +24,6 @@ from geodata.db.features import (
     query_features,
     queryables,
 )
-from geodata.query_limits import MAX_OFFSET
 from grid_service.auth import OptionalPrincipal
 from grid_service.deps import EngineDep
 from grid_service.ogc import documents
@@ -32,8 +31,6 @@ from grid_service.ogc.access import area_filter, may_read
 from grid_service.ogc.params import (
     DEFAULT_LIMIT,
     LAT_LON_CRS,
-    MAX_LIMIT,
-    Format,
     OgcRoute,
     bad_parameter,
     effective_limit,
@@ -45,6 +42,22 @@ from grid_service.ogc.params import (
     parse_properties,
     parse_sortby,
     quoted_items,
+)
+from grid_service.ogc.queries import (
+    BboxCrsQuery,
+    BboxQuery,
+    CollectionId,
+    CrsQuery,
+    DatetimeQuery,
+    FeatureFormat,
+    FilterCrsQuery,
+    FilterLangQuery,
+    FilterQuery,
+    LimitQuery,
+    MetadataFormat,
+    OffsetQuery,
+    PropertiesQuery,
+    SortbyQuery,
 )
 
 router = APIRouter(prefix="/ogc", tags=["ogc"], route_class=OgcRoute)
@@ -105,38 +118,6 @@ def _get(path: str, name: str, media_type: str, **kwargs: Any) -> Callable[[Endp
         return endpoint
 
     return register
-
-
-MetadataFormat = Annotated[
-    Literal["json"] | None, Query(description="Representation: `json` (the only one).")
-]
-FeatureFormat = Annotated[
-    Format | None,
-    Query(description="Representation: `geojson` (default, application/geo+json) or `json`."),
-]
-CrsQuery = Annotated[
-    str | None,
-    Query(
-        description="CRS of the coordinates returned: CRS84 (default, lon/lat), or EPSG:4490 "
-        "or EPSG:4326 (lat/lon), as a URI such as http://www.opengis.net/def/crs/EPSG/0/4490.",
-    ),
-]
-PropertiesQuery = Annotated[
-    str | None,
-    Query(
-        description="Only these comma-separated properties in each feature (empty: none); "
-        "the id and the geometry are always there.",
-        examples=["name,households"],
-    ),
-]
-CollectionId = Annotated[
-    str,
-    Path(
-        alias="collectionId",
-        description="The collection's id.",
-        json_schema_extra={"enum": list(COLLECTIONS)},
-    ),
-]
 
 
 def _json(
@@ -308,72 +289,17 @@ def items(
     caller: OptionalPrincipal,
     collection_id: CollectionId,
     _only: Annotated[None, Depends(only(*_ITEMS_PARAMETERS))],
-    bbox: Annotated[
-        str | None,
-        Query(
-            description="Features intersecting minx,miny,maxx,maxy (in `bbox-crs`, CRS84 "
-            "by default: lon,lat).",
-            examples=["107.14,34.36,107.16,34.37"],
-        ),
-    ] = None,
-    bbox_crs: Annotated[
-        str | None, Query(alias="bbox-crs", description="CRS of `bbox`; default CRS84.")
-    ] = None,
-    datetime_: Annotated[
-        str | None,
-        Query(
-            alias="datetime",
-            description="An RFC 3339 instant or interval (`start/end`, `..` for open). "
-            "Grids: each grid's version valid at the instant, or its latest version "
-            "overlapping the interval; incidents: reported_at. Other collections have no time.",
-            examples=["2020-09-07T10:00:00+08:00"],
-        ),
-    ] = None,
-    limit: Annotated[
-        int,
-        Query(
-            ge=1,
-            description=f"Features per page; above {MAX_LIMIT}, {MAX_LIMIT} are served.",
-            json_schema_extra={"maximum": MAX_LIMIT},
-        ),
-    ] = DEFAULT_LIMIT,
-    offset: Annotated[
-        int, Query(ge=0, le=MAX_OFFSET, description="Features to skip (see the next link).")
-    ] = 0,
+    bbox: BboxQuery = None,
+    bbox_crs: BboxCrsQuery = None,
+    datetime_: DatetimeQuery = None,
+    limit: LimitQuery = DEFAULT_LIMIT,
+    offset: OffsetQuery = 0,
     crs: CrsQuery = None,
     f: FeatureFormat = None,
-    filter_: Annotated[
-        str | None,
-        Query(
-            alias="filter",
-            description="A CQL2 condition over the collection's queryables (see its "
-            "queryables): comparisons, LIKE, BETWEEN, IN, IS NULL, CASEI, and S_INTERSECTS, "
-            "S_WITHIN... with `geometry` first and a geometry or BBOX literal.",
-            examples=[
-                "households > 500 AND S_INTERSECTS(geometry, BBOX(107.14,34.36,107.16,34.37))"
-            ],
-        ),
-    ] = None,
-    filter_lang: Annotated[
-        FilterLang | None,
-        Query(alias="filter-lang", description="`cql2-text` (default) or `cql2-json`."),
-    ] = None,
-    filter_crs: Annotated[
-        str | None,
-        Query(
-            alias="filter-crs",
-            description="CRS of the filter's geometry literals: CRS84 (default, lon/lat), or "
-            "EPSG:4490 or EPSG:4326 (lat/lon).",
-        ),
-    ] = None,
-    sortby: Annotated[
-        str | None,
-        Query(
-            description="Comma-separated queryables to order by, `-` before one for "
-            "descending; the id always ends the order.",
-            examples=["-households,code"],
-        ),
-    ] = None,
+    filter_: FilterQuery = None,
+    filter_lang: FilterLangQuery = None,
+    filter_crs: FilterCrsQuery = None,
+    sortby: SortbyQuery = None,
     properties: PropertiesQuery = None,
 ) -> JSONResponse:
     """Features of a collection as GeoJSON, paged, with numberMatched and next links.
