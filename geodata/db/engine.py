@@ -154,6 +154,9 @@ def _reconnect(
     upgrade that changes them fails tests/integration/test_db_pool.py.
     """
     dead = proxy.dbapi_connection
+    # What the checkout set up to undo at checkin (its isolation level, say): the
+    # invalidation drops it, and it must apply to the new connection instead.
+    undo_at_checkin = list(entry.finalize_callback)
     logger.info("a pooled connection was found closed (%s); reconnecting", type(error).__name__)
     entry.invalidate(error)
     try:
@@ -163,5 +166,6 @@ def _reconnect(
         raise error from None
     for name in _SESSION_CHARACTERISTICS:
         setattr(fresh, name, getattr(dead, name))
+    entry.finalize_callback.extend(undo_at_checkin)
     proxy.dbapi_connection = fresh
     context.cursor = context.create_cursor()
