@@ -25,6 +25,7 @@ from pyproj import Transformer
 from shapely.geometry.base import BaseGeometry
 
 from geodata.dataset.layers import METRIC_CRS, STORAGE_CRS
+from geodata.geography_distance import PolygonDistances
 
 DEFAULT_TOLERANCE_M = 30.0
 
@@ -137,6 +138,7 @@ class GridIndex:
         self._metric: ObjectArray = metric
         self._tree = shapely.STRtree(geometries)
         self._metric_tree = shapely.STRtree(metric)
+        self._geography = PolygonDistances(geometries)
 
     @classmethod
     def build(
@@ -218,6 +220,32 @@ class GridIndex:
             np.array([lon]), np.array([lat]), np.array([when], dtype="datetime64[us]")
         )
         return located.codes[0], located.rules[0], float(located.distances_m[0])
+
+    def nearest(self, lon: float, lat: float, k: int, at: datetime) -> list[tuple[int, float]]:
+        """The `k` versions valid at `at` nearest a WGS84 point, nearest first, ties by code.
+
+        Metres as PostGIS's geography `ST_Distance` gives them (0 for a covering version),
+        as (position in `versions`, metres) pairs. Only the versions whose cheap lower
+        bound is within the k-th least upper bound are measured exactly.
+        """
+        when = to_epoch_us(at)
+        if k <= 0 or not self._versions or not (math.isfinite(lon) and math.isfinite(lat)):
+            return []
+        below, above = self._geography.distance_bounds_m(lon, lat)
+        invalid = (when < self._valid_from) | (self._valid_to <= when)
+        below[invalid] = above[invalid] = np.inf
+        k = min(k, int(invalid.size - invalid.sum()))
+        if k == 0:
+            return []
+        # No version further than the k-th least upper bound can be among the k nearest.
+        reach = np.partition(above, k - 1)[k - 1]
+        candidates = np.flatnonzero(below <= reach)
+        distances = self._geography.distances_m(lon, lat, candidates)
+        covering = self._tree.query(shapely.Point(lon, lat), predicate="intersects")
+        if covering.size:
+            distances[np.isin(candidates, covering)] = 0.0
+        order = np.lexsort((self._rank[candidates], distances))[:k]
+        return [(int(candidates[i]), float(distances[i])) for i in order]
 
     def _assign_covering(
         self,

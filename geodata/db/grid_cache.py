@@ -2,8 +2,8 @@
 
 A `GridSnapshot` holds, as read in one transaction: the `GridIndex` over every boundary
 version (current and closed), which assigns the consumers' events and answers the API's
-locate; each version's detail as `grid_queries.grid_detail` reads it; and the staff as
-one `WorkerRoster`. `GridSnapshotCache` keeps one snapshot fresh under one
+locate and nearest; each version's detail as `grid_queries.grid_detail` reads it; and
+the staff as one `WorkerRoster`. `GridSnapshotCache` keeps one snapshot fresh under one
 `SnapshotPolicy`; the API asks it without waiting (`current`), the consumers block on it
 at each batch (`snapshot`). Both adapters thus locate and staff with the same code over
 the same rows: they agree by construction. A locate answers exactly as the index and
@@ -23,7 +23,13 @@ from typing import Final
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import SQLAlchemyError
 
-from geodata.db.grid_queries import GEOJSON_DECIMALS, GridDetail, StaffMember, detail_of
+from geodata.db.grid_queries import (
+    GEOJSON_DECIMALS,
+    GridDetail,
+    GridRecord,
+    StaffMember,
+    detail_of,
+)
 from geodata.db.grid_versions import decode_versions
 from geodata.db.stamps import read_stamp
 from geodata.errors import GridNotFound
@@ -116,12 +122,15 @@ class GridSnapshot:
         versions: Mapping[str, Sequence[_Version]],
         roster: WorkerRoster,
         stamp: str,
+        records: Sequence[GridRecord],
     ) -> None:
         """Use `load_snapshot`."""
         self.index = index
         self.roster = roster
         self.stamp = stamp
         self._versions = versions
+        # Each indexed version as served, in the index's order.
+        self._records = tuple(records)
         # The index's prepared GEOS geometries are not documented as safe to share between
         # threads; a lookup takes microseconds, so serialising is cheaper than finding out.
         self._lock = threading.Lock()
@@ -138,6 +147,13 @@ class GridSnapshot:
         if code is None:
             return None
         return LocatedGrid(self.detail(code, at), rule, distance_m)
+
+    def nearest(self, lon: float, lat: float, k: int, at: datetime) -> tuple[GridRecord, ...]:
+        """`grid_queries.nearest_grids` from memory: the `k` versions valid at `at` nearest
+        a WGS84 point, nearest first (ties by code), with geography distances in metres."""
+        with self._lock:
+            found = self.index.nearest(lon, lat, k, at)
+        return tuple(replace(self._records[i], distance_m=metres) for i, metres in found)
 
     def detail(self, code: str, at: datetime) -> GridDetail:
         """`grid_queries.grid_detail` from memory: the version valid at `at`, its staff then."""
@@ -161,10 +177,12 @@ def load_snapshot(engine: Engine, tolerance_m: float = DEFAULT_TOLERANCE_M) -> G
         workers = conn.execute(_WORKERS_SQL).all()
         periods = conn.execute(_PERIODS_SQL).all()
     versions: dict[str, list[_Version]] = {}
+    records: list[GridRecord] = []
     for row in grids:
+        detail = detail_of(row, staff=())
+        records.append(detail.grid)  # nearest reads every version, as its query does
         if row.district_code is None:
             continue  # grid_detail's inner joins find no such grid either
-        detail = detail_of(row, staff=())
         versions.setdefault(row.code, []).append(
             _Version(to_epoch_us(row.valid_from), _end_us(row.valid_to), detail)
         )
@@ -173,7 +191,7 @@ def load_snapshot(engine: Engine, tolerance_m: float = DEFAULT_TOLERANCE_M) -> G
         {str(worker_id): str(name) for worker_id, name in workers},
     )
     index = GridIndex.build(decode_versions(grids), tolerance_m)
-    return GridSnapshot(index, versions, roster, stamp)
+    return GridSnapshot(index, versions, roster, stamp, records)
 
 
 def _end_us(moment: datetime | None) -> int:

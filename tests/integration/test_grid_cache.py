@@ -1,4 +1,4 @@
-"""Locate answers from memory exactly what PostGIS says, and follows changes at its next check.
+"""Locate and nearest answer from memory what PostGIS says, and follow changes at the next check.
 
 The expected answers are built here from SQL written independently of geodata.db:
 ST_Covers with the smallest code (else the nearest within 30 m in EPSG:4545) among the
@@ -12,6 +12,7 @@ import json
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -24,6 +25,7 @@ from sqlalchemy import Connection, Engine, text
 
 from event_consumers.grid_snapshot import batch_snapshot
 from geodata.crs import to_wgs84, wgs84_to_gcj02
+from geodata.db import grid_queries
 from geodata.db.engine import create_db_engine
 from geodata.db.grid_cache import GridSnapshotCache, SnapshotPolicy, load_snapshot
 from geodata.db.grid_queries import grid_detail
@@ -33,6 +35,7 @@ from grid_service.app import ApiConfig, create_app
 pytestmark = pytest.mark.integration
 
 LOCATE = "/api/v1/grids/locate"
+NEAREST = "/api/v1/grids/nearest"
 LOCAL = ZoneInfo("Asia/Shanghai")
 SEED = 41
 # The city's extent and a margin, so that points also fall near its edge and outside.
@@ -296,6 +299,56 @@ def test_every_grid_detail_in_memory_equals_postgis_around_each_change(engine: E
             assert snapshot.detail(code, at) == expected, (code, at)
             compared += 1
     assert compared > 1000
+
+
+# Measured over these points: at most 3e-5 m apart (PostGIS rounds its sphere a little
+# differently); only a point in the sliver between an edge and its great-circle arc could
+# be further apart, by under the sliver's width (geodata/geography_distance.py).
+NEAREST_TOLERANCE_M = 1e-4
+
+
+def test_nearest_in_memory_is_postgis_answer_at_any_time(
+    client: TestClient, engine: Engine
+) -> None:
+    snapshot = load_snapshot(engine)
+    # Over the city and around it, a far corner of the world, and each grid's first vertex
+    # (on the boundary: distance 0 to it and to its neighbours, ties by code).
+    points = [*_random_points(240), (0.0, 0.0), (107.2, 40.0), (-70.5, -33.4)]
+    with engine.connect() as conn:
+        vertices = conn.execute(
+            text(
+                "SELECT ST_X(p), ST_Y(p) FROM grids,"
+                " ST_PointN(ST_ExteriorRing(ST_GeometryN(geom, 1)), 1) p ORDER BY code LIMIT 40"
+            )
+        ).all()
+    points += [(float(x), float(y)) for x, y in vertices]
+    compared = 0
+    for i, at in enumerate(_instants()):
+        when = at or datetime.now(UTC)
+        for j, (lon, lat) in enumerate(points[i::3]):
+            k = (1, 7, 50)[j % 3]
+            expected = grid_queries.nearest_grids(engine, lon, lat, k, at=when)
+            found = snapshot.nearest(lon, lat, k, when)
+            assert [g.code for g in found] == [g.code for g in expected], (lon, lat, k, at)
+            for got, want in zip(found, expected, strict=True):
+                assert got.distance_m == pytest.approx(want.distance_m, abs=NEAREST_TOLERANCE_M)
+                assert replace(got, distance_m=None) == replace(want, distance_m=None)
+            compared += len(found)
+    assert compared > 5000
+
+
+def test_nearest_route_answers_from_memory_as_postgis_would(
+    client: TestClient, engine: Engine
+) -> None:
+    for lon, lat in _random_points(20):
+        at = datetime.now(UTC)
+        response = client.get(NEAREST, params={"lon": lon, "lat": lat, "k": 7})
+        assert response.status_code == 200, response.text
+        expected = grid_queries.nearest_grids(engine, lon, lat, 7, at=at)
+        features = response.json()["features"]
+        assert [f["id"] for f in features] == [g.code for g in expected]
+        served = [f["properties"]["distance_m"] for f in features]
+        assert served == pytest.approx([g.distance_m for g in expected], abs=5e-4 + 1e-4)
 
 
 class _Clock:
