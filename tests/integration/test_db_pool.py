@@ -15,13 +15,15 @@ from collections.abc import Callable, Iterator
 import httpx
 import psycopg
 import pytest
+from anyio import to_thread
+from fastapi.testclient import TestClient
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from geodata.contract import Topics
 from geodata.db.engine import PoolPolicy, create_db_engine, unit_of_work
-from grid_service.app import ApiConfig
+from grid_service.app import ApiConfig, create_app
 from tests.integration.live_support import api_server, namespaced, serving
 from wangge.users_cli import add_user
 
@@ -139,6 +141,21 @@ def test_a_connection_ended_between_requests_is_replaced_and_the_next_read_answe
             assert _end_other_sessions(admin) >= 1
             response = http.get(path)
             assert response.status_code == 200, (path, response.text)
+
+
+def test_routes_run_in_as_many_threads_as_the_pool_leaves_them(
+    city_url: str, kafka_bootstrap: str, topic_factory: Callable[..., Topics]
+) -> None:
+    config = ApiConfig(city_url, kafka_bootstrap, topic_factory(partitions=1), db_pool=POOL)
+    with TestClient(create_app(config)) as client:
+        assert client.portal is not None
+        threads = client.portal.call(_route_threads)
+    # The pool less the health probe's and the grid snapshot check's connections.
+    assert threads == POOL.size - 2
+
+
+async def _route_threads() -> float:
+    return to_thread.current_default_thread_limiter().total_tokens
 
 
 @pytest.fixture
