@@ -13,6 +13,8 @@ from geodata.compliance import ComplianceConfig
 from geodata.contract import Topics
 from geodata.db.engine import PoolPolicy, create_db_engine
 from geodata.db.grid_cache import GridSnapshotCache, SnapshotPolicy
+from geodata.db.tile_memory import DEFAULT_MAX_BYTES as DEFAULT_TILE_CACHE_BYTES
+from geodata.db.tile_memory import TileMemory
 from geodata.events import DEFAULT_TIME_LIMITS, EventTimeLimits
 from grid_service import health, metrics
 from grid_service.admin import router as admin_router
@@ -60,11 +62,13 @@ class ApiConfig:
     cors_allow_origins: tuple[str, ...] = ()
     #: The one connection pool of the process (settings: WANGGE_DB_POOL_*).
     db_pool: PoolPolicy = field(default_factory=PoolPolicy)
+    #: Bytes of rendered tiles kept in memory (settings: WANGGE_TILE_CACHE_MB).
+    tile_cache_bytes: int = DEFAULT_TILE_CACHE_BYTES
 
 
-BACKGROUND_CONNECTIONS: Final = 2
+BACKGROUND_CONNECTIONS: Final = 3
 """Connections the API uses outside its route threads, one at a time each: the health
-probe's and the grid snapshot's background check."""
+probe's, the grid snapshot's background check and the tile layers' stamp reads."""
 
 
 def route_threads(pool: PoolPolicy) -> int:
@@ -85,6 +89,11 @@ def create_app(config: ApiConfig) -> FastAPI:
         default_threads = limiter.total_tokens
         limiter.total_tokens = route_threads(config.db_pool)
         app.state.grid_snapshots = GridSnapshotCache(engine, config.grid_snapshot)
+        # Tile stamps trusted as long as the grid snapshot goes unchecked: one interval.
+        tiles = app.state.tile_memory = TileMemory(
+            engine, config.grid_snapshot.check_interval_s, config.tile_cache_bytes
+        )
+        tiles.start()
         producer = app.state.producer = create_producer(
             config.kafka_bootstrap, topics=config.topics
         )
@@ -102,6 +111,7 @@ def create_app(config: ApiConfig) -> FastAPI:
         yield
         await app.state.live.aclose()
         monitor.stop()
+        tiles.stop()
         producer.close()
         engine.dispose()
         limiter.total_tokens = default_threads

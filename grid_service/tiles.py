@@ -2,9 +2,12 @@
 
 A thin adapter over `geodata.db.tiles`. Every answer carries an ETag, so a map
 revalidating a tile it holds gets a bodiless 304. For public layers the ETag comes from
-the layer's data version and the 304 is decided before any geometry is read; the
-incidents layer (supervisors and admins only) is rendered every time and tagged by its
-bytes, because its table grows without bound and changes by the second.
+the layer's data stamp, which the app keeps in memory (`geodata.db.tile_memory`, re-read
+in the background), with the tiles it has rendered: a 304 or a tile served before
+touches no database. The incidents layer (supervisors and admins only) is rendered every
+time and tagged by its bytes, because its table grows without bound and changes by the
+second. Without a fresh stamp in memory (none kept, or the database away) a route reads
+the stamp from the database, as it does for an app built without the memory.
 """
 
 import math
@@ -12,8 +15,11 @@ from typing import Annotated, Any, Final
 
 from fastapi import APIRouter, Depends, Header, Path, Request, Response
 from fastapi.responses import JSONResponse
+from sqlalchemy import Engine
+from starlette.concurrency import run_in_threadpool
 
 from geodata.accounts import MissingToken, PermissionDenied, Role
+from geodata.db.tile_memory import TileMemory
 from geodata.db.tiles import (
     LAYERS,
     MAX_ZOOM,
@@ -109,8 +115,9 @@ def _not_modified(layer: TileLayer, etag: str) -> Response:
         422: {"description": "z, x or y outside the tile pyramid (`invalid_tile`)."},
     },
 )
-def get_tile(
+async def get_tile(
     layer: LayerDep,
+    request: Request,
     engine: EngineDep,
     principal: OptionalPrincipal,
     z: Annotated[int, Path(description=f"zoom, 0..{MAX_ZOOM}")],
@@ -127,6 +134,45 @@ def get_tile(
     """
     check_tile(z, x, y)  # first, so that `If-None-Match: *` cannot 304 a bad address
     area_prefix = _area_prefix(layer, principal)
+    memory: TileMemory | None = getattr(request.app.state, "tile_memory", None)
+    stamp = None if memory is None else memory.stamp(layer)
+    if memory is None or stamp is None:
+        return await run_in_threadpool(
+            _tile_from_database, engine, layer, z, x, y, area_prefix, if_none_match
+        )
+    # From memory, on the event loop: the 304 and a kept tile touch no database.
+    etag = f'"{tile_version(layer, z, x, y, stamp)}"'
+    if _etag_matches(if_none_match, etag):
+        return _not_modified(layer, etag)
+    tile = memory.tiles.get((layer.name, z, x, y, stamp))
+    if tile is None:
+        # Drawn with the stamp of the rows it was drawn from (one statement), and kept
+        # under that stamp: newer than the one in memory if the data has just changed.
+        drawn_at, drawn = await run_in_threadpool(_render_stamped, engine, layer, z, x, y)
+        memory.tiles.put((layer.name, z, x, y, drawn_at), drawn)
+        etag = f'"{tile_version(layer, z, x, y, drawn_at)}"'
+        if _etag_matches(if_none_match, etag):
+            return _not_modified(layer, etag)
+        tile = drawn
+    return Response(tile, media_type=MVT_MEDIA_TYPE, headers=_cache_headers(layer, etag))
+
+
+def _render_stamped(engine: Engine, layer: TileLayer, z: int, x: int, y: int) -> tuple[str, bytes]:
+    with engine.connect() as connection:
+        return render_stamped_tile(connection, layer, z, x, y)
+
+
+def _tile_from_database(
+    engine: Engine,
+    layer: TileLayer,
+    z: int,
+    x: int,
+    y: int,
+    area_prefix: str | None,
+    if_none_match: str | None,
+) -> Response:
+    """The tile and its ETag read from the database: the incidents layer, and any layer
+    while no stamp in memory is fresh (none kept, or the database was away)."""
     with engine.connect() as connection:
         if layer.restricted:
             tile = render_tile(connection, layer, z, x, y, area_prefix=area_prefix)
@@ -160,7 +206,7 @@ def get_tile(
         404: {"description": "Unknown layer (`layer_not_found`)."},
     },
 )
-def get_tilejson(
+async def get_tilejson(
     layer: LayerDep,
     engine: EngineDep,
     principal: OptionalPrincipal,
@@ -172,6 +218,25 @@ def get_tilejson(
     # url_for keeps the {z}/{x}/{y} placeholders and honours root_path and the prefix
     # the router is mounted under, so the template works behind a proxy path too.
     template = str(request.url_for("tile", layer=layer.name, z="{z}", x="{x}", y="{y}"))
+    memory: TileMemory | None = getattr(request.app.state, "tile_memory", None)
+    stamp = None if memory is None else memory.stamp(layer)
+    if stamp is not None:
+        # A revalidation from memory; the bounds of a changed layer need the database.
+        etag = f'"{tilejson_version(layer, f"{stamp}|{area_prefix}", template)}"'
+        if _etag_matches(if_none_match, etag):
+            return _not_modified(layer, etag)
+    return await run_in_threadpool(
+        _tilejson_from_database, engine, layer, area_prefix, template, if_none_match
+    )
+
+
+def _tilejson_from_database(
+    engine: Engine,
+    layer: TileLayer,
+    area_prefix: str | None,
+    template: str,
+    if_none_match: str | None,
+) -> Response:
     with engine.connect() as connection:
         stamp = f"{data_stamp(connection, layer)}|{area_prefix}"
         etag = f'"{tilejson_version(layer, stamp, template)}"'

@@ -16,6 +16,7 @@ from wangge.settings import (
     IntakeSettings,
     KafkaSettings,
     PatrolSettings,
+    TileCacheSettings,
 )
 
 
@@ -35,6 +36,7 @@ def api_config() -> ApiConfig:
         grid_snapshot=GridSnapshotSettings().policy(),
         cors_allow_origins=CorsSettings().origins(),
         db_pool=database.pool_policy(),
+        tile_cache_bytes=TileCacheSettings().max_bytes(),
     )
 
 

@@ -12,6 +12,7 @@ from geodata.compliance import ComplianceConfig
 from geodata.contract import Topics
 from geodata.db.engine import PoolPolicy
 from geodata.db.grid_cache import SnapshotPolicy
+from geodata.db.tile_memory import DEFAULT_MAX_BYTES as DEFAULT_TILE_CACHE_BYTES
 from geodata.events import EventTimeLimits
 
 LOCAL_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/wangge"
@@ -32,9 +33,10 @@ class DatabaseSettings(BaseSettings):
     )
     db_pool_size: int = Field(
         default=PoolPolicy.size,
-        ge=3,
+        ge=4,
         description="connections the API keeps open; it runs routes in this many threads"
-        " less two, the connections of its health probe and grid snapshot check",
+        " less three, the connections of its health probe, grid snapshot check and tile"
+        " stamp reads",
     )
     db_pool_recycle_s: float = Field(
         default=PoolPolicy.recycle_s, gt=0, description="seconds before a connection is replaced"
@@ -182,6 +184,23 @@ class GridSnapshotSettings(BaseSettings):
     def policy(self) -> SnapshotPolicy:
         """The snapshot policy these settings describe."""
         return SnapshotPolicy(check_interval_s=self.grid_check_interval_s)
+
+
+class TileCacheSettings(BaseSettings):
+    """How much of the rendered vector tiles the API keeps in memory."""
+
+    model_config = _config()
+
+    tile_cache_mb: float = Field(
+        default=DEFAULT_TILE_CACHE_BYTES / 2**20,
+        ge=0,
+        description="MiB of rendered public tiles kept per API process (least recently used"
+        " dropped first); 0 keeps none",
+    )
+
+    def max_bytes(self) -> int:
+        """The bound in bytes."""
+        return int(self.tile_cache_mb * 2**20)
 
 
 class CorsSettings(BaseSettings):

@@ -6,11 +6,19 @@ that wrote each row version): an insert or delete moves the count, and an update
 delete-and-insert writes rows with a newer, larger xmin, so the sum grows. Unlike a
 digest of the rows it reads no geometry, costs well under a millisecond for the grid
 tables, and sees every column (names, households, staff periods), not only boundaries.
+`StampWatch` keeps some tables' stamps in memory, so that a caller (the tiles' ETags)
+need not read them per request.
 """
 
-from collections.abc import Sequence
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
 
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection, Engine, text
+from sqlalchemy.exc import SQLAlchemyError
+
+logger = logging.getLogger(__name__)
 
 
 def stamp_sql(tables: Sequence[str]) -> str:
@@ -30,3 +38,76 @@ def stamp_sql(tables: Sequence[str]) -> str:
 def read_stamp(connection: Connection, tables: Sequence[str]) -> str:
     """The stamp of `tables` as `connection`'s transaction sees them."""
     return str(connection.execute(text(f"SELECT {stamp_sql(tables)}")).scalar_one())
+
+
+def read_table_stamps(connection: Connection, tables: Sequence[str]) -> dict[str, str]:
+    """Each table's stamp, as `read_stamp` of that table alone gives it, in one statement."""
+    # A table's stamp is `count:sum` and holds no `|`, so the joined stamp splits cleanly.
+    parts = read_stamp(connection, tables).split("|")
+    return dict(zip(tables, parts, strict=True))
+
+
+class StampWatch:
+    """The stamps of some tables, re-read by a background thread, answered from memory.
+
+    A read is trusted for `max_age_s` after it started; the thread re-reads every half of
+    that, so under a working database `fresh()` always has stamps, and a change is seen
+    within `max_age_s`. When reads fail or fall behind, `fresh()` says None and the caller
+    asks the database itself: a stamp older than `max_age_s` is never answered. With
+    `max_age_s` 0 nothing is kept (every caller reads the database).
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        tables: Sequence[str],
+        max_age_s: float,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if max_age_s < 0:
+            raise ValueError("max_age_s must be >= 0")
+        self.engine = engine
+        self.tables = tuple(tables)
+        self.max_age_s = max_age_s
+        self._clock = clock
+        self._read: tuple[float, Mapping[str, str]] | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def fresh(self) -> Mapping[str, str] | None:
+        """The stamps by table if read within `max_age_s`, else None; no I/O."""
+        read = self._read
+        if read is None or self._clock() - read[0] >= self.max_age_s:
+            return None
+        return read[1]
+
+    def refresh(self) -> Mapping[str, str]:
+        """Read the stamps now (blocks on the database) and keep them."""
+        started = self._clock()
+        with self.engine.connect() as connection:
+            stamps = read_table_stamps(connection, self.tables)
+        self._read = (started, stamps)  # one assignment: readers see the pair whole
+        return stamps
+
+    def start(self) -> None:
+        """Start re-reading in a daemon thread (nothing when `max_age_s` is 0)."""
+        if self.max_age_s > 0 and self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="stamp-watch", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        """Stop the thread and wait for it."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+            self._thread = None
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.refresh()
+            except SQLAlchemyError:
+                # The database is away: the stamps age out and callers read it themselves.
+                logger.warning("reading the tables' stamps failed", exc_info=True)
+            self._stop.wait(self.max_age_s / 2)

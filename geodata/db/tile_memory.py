@@ -1,0 +1,111 @@
+"""The public tile layers' data stamps and rendered tiles, held in memory.
+
+With them a tile route answers a revalidation (304) or a tile it has rendered before
+without touching the database: the ETag is the layer's stamp as `StampWatch` last read
+it (no older than its `max_age_s`, so a change shows within that), and a tile is kept
+under the stamp of the rows it was drawn from, so a kept tile is never served under
+another stamp. The incidents layer is cut per caller and changes by the second: it is
+neither stamped nor kept here.
+"""
+
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Final
+
+from sqlalchemy import Engine
+
+from geodata.db.stamps import StampWatch
+from geodata.db.tiles import LAYERS, TileLayer
+
+TileKey = tuple[str, int, int, int, str]
+"""(layer, z, x, y, data stamp)."""
+
+#: What an entry costs beyond its tile's bytes (key, node, bytes object), roughly; so that
+#: many empty tiles are bounded too.
+ENTRY_OVERHEAD_BYTES: Final = 200
+DEFAULT_MAX_BYTES: Final = 64 * 1024 * 1024
+
+PUBLIC_TABLES: Final = tuple(
+    sorted({layer.table for layer in LAYERS.values() if not layer.restricted})
+)
+"""The tables the public layers are drawn from, each layer from its own table alone."""
+
+
+class TileCache:
+    """Rendered tiles by (layer, z, x, y, stamp); the least recently used go beyond a size.
+
+    Thread-safe; each call holds a lock for a dictionary operation or two.
+    """
+
+    def __init__(self, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
+        if max_bytes < 0:
+            raise ValueError("max_bytes must be >= 0")
+        self.max_bytes = max_bytes
+        self._tiles: OrderedDict[TileKey, bytes] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    @property
+    def size_bytes(self) -> int:
+        """The bytes held, overhead included; never above `max_bytes`."""
+        return self._bytes
+
+    def __len__(self) -> int:
+        """Tiles held."""
+        return len(self._tiles)
+
+    def get(self, key: TileKey) -> bytes | None:
+        """The tile kept under `key`, now the most recently used; None if not kept."""
+        with self._lock:
+            tile = self._tiles.get(key)
+            if tile is not None:
+                self._tiles.move_to_end(key)
+            return tile
+
+    def put(self, key: TileKey, tile: bytes) -> None:
+        """Keep `tile` under `key`, dropping the least recently used beyond `max_bytes`."""
+        cost = len(tile) + ENTRY_OVERHEAD_BYTES
+        if cost > self.max_bytes:
+            return
+        with self._lock:
+            old = self._tiles.pop(key, None)
+            if old is not None:
+                self._bytes -= len(old) + ENTRY_OVERHEAD_BYTES
+            self._tiles[key] = tile
+            self._bytes += cost
+            while self._bytes > self.max_bytes:
+                _, dropped = self._tiles.popitem(last=False)
+                self._bytes -= len(dropped) + ENTRY_OVERHEAD_BYTES
+
+
+class TileMemory:
+    """The public layers' stamps, re-read in the background, and the tiles rendered."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        max_age_s: float,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """Stamps trusted for `max_age_s` (0: none kept), at most `max_bytes` of tiles."""
+        self.stamps = StampWatch(engine, PUBLIC_TABLES, max_age_s, clock=clock)
+        self.tiles = TileCache(max_bytes)
+
+    def stamp(self, layer: TileLayer) -> str | None:
+        """The layer's data stamp from memory; None if restricted or none is fresh."""
+        stamps = self.stamps.fresh()
+        if stamps is None or layer.restricted:
+            return None
+        return stamps[layer.table]
+
+    def start(self) -> None:
+        """Start re-reading the stamps in the background."""
+        self.stamps.start()
+
+    def stop(self) -> None:
+        """Stop re-reading the stamps."""
+        self.stamps.stop()
