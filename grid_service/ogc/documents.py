@@ -6,7 +6,6 @@ Pure functions from what was read and the URLs to link to; the routes supply bot
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from geodata.cql2 import QueryableType
 from geodata.db.features import (
     Collection,
     Extent,
@@ -179,13 +178,6 @@ def feature_schema(collection: Collection, *, self_url: str) -> Document:
     }
 
 
-_QUERYABLE_SCHEMAS: Final[dict[QueryableType, Document]] = {
-    "string": {"type": "string"},
-    "integer": {"type": "integer"},
-    "date-time": {"type": "string", "format": "date-time"},
-}
-
-
 def queryables_document(collection: Collection, *, self_url: str) -> Document:
     """The queryables of a collection as OGC API - Features Part 3 shapes them (JSON Schema)."""
     properties: Document = {}
@@ -197,7 +189,7 @@ def queryables_document(collection: Collection, *, self_url: str) -> Document:
                 "x-ogc-role": "primary-geometry",
             }
             continue
-        schema: Document = {"title": name, **_QUERYABLE_SCHEMAS[kind]}
+        schema: Document = {"title": name, **_PROPERTY_SCHEMAS[kind]}
         if name == collection.id_column:
             schema["x-ogc-role"] = "id"
         properties[name] = schema

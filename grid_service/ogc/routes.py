@@ -24,7 +24,7 @@ from geodata.db.features import (
     query_features,
     queryables,
 )
-from grid_service.auth import OptionalPrincipal
+from grid_service.auth import OptionalPrincipal, Principal
 from grid_service.deps import EngineDep
 from grid_service.ogc import documents
 from grid_service.ogc.access import area_filter, may_read
@@ -248,12 +248,7 @@ def schema(
 
     Errors as for the collection.
     """
-    chosen = _collection(collection_id)
-    area_filter(chosen, caller)
-    document = documents.feature_schema(
-        chosen, self_url=str(request.url_for("ogc_schema", collectionId=chosen.id))
-    )
-    return _json(document, documents.SCHEMA_MEDIA_TYPE)
+    return _schema_response(request, caller, collection_id, "ogc_schema", documents.feature_schema)
 
 
 @_get(
@@ -274,11 +269,22 @@ def collection_queryables(
 
     Errors as for the collection.
     """
+    return _schema_response(
+        request, caller, collection_id, "ogc_queryables", documents.queryables_document
+    )
+
+
+def _schema_response(
+    request: Request,
+    caller: Principal | None,
+    collection_id: str,
+    route: str,
+    build: Callable[..., documents.Document],
+) -> JSONResponse:
+    """A JSON Schema about a collection, which the caller must be allowed to read."""
     chosen = _collection(collection_id)
     area_filter(chosen, caller)
-    document = documents.queryables_document(
-        chosen, self_url=str(request.url_for("ogc_queryables", collectionId=chosen.id))
-    )
+    document = build(chosen, self_url=str(request.url_for(route, collectionId=chosen.id)))
     return _json(document, documents.SCHEMA_MEDIA_TYPE)
 
 
