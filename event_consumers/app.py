@@ -30,8 +30,9 @@ from event_consumers.runner import ConsumerRunner, RunnerConfig
 from geodata.compliance import ComplianceConfig
 from geodata.contract import Topics
 from geodata.db.engine import create_db_engine
-from geodata.db.grid_cache import GridSnapshotCache, SnapshotPolicy
+from geodata.db.grid_cache import GridSnapshotCache
 from geodata.events import DEFAULT_TIME_LIMITS, EventTimeLimits
+from geodata.snapshot_policy import SnapshotPolicy
 
 logger = logging.getLogger(__name__)
 

@@ -55,8 +55,8 @@ from event_consumers.publisher import Publisher
 from event_consumers.records import InboundRecord, OutboundRecord, dead_letter
 from geodata.compliance import ComplianceConfig
 from geodata.db import event_store, heartbeats
-from geodata.db.grid_cache import SnapshotPolicy
 from geodata.events import DEFAULT_TIME_LIMITS, EventTimeLimits, RefusalReason
+from geodata.snapshot_policy import SnapshotPolicy
 
 logger = logging.getLogger(__name__)
 

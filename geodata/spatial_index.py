@@ -26,8 +26,7 @@ from shapely.geometry.base import BaseGeometry
 
 from geodata.dataset.layers import METRIC_CRS, STORAGE_CRS
 from geodata.geography_distance import PolygonDistances
-
-DEFAULT_TOLERANCE_M = 30.0
+from geodata.snapshot_policy import DEFAULT_TOLERANCE_M
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_US = timedelta(microseconds=1)

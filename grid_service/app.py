@@ -12,10 +12,11 @@ from fastapi import FastAPI
 from geodata.compliance import ComplianceConfig
 from geodata.contract import Topics
 from geodata.db.engine import PoolPolicy, create_db_engine
-from geodata.db.grid_cache import GridSnapshotCache, SnapshotPolicy
+from geodata.db.grid_cache import GridSnapshotCache
 from geodata.db.tile_memory import DEFAULT_MAX_BYTES as DEFAULT_TILE_CACHE_BYTES
 from geodata.db.tile_memory import TileMemory
 from geodata.events import DEFAULT_TIME_LIMITS, EventTimeLimits
+from geodata.snapshot_policy import SnapshotPolicy
 from grid_service import health, metrics
 from grid_service.admin import router as admin_router
 from grid_service.auth import AuthConfig, install_auth

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from geodata.dataset.layers import LOCAL_TZ
 from geodata.db.grid_queries import GridDetail, GridPage, GridRecord
-from geodata.spatial_index import DEFAULT_TOLERANCE_M
+from geodata.snapshot_policy import DEFAULT_TOLERANCE_M
 
 GEOJSON_MEDIA_TYPE: Final = "application/geo+json"
 

@@ -11,9 +11,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from geodata.compliance import ComplianceConfig
 from geodata.contract import Topics
 from geodata.db.engine import PoolPolicy
-from geodata.db.grid_cache import SnapshotPolicy
 from geodata.db.tile_memory import DEFAULT_MAX_BYTES as DEFAULT_TILE_CACHE_BYTES
 from geodata.events import EventTimeLimits
+from geodata.snapshot_policy import SnapshotPolicy
 
 LOCAL_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/wangge"
 

@@ -33,7 +33,8 @@ from geodata.db.grid_queries import (
 from geodata.db.grid_versions import decode_versions
 from geodata.db.stamps import read_stamp
 from geodata.errors import GridNotFound
-from geodata.spatial_index import DEFAULT_TOLERANCE_M, AssignmentRule, GridIndex, to_epoch_us
+from geodata.snapshot_policy import DEFAULT_TOLERANCE_M, SnapshotPolicy
+from geodata.spatial_index import AssignmentRule, GridIndex, to_epoch_us
 from geodata.staffing import AssignmentPeriod, WorkerRoster
 
 logger = logging.getLogger(__name__)
@@ -75,24 +76,6 @@ _PERIODS_SQL: Final = text(
 )
 # An open period (valid_to NULL) ends after every instant `to_epoch_us` can give.
 _OPEN_END_US: Final = 2**63 - 1
-
-
-@dataclass(frozen=True)
-class SnapshotPolicy:
-    """How the grid snapshot is kept: how often it is checked, and the index's tolerance.
-
-    A check (one small query) runs at most every `check_interval_s`, and the snapshot is
-    reloaded only when it finds the data changed. Both adapters take the same default, so
-    a change reaches the API's locate and the consumers' assignment within one interval.
-    """
-
-    check_interval_s: float = 2.0
-    #: How far outside every grid (metres) a point is still given to the nearest.
-    tolerance_m: float = DEFAULT_TOLERANCE_M
-
-    def __post_init__(self) -> None:
-        if self.check_interval_s < 0 or self.tolerance_m < 0:
-            raise ValueError("need check_interval_s >= 0 and tolerance_m >= 0")
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,9 +27,10 @@ from event_consumers.grid_snapshot import batch_snapshot
 from geodata.crs import to_wgs84, wgs84_to_gcj02
 from geodata.db import grid_queries
 from geodata.db.engine import create_db_engine
-from geodata.db.grid_cache import GridSnapshotCache, SnapshotPolicy, load_snapshot
+from geodata.db.grid_cache import GridSnapshotCache, load_snapshot
 from geodata.db.grid_queries import grid_detail
 from geodata.errors import GridNotFound
+from geodata.snapshot_policy import SnapshotPolicy
 from grid_service.app import ApiConfig, create_app
 
 pytestmark = pytest.mark.integration

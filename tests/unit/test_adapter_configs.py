@@ -2,7 +2,7 @@
 
 import pytest
 
-from geodata.db.grid_cache import SnapshotPolicy
+from geodata.snapshot_policy import SnapshotPolicy
 from wangge.adapter_configs import api_config, runner_config
 
 

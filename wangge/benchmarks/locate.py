@@ -17,7 +17,8 @@ from sqlalchemy import Engine
 
 from geodata.dataset.layers import METRIC_CRS
 from geodata.db.grid_versions import load_grid_versions
-from geodata.spatial_index import DEFAULT_TOLERANCE_M, AssignmentRule, GridIndex
+from geodata.snapshot_policy import DEFAULT_TOLERANCE_M
+from geodata.spatial_index import AssignmentRule, GridIndex
 
 #: Points PostGIS answers one by one; enough for a stable rate, quick enough to run often.
 POSTGIS_SAMPLE = 2000
