@@ -21,7 +21,7 @@ from sqlalchemy import (
     func,
     text,
 )
-from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
+from sqlalchemy.dialects.postgresql import ARRAY, JSON, JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 # Stable constraint names so that Alembic migrations can refer to them.
@@ -390,6 +390,32 @@ class ComplianceChangeRecord(Base):
     counted: Mapped[int] = mapped_column(Integer)
     required: Mapped[int] = mapped_column(Integer)
     changed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    published_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class IncidentStatusChangeRecord(Base):
+    """Outbox of incident status changes: written in the transition's own transaction,
+    published once to `grid.incident-status.v1`."""
+
+    __tablename__ = "incident_status_changes"
+    __table_args__ = (
+        # One change per version: the record's sequence per incident has no gap or repeat.
+        UniqueConstraint("incident_id", "version"),
+        Index(
+            "ix_incident_status_changes_unpublished",
+            "id",
+            postgresql_where=text("published_at IS NULL"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    change_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), unique=True)
+    incident_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("incidents.incident_id"))
+    version: Mapped[int] = mapped_column(Integer)
+    # The record's value as published. json, not jsonb: the text keeps the contract's field
+    # order, and a field the contract gains later needs no migration here.
+    body: Mapped[dict[str, object]] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     published_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
