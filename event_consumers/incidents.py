@@ -14,7 +14,7 @@ from event_consumers.records import InboundRecord, OutboundRecord, dead_letter
 from geodata.categories import normalize_category
 from geodata.contract import Topics
 from geodata.crs import to_wgs84
-from geodata.db import event_store
+from geodata.db import attachment_store, event_store
 from geodata.db.grid_cache import GridSnapshotCache
 from geodata.events import (
     DEFAULT_TIME_LIMITS,
@@ -130,6 +130,14 @@ class IncidentHandler:
                 )
             )
         new_ids = event_store.insert_incidents(conn, rows)
+        attachment_store.link_report_photos(
+            conn,
+            (
+                (row.incident_id, row.reporter_id, report.attachments)
+                for (_record, report), row in zip(accepted, rows, strict=True)
+                if row.event_id in new_ids and report.attachments
+            ),
+        )
         not_new = [row.event_id for row in rows if row.event_id not in new_ids]
         # Not new: a retry of a stored event (skipped), or another event that reuses a
         # stored incident's id, which would be lost without a word: it is refused.

@@ -36,6 +36,12 @@ from geodata.storable import Unstorable, check_storable
 MAX_EVENT_BYTES: Final = 65536
 """Largest accepted event value; a check-in is ~250 bytes, so this only stops abuse."""
 
+CONTENT_ID_PATTERN: Final = r"^[0-9a-f]{64}$"
+"""An attachment's content id: the SHA-256 of its stored bytes, 64 lowercase hex digits."""
+
+MAX_REPORT_ATTACHMENTS: Final = 3
+"""Photos one incident report may name (geodata.attachments keeps them)."""
+
 MAX_CLOCK_SKEW: Final = timedelta(minutes=5)
 """An event time further than this ahead of the server clock is refused."""
 
@@ -236,6 +242,17 @@ class IncidentReport(_Event):
     source: IncidentSource
     reporter_id: Annotated[str, Field(strict=True, min_length=1, max_length=64)] | None = None
     crs: CrsField = DEFAULT_CRS
+    attachments: (
+        Annotated[
+            list[Annotated[str, Field(strict=True, pattern=CONTENT_ID_PATTERN)]],
+            Field(
+                max_length=MAX_REPORT_ATTACHMENTS,
+                description="Content ids (SHA-256, hex) of photos uploaded with "
+                "POST /api/v1/attachments, in the order shown.",
+            ),
+        ]
+        | None
+    ) = None
 
     @model_validator(mode="after")
     def _located_and_attributed(self) -> Self:

@@ -470,3 +470,44 @@ class AccountToken(Base):
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Attachment(Base):
+    """A stored photo, named by the SHA-256 of its bytes (the bytes are in a blob store)."""
+
+    __tablename__ = "attachments"
+    __table_args__ = (
+        CheckConstraint("content_id ~ '^[0-9a-f]{64}$'", name="content_id_format"),
+        CheckConstraint(
+            "media_type IN ('image/jpeg', 'image/png', 'image/webp')", name="media_type_kind"
+        ),
+    )
+
+    content_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    media_type: Mapped[str] = mapped_column(Text)
+    size_bytes: Mapped[int] = mapped_column(Integer)
+    width: Mapped[int] = mapped_column(Integer)
+    height: Mapped[int] = mapped_column(Integer)
+    uploaded_by: Mapped[str] = mapped_column(Text)
+    uploaded_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
+
+
+class IncidentAttachment(Base):
+    """A photo on an incident: named by its report, or added to show the fix.
+
+    No foreign key to `attachments`: a report produced straight to Kafka may name a photo
+    this deployment never stored; the link is kept and reading it answers 404.
+    """
+
+    __tablename__ = "incident_attachments"
+    __table_args__ = (CheckConstraint("purpose IN ('report', 'resolution')", name="purpose_kind"),)
+
+    incident_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("incidents.incident_id"), primary_key=True
+    )
+    content_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    purpose: Mapped[str] = mapped_column(Text)
+    added_by: Mapped[str | None] = mapped_column(Text)
+    added_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
