@@ -13,6 +13,7 @@ the hotline, lockers and sensors come in through a supervisor's or an admin's to
 
 import logging
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Annotated, Any, Final
 
@@ -220,6 +221,29 @@ async def post_checkins(
     """
     body = await read_capped_body(request, MAX_BATCH_BODY_BYTES)
     items, is_batch = _checkin_items(_json_object(body), len(body))
+    assert principal.worker_id is not None  # WorkerWriter: a worker's token has its worker id
+    event_ids = await produce_checkins(
+        request, producer, items, worker_id=principal.worker_id, is_batch=is_batch
+    )
+    return CheckInsAccepted(accepted=len(event_ids), event_ids=event_ids)
+
+
+async def produce_checkins(
+    request: Request,
+    producer: EventProducer,
+    items: Sequence[Any],
+    *,
+    worker_id: str,
+    is_batch: bool = False,
+) -> list[str]:
+    """The gateway's one way onto grid.checkins.v1: check each item as the consumers
+    will (`parse_checkin`), check that it is `worker_id`'s, produce them all; return
+    their event_ids once the broker has every one.
+
+    All or nothing: the first refused item raises (EventRefused, or BatchItemRefused with
+    its index when `is_batch`; WorkerMismatch) and nothing is produced. Other adapters
+    that turn a protocol into check-ins (grid_service.trackers) post through here.
+    """
     now = datetime.now(UTC)
     records: list[OutgoingRecord] = []
     event_ids: list[str] = []
@@ -229,15 +253,15 @@ async def post_checkins(
             checkin = parse_checkin(value, now=now, limits=_limits(request))
         except EventRefused as refusal:
             raise (BatchItemRefused(refusal, index) if is_batch else refusal) from None
-        if not principal.can_act_as_worker(checkin.worker_id):
+        if checkin.worker_id != worker_id:
             where = f"item {index}: " if is_batch else ""
             raise WorkerMismatch(
-                f"{where}worker_id {checkin.worker_id} is not the token's ({principal.worker_id})"
+                f"{where}worker_id {checkin.worker_id} is not the token's ({worker_id})"
             )
         records.append(_checkin_record(checkin, value, producer.topics.checkins))
         event_ids.append(str(checkin.event_id))
     await run_in_threadpool(producer.send_all, records)
-    return CheckInsAccepted(accepted=len(records), event_ids=event_ids)
+    return event_ids
 
 
 @router.post(
