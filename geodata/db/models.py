@@ -511,3 +511,55 @@ class IncidentAttachment(Base):
     purpose: Mapped[str] = mapped_column(Text)
     added_by: Mapped[str | None] = mapped_column(Text)
     added_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class Open311Client(Base):
+    """A program that may post Open311 service requests, by its api key's SHA-256."""
+
+    __tablename__ = "open311_clients"
+    __table_args__ = (
+        # Only a hash fits here: a plaintext key (wg311_...) stored by mistake is refused.
+        CheckConstraint("key_hash ~ '^[0-9a-f]{64}$'", name="sha256_hex"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(Text, unique=True)
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Open311Request(Base):
+    """An Open311 service request as posted (its public fields); its incident has the same id.
+
+    No foreign key to `incidents`: the request is stored when its report is produced, and
+    the incident when the consumers file it, moments later.
+    """
+
+    __tablename__ = "open311_requests"
+
+    incident_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    client_id: Mapped[int] = mapped_column(ForeignKey("open311_clients.id"), index=True)
+    service_code: Mapped[str] = mapped_column(Text)
+    description: Mapped[str | None] = mapped_column(Text)
+    lon: Mapped[float] = mapped_column(Float)
+    lat: Mapped[float] = mapped_column(Float)
+    address_string: Mapped[str | None] = mapped_column(Text)
+    media_url: Mapped[str | None] = mapped_column(Text)
+    requested_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+
+
+class Open311Contact(Base):
+    """A resident's contact fields of one request: personal, read by no route or listing."""
+
+    __tablename__ = "open311_contacts"
+
+    incident_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("open311_requests.incident_id", ondelete="CASCADE"), primary_key=True
+    )
+    email: Mapped[str | None] = mapped_column(Text)
+    first_name: Mapped[str | None] = mapped_column(Text)
+    last_name: Mapped[str | None] = mapped_column(Text)
+    phone: Mapped[str | None] = mapped_column(Text)
+    device_id: Mapped[str | None] = mapped_column(Text)
+    account_id: Mapped[str | None] = mapped_column(Text)

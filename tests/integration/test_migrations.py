@@ -35,6 +35,9 @@ EXPECTED_TABLES = {
     "accounts",
     "account_tokens",
     "consumer_heartbeats",
+    "open311_clients",
+    "open311_requests",
+    "open311_contacts",
 }
 
 
