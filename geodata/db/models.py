@@ -472,6 +472,28 @@ class AccountToken(Base):
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
+class TrackerDevice(Base):
+    """A tracking app on a worker's phone (OsmAnd protocol or OwnTracks) that posts the
+    worker's check-ins; its secret is kept only as its SHA-256, revoked ones stay for audit."""
+
+    __tablename__ = "tracker_devices"
+    __table_args__ = (
+        CheckConstraint("kind IN ('osmand', 'owntracks')", name="device_kind"),
+        # Only a hash fits here: a plaintext secret (wgd_...) stored by mistake is refused.
+        CheckConstraint("secret_hash ~ '^[0-9a-f]{64}$'", name="sha256_hex"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    identifier: Mapped[str] = mapped_column(Text, unique=True)
+    kind: Mapped[str] = mapped_column(Text)
+    worker_id: Mapped[str] = mapped_column(ForeignKey("workers.worker_id"), index=True)
+    secret_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    #: The admin's or supervisor's account name; None when registered from the console.
+    registered_by: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
 class Attachment(Base):
     """A stored photo, named by the SHA-256 of its bytes (the bytes are in a blob store)."""
 
