@@ -301,10 +301,31 @@ async def post_incident(
     if document.get("incident_id") is None:
         # One id for both when the reporter has none: the incident is born with this event.
         document["incident_id"] = document["event_id"]
-    value = _compact(document)
-    incident = parse_incident(value, now=datetime.now(UTC), limits=_limits(request))
+    incident, record = incident_record(request, producer, document)
     _authorize_report(principal, incident.source, incident.reporter_id)
     await run_in_threadpool(_check_incident_id_is_free, engine, incident)
+    await run_in_threadpool(producer.send_all, [record])
+    category, unknown = incident.normalized_category
+    return IncidentAccepted(
+        event_id=str(incident.event_id),
+        incident_id=str(incident.incident_id),
+        category=category,
+        category_unknown=unknown,
+    )
+
+
+def incident_record(
+    request: Request, producer: EventProducer, document: dict[str, Any]
+) -> tuple[IncidentReport, OutgoingRecord]:
+    """The gateway's one way to an incident record: check the report as the consumers will
+    (`parse_incident`, with the app's event-time limits; EventRefused if it breaks the
+    contract), then build its record for grid.incidents.v1, keyed by incident_id, with
+    CloudEvents headers. Nothing is produced: the caller sends the record
+    (`producer.send_all`), after its own checks. The Open311 facade (grid_service.open311)
+    files residents' requests through here.
+    """
+    value = _compact(document)
+    incident = parse_incident(value, now=datetime.now(UTC), limits=_limits(request))
     headers = cloudevent_headers(
         event_id=incident.event_id,
         ce_type=_INCIDENT_CE_TYPE,
@@ -314,14 +335,7 @@ async def post_incident(
     record = OutgoingRecord(
         producer.topics.incidents, str(incident.incident_id).encode(), value, headers
     )
-    await run_in_threadpool(producer.send_all, [record])
-    category, unknown = incident.normalized_category
-    return IncidentAccepted(
-        event_id=str(incident.event_id),
-        incident_id=str(incident.incident_id),
-        category=category,
-        category_unknown=unknown,
-    )
+    return incident, record
 
 
 def _limits(request: Request) -> EventTimeLimits:
