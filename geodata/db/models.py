@@ -444,6 +444,10 @@ class Account(Base):
             name="supervisor_area",
         ),
         CheckConstraint("(role = 'worker') = (worker_id IS NOT NULL)", name="worker_identity"),
+        # Only an argon2id hash fits: a plaintext password stored by mistake is refused.
+        CheckConstraint(
+            "password_hash IS NULL OR password_hash LIKE '$argon2id$%'", name="argon2_hash"
+        ),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
@@ -452,6 +456,11 @@ class Account(Base):
     area_prefix: Mapped[str | None] = mapped_column(String(12))
     worker_id: Mapped[str | None] = mapped_column(ForeignKey("workers.worker_id"), index=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    #: argon2id (geodata.passwords); NULL: the account signs in with tokens only.
+    password_hash: Mapped[str | None] = mapped_column(Text)
+    #: A one-time password handed out: it must be changed before any session starts.
+    password_one_time: Mapped[bool] = mapped_column(Boolean, server_default="false")
+    password_set_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class AccountToken(Base):
@@ -585,3 +594,35 @@ class Open311Contact(Base):
     phone: Mapped[str | None] = mapped_column(Text)
     device_id: Mapped[str | None] = mapped_column(Text)
     account_id: Mapped[str | None] = mapped_column(Text)
+
+
+class AccountSession(Base):
+    """A signed-in browser session of an account, kept only as its id's SHA-256."""
+
+    __tablename__ = "account_sessions"
+    __table_args__ = (
+        CheckConstraint("session_hash ~ '^[0-9a-f]{64}$'", name="sha256_hex"),
+        CheckConstraint("expires_at > created_at", name="lifetime"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    account_id: Mapped[int] = mapped_column(
+        ForeignKey("accounts.id", ondelete="CASCADE"), index=True
+    )
+    session_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    #: Signed out, or ended by a password change or reset; kept for audit until pruned.
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class SignInFailure(Base):
+    """A username's run of failed sign-ins and its lock, whether or not an account has it."""
+
+    __tablename__ = "sign_in_failures"
+    __table_args__ = (CheckConstraint("failures > 0", name="positive"),)
+
+    username: Mapped[str] = mapped_column(Text, primary_key=True)
+    failures: Mapped[int] = mapped_column(Integer)
+    last_failed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    locked_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
