@@ -26,6 +26,7 @@ import kafka_clients
 from event_consumers import topics as event_topics
 from geodata.contract import Topics
 from geodata.db.engine import libpq_url
+from wangge import pg_tuning
 from wangge.settings import DatabaseSettings, KafkaSettings, LocalServicesSettings
 
 Log = Callable[[str], None]
@@ -185,12 +186,113 @@ def postgis_status(settings: DatabaseSettings) -> ServiceReport:
         with psycopg.connect(url, connect_timeout=3) as conn:
             row = conn.execute("SELECT postgis_full_version()").fetchone()
             version = str(row[0]).split('"')[1] if row else "?"
-            return ServiceReport(
-                "postgis", "running", [f"{make_url(url).render_as_string()}", f"PostGIS {version}"]
-            )
+        settings_lines = [state.line() for state in setting_states(url)]
+        return ServiceReport(
+            "postgis",
+            "running",
+            [f"{make_url(url).render_as_string()}", f"PostGIS {version}", *settings_lines],
+        )
     except psycopg.Error as exc:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         return ServiceReport("postgis", "not running", [first_line])
+
+
+@dataclass(frozen=True)
+class SettingState:
+    """One recommended setting beside the server's value (both in the setting's unit)."""
+
+    setting: pg_tuning.Setting
+    current: int | None
+    pending_restart: bool
+
+    @property
+    def matches(self) -> bool:
+        return self.current == self.setting.value
+
+    def line(self) -> str:
+        current = "?" if self.current is None else pg_tuning.show(self.current, self.setting.unit)
+        if self.matches:
+            return f"{self.setting.name} {current}" + (" (after a restart)" * self.pending_restart)
+        return f"{self.setting.name} {current}, recommended {self.setting.shown()}"
+
+
+def setting_states(url: str, resources: pg_tuning.Resources | None = None) -> list[SettingState]:
+    """The rule's settings for this machine beside what the server at `url` runs."""
+    wanted = pg_tuning.recommended(resources or pg_tuning.this_machine())
+    with psycopg.connect(url, connect_timeout=3) as conn:
+        rows = conn.execute(
+            "SELECT name, setting, unit, pending_restart FROM pg_settings WHERE name = ANY(%s)",
+            ([s.name for s in wanted],),
+        ).fetchall()
+    found = {name: (setting, unit, bool(pending)) for name, setting, unit, pending in rows}
+    states = []
+    for setting in wanted:
+        value, unit, pending = found.get(setting.name, ("0", None, False))
+        states.append(SettingState(setting, pg_tuning.in_unit(value, unit, setting.unit), pending))
+    return states
+
+
+def tune_postgres(
+    admin_url: str,
+    restart: Callable[[], None] | None,
+    log: Log,
+    resources: pg_tuning.Resources | None = None,
+) -> list[str]:
+    """Set the rule's memory and WAL settings on a server we run; only advise on others.
+
+    With `restart` (a cluster `wangge` started), differing settings are written with
+    `ALTER SYSTEM`, reloaded, and the cluster restarted if one needs it (shared_buffers
+    does); without it nothing is changed and the differences come back as advice.
+    """
+    states = setting_states(admin_url, resources)
+    differing = [s for s in states if not s.matches]
+    if not differing:
+        return ["settings as recommended for this machine"]
+    if restart is None:
+        return [f"advice: {s.line()}" for s in differing]
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        for state in differing:
+            # A setting name cannot be a bound parameter; these come from our own table.
+            conn.execute(f"ALTER SYSTEM SET {state.setting.name} = '{state.setting.sql_value}'")
+        conn.execute("SELECT pg_reload_conf()")
+    changed = ", ".join(f"{s.setting.name} {s.setting.shown()}" for s in differing)
+    if any(s.pending_restart or not s.matches for s in setting_states(admin_url, resources)):
+        log("restarting the local PostgreSQL cluster for its new memory settings")
+        restart()
+        _wait_for(admin_url)
+    return [f"set {changed}"]
+
+
+def _wait_for(admin_url: str) -> None:
+    deadline = time.monotonic() + POSTGRES_START_TIMEOUT_S
+    while not _can_connect(admin_url):
+        if time.monotonic() > deadline:
+            raise ServiceError(
+                "The local PostgreSQL cluster did not come back; see `pg_lsclusters` and "
+                "/var/log/postgresql/."
+            )
+        time.sleep(0.5)
+
+
+def _restart_local_cluster() -> None:
+    version = _local_cluster_version()
+    if version is None:
+        raise ServiceError("No local PostgreSQL cluster to restart.")
+    done = subprocess.run(
+        ["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "restart"],
+        check=False,
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode != 0:
+        raise ServiceError(f"restarting PostgreSQL {version} failed: {done.stderr.strip()[-300:]}")
+
+
+def tune_configured_postgres(settings: DatabaseSettings, log: Log) -> ServiceReport:
+    """`tune_postgres` for the database of `settings`: applied locally, advised elsewhere."""
+    restart = None if settings.is_configured else _restart_local_cluster
+    details = tune_postgres(_admin_url(libpq_url(settings.url)), restart, log)
+    return ServiceReport("postgres settings", "advised" if restart is None else "checked", details)
 
 
 # --------------------------------------------------------------------------- Kafka

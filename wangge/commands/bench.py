@@ -35,7 +35,7 @@ def bench(
         check_request(names or [], output)
     except ValueError as exc:
         raise fail(str(exc)) from exc
-    print_reports(start_services())
+    print_reports(start_services(tune=False))
     database_url = DatabaseSettings().url
     failed = run_benchmarks(
         names or [], quick=quick, console=console, database_url=database_url, output=output

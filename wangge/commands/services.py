@@ -9,13 +9,22 @@ from wangge.settings import DatabaseSettings, KafkaSettings, LocalServicesSettin
 app = typer.Typer(help="Start, stop and inspect PostGIS and the Kafka broker.")
 
 
-def start_services() -> list[services.ServiceReport]:
-    """Start or check PostGIS and the broker; exit with a clear message on failure."""
+def start_services(*, tune: bool = True) -> list[services.ServiceReport]:
+    """Start or check PostGIS and the broker; exit with a clear message on failure.
+
+    With `tune`, the local PostgreSQL gets the memory and WAL settings for this machine
+    (restarted once if they change) and a configured one gets advice. The benchmarks
+    pass False: they measure the server as it was set up, never restart it under others.
+    """
+    database = DatabaseSettings()
     try:
-        return [
-            services.ensure_postgis(DatabaseSettings(), log=console.print),
-            services.ensure_broker(KafkaSettings(), LocalServicesSettings(), log=console.print),
-        ]
+        reports = [services.ensure_postgis(database, log=console.print)]
+        if tune:
+            reports.append(services.tune_configured_postgres(database, log=console.print))
+        reports.append(
+            services.ensure_broker(KafkaSettings(), LocalServicesSettings(), log=console.print)
+        )
+        return reports
     except services.ServiceError as exc:
         raise fail(str(exc)) from exc
 
