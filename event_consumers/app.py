@@ -25,7 +25,13 @@ from event_consumers.batch import Handler
 from event_consumers.checkins import CheckinHandler
 from event_consumers.compliance import ComplianceHandler
 from event_consumers.incidents import IncidentHandler
-from event_consumers.outbox import OutboxPublisher, OutboxPublisherThread
+from event_consumers.outbox import (
+    COMPLIANCE_OUTBOX,
+    INCIDENT_STATUS_OUTBOX,
+    Outbox,
+    OutboxPublisher,
+    OutboxPublisherThread,
+)
 from event_consumers.runner import ConsumerRunner, RunnerConfig
 from geodata.compliance import ComplianceConfig
 from geodata.contract import Topics
@@ -42,6 +48,22 @@ CONSUMER_NAMES = (*INTAKE_STAGE, *COMPLIANCE_STAGE)
 COMPLIANCE_GROUP_SUFFIX = ".compliance"
 #: How long a stage whose parent died may take to finish its batch before it exits.
 PARENT_GONE_GRACE_S = 3.0
+
+
+def _published_outboxes(topics: Topics) -> tuple[tuple[str, str, Outbox], ...]:
+    """Which consumer's process publishes which outbox, to which topic.
+
+    Each outbox is published by the process of the consumer that writes to it: the
+    compliance stage's, and the incident consumer's (the intake stage), which files every
+    report as its first change. The API's transitions go to the same outbox; its processes
+    serve requests and may be many, while the intake stage runs wherever incidents are
+    filed at all, and its NOTIFY-driven publisher wakes for a PATCH as for a report. The
+    advisory lock keeps one publisher per outbox however many processes run.
+    """
+    return (
+        ("compliance", topics.compliance, COMPLIANCE_OUTBOX),
+        ("incidents", topics.incident_status, INCIDENT_STATUS_OUTBOX),
+    )
 
 
 def stage_group_id(group_id: str, names: Sequence[str]) -> str:
@@ -137,11 +159,12 @@ def _run_stage(
         output_topics=topics.all(),
     )
     runner.install_signal_handlers()
-    publisher = None
-    if "compliance" in names:
-        publisher = OutboxPublisherThread(
-            OutboxPublisher(config.database_url, config.bootstrap, topics.compliance)
-        )
+    publishers = [
+        OutboxPublisherThread(OutboxPublisher(config.database_url, config.bootstrap, topic, outbox))
+        for stage_member, topic, outbox in _published_outboxes(topics)
+        if stage_member in names
+    ]
+    for publisher in publishers:
         publisher.start()
     partner_died = threading.Event()
     if partner is not None:
@@ -159,7 +182,7 @@ def _run_stage(
         logger.exception("the %s stage stopped on an error", config.stage)
         raise
     finally:
-        if publisher is not None:
+        for publisher in publishers:
             publisher.stop()
         if partner is not None:
             _stop_partner(partner, asked_to_stop=runner.stopping or crashed)

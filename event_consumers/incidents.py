@@ -14,7 +14,7 @@ from event_consumers.records import InboundRecord, OutboundRecord, dead_letter
 from geodata.categories import normalize_category
 from geodata.contract import Topics
 from geodata.crs import to_wgs84
-from geodata.db import attachment_store, event_store
+from geodata.db import attachment_store, event_store, incident_outbox
 from geodata.db.grid_cache import GridSnapshotCache
 from geodata.events import (
     DEFAULT_TIME_LIMITS,
@@ -25,6 +25,7 @@ from geodata.events import (
     parse_incident,
 )
 from geodata.hierarchy import lineage_of
+from geodata.incident_status import reported_change
 from geodata.records import assignment_record
 from geodata.staffing import choose_incident_staff
 
@@ -151,6 +152,26 @@ class IncidentHandler:
             )
             metrics.EVENTS_REFUSED.labels(self.topic, RefusalReason.INCIDENT_EXISTS).inc()
         metrics.EVENTS_DUPLICATE.labels(self.topic).inc(len(retried))
+        # The filing is the incident's first status change, published from the outbox once
+        # this batch commits; a retried event filed nothing new and queues nothing.
+        incident_outbox.queue_changes(
+            conn,
+            [
+                reported_change(
+                    incident_id=row.incident_id,
+                    category=row.category,
+                    grid_code=row.grid_code,
+                    community_code=row.community_code,
+                    assignee=row.staff_id,
+                    escalated_to=row.escalated_to,
+                    lon=row.wgs_lon,
+                    lat=row.wgs_lat,
+                    reported_at=row.reported_at,
+                )
+                for row in rows
+                if row.event_id in new_ids
+            ],
+        )
         assigned_at = datetime.now(UTC)
         for row in rows:
             if row.event_id not in new_ids:

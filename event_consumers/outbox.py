@@ -1,38 +1,87 @@
-"""Publishes the compliance outbox to Kafka exactly once.
+"""Publishes an outbox to Kafka exactly once: the compliance changes and the incident
+status changes, one publisher of each.
 
-Status changes are written to `compliance_changes` in the same transaction as the state
-they come from; this publisher sends them afterwards. One publisher at a time holds a
-PostgreSQL advisory lock; before sending it reads the topic back from the offsets it
-recorded last time, so changes a crashed predecessor sent but never marked are marked
-instead of being sent twice.
+Changes are written to their outbox table in the same transaction as the state they come
+from; a publisher sends them afterwards, in the order they were queued. One publisher per
+outbox at a time holds a PostgreSQL advisory lock; before sending it reads the topic back
+from the offsets it recorded last time, so changes a crashed predecessor sent but never
+marked are marked instead of being sent twice. What differs between outboxes (the table,
+the lock, the channel, how a row becomes a record) is an `Outbox`, made of its store's
+functions.
 """
 
 import contextlib
 import logging
 import select
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 
 import psycopg
 from kafka import KafkaProducer, TopicPartition
 
 import kafka_clients
 from event_consumers.topics import topic_ids
-from geodata.db import compliance_store, event_store
-from geodata.records import compliance_change_record, record_event_id
+from geodata.db import compliance_store, event_store, incident_outbox
+from geodata.records import OutboundRecord, compliance_change_record, record_event_id
 
 logger = logging.getLogger(__name__)
 
 _PUBLISHER_GROUP = "outbox-publisher"
 
 
-class OutboxPublisher:
-    """Sends unpublished compliance changes in id order, then marks them published."""
+@dataclass(frozen=True)
+class Outbox:
+    """One outbox table, as its store reads and marks it (all inside one transaction)."""
 
-    def __init__(self, database_url: str, bootstrap: str, topic: str) -> None:
+    #: Names the outbox in logs, the thread and the producer's client id.
+    name: str
+    #: Takes the publisher's advisory lock for the transaction; False: another holds it.
+    lock: Callable[[psycopg.Connection], bool]
+    #: The oldest unpublished rows as (outbox id, record of the topic), queue order.
+    pending: Callable[[psycopg.Connection, str, int], list[tuple[int, OutboundRecord]]]
+    #: Marks rows (by outbox id) published.
+    mark_published: Callable[[psycopg.Connection, Sequence[int]], None]
+    #: LISTENs an autocommit connection to the channel the writers NOTIFY.
+    listen: Callable[[psycopg.Connection], None]
+
+
+def _compliance_pending(
+    conn: psycopg.Connection, topic: str, limit: int
+) -> list[tuple[int, OutboundRecord]]:
+    return [
+        (outbox_id, compliance_change_record(topic, change))
+        for outbox_id, change in compliance_store.pending_changes(conn, limit)
+    ]
+
+
+COMPLIANCE_OUTBOX = Outbox(
+    name="compliance",
+    lock=compliance_store.lock_outbox,
+    pending=_compliance_pending,
+    mark_published=compliance_store.mark_published,
+    listen=compliance_store.listen_outbox,
+)
+"""`compliance_changes` to `grid.compliance.v1`, keyed by worker."""
+
+INCIDENT_STATUS_OUTBOX = Outbox(
+    name="incident-status",
+    lock=incident_outbox.lock_outbox,
+    pending=incident_outbox.pending_records,
+    mark_published=incident_outbox.mark_published,
+    listen=incident_outbox.listen_outbox,
+)
+"""`incident_status_changes` to `grid.incident-status.v1`, keyed by incident."""
+
+
+class OutboxPublisher:
+    """Sends an outbox's unpublished changes in queue order, then marks them published."""
+
+    def __init__(self, database_url: str, bootstrap: str, topic: str, outbox: Outbox) -> None:
         self.database_url = database_url
         self.bootstrap = bootstrap
         self.topic = topic
+        self.outbox = outbox
         self._kafka = kafka_clients.KafkaConfig(bootstrap)
         self._producer = self._new_producer()
         #: The topic's id when last looked at; None: look again before publishing.
@@ -43,8 +92,16 @@ class OutboxPublisher:
         self._conn: psycopg.Connection | None = None
 
     def _new_producer(self) -> KafkaProducer:
+        # Idempotent: a batch the broker never took fails the ones after it on its
+        # partition, so one key's records land in the order they were sent, or not at all
+        # (the next publish sends what is missing, in order again).
         return kafka_clients.producer(
-            self._kafka, "outbox", acks="all", linger_ms=2, max_block_ms=10_000
+            self._kafka,
+            f"{self.outbox.name}-outbox",
+            acks="all",
+            enable_idempotence=True,
+            linger_ms=2,
+            max_block_ms=10_000,
         )
 
     def recover(self) -> None:
@@ -80,9 +137,9 @@ class OutboxPublisher:
         """Publish what is pending; return how many records were sent."""
         conn = self._connection()
         with conn.transaction():
-            if not compliance_store.lock_outbox(conn):
+            if not self.outbox.lock(conn):
                 return 0  # another process publishes right now
-            pending = compliance_store.pending_changes(conn, limit)
+            pending = self.outbox.pending(conn, self.topic, limit)
             if not pending:
                 return 0
             topic_id = self._current_topic_id()
@@ -91,15 +148,17 @@ class OutboxPublisher:
                 conn, _PUBLISHER_GROUP, self.topic, self._partitions(), topic_id
             )
             already, end_offsets = self._read_back(stored)
-            to_send = [change for _id, change in pending if str(change.event_id) not in already]
-            futures = []
-            for change in to_send:
-                record = compliance_change_record(self.topic, change)
-                futures.append(
-                    self._producer.send(
-                        record.topic, key=record.key, value=record.value, headers=record.headers
-                    )
+            to_send = [
+                record
+                for _id, record in pending
+                if record_event_id(record.headers, record.value) not in already
+            ]
+            futures = [
+                self._producer.send(
+                    record.topic, key=record.key, value=record.value, headers=record.headers
                 )
+                for record in to_send
+            ]
             self._producer.flush(timeout=30)
             next_offsets = dict(end_offsets)
             for future in futures:
@@ -108,9 +167,13 @@ class OutboxPublisher:
                     next_offsets.get(meta.partition, 0), meta.offset + 1
                 )
             event_store.store_offsets(conn, _PUBLISHER_GROUP, self.topic, next_offsets, topic_id)
-            compliance_store.mark_published(conn, [outbox_id for outbox_id, _change in pending])
+            self.outbox.mark_published(conn, [outbox_id for outbox_id, _record in pending])
             if len(to_send) < len(pending):
-                logger.info("%d changes were already on the topic", len(pending) - len(to_send))
+                logger.info(
+                    "%d %s changes were already on the topic",
+                    len(pending) - len(to_send),
+                    self.outbox.name,
+                )
             return len(to_send)
 
     def _partitions(self) -> list[int]:
@@ -152,7 +215,7 @@ class OutboxPublisherThread(threading.Thread):
     """Publishes whenever a transaction NOTIFYs the outbox channel (or every second)."""
 
     def __init__(self, publisher: OutboxPublisher) -> None:
-        super().__init__(name="outbox-publisher", daemon=True)
+        super().__init__(name=f"{publisher.outbox.name}-outbox-publisher", daemon=True)
         self.publisher = publisher
         self._stopping = threading.Event()
 
@@ -165,7 +228,9 @@ class OutboxPublisherThread(threading.Thread):
             except Exception:
                 # The database or the broker went away (or worse): say so loudly, and start
                 # again; the outbox keeps every change until a later attempt publishes it.
-                logger.exception("publishing the compliance outbox failed; retrying")
+                logger.exception(
+                    "publishing the %s outbox failed; retrying", self.publisher.outbox.name
+                )
                 self.publisher.recover()
                 self._stopping.wait(backoff)
                 backoff = min(backoff * 2, 5.0)
@@ -174,7 +239,7 @@ class OutboxPublisherThread(threading.Thread):
 
     def _listen_and_publish(self) -> None:
         with psycopg.connect(self.publisher.database_url, autocommit=True) as listener:
-            compliance_store.listen_outbox(listener)
+            self.publisher.outbox.listen(listener)
             while not self._stopping.is_set():
                 while self.publisher.publish_pending():
                     pass
@@ -190,6 +255,10 @@ class OutboxPublisherThread(threading.Thread):
             self.publisher.publish_pending()
         except Exception as exc:
             # Kept in the outbox: the next publisher sends it.
-            logger.warning("the compliance outbox could not be published before stopping: %s", exc)
+            logger.warning(
+                "the %s outbox could not be published before stopping: %s",
+                self.publisher.outbox.name,
+                exc,
+            )
         finally:
             self.publisher.close()

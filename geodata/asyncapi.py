@@ -16,6 +16,7 @@ from geodata.contract import (
     CHECKINS_TOPIC,
     COMPLIANCE_TOPIC,
     DEADLETTER_TOPIC,
+    INCIDENT_STATUS_TOPIC,
     INCIDENTS_TOPIC,
 )
 from geodata.events import (
@@ -31,6 +32,11 @@ from geodata.events import (
     IncidentAssignment,
     IncidentReport,
     RefusalReason,
+)
+from geodata.incident_status import (
+    INCIDENT_STATUS_CE_TYPE,
+    INCIDENT_STATUS_EXAMPLE,
+    IncidentStatusChange,
 )
 from geodata.records import (
     DEADLETTER_DETAIL_HEADER,
@@ -50,6 +56,7 @@ _MODELS: Final[tuple[type[BaseModel], ...]] = (
     CheckInAssignment,
     IncidentAssignment,
     ComplianceChange,
+    IncidentStatusChange,
 )
 
 
@@ -74,17 +81,22 @@ def _cloudevent_headers(ce_type: str) -> dict[str, Any]:
         "produces, never required of other producers.",
         "properties": {
             "ce_specversion": {"type": "string", "const": CE_SPECVERSION},
-            "ce_id": {"type": "string", "format": "uuid", "description": "The event_id."},
+            "ce_id": {
+                "type": "string",
+                "format": "uuid",
+                "description": "The event_id (a status change's change_id).",
+            },
             "ce_source": {
                 "type": "string",
-                "description": "Who produced it, e.g. wangge/gateway or wangge/consumers.",
+                "description": "Who produced it, e.g. wangge/gateway, wangge/consumers or "
+                "wangge/incidents.",
             },
             "ce_type": {"type": "string", "const": ce_type},
             "ce_time": {
                 "type": "string",
                 "format": "date-time",
                 "description": "The event's time, RFC 3339: recorded_at, reported_at, "
-                "assigned_at or changed_at.",
+                "assigned_at, changed_at or at.",
             },
         },
     }
@@ -138,6 +150,13 @@ def _messages() -> dict[str, Any]:
             CE_TYPES[COMPLIANCE_TOPIC],
             "worker_id",
             "A change of a worker's weekly patrol status in one grid, published once.",
+        ),
+        "IncidentStatusChange": (
+            INCIDENT_STATUS_EXAMPLE,
+            INCIDENT_STATUS_CE_TYPE,
+            "incident_id",
+            "A change of an incident's status (its filing, then each transition), published "
+            "once, in version order per incident.",
         ),
     }
     messages: dict[str, Any] = {}
@@ -243,6 +262,16 @@ def _channels() -> dict[str, Any]:
             "description": "Refused events: never dropped silently, never stopping a consumer.",
             **receive("Produced by the consumers.", "receiveDeadLetter", "DeadLetter"),
         },
+        INCIDENT_STATUS_TOPIC: {
+            "description": "Incident status changes, keyed by incident_id: each incident's "
+            "changes in one partition, in version order.",
+            **receive(
+                "Published from the incident outbox (filings by the incident consumer, "
+                "transitions by the API).",
+                "receiveIncidentStatus",
+                "IncidentStatusChange",
+            ),
+        },
     }
 
 
@@ -255,7 +284,7 @@ def _schemas() -> dict[str, Any]:
 
 
 def asyncapi_document() -> dict[str, Any]:
-    """The AsyncAPI 2.6 document of the five topics; the same on every call."""
+    """The AsyncAPI 2.6 document of the contract's topics; the same on every call."""
     return {
         "asyncapi": ASYNCAPI_VERSION,
         "id": "urn:wangge:events",

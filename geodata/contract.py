@@ -7,6 +7,7 @@ INCIDENTS_TOPIC = "grid.incidents.v1"
 ASSIGNMENTS_TOPIC = "grid.assignments.v1"
 COMPLIANCE_TOPIC = "grid.compliance.v1"
 DEADLETTER_TOPIC = "grid.deadletter.v1"
+INCIDENT_STATUS_TOPIC = "grid.incident-status.v1"
 
 ALL_TOPICS: tuple[str, ...] = (
     CHECKINS_TOPIC,
@@ -14,6 +15,7 @@ ALL_TOPICS: tuple[str, ...] = (
     ASSIGNMENTS_TOPIC,
     COMPLIANCE_TOPIC,
     DEADLETTER_TOPIC,
+    INCIDENT_STATUS_TOPIC,
 )
 
 
@@ -30,6 +32,7 @@ class Topics:
     assignments: str = ASSIGNMENTS_TOPIC
     compliance: str = COMPLIANCE_TOPIC
     deadletter: str = DEADLETTER_TOPIC
+    incident_status: str = INCIDENT_STATUS_TOPIC
 
     @classmethod
     def under(cls, namespace: str) -> "Topics":

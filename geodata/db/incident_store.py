@@ -12,10 +12,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
+import psycopg
 from sqlalchemy import ColumnElement, Connection, Row, and_, func, insert, or_, select, update
 
 from geodata.accounts import Principal
+from geodata.db import incident_outbox
 from geodata.db.models import Incident, IncidentEvent, WorkerAssignment
+from geodata.incident_status import transition_change
 from geodata.incidents import (
     IncidentNotFound,
     IncidentState,
@@ -216,7 +219,37 @@ def transition_incident(
         assignee_grids=grids,
     )
     _record_transition(conn, incident_id, transition, principal, now)
-    return IncidentDetail(load_incident(conn, incident_id), history_of(conn, incident_id))
+    moved = load_incident(conn, incident_id)
+    _queue_change(conn, moved, transition, principal, now)
+    return IncidentDetail(moved, history_of(conn, incident_id))
+
+
+def _queue_change(
+    conn: Connection,
+    record: IncidentRecord,
+    transition: Transition,
+    principal: Principal,
+    now: datetime,
+) -> None:
+    """Queue the transition's status change in the outbox, in this transaction."""
+    lon, lat = record.geometry["coordinates"][:2]
+    change = transition_change(
+        incident_id=record.incident_id,
+        transition=transition,
+        actor_role=principal.role,
+        at=now,
+        category=record.category,
+        grid_code=record.state.grid_code,
+        community_code=record.state.community_code,
+        lon=lon,
+        lat=lat,
+    )
+    # The outbox's one writer takes psycopg's connection: this very connection, inside
+    # the transaction SQLAlchemy began on it, so the change commits with the transition.
+    driver = conn.connection.driver_connection
+    if not isinstance(driver, psycopg.Connection):
+        raise TypeError(f"the incident outbox needs psycopg 3, not {type(driver).__name__}")
+    incident_outbox.queue_changes(driver, [change])
 
 
 def _record_transition(

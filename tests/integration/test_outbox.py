@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import psycopg
 import pytest
 
-from event_consumers.outbox import OutboxPublisher
+from event_consumers.outbox import COMPLIANCE_OUTBOX, OutboxPublisher
 from geodata.contract import Topics
 from tests.integration.pipeline_support import read_topic
 
@@ -39,7 +39,7 @@ def test_the_outbox_publishes_every_change_once_without_a_connection_per_publish
     database_url: str, kafka_bootstrap: str, topic_factory: Callable[..., Topics]
 ) -> None:
     topics = topic_factory()
-    publisher = OutboxPublisher(database_url, kafka_bootstrap, topics.compliance)
+    publisher = OutboxPublisher(database_url, kafka_bootstrap, topics.compliance, COMPLIANCE_OUTBOX)
     queued = []
     with psycopg.connect(database_url, autocommit=True) as conn:
         before = _sessions(conn)

@@ -16,6 +16,7 @@ from geodata.contract import (
     CHECKINS_TOPIC,
     COMPLIANCE_TOPIC,
     DEADLETTER_TOPIC,
+    INCIDENT_STATUS_TOPIC,
     INCIDENTS_TOPIC,
 )
 from geodata.events import (
@@ -106,6 +107,7 @@ PUBLISHED_CE_TYPES = {
     INCIDENTS_TOPIC: {"wangge.incident.v1"},
     ASSIGNMENTS_TOPIC: {"wangge.assignment.checkin.v1", "wangge.assignment.incident.v1"},
     COMPLIANCE_TOPIC: {"wangge.compliance.v1"},
+    INCIDENT_STATUS_TOPIC: {"wangge.incident-status.v1"},
 }
 
 
