@@ -2,13 +2,16 @@
 
 import contextlib
 import logging
+import tempfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Final
 
 from anyio import to_thread
 from fastapi import FastAPI
 
+from geodata.attachments import AttachmentConfig
 from geodata.compliance import ComplianceConfig
 from geodata.contract import Topics
 from geodata.db.engine import PoolPolicy, create_db_engine
@@ -19,6 +22,7 @@ from geodata.events import DEFAULT_TIME_LIMITS, EventTimeLimits
 from geodata.snapshot_policy import SnapshotPolicy
 from grid_service import health, metrics
 from grid_service.admin import router as admin_router
+from grid_service.attachments import install_attachments
 from grid_service.auth import AuthConfig, install_auth
 from grid_service.compliance import router as compliance_router
 from grid_service.cors import install_cors
@@ -36,6 +40,7 @@ from grid_service.producer import create_producer
 from grid_service.stream import open_live_stream
 from grid_service.stream import router as stream_router
 from grid_service.tiles import router as tiles_router
+from grid_service.worker_app import install_worker_app
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +70,11 @@ class ApiConfig:
     db_pool: PoolPolicy = field(default_factory=PoolPolicy)
     #: Bytes of rendered tiles kept in memory (settings: WANGGE_TILE_CACHE_MB).
     tile_cache_bytes: int = DEFAULT_TILE_CACHE_BYTES
+    #: Where incident photos are kept (settings: WANGGE_ATTACHMENTS_DIR, under the state
+    #: directory); a config built in code keeps them in the system's temporary directory.
+    attachments: AttachmentConfig = field(
+        default_factory=lambda: AttachmentConfig(Path(tempfile.gettempdir()) / "wangge-attachments")
+    )
 
 
 BACKGROUND_CONNECTIONS: Final = 3
@@ -142,7 +152,9 @@ def create_app(config: ApiConfig) -> FastAPI:
     app.include_router(ogc_router)
     app.include_router(tiles_router)
     app.include_router(stream_router)
+    install_attachments(app, config.attachments)
     install_map(app)
+    install_worker_app(app)
     install_docs(app)
     install_edges(app)  # last: the outermost middleware, around the token check
     install_cors(app, config.cors_allow_origins)  # around the edge, so its refusals carry CORS

@@ -33,6 +33,12 @@ from geodata.accounts import (
     NotAuthenticated,
     PermissionDenied,
 )
+from geodata.attachments import (
+    AttachmentNotFound,
+    InvalidContentId,
+    InvalidImage,
+    UnsupportedImage,
+)
 from geodata.cql2 import InvalidFilter, UnknownProperty
 from geodata.crs import UnsupportedCrs
 from geodata.db.tiles import InvalidTile, UnknownLayer
@@ -163,6 +169,10 @@ STATUS_BY_ERROR: Final[Mapping[type[WanggeError], int]] = {
     VersionRequired: 428,
     InvalidTransitionRequest: 422,
     InvalidIncidentFilter: 422,
+    AttachmentNotFound: 404,
+    UnsupportedImage: 415,
+    InvalidImage: 422,
+    InvalidContentId: 422,
     # OGC API - Features asks for 400 for any invalid query parameter.
     InvalidFilter: 400,
     UnknownProperty: 400,

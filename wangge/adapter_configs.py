@@ -10,6 +10,7 @@ from grid_service.app import ApiConfig
 from grid_service.health import HealthConfig
 from wangge.settings import (
     ApiSettings,
+    AttachmentSettings,
     CorsSettings,
     DatabaseSettings,
     GridSnapshotSettings,
@@ -37,6 +38,7 @@ def api_config() -> ApiConfig:
         cors_allow_origins=CorsSettings().origins(),
         db_pool=database.pool_policy(),
         tile_cache_bytes=TileCacheSettings().max_bytes(),
+        attachments=AttachmentSettings().config(),
     )
 
 

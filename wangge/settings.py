@@ -8,6 +8,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from geodata.attachments import DEFAULT_MAX_BYTES as DEFAULT_ATTACHMENT_MAX_BYTES
+from geodata.attachments import AttachmentConfig
 from geodata.compliance import ComplianceConfig
 from geodata.contract import Topics
 from geodata.db.engine import PoolPolicy
@@ -238,6 +240,28 @@ class LocalServicesSettings(BaseSettings):
     model_config = _config()
 
     state_dir: Path = Path.home() / ".local" / "state" / "wangge"
+
+
+class AttachmentSettings(BaseSettings):
+    """Where the API keeps incident photos, and how large an upload may be."""
+
+    model_config = _config()
+
+    attachments_dir: Path | None = Field(
+        default=None,
+        description="directory of the stored photos (named by SHA-256); unset:"
+        " WANGGE_STATE_DIR/attachments",
+    )
+    attachment_max_bytes: int = Field(
+        default=DEFAULT_ATTACHMENT_MAX_BYTES,
+        ge=1024,
+        description="largest photo upload, bytes (the worker app sends them resized to 1600 px)",
+    )
+
+    def config(self) -> AttachmentConfig:
+        """The attachments' config these settings describe."""
+        directory = self.attachments_dir or LocalServicesSettings().state_dir / "attachments"
+        return AttachmentConfig(directory, self.attachment_max_bytes)
 
 
 class ApiSettings(BaseSettings):
