@@ -26,6 +26,7 @@ from grid_service.attachments import install_attachments
 from grid_service.auth import AuthConfig, install_auth
 from grid_service.compliance import router as compliance_router
 from grid_service.cors import install_cors
+from grid_service.devices import router as devices_router
 from grid_service.docs import install_docs
 from grid_service.edges import install_edges
 from grid_service.errors import install_error_handlers
@@ -40,6 +41,7 @@ from grid_service.producer import create_producer
 from grid_service.stream import open_live_stream
 from grid_service.stream import router as stream_router
 from grid_service.tiles import router as tiles_router
+from grid_service.trackers import install_trackers
 from grid_service.worker_app import install_worker_app
 
 logger = logging.getLogger(__name__)
@@ -145,6 +147,8 @@ def create_app(config: ApiConfig) -> FastAPI:
     app.include_router(health.router)
     app.include_router(metrics.router)
     app.include_router(gateway_router)
+    install_trackers(app)
+    app.include_router(devices_router)
     app.include_router(compliance_router)
     app.include_router(grids_router)
     app.include_router(incidents_router)

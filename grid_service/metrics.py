@@ -37,7 +37,14 @@ GATEWAY_REFUSALS: Final = Counter(
     ["route", "status", "reason"],
 )
 
-GATEWAY_ROUTES: Final = frozenset({"/api/v1/checkins", "/api/v1/incidents"})
+GATEWAY_ROUTES: Final = frozenset(
+    {
+        "/api/v1/checkins",
+        "/api/v1/incidents",
+        "/api/v1/trackers/osmand/{device_secret}",
+        "/api/v1/trackers/owntracks/{device_secret}",
+    }
+)
 """The routes whose refusals are counted by reason."""
 
 UNMATCHED: Final = "<unmatched>"

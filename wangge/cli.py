@@ -6,7 +6,7 @@ together under one `app`, the entry point.
 
 import typer
 
-from wangge.commands import bench, dataset, db, reports, run, services, simulation, users
+from wangge.commands import bench, dataset, db, devices, reports, run, services, simulation, users
 
 app = typer.Typer(
     help="wangge: event-driven GIS platform for urban grid governance.",
@@ -28,3 +28,4 @@ app.add_typer(services.app, name="services")
 app.add_typer(db.app, name="db")
 app.add_typer(dataset.app, name="dataset")
 app.add_typer(users.app, name="users")
+app.add_typer(devices.app, name="devices")

@@ -276,3 +276,22 @@ class ApiSettings(BaseSettings):
         gt=0,
         description="/healthz counts a consumer stage alive when a member beat this recently",
     )
+
+
+class PublicUrlSettings(BaseSettings):
+    """Where phones reach the API: the base of the URLs handed to tracking apps."""
+
+    model_config = _config()
+
+    public_url: str | None = Field(
+        default=None,
+        description="the API's address as phones reach it (https://wangge.example.cn);"
+        " unset: http://WANGGE_API_HOST:WANGGE_API_PORT",
+    )
+
+    def base_url(self) -> str:
+        """The public address, or the bind address when none is set."""
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        api = ApiSettings()
+        return f"http://{api.api_host}:{api.api_port}"
