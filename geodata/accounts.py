@@ -160,14 +160,22 @@ def account_spec(
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """Who a valid token speaks for, and the scope rules of its role."""
+    """Who a valid token or session speaks for, and the scope rules of its role."""
 
     account_id: int
+    #: The id of the bearer token, or of the session when `via_session`.
     token_id: int
     name: str
     role: Role
     area_prefix: str | None = None
     worker_id: str | None = None
+    #: Signed in with a password (a browser's session cookie), not a bearer token.
+    via_session: bool = False
+
+    @property
+    def credential(self) -> tuple[str, int]:
+        """What the caller presented, as a key: its own allowance of requests is kept under it."""
+        return ("session" if self.via_session else "token", self.token_id)
 
     def __post_init__(self) -> None:
         # An empty prefix would read the whole city: never build such a supervisor.
