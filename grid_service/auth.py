@@ -1,9 +1,18 @@
-"""Bearer-token authentication, role checks and per-token rate limits for the API's routes.
+"""Authentication (bearer tokens, and browser sessions after a password sign-in), role
+checks and per-credential rate limits for the API's routes.
 
 One rule on every route, public ones included: a request that presents a token must
 present a valid one. A malformed, unknown or revoked token is 401 `invalid_token`, never
 silently anonymous; `install_auth` adds the middleware that makes it so, even on routes
 that take no principal (public grids, the OGC landing page, the map, the docs).
+
+A request without a token may carry the session cookie (grid_service/session_cookie.py;
+the routes that sign in and out are grid_service/session.py). A live session speaks for
+its account as a token would. A stale cookie (signed out, expired, unknown) is no
+identity: public routes answer as to anyone (the browser sends the cookie with every
+tile), and routes that need a caller answer 401 `session_expired`. A cookie-authenticated
+write without `X-Requested-With` is 403 `fetch_header_missing` (CSRF). With both, the
+token is the caller and the cookie is ignored.
 
 What routers use:
 - `OptionalPrincipal`: public reads. No Authorization header gives None.
@@ -13,15 +22,17 @@ What routers use:
 - `ensure_area`, `ensure_worker`, `scoped_code`, `may_read_personal`: the scope checks of
   `geodata.accounts.Principal`, raising the errors grid_service.errors maps (403).
 
-The token cache and the rate limiter live in this process's memory: with N API processes
-a token may make up to N times the configured rate, and each process may accept a revoked
-token until its cache entry expires (`token_cache_ttl_s`, 5 s by default).
+The token and session caches and the rate limiters live in this process's memory: with
+N API processes a token may make up to N times the configured rate, and each process may
+accept a revoked token or a session signed out elsewhere until its cache entry expires
+(`token_cache_ttl_s`, 5 s by default).
 """
 
 import threading
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Hashable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Annotated, Any, Final
 
 from fastapi import Depends, FastAPI, Request
@@ -44,8 +55,21 @@ from geodata.accounts import (
     is_well_formed,
 )
 from geodata.db import accounts_store
+from geodata.db.sign_in import SessionLookup, session_by_hash
 from geodata.errors import SchemaMissing
+from geodata.passwords import (
+    SessionExpired,
+    SignInPolicy,
+    hash_session_id,
+    is_well_formed_session_id,
+)
 from grid_service.errors import RateLimited, error_response
+from grid_service.session_cookie import (
+    SAFE_METHODS,
+    SessionCache,
+    require_fetch_header,
+    session_id_of,
+)
 
 __all__ = [
     "AdminPrincipal",
@@ -63,6 +87,14 @@ __all__ = [
 ]
 
 Clock = Callable[[], float]
+WallClock = Callable[[], datetime]
+"""The time sessions start and expire by, and lock-outs run by: the system's, or a test's."""
+
+
+def system_now() -> datetime:
+    """The current time, aware, in UTC."""
+    return datetime.now(UTC)
+
 
 _PRUNE_ABOVE: Final = 10_000
 """Entries kept before expired or idle ones are dropped: ~2,400 workers fit many times."""
@@ -70,15 +102,25 @@ _PRUNE_ABOVE: Final = 10_000
 
 @dataclass(frozen=True, slots=True)
 class AuthConfig:
-    """How long a validated token is trusted without the database, and the write limits."""
+    """How long a validated token is trusted without the database, the write limits, and
+    how people sign in (settings: WANGGE_SESSION_*, WANGGE_SIGN_IN_*, WANGGE_PASSWORD_*)."""
 
     token_cache_ttl_s: float = 5.0
     write_rate_per_s: float = 20.0
     write_burst: float = 40.0
+    #: Lock-out, session lifetime and the password rule.
+    sign_in: SignInPolicy = field(default_factory=SignInPolicy)
+    #: Sign-in and password-change attempts per client address: 10 a minute, 10 at once.
+    sign_in_rate_per_s: float = 10 / 60
+    sign_in_burst: float = 10.0
+    #: Mark the session cookie Secure even on a request that came over http.
+    session_cookie_secure: bool = False
 
     def __post_init__(self) -> None:
         if self.token_cache_ttl_s < 0 or self.write_rate_per_s <= 0 or self.write_burst < 1:
             raise ValueError("need token_cache_ttl_s >= 0, write_rate_per_s > 0, write_burst >= 1")
+        if self.sign_in_rate_per_s <= 0 or self.sign_in_burst < 1:
+            raise ValueError("need sign_in_rate_per_s > 0 and sign_in_burst >= 1")
 
 
 class TokenBucket:
@@ -105,16 +147,16 @@ class TokenBucket:
 
 
 class RateLimiter:
-    """One token bucket per bearer token, in this process's memory."""
+    """One token bucket per key (a credential, a client address), in this process's memory."""
 
     def __init__(self, rate_per_s: float, burst: float, clock: Clock = time.monotonic) -> None:
         self.rate_per_s = rate_per_s
         self.burst = burst
         self._clock = clock
         self._lock = threading.Lock()
-        self._buckets: dict[int, TokenBucket] = {}
+        self._buckets: dict[Hashable, TokenBucket] = {}
 
-    def take(self, key: int) -> None:
+    def take(self, key: Hashable) -> None:
         """Spend one request of `key`'s allowance; raise RateLimited when it is spent."""
         with self._lock:
             now = self._clock()
@@ -162,23 +204,32 @@ class TokenCache:
 
 @dataclass
 class AuthState:
-    """The per-app token cache and rate limiter (`app.state.auth`)."""
+    """The per-app caches, rate limiters and clock (`app.state.auth`)."""
 
     config: AuthConfig = field(default_factory=AuthConfig)
+    now: WallClock = system_now
     cache: TokenCache = field(init=False)
+    sessions: SessionCache = field(init=False)
     limiter: RateLimiter = field(init=False)
+    sign_in_limiter: RateLimiter = field(init=False)
 
     def __post_init__(self) -> None:
         self.cache = TokenCache(self.config.token_cache_ttl_s)
+        self.sessions = SessionCache(self.config.token_cache_ttl_s)
         self.limiter = RateLimiter(self.config.write_rate_per_s, self.config.write_burst)
+        self.sign_in_limiter = RateLimiter(
+            self.config.sign_in_rate_per_s, self.config.sign_in_burst
+        )
 
 
-def install_auth(app: FastAPI, config: AuthConfig | None = None) -> None:
-    """Give `app` its token cache, rate limiter and token check; call it in the app factory.
+def install_auth(
+    app: FastAPI, config: AuthConfig | None = None, now: WallClock | None = None
+) -> None:
+    """Give `app` its caches, rate limiters and token check; call it in the app factory.
 
-    Calling it again (tests do, to change the config) replaces the cache and limiter.
+    Calling it again (tests do, to change the config or the clock) replaces them.
     """
-    app.state.auth = AuthState(config or AuthConfig())
+    app.state.auth = AuthState(config or AuthConfig(), now or system_now)
     if not getattr(app.state, "token_check", False):
         app.add_middleware(TokenCheck)
         app.state.token_check = True
@@ -187,7 +238,7 @@ def install_auth(app: FastAPI, config: AuthConfig | None = None) -> None:
 _STATE_LOCK = threading.Lock()
 
 
-def _auth_state(request: Request) -> AuthState:
+def auth_state(request: Request) -> AuthState:
     # Made with the defaults on first use when the factory did not call install_auth, so
     # that a router mounted on any app is never left open.
     state = getattr(request.app.state, "auth", None)
@@ -232,6 +283,49 @@ def _lookup(engine: Engine, token_hash: str) -> Principal | None:
 
 _RESOLVED: Final = "wangge.principal"
 """Key of the request's state holding its resolved caller, so it is looked up once."""
+_STALE_SESSION: Final = "wangge.stale_session"
+"""Set when the request's session cookie named no live session."""
+_SESSION: Final = "wangge.session"
+"""The live session the request's cookie named, when it is the caller."""
+
+
+def current_session(request: Request) -> SessionLookup | None:
+    """The live session the request was authenticated by, once its caller is resolved."""
+    session: SessionLookup | None = request.scope.get("state", {}).get(_SESSION)
+    return session
+
+
+def _lookup_session(engine: Engine, session_hash: str) -> SessionLookup | None:
+    try:
+        with Session(engine) as session:
+            return session_by_hash(session, session_hash)
+    except ProgrammingError as exc:
+        raise SchemaMissing("the sessions table is missing; run `wangge db upgrade`") from exc
+
+
+async def _session_principal(request: Request, auth: AuthState) -> Principal | None:
+    """The caller of the session cookie, None without a live one; CSRF checked for writes."""
+    session_id = session_id_of(request)
+    if session_id is None:
+        return None
+    lookup: SessionLookup | None = None
+    if is_well_formed_session_id(session_id):
+        session_hash = hash_session_id(session_id)
+        cached = auth.sessions.get(session_hash)
+        if cached is None:
+            lookup = await run_in_threadpool(
+                _lookup_session, request.app.state.engine, session_hash
+            )
+            auth.sessions.put(session_hash, lookup)
+        else:
+            (lookup,) = cached
+    if lookup is None or auth.now() >= lookup.expires_at:
+        request.scope.setdefault("state", {})[_STALE_SESSION] = True
+        return None
+    if request.method not in SAFE_METHODS:
+        require_fetch_header(request)
+    request.scope.setdefault("state", {})[_SESSION] = lookup
+    return lookup.principal
 
 
 async def resolve_principal(request: Request) -> Principal | None:
@@ -246,15 +340,17 @@ async def resolve_principal(request: Request) -> Principal | None:
         return resolved
     token = _token_of(request)
     principal: Principal | None = None
+    auth = auth_state(request)
     if token is not None:
         token_hash = hash_token(token)
-        auth = _auth_state(request)
         principal = auth.cache.get(token_hash)
         if principal is None:
             principal = await run_in_threadpool(_lookup, request.app.state.engine, token_hash)
             if principal is None:
                 raise InvalidToken("the token is unknown or revoked")
             auth.cache.put(token_hash, principal)
+    else:
+        principal = await _session_principal(request, auth)
     state[_RESOLVED] = principal
     return principal
 
@@ -295,10 +391,14 @@ async def optional_principal(
 OptionalPrincipal = Annotated[Principal | None, Depends(optional_principal)]
 
 
-async def required_principal(principal: OptionalPrincipal) -> Principal:
-    """Dependency: the caller; MissingToken without a token."""
+async def required_principal(request: Request, principal: OptionalPrincipal) -> Principal:
+    """Dependency: the caller; SessionExpired for a stale session cookie, else MissingToken."""
     if principal is None:
-        raise MissingToken("this needs a bearer token (Authorization: Bearer wg_...)")
+        if request.scope.get("state", {}).get(_STALE_SESSION):
+            raise SessionExpired("the session has ended or expired; sign in again")
+        raise MissingToken(
+            "this needs a bearer token (Authorization: Bearer wg_...) or a signed-in session"
+        )
     return principal
 
 
@@ -319,7 +419,7 @@ def require_roles(
         if principal.role not in allowed:
             raise PermissionDenied(f"this needs a {names} token, not a {principal.role}'s")
         if limit_rate:
-            _auth_state(request).limiter.take(principal.token_id)
+            auth_state(request).limiter.take(principal.credential)
         return principal
 
     return dependency
