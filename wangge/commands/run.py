@@ -1,4 +1,11 @@
-"""`wangge serve`, `wangge consume` and `wangge up`, which runs them both as children."""
+"""`wangge serve`, `wangge consume` and `wangge up`, which runs them both as children.
+
+`wangge up` prints one line to start from: the map's address and the local admin's
+sign-in (made on a fresh database, its password kept in the state directory, 0600, while
+it is still the admin's). So that the line stays in view, the libraries' INFO logs
+(kafka's connections, alembic's context) and the API's access log are left out unless
+`--verbose`.
+"""
 
 import logging
 import os
@@ -8,8 +15,10 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Final
 
 import typer
 
@@ -17,7 +26,10 @@ from wangge import services
 from wangge.commands.common import console, fail, print_reports, raise_keyboard_interrupt
 from wangge.commands.dataset import load_reference_dataset_if_empty
 from wangge.commands.services import start_services
-from wangge.settings import ApiSettings, DatabaseSettings, KafkaSettings
+from wangge.settings import ApiSettings, DatabaseSettings, KafkaSettings, LocalServicesSettings
+
+if TYPE_CHECKING:
+    from wangge.users_cli import LocalAdmin
 
 HostOption = Annotated[
     str | None, typer.Option(help="address to bind (default: WANGGE_API_HOST, 127.0.0.1)")
@@ -25,6 +37,20 @@ HostOption = Annotated[
 PortOption = Annotated[
     int | None, typer.Option(help="port to bind (default: WANGGE_API_PORT, 8000)")
 ]
+VerboseOption = Annotated[
+    bool, typer.Option("--verbose", help="also the libraries' INFO logs (kafka, alembic)")
+]
+
+LIBRARY_LOGGERS: Final = ("kafka", "alembic")
+"""Libraries whose INFO lines (every connection, every metadata refresh) bury ours."""
+READY_WAIT_S: Final = 90.0
+"""How long `up` waits for /healthz before printing its line all the same."""
+
+
+def quiet_library_logs() -> None:
+    """Keep only the libraries' warnings and errors; wangge's own INFO lines stay."""
+    for name in LIBRARY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def bind_address(host: str | None, port: int | None) -> tuple[str, int]:
@@ -36,6 +62,9 @@ def bind_address(host: str | None, port: int | None) -> tuple[str, int]:
 def serve(
     host: HostOption = None,
     port: PortOption = None,
+    access_log: Annotated[
+        bool, typer.Option("--access-log/--no-access-log", help="a line per request")
+    ] = True,
 ) -> None:
     """Run the HTTP API and the supervisors' map (/map)."""
     import uvicorn
@@ -45,7 +74,7 @@ def serve(
 
     config = api_config()
     host, port = bind_address(host, port)
-    uvicorn.run(create_app(config), host=host, port=port, log_level="info")
+    uvicorn.run(create_app(config), host=host, port=port, log_level="info", access_log=access_log)
 
 
 def _consume(names: list[str], group: str | None, idle_exit_after_s: float | None) -> None:
@@ -83,9 +112,12 @@ def consume(
     metrics_port: Annotated[
         int | None, typer.Option(help="serve this process's Prometheus metrics on the port")
     ] = None,
+    verbose: VerboseOption = False,
 ) -> None:
     """Run the consumers; several processes with one --group share the partitions."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    if not verbose:
+        quiet_library_logs()
     names = names or ["checkins", "incidents", "compliance"]
     if metrics_port is None:
         _consume(names, group, idle_exit)
@@ -128,6 +160,7 @@ def up(
     rate: Annotated[
         float | None, typer.Option(help="with --simulate: at most this many events a second")
     ] = None,
+    verbose: VerboseOption = False,
 ) -> None:
     """Start services, migrate, load the reference dataset if empty, run consumers and API.
 
@@ -152,6 +185,7 @@ def up(
     migrate.upgrade(DatabaseSettings().url)
     console.print("schema at the current revision")
     load_reference_dataset_if_empty(seed)
+    admin = _local_admin()
 
     # Ctrl-C and SIGTERM both stop what `up` started; SIGINT is set explicitly because a
     # shell that starts `up` in the background makes it ignore SIGINT otherwise.
@@ -162,20 +196,24 @@ def up(
     env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}
     if simulator_args:
         env.update(replay_intake_env(simulator_args))
+    quiet = [] if verbose else ["--no-access-log"]
     children = [
-        _child(["consume"], env),
-        _child(["serve", "--host", host, "--port", str(port)], env),
+        _child(["consume", *(["--verbose"] if verbose else [])], env),
+        _child(["serve", "--host", host, "--port", str(port), *quiet], env),
     ]
     simulator = _child(simulator_args, env) if simulator_args else None
-    base = f"http://{host}:{port}"
-    console.print(
-        f"[bold green]wangge is up:[/] the supervisors' map {base}/map "
-        f"(a supervisor's or an admin's token from `wangge users add`), "
-        f"health {base}/healthz, API docs {base}/docs  (Ctrl-C stops)"
-    )
-    if simulator_args:
-        console.print(f"simulating: wangge {' '.join(simulator_args[:-1])}")
+    base = f"http://{_reachable(host)}:{port}"
     try:
+        ready = _wait_ready(base, children)
+        console.print(
+            f"health {base}/healthz{'' if ready else ' (not ready yet)'}, API docs {base}/docs",
+            style="dim",
+            soft_wrap=True,
+        )
+        if simulator_args:
+            console.print(f"simulating: wangge {' '.join(simulator_args[:-1])}", soft_wrap=True)
+        # Last, so it is the line in view: where to go and how to get in.
+        console.print(_up_line(base, admin), soft_wrap=True)
         _watch(children, simulator)
     except KeyboardInterrupt:
         console.print("stopping the simulator, the consumers and the API")
@@ -184,6 +222,55 @@ def up(
         # broker; every child is signalled before any is waited for.
         _stop([c for c in (simulator, *children) if c is not None])
         shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _local_admin() -> "LocalAdmin | None":
+    """The local admin `up` offers (made on a fresh database); None if it cannot say."""
+    from geodata.errors import WanggeError
+    from wangge.users_cli import ensure_local_admin
+
+    try:
+        return ensure_local_admin(DatabaseSettings().url, LocalServicesSettings().state_dir)
+    except (WanggeError, OSError) as exc:
+        console.print(f"[yellow]no local admin offered:[/] {exc}")
+        return None
+
+
+def _up_line(base: str, admin: "LocalAdmin | None") -> str:
+    """The one line `up` leaves in view: the map, and who may sign in."""
+    start = f"[bold green]wangge is up:[/] {base}/map"
+    if admin is None:
+        return f"{start}  sign in with your account  (Ctrl-C stops)"
+    if admin.password is None:
+        return f"{start}  sign in as {admin.name} with the password you chose  (Ctrl-C stops)"
+    return (
+        f"{start}  sign in as [bold]{admin.name}[/] password [bold]{admin.password}[/]"
+        f"  (kept in {admin.password_file} until you change it; Ctrl-C stops)"
+    )
+
+
+def _reachable(host: str) -> str:
+    """The address a browser on this machine uses for a bind address."""
+    if host in ("0.0.0.0", "::", ""):
+        return "127.0.0.1"
+    return f"[{host}]" if ":" in host else host
+
+
+def _wait_ready(base: str, children: list[subprocess.Popen[bytes]]) -> bool:
+    """Wait until /healthz says ready (the children's start-up logs are then behind us);
+    False after READY_WAIT_S, or when a child exits (`_watch` reports that)."""
+    deadline = time.monotonic() + READY_WAIT_S
+    while time.monotonic() < deadline:
+        if any(child.poll() is not None for child in children):
+            return False
+        try:
+            with urllib.request.urlopen(f"{base}/healthz", timeout=2) as answer:
+                if answer.status == 200:
+                    return True
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.5)
+    return False
 
 
 def _watch(
