@@ -38,6 +38,7 @@ from grid_service.incidents import router as incidents_router
 from grid_service.map import install_map
 from grid_service.ogc import router as ogc_router
 from grid_service.producer import create_producer
+from grid_service.session import install_sessions
 from grid_service.stream import open_live_stream
 from grid_service.stream import router as stream_router
 from grid_service.tiles import router as tiles_router
@@ -144,6 +145,7 @@ def create_app(config: ApiConfig) -> FastAPI:
     install_error_handlers(app)
     install_gateway_errors(app)
     install_auth(app, config.auth)
+    install_sessions(app)
     app.include_router(health.router)
     app.include_router(metrics.router)
     app.include_router(gateway_router)

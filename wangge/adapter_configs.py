@@ -7,8 +7,10 @@
 from event_consumers.runner import RunnerConfig
 from geodata.db.engine import libpq_url
 from grid_service.app import ApiConfig
+from grid_service.auth import AuthConfig
 from grid_service.health import HealthConfig
 from wangge.settings import (
+    AccountSettings,
     ApiSettings,
     AttachmentSettings,
     CorsSettings,
@@ -19,6 +21,15 @@ from wangge.settings import (
     PatrolSettings,
     TileCacheSettings,
 )
+
+
+def _auth_config() -> AuthConfig:
+    accounts = AccountSettings()
+    return AuthConfig(
+        sign_in=accounts.policy(),
+        sign_in_rate_per_s=accounts.sign_in_per_minute / 60,
+        session_cookie_secure=accounts.session_cookie_secure,
+    )
 
 
 def api_config() -> ApiConfig:
@@ -32,6 +43,7 @@ def api_config() -> ApiConfig:
         topic_partitions=kafka.topic_partitions,
         consumer_group=kafka.group_id,
         health=HealthConfig(heartbeat_window_s=ApiSettings().heartbeat_window_s),
+        auth=_auth_config(),
         event_limits=IntakeSettings().limits(),
         compliance=PatrolSettings().compliance_config(),
         grid_snapshot=GridSnapshotSettings().policy(),

@@ -15,6 +15,7 @@ from geodata.contract import Topics
 from geodata.db.engine import PoolPolicy
 from geodata.db.tile_memory import DEFAULT_MAX_BYTES as DEFAULT_TILE_CACHE_BYTES
 from geodata.events import EventTimeLimits
+from geodata.passwords import SignInPolicy
 from geodata.snapshot_policy import SnapshotPolicy
 
 LOCAL_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/wangge"
@@ -262,6 +263,45 @@ class AttachmentSettings(BaseSettings):
         """The attachments' config these settings describe."""
         directory = self.attachments_dir or LocalServicesSettings().state_dir / "attachments"
         return AttachmentConfig(directory, self.attachment_max_bytes)
+
+
+class AccountSettings(BaseSettings):
+    """How people sign in: sessions, lock-out, the sign-in rate and the password rule."""
+
+    model_config = _config()
+
+    session_hours: float = Field(
+        default=12,
+        gt=0,
+        le=24 * 90,
+        description="a signed-in session ends this long after it began",
+    )
+    session_cookie_secure: bool = Field(
+        default=False,
+        description="mark the session cookie Secure on http requests too (TLS ended by a"
+        " proxy the API does not see); requests over https get it anyway",
+    )
+    sign_in_max_failures: int = Field(
+        default=5, ge=1, description="failed sign-ins in a row that lock a name"
+    )
+    sign_in_lockout_minutes: float = Field(
+        default=15, gt=0, description="how long a locked name stays locked"
+    )
+    sign_in_per_minute: float = Field(
+        default=10, gt=0, description="sign-in and password-change attempts per client address"
+    )
+    password_min_length: int = Field(
+        default=10, ge=8, le=128, description="characters a chosen password has at least"
+    )
+
+    def policy(self) -> SignInPolicy:
+        """The sign-in policy these settings describe."""
+        return SignInPolicy(
+            max_failures=self.sign_in_max_failures,
+            lockout=timedelta(minutes=self.sign_in_lockout_minutes),
+            session_lifetime=timedelta(hours=self.session_hours),
+            min_password_length=self.password_min_length,
+        )
 
 
 class ApiSettings(BaseSettings):
