@@ -13,24 +13,131 @@ const LIST_LIMIT = 200;
 const $ = (id) => document.getElementById(id);
 const body = document.body;
 
-// ------------------------------------------------------------------ token
+// ------------------------------------------------------------------ sign-in
+
+// People sign in with a name and a password: the answer sets an HttpOnly session cookie,
+// which every fetch of this page then carries by itself (same origin), and no script can
+// read. A bearer token may still be pasted (machines, wall screens): kept in this tab only.
+// Every request says X-Requested-With, which the server asks of cookie-authenticated
+// writes (a page of another site cannot set it).
+const FETCH_HEADERS = { "X-Requested-With": "wangge" };
 
 function token() { return sessionStorage.getItem(TOKEN_KEY); }
 
-function askToken(message) {
+function authorized(headers = {}) {
+  const bearer = token();
+  return bearer ? { ...FETCH_HEADERS, ...headers, Authorization: `Bearer ${bearer}` } : { ...FETCH_HEADERS, ...headers };
+}
+
+async function postJson(url, payload) {
+  const response = await fetch(url, {
+    method: "POST", headers: { ...FETCH_HEADERS, "Content-Type": "application/json", Accept: "application/json" },
+    body: JSON.stringify(payload), cache: "no-store",
+  });
+  return { response, body: await response.json().catch(() => ({})) };
+}
+
+// Who this tab is signed in as (a session or a pasted token), or null.
+async function whoAmI() {
+  const response = await fetch("api/v1/session", { headers: authorized({ Accept: "application/json" }), cache: "no-store" });
+  if (response.ok) return response.json();
+  if (token()) sessionStorage.removeItem(TOKEN_KEY); // a revoked or mistyped token
+  return null;
+}
+
+function showSignedIn(me) {
+  $("who").textContent = me.worker_name || me.area_name ? `${me.name} · ${me.worker_name || me.area_name}` : me.name;
+  $("who").title = `${me.role}${me.area_prefix ? ` ${me.area_prefix}` : ""} · ${me.via === "session" ? "password" : "token"}`;
+  $("change-password").hidden = me.via !== "session";
+  body.dataset.signedIn = me.name;
+}
+
+function loginMode(mode) {
+  // "sign-in": name and password; "change": the current password and a new one, twice.
+  const changing = mode === "change";
+  $("login-form").dataset.mode = mode;
+  $("new-password-fields").hidden = !changing;
+  $("new-password").required = changing;
+  $("new-password-again").required = changing;
+  $("login-submit").textContent = changing ? "设置新密码并登录 Set the password and sign in" : "登录 Sign in";
+}
+
+function askSignIn(message, mode = "sign-in") {
   $("login-error").textContent = message || "";
+  loginMode(mode);
   if (!$("login").open) $("login").showModal();
   return new Promise((resolve) => {
-    $("login-form").addEventListener("submit", () => {
-      sessionStorage.setItem(TOKEN_KEY, $("token").value.trim());
-      $("token").value = "";
-      resolve();
-    }, { once: true });
+    const form = $("login-form");
+    const submitted = async (event) => {
+      event.preventDefault();
+      const done = await submitSignIn();
+      if (done) {
+        form.removeEventListener("submit", submitted);
+        resolve();
+      }
+    };
+    form.addEventListener("submit", submitted);
   });
 }
 
-function authorized(headers = {}) {
-  return { ...headers, Authorization: `Bearer ${token()}` };
+// One press of the form's button: true once signed in (or a token is kept).
+async function submitSignIn() {
+  const error = $("login-error");
+  const pasted = $("token").value.trim();
+  if (pasted) {
+    sessionStorage.setItem(TOKEN_KEY, pasted);
+    $("token").value = "";
+    return true;
+  }
+  const username = $("username").value.trim();
+  const password = $("password").value;
+  if (!username || !password) {
+    error.textContent = "请输入用户名和密码 · enter your name and password";
+    return false;
+  }
+  let answer;
+  if ($("login-form").dataset.mode === "change") {
+    const fresh = $("new-password").value;
+    if (fresh !== $("new-password-again").value) {
+      error.textContent = "两次输入的新密码不一致 · the new passwords differ";
+      return false;
+    }
+    answer = await postJson("api/v1/session/password", { username, password, new_password: fresh });
+  } else {
+    answer = await postJson("api/v1/session", { username, password });
+  }
+  const { response, body: reply } = answer;
+  if (response.ok) {
+    for (const id of ["password", "new-password", "new-password-again"]) $(id).value = "";
+    loginMode("sign-in");
+    return true;
+  }
+  if (reply.code === "password_change_required") {
+    loginMode("change");
+    error.textContent = "这是一次性密码，请设置自己的密码 · a one-time password: choose your own (10 characters or more)";
+    $("new-password").focus();
+    return false;
+  }
+  const retry = response.headers.get("Retry-After");
+  error.textContent = {
+    invalid_credentials: "用户名或密码错误 · wrong name or password",
+    account_locked: `失败次数过多，已锁定 · locked after repeated failures; try again in ${Math.ceil(Number(retry || 60) / 60)} min`,
+    rate_limited: `尝试过于频繁 · too many attempts; wait ${retry || "a few"} s`,
+  }[reply.code] || `${reply.code || response.status}: ${reply.detail || ""}`;
+  return false;
+}
+
+async function signOut() {
+  if (token()) sessionStorage.removeItem(TOKEN_KEY);
+  else await fetch("api/v1/session", { method: "DELETE", headers: FETCH_HEADERS }).catch(() => {});
+  location.reload();
+}
+
+async function changePassword() {
+  $("username").value = body.dataset.signedIn || "";
+  await askSignIn("输入当前密码和新密码 · your current password and a new one", "change");
+  $("login").close();
+  showSignedIn(await whoAmI());
 }
 
 class Unauthorized extends Error {}
@@ -394,19 +501,28 @@ async function start() {
     $("other-week").hidden = true;
     loadCompliance().catch((error) => console.warn(error));
   });
-  $("logout").addEventListener("click", () => { sessionStorage.removeItem(TOKEN_KEY); location.reload(); });
+  $("logout").addEventListener("click", signOut);
+  $("change-password").addEventListener("click", () => changePassword().catch((error) => console.warn(error)));
   await new Promise((resolve) => (map.loaded() ? resolve() : map.once("load", resolve)));
   addLayers();
   let message = "";
   for (;;) {
-    if (!token()) await askToken(message);
+    let me = await whoAmI();
+    if (!me) {
+      await askSignIn(message);
+      me = await whoAmI();
+      if (!me) continue;
+    }
+    showSignedIn(me);
     try {
       await loadCompliance();
       break;
     } catch (error) {
       if (!(error instanceof Unauthorized)) throw error;
-      sessionStorage.removeItem(TOKEN_KEY);
-      message = `令牌无效或无权限 · ${error.message}`;
+      // Signed in, but not as a supervisor or an admin: leave that account, ask again.
+      if (token()) sessionStorage.removeItem(TOKEN_KEY);
+      else await fetch("api/v1/session", { method: "DELETE", headers: FETCH_HEADERS }).catch(() => {});
+      message = `此账号无权查看地图 · this account may not read the map (${error.message})`;
     }
   }
   $("login").close();
