@@ -52,6 +52,18 @@ CATEGORY_NAMES_ZH: Final[dict[str, str]] = {
     "other.unclassified": "其他事件",
 }
 
+CLASS_NAMES_ZH: Final[dict[str, str]] = {
+    "environment": "市容环境",
+    "public_facilities": "公共设施",
+    "street_order": "街面秩序",
+    "construction": "施工管理",
+    "emergency": "突发事件",
+    "advertising": "宣传广告",
+    "other": "其他事件",
+}
+"""The classes (the part of a code before the dot) by their Chinese names, as GB/T 30428.2
+names its event classes; public_facilities stands for its 管理部件."""
+
 CATEGORIES: Final[tuple[str, ...]] = tuple(CATEGORY_NAMES_ZH)
 """The platform's incident category codes, `class.subclass`."""
 

@@ -37,6 +37,7 @@ from grid_service.health import HealthConfig
 from grid_service.incidents import router as incidents_router
 from grid_service.map import install_map
 from grid_service.ogc import router as ogc_router
+from grid_service.open311 import router as open311_router
 from grid_service.producer import create_producer
 from grid_service.session import install_sessions
 from grid_service.stream import open_live_stream
@@ -156,6 +157,7 @@ def create_app(config: ApiConfig) -> FastAPI:
     app.include_router(incidents_router)
     app.include_router(admin_router)
     app.include_router(ogc_router)
+    app.include_router(open311_router)
     app.include_router(tiles_router)
     app.include_router(stream_router)
     install_attachments(app, config.attachments)

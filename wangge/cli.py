@@ -6,7 +6,18 @@ together under one `app`, the entry point.
 
 import typer
 
-from wangge.commands import bench, dataset, db, devices, reports, run, services, simulation, users
+from wangge.commands import (
+    bench,
+    dataset,
+    db,
+    devices,
+    open311,
+    reports,
+    run,
+    services,
+    simulation,
+    users,
+)
 
 app = typer.Typer(
     help="wangge: event-driven GIS platform for urban grid governance.",
@@ -29,3 +40,4 @@ app.add_typer(db.app, name="db")
 app.add_typer(dataset.app, name="dataset")
 app.add_typer(users.app, name="users")
 app.add_typer(devices.app, name="devices")
+app.add_typer(open311.app, name="open311")
