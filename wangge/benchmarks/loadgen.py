@@ -12,7 +12,8 @@ Plain asyncio streams rather than an HTTP library: the client must cost the serv
 cores as little as possible, and every request here is a GET with a Content-Length answer.
 
 `python -m wangge.benchmarks.loadgen PORT PATHS_FILE --closed N | --rate R` prints a
-`LoadResult` as JSON.
+`LoadResult` as JSON. PATHS_FILE is a JSON list of paths, or of `{"path": P, "headers":
+{NAME: VALUE}}` for a request that needs headers (a token, an If-None-Match).
 """
 
 import argparse
@@ -25,6 +26,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 OPEN_LOOP_CONNECTIONS = 64
 """Connections an open-loop run opens up front; a request due when all are busy waits."""
@@ -97,11 +99,14 @@ class _Connection:
 
 
 class _Recorder:
-    """Latencies and statuses of the requests that began inside the measured window.
+    """Latencies and statuses of the requests of the measured window.
 
-    Closed loop keeps only answers in by the window's end, so the rate is the window's.
-    Open loop keeps every request sent in the window however late its answer, so a server
-    that falls behind shows it in the percentiles, and the rate is over until the last.
+    Closed loop keeps the answers that arrived inside the window, however early they were
+    sent, so the rate is the window's: keeping only requests both sent and answered in it
+    would drop about one answer time per connection, and undercount a server whose answers
+    take a good part of the window. Open loop keeps every request sent in the window
+    however late its answer, so a server that falls behind shows it in the percentiles,
+    and the rate is over until the last.
     """
 
     def __init__(self, start: float, end: float, *, open_loop: bool) -> None:
@@ -114,7 +119,10 @@ class _Recorder:
 
     def record(self, began: float, finished: float, status: int) -> None:
         """Keep one answer by the rules above."""
-        if began < self.start or (finished > self.end and not self.open_loop):
+        if self.open_loop:
+            if began < self.start:
+                return
+        elif not self.start <= finished <= self.end:
             return
         self.last = max(self.last, finished)
         self.latencies.append(finished - began)
@@ -143,13 +151,24 @@ def percentile(ordered: Sequence[float], q: float) -> float:
     return ordered[max(1, math.ceil(len(ordered) * q)) - 1]
 
 
-def _requests(paths: Sequence[str]) -> Iterator[bytes]:
-    prepared = [f"GET {p} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode() for p in paths]
-    return itertools.cycle(prepared)
+Target = str | dict[str, Any]
+"""A path, or `{"path": P, "headers": {NAME: VALUE}}`."""
+
+
+def _request(target: Target) -> bytes:
+    """One GET, prepared once: the path and any headers it carries."""
+    path, headers = (target, {}) if isinstance(target, str) else (target["path"], target["headers"])
+    lines = [f"GET {path} HTTP/1.1", "Host: 127.0.0.1"]
+    lines += [f"{name}: {value}" for name, value in headers.items()]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+def _requests(paths: Sequence[Target]) -> Iterator[bytes]:
+    return itertools.cycle([_request(target) for target in paths])
 
 
 async def closed_loop(
-    port: int, paths: Sequence[str], connections: int, duration_s: float, warmup_s: float
+    port: int, paths: Sequence[Target], connections: int, duration_s: float, warmup_s: float
 ) -> _Recorder:
     """N connections, each sending the next request when the last is answered."""
     pending = _requests(paths)
@@ -171,7 +190,7 @@ async def closed_loop(
 
 
 async def open_loop(
-    port: int, paths: Sequence[str], rate: float, duration_s: float, warmup_s: float
+    port: int, paths: Sequence[Target], rate: float, duration_s: float, warmup_s: float
 ) -> _Recorder:
     """Requests sent at a fixed rate, whatever the server does; latency from each send."""
     pending = _requests(paths)
@@ -218,7 +237,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     """Run one load and print its LoadResult as JSON."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("port", type=int)
-    parser.add_argument("paths", type=Path, help="a JSON list of paths, sent in turn")
+    parser.add_argument("paths", type=Path, help="a JSON list of paths (or objects), sent in turn")
     how = parser.add_mutually_exclusive_group(required=True)
     how.add_argument("--closed", type=int, metavar="CONNECTIONS")
     how.add_argument("--rate", type=float, metavar="REQUESTS_PER_S")
