@@ -1,9 +1,10 @@
 """What the supervisors' live map receives, and who may receive it: pure rules, no I/O.
 
-The API reads `grid.assignments.v1` and `grid.compliance.v1` and turns each record into a
-`MapMessage`: only what a map needs (ids, grid and community codes, a rounded position,
-a status), serialised once for every client. `StreamFilter` decides which client gets
-which message: a supervisor what happens under its area code prefix, an admin all.
+The API reads `grid.assignments.v1`, `grid.compliance.v1` and `grid.incident-status.v1`
+and turns each record into a `MapMessage`: only what a map needs (ids, grid and community
+codes, a rounded position, a status), serialised once for every client. `StreamFilter`
+decides which client gets which message: a supervisor what happens under its area code
+prefix, an admin all.
 """
 
 import json
@@ -21,6 +22,7 @@ from geodata.events import (
     parse_assignment,
     parse_compliance_change,
 )
+from geodata.incident_status import parse_incident_status_change
 
 POSITION_DECIMALS: Final = 4
 """Decimal places of a live position: about 10 m at Baoji's latitude, enough to put a dot
@@ -35,6 +37,7 @@ class LiveKind(StrEnum):
     CHECKIN = "checkin"
     INCIDENT = "incident"
     COMPLIANCE = "compliance"
+    INCIDENT_STATUS = "incident_status"
 
 
 ALL_KINDS: Final = frozenset(LiveKind)
@@ -134,6 +137,35 @@ def compliance_message(raw: bytes) -> MapMessage:
             "counted_patrols": change.counted_patrols,
             "required_patrols": change.required_patrols,
             "changed_at": change.changed_at.isoformat(),
+        },
+    )
+
+
+def incident_status_message(raw: bytes) -> MapMessage:
+    """The map message of a `grid.incident-status.v1` value; ValueError if it is malformed.
+
+    Placed by the incident's grid, else its community, as `may_read` places the incident:
+    a supervisor is streamed exactly the changes of the incidents it may read.
+    """
+    change = parse_incident_status_change(raw)
+    return _message(
+        LiveKind.INCIDENT_STATUS,
+        str(change.change_id),
+        change.grid_code or change.community_code,
+        {
+            "incident_id": str(change.incident_id),
+            "version": change.version,
+            "action": change.action,
+            "from_status": change.from_status,
+            "to_status": change.to_status,
+            "category": change.category,
+            "grid_code": change.grid_code,
+            "community_code": change.community_code,
+            "assignee": change.assignee,
+            "escalated_to": change.escalated_to,
+            "lon": round(change.lon, POSITION_DECIMALS),
+            "lat": round(change.lat, POSITION_DECIMALS),
+            "at": change.at.isoformat(),
         },
     )
 

@@ -20,7 +20,12 @@ from kafka.errors import KafkaError
 
 import kafka_clients
 from geodata.contract import Topics
-from geodata.live import MapMessage, assignment_message, compliance_message
+from geodata.live import (
+    MapMessage,
+    assignment_message,
+    compliance_message,
+    incident_status_message,
+)
 from grid_service.live_hub import FeedStatus, LiveHub
 
 logger = logging.getLogger(__name__)
@@ -52,6 +57,7 @@ class LiveFeed:
         self._readers: dict[str, Callable[[bytes], MapMessage]] = {
             topics.assignments: assignment_message,
             topics.compliance: compliance_message,
+            topics.incident_status: incident_status_message,
         }
         self._stop = threading.Event()
         self._lock = threading.Lock()

@@ -5,7 +5,8 @@ A thin adapter: `geodata.live` decides what a message holds and who gets it, the
 its filter and writes its queue out as SSE, with pings so that proxies and the page can
 tell a quiet city from a dead connection.
 
-Events: `checkin`, `incident`, `compliance` (JSON, `id` = the event's `event_id`);
+Events: `checkin`, `incident`, `compliance`, `incident_status` (JSON, `id` = the
+event's `event_id`, a status change's `change_id`);
 `status` (`{"live": bool, "detail": ...}`) first and whenever the broker comes or goes;
 `dropped` when the client fell too far behind, after which the stream ends.
 """
@@ -140,12 +141,16 @@ async def get_stream(
         ),
     ] = None,
 ) -> EventSourceResponse:
-    """Server-sent events for the live map, from now on: check-ins, incidents, compliance.
+    """Server-sent events for the live map, from now on: check-ins, incidents, compliance,
+    incident status changes.
 
     `checkin` and `incident` come from the assignments topic once an event has its grid:
     ids, grid and community codes, a position rounded to 4 decimals (about 10 m), the event
-    time; `compliance` is a worker's patrol status change in a grid. A supervisor gets what
-    happens under its area code prefix, an admin everything; a worker's token is 403
+    time; `compliance` is a worker's patrol status change in a grid; `incident_status` an
+    incident's move (`incident_id`, `version`, `action`, `from_status`, `to_status`,
+    `assignee`, `escalated_to`, its codes and position, `at`), placed by its grid as the
+    incident's own reads are. A supervisor gets what happens under its area code prefix,
+    an admin everything; a worker's token is 403
     `forbidden`, none 401. `status` says whether the feed is live; a comment pings every
     15 s; a client too slow to keep up gets `dropped` and the stream ends (reconnect).
     Errors: `outside_area` (403), `invalid_code`, `invalid_types` (422).

@@ -1,5 +1,6 @@
 // The supervisors' live map: our vector tiles, grids coloured by this week's compliance,
-// live check-ins and incidents from GET /api/v1/stream. Everything from this origin.
+// live check-ins, and the area's open incidents by status, kept current by the status
+// changes of GET /api/v1/stream. Everything from this origin.
 import { Map as MapLibreMap, NavigationControl, Popup } from "./vendor/maplibre-gl/maplibre-gl.mjs";
 
 const TOKEN_KEY = "wangge.token";
@@ -9,6 +10,17 @@ const CHECKIN_FADE_MS = 90_000;
 const INCIDENT_FADE_MS = 600_000;
 const COMPLIANCE_REFRESH_MS = 300_000;
 const LIST_LIMIT = 200;
+const INCIDENT_COLOURS = {
+  reported: "#ff3d00", dispatched: "#fb8c00", in_progress: "#fdd835", resolved: "#43a047",
+  escalated: "#8e24aa", closed: "#78909c", cancelled: "#78909c",
+};
+const INCIDENT_NAMES = {
+  reported: "待派遣 reported", dispatched: "已派遣 dispatched", in_progress: "处置中 in progress",
+  resolved: "待核查 resolved", escalated: "已吹哨 escalated", closed: "已结案 closed",
+  cancelled: "已作废 cancelled",
+};
+const OPEN_INCIDENTS = "reported,dispatched,in_progress,resolved,escalated";
+const INCIDENT_PAGE = 1000; // the listing's largest page
 
 const $ = (id) => document.getElementById(id);
 const body = document.body;
@@ -172,7 +184,9 @@ const state = {
   area: null, // the code prefix compliance was read for (null: the whole city)
   grids: new Map(), // grid code -> { name, workers: Map(worker id -> worker) }
   live: [], // live features: { kind, at, feature }
-  counts: { checkins: 0, incidents: 0, changes: 0 },
+  // incident id -> { id, status, version, category, grid, assignee, lon, lat, at, endedAt }
+  incidents: new Map(),
+  counts: { checkins: 0, incidents: 0, changes: 0, statuses: 0 },
 };
 
 function gridStatus(grid) {
@@ -229,9 +243,13 @@ function addLayers() {
       "circle-color": ["case", ["==", ["get", "in_assigned_grid"], false], "#8e24aa", "#00b8d4"],
       "circle-opacity": ["get", "fade"], "circle-stroke-color": "#ffffff",
       "circle-stroke-width": 1, "circle-stroke-opacity": ["get", "fade"] } });
-  map.addLayer({ id: "live-incidents", type: "circle", source: "live", filter: ["==", ["get", "kind"], "incident"],
+  map.addSource("incidents", { type: "geojson", data: { type: "FeatureCollection", features: [] } });
+  const incidentColour = ["match", ["get", "status"]];
+  for (const [status, colour] of Object.entries(INCIDENT_COLOURS)) incidentColour.push(status, colour);
+  incidentColour.push("#ff3d00");
+  map.addLayer({ id: "incidents-points", type: "circle", source: "incidents",
     paint: { "circle-radius": ["interpolate", ["linear"], ["zoom"], 10, 5, 16, 11],
-      "circle-color": "#ff3d00", "circle-opacity": ["get", "fade"], "circle-stroke-color": "#212121",
+      "circle-color": incidentColour, "circle-opacity": ["get", "fade"], "circle-stroke-color": "#212121",
       "circle-stroke-width": 2, "circle-stroke-opacity": ["get", "fade"] } });
 }
 
@@ -250,7 +268,7 @@ function renderedFeatures(layer) {
 map.on("idle", () => {
   const grids = renderedFeatures("grids-fill");
   body.dataset.gridsRendered = String(new Set(grids.map((f) => f.id)).size);
-  body.dataset.liveRendered = String(renderedFeatures("live-checkins").length + renderedFeatures("live-incidents").length);
+  body.dataset.liveRendered = String(renderedFeatures("live-checkins").length + renderedFeatures("incidents-points").length);
   renderViewCounts(grids);
 });
 
@@ -324,12 +342,84 @@ function addLive(kind, message) {
 function refreshLive() {
   const now = performance.now();
   state.live = state.live.filter((item) => {
-    const life = item.kind === "incident" ? INCIDENT_FADE_MS : CHECKIN_FADE_MS;
-    item.feature.properties.fade = Math.max(0, 1 - (now - item.at) / life);
+    item.feature.properties.fade = Math.max(0, 1 - (now - item.at) / CHECKIN_FADE_MS);
     return item.feature.properties.fade > 0.02;
   });
   const source = map.getSource("live");
   if (source) source.setData({ type: "FeatureCollection", features: state.live.map((i) => i.feature) });
+  // A closed or cancelled incident fades out; an open one stays until it is.
+  let ended = false;
+  for (const [id, incident] of state.incidents) {
+    if (incident.endedAt !== null && now - incident.endedAt > INCIDENT_FADE_MS) {
+      state.incidents.delete(id);
+      ended = true;
+    }
+  }
+  if (ended) renderIncidents();
+  else if ([...state.incidents.values()].some((i) => i.endedAt !== null)) drawIncidents();
+}
+
+// ------------------------------------------------------------------ incidents
+
+// One incident's state as the newest version seen says: the listing, the report's
+// assignment and each status change may arrive in any order, and an older one never
+// overwrites a newer.
+function upsertIncident(update) {
+  const known = state.incidents.get(update.id);
+  if (known && known.version > update.version) return;
+  const ended = update.status === "closed" || update.status === "cancelled";
+  state.incidents.set(update.id, { ...known, ...update,
+    endedAt: ended ? (known?.endedAt ?? performance.now()) : null });
+  renderIncidents();
+}
+
+function drawIncidents() {
+  const source = map.getSource("incidents");
+  if (!source) return;
+  const now = performance.now();
+  const features = [...state.incidents.values()].map((i) => ({
+    type: "Feature", id: i.id, geometry: { type: "Point", coordinates: [i.lon, i.lat] },
+    properties: { id: i.id, status: i.status, category: i.category, assignee: i.assignee,
+      fade: i.endedAt === null ? 1 : Math.max(0.05, 1 - (now - i.endedAt) / INCIDENT_FADE_MS) },
+  }));
+  source.setData({ type: "FeatureCollection", features });
+}
+
+function renderIncidents() {
+  drawIncidents();
+  const incidents = [...state.incidents.values()].sort((a, b) => (a.at < b.at ? 1 : -1));
+  const open = incidents.filter((i) => i.endedAt === null).length;
+  $("n-open").textContent = open;
+  body.dataset.incidentsOpen = String(open);
+  $("incident-list").replaceChildren(...incidents.slice(0, LIST_LIMIT).map((i) => {
+    const item = document.createElement("li");
+    item.className = `incident ${i.status}`;
+    item.dataset.incidentId = i.id;
+    item.dataset.status = i.status;
+    item.dataset.version = String(i.version);
+    item.textContent = `${INCIDENT_NAMES[i.status] || i.status} · ${i.category} · ${i.grid || "–"}`
+      + (i.assignee ? ` · ${i.assignee}` : "");
+    item.title = `${i.id} v${i.version}`;
+    return item;
+  }));
+}
+
+async function loadIncidents() {
+  const query = new URLSearchParams({ status: OPEN_INCIDENTS, limit: String(INCIDENT_PAGE) });
+  const page = await getJson(`api/v1/incidents?${query}`);
+  for (const feature of page.features) {
+    const p = feature.properties;
+    const [lon, lat] = feature.geometry.coordinates;
+    upsertIncident({ id: p.incident_id, status: p.status, version: p.version, category: p.category,
+      grid: p.grid_code, assignee: p.assignee, lon, lat, at: p.reported_at });
+  }
+}
+
+function onIncidentStatus(change) {
+  bump("statuses");
+  upsertIncident({ id: change.incident_id, status: change.to_status, version: change.version,
+    category: change.category, grid: change.grid_code, assignee: change.assignee,
+    lon: change.lon, lat: change.lat, at: change.at });
 }
 
 function bump(counter) {
@@ -362,7 +452,12 @@ function onCompliance(change) {
 
 const handlers = {
   checkin: (m) => { bump("checkins"); addLive("checkin", m); },
-  incident: (m) => { bump("incidents"); addLive("incident", m); },
+  incident: (m) => {
+    bump("incidents");
+    upsertIncident({ id: m.incident_id, status: "reported", version: 1, category: m.category,
+      grid: m.grid_code, assignee: null, lon: m.lon, lat: m.lat, at: m.reported_at });
+  },
+  incident_status: onIncidentStatus,
   compliance: onCompliance,
   status: (s) => setLive(s.live, s.detail),
   dropped: (d) => setLive(false, d.detail),
@@ -461,6 +556,11 @@ map.on("click", "grids-fill", async (e) => {
     panel.textContent = `${code}: ${error.message}`;
   }
 });
+map.on("click", "incidents-points", (e) => {
+  const p = e.features[0].properties;
+  const text = `${INCIDENT_NAMES[p.status] || p.status} · ${p.category}` + (p.assignee ? ` · ${p.assignee}` : "");
+  new Popup({ closeButton: false }).setLngLat(e.lngLat).setText(text).addTo(map);
+});
 map.on("mouseenter", "grids-fill", () => { map.getCanvas().style.cursor = "pointer"; });
 map.on("mouseleave", "grids-fill", () => { map.getCanvas().style.cursor = ""; });
 
@@ -526,8 +626,12 @@ async function start() {
     }
   }
   $("login").close();
+  loadIncidents().catch((error) => console.warn("could not list the open incidents", error));
   await fitArea(state.area);
-  setInterval(() => loadCompliance().catch((error) => console.warn(error)), COMPLIANCE_REFRESH_MS);
+  setInterval(() => {
+    loadCompliance().catch((error) => console.warn(error));
+    loadIncidents().catch((error) => console.warn(error));
+  }, COMPLIANCE_REFRESH_MS);
   setInterval(refreshLive, 1000);
   followStream().catch(() => { sessionStorage.removeItem(TOKEN_KEY); location.reload(); });
 }
