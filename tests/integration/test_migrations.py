@@ -34,6 +34,8 @@ EXPECTED_TABLES = {
     "incident_status_changes",
     "accounts",
     "account_tokens",
+    "attachments",
+    "incident_attachments",
     "account_sessions",
     "sign_in_failures",
     "consumer_heartbeats",

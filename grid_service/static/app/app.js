@@ -82,7 +82,7 @@ async function showQueue() {
   body.dataset.waiting = String(waiting);
   const notes = [];
   if (outbox.draining) notes.push(t("sending"));
-  else if (waiting && outbox.retryAt) notes.push(t("retry_in", { s: Math.max(1, Math.round((outbox.retryAt - Date.now()) / 1000)) }));
+  else if (waiting && outbox.failures && outbox.retryAt) notes.push(t("retry_in", { s: Math.max(1, Math.round((outbox.retryAt - Date.now()) / 1000)) }));
   if (refused) notes.push(t("refused", { n: refused }));
   $("queue-state").textContent = notes.join(" · ");
 }
