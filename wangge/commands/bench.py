@@ -13,7 +13,7 @@ from wangge.settings import DatabaseSettings
 def bench(
     names: Annotated[
         list[str] | None,
-        typer.Argument(help="pipeline, compliance, api, import (default: all)"),
+        typer.Argument(help="pipeline, compliance, api, import, peers, trackers (default: all)"),
     ] = None,
     quick: Annotated[
         bool, typer.Option("--quick", help="short runs: about a minute in all, noisy figures")
