@@ -1,7 +1,7 @@
 """grid.incident-status.v1 on the real API, consumer, PostGIS and broker: every move of an
 incident published once, in order per incident, in the shape docs/asyncapi.yaml declares;
-a crash between sending and marking sends nothing twice; a broker outage delays, loses
-nothing."""
+a crash between sending and marking sends nothing twice; a broker outage or a PostgreSQL
+restart delays, loses nothing."""
 
 import dataclasses
 import itertools
@@ -23,7 +23,7 @@ from event_consumers.outbox import (
 )
 from geodata.contract import Topics
 from grid_service.app import ApiConfig, create_app
-from tests.integration.fault_support import PrivateBroker
+from tests.integration.fault_support import PrivateBroker, PrivateCluster
 from tests.integration.incident_status_support import published_changes, queued, unpublished
 from tests.integration.incident_support import (
     Env,
@@ -289,4 +289,40 @@ def test_a_broker_outage_delays_the_changes_and_loses_none(
     assert [(m["version"], m["to_status"]) for m in changes[second]] == [
         (2, "dispatched"),
         (3, "cancelled"),
+    ]
+
+
+def test_the_publisher_outlives_a_postgresql_restart(
+    private_cluster: PrivateCluster, kafka_bootstrap: str, topic_factory: Callable[..., Topics]
+) -> None:
+    url = private_cluster.url("wangge")
+    topics = topic_factory()
+    publisher = OutboxPublisherThread(
+        OutboxPublisher(url, kafka_bootstrap, topics.incident_status, INCIDENT_STATUS_OUTBOX)
+    )
+    publisher.start()
+    try:
+        with open_env(url) as env:
+            (first,) = _store_and_move(env, 1)
+            wait_until(lambda: unpublished(url) == 0, 30, "published before the restart")
+            # Sessions cut, the listener's and the publisher's own connection too.
+            private_cluster.stop()
+            time.sleep(2)  # the publisher fails and backs off meanwhile
+            private_cluster.start()
+            # The app's pool reconnects; the move queues its change, and the publisher,
+            # listening again, sends it.
+            deadline = time.monotonic() + 30
+            while (
+                moved := env.patch("worker_a", first, {"action": "start"}, 2)
+            ).status_code == 503:
+                assert time.monotonic() < deadline, "the API did not reconnect"
+                time.sleep(0.2)
+            assert moved.status_code == 200, moved.text
+            wait_until(lambda: unpublished(url) == 0, 30, "published after the restart")
+    finally:
+        publisher.stop()
+    changes = published_changes(kafka_bootstrap, topics.incident_status)
+    assert [(m["version"], m["to_status"]) for m in changes[first]] == [
+        (2, "dispatched"),
+        (3, "in_progress"),
     ]
