@@ -20,3 +20,9 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq
   apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
+# The peer benchmark's own environment (tipg, pip-installed from the package index into
+# .bench/peers-venv), made here once so that its test measures rather than installs. If
+# the index cannot be reached, the rest of the suite still runs and that test fails with
+# pip's message.
+"$(dirname "$0")/../.venv/bin/python" -c 'from wangge.benchmarks.peer_env import ensure_peer_environment as made; print("test-tools:", made().describe())' \
+  || echo "test-tools: could not make the peer benchmark's environment (tipg); test_bench_peers will fail" >&2
