@@ -13,7 +13,9 @@ from wangge.settings import DatabaseSettings
 def bench(
     names: Annotated[
         list[str] | None,
-        typer.Argument(help="pipeline, compliance, api, import, peers, trackers (default: all)"),
+        typer.Argument(
+            help="pipeline, compliance, api, import, peers, trackers, app (default: all)"
+        ),
     ] = None,
     quick: Annotated[
         bool, typer.Option("--quick", help="short runs: about a minute in all, noisy figures")
