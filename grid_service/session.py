@@ -211,13 +211,12 @@ def change_password(
     (422 `weak_password`). Send `X-Requested-With`."""
     auth = auth_state(request)
     _spend_attempt(request, auth)
+    # With a name, it is a sign-in that sets a new password, whoever the cookie was.
     username = body.username
     if username is None:
         if caller is None:
             raise InvalidCredentials("give the username, or sign in first")
         username = caller.name
-    elif caller is not None and caller.name != username:
-        raise InvalidCredentials("signed in as another account; sign out first")
     result = sign_in(
         engine,
         username,
@@ -226,6 +225,9 @@ def change_password(
         auth.config.sign_in,
         new_password=body.new_password,
     )
+    if result.session is not None:
+        # The account's other sessions ended: none may live on in this process's memory.
+        auth.sessions.drop_account(result.session.principal.account_id)
     return _answer(result, request, response, engine, auth)
 
 

@@ -137,6 +137,15 @@ class SessionCache:
         with self._lock:
             self._entries.pop(session_hash, None)
 
+    def drop_account(self, account_id: int) -> None:
+        """Forget every session of an account (its password changed here)."""
+        with self._lock:
+            self._entries = {
+                h: (lookup, until)
+                for h, (lookup, until) in self._entries.items()
+                if lookup is None or lookup.principal.account_id != account_id
+            }
+
 
 def remaining_s(expires_at: datetime, now: datetime) -> int:
     """Whole seconds from `now` until `expires_at`, at least 0."""

@@ -109,8 +109,6 @@ def import_users(
     All or nothing: AccountImportRefused lists every problem and nothing is stored or
     written. Accounts that exist as the file describes are left as they are.
     """
-    if passwords_csv.exists():
-        raise FileExists(f"{passwords_csv} exists; move it away or name another --passwords")
     size = accounts_csv.stat().st_size
     if size > MAX_FILE_BYTES:
         raise AccountImportRefused([Problem(1, "", f"the file is over {MAX_FILE_BYTES} bytes")])
@@ -135,6 +133,8 @@ def import_users(
         )
         if not plan.create:
             return ImportReport(0, len(plan.unchanged), None)
+        if passwords_csv.exists():
+            raise FileExists(f"{passwords_csv} exists; move it away or name another --passwords")
         now = datetime.now(UTC)
         hashed: list[tuple[AccountSpec, str]] = []
         handed_out: list[list[str]] = []

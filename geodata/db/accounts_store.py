@@ -144,14 +144,15 @@ def accounts_named(session: Session, names: Collection[str]) -> dict[str, Accoun
 
 def worker_names(session: Session) -> dict[str, str]:
     """Every worker of the city: its name by its id."""
-    return dict(session.execute(select(Worker.worker_id, Worker.name)).tuples())
+    # .all(): a Result has keys(), which dict() would take for a mapping's.
+    return dict(session.execute(select(Worker.worker_id, Worker.name)).tuples().all())
 
 
 def area_names(session: Session) -> dict[str, str]:
     """Every district, street and community of the city: its name by its code."""
     names: dict[str, str] = {}
     for table, _level in _AREAS.values():
-        names.update(session.execute(select(table.code, table.name)).tuples())
+        names.update(session.execute(select(table.code, table.name)).tuples().all())
     return names
 
 
