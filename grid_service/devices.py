@@ -36,9 +36,12 @@ RegistrarWriter = Annotated[
 ]
 
 _ERRORS: Final[dict[int | str, dict[str, Any]]] = {
+    400: {"model": ErrorBody, "description": "bad_request: the body is not JSON"},
     401: {"model": ErrorBody, "description": "missing_token or invalid_token"},
     403: {"model": ErrorBody, "description": "forbidden or outside_area"},
     404: {"model": ErrorBody, "description": "worker_not_found or device_not_found"},
+    422: {"model": ErrorBody, "description": "invalid_request: a bad worker id, identifier, kind"},
+    429: {"model": ErrorBody, "description": "rate_limited: retry after Retry-After seconds"},
 }
 
 

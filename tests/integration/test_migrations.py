@@ -36,6 +36,7 @@ EXPECTED_TABLES = {
     "account_tokens",
     "attachments",
     "incident_attachments",
+    "tracker_devices",
     "account_sessions",
     "sign_in_failures",
     "consumer_heartbeats",
