@@ -26,14 +26,13 @@ import logging
 import uuid
 from collections.abc import Callable, Coroutine, Mapping
 from datetime import UTC, datetime
-from typing import Annotated, Any, Final, Literal
+from typing import Annotated, Any, Final
 from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Path, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
-from pydantic import BaseModel, Field
 from sqlalchemy import Engine
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -41,28 +40,39 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from geodata.db import open311_store
 from geodata.events import EventRefused
 from geodata.open311 import (
-    CONTACT_FIELDS,
     SERVICE_NOTICE,
     SERVICES,
     InvalidApiKey,
     InvalidServiceRequest,
     Open311Error,
-    RequestQuery,
     ServiceNotFound,
-    ServiceRequestInput,
     ServiceRequestNotFound,
     ServiceRequestRecord,
     find_service,
+    service_request_document,
+)
+from geodata.open311_input import (
+    RequestQuery,
+    ServiceRequestInput,
     incident_event,
     parse_request_id,
     request_query,
-    service_request_document,
     service_request_input,
 )
 from grid_service.auth import AuthConfig, RateLimiter
 from grid_service.deps import EngineDep, read_capped_body
-from grid_service.errors import BrokerUnavailable, ErrorBody, error_response
+from grid_service.errors import BrokerUnavailable, error_response
 from grid_service.gateway import ProducerDep, incident_record
+from grid_service.open311_documents import (
+    FORM_MEDIA_TYPE,
+    REQUEST_FIELDS,
+    RequestCreated,
+    ServiceDefinition,
+    ServicePublic,
+    ServiceRequestPublic,
+    error_responses,
+    query_parameter,
+)
 from grid_service.producer import EventProducer, OutgoingRecord, retry_after_header
 
 logger = logging.getLogger(__name__)
@@ -70,7 +80,6 @@ logger = logging.getLogger(__name__)
 MAX_BODY_BYTES: Final = 64 * 1024
 """Largest posted request: a 4,000-character description in any script fits several times."""
 MAX_FORM_FIELDS: Final = 100
-FORM_MEDIA_TYPE: Final = "application/x-www-form-urlencoded"
 _POST_MEDIA_TYPES: Final = (FORM_MEDIA_TYPE, "application/json")
 
 _STATUS_BY_ERROR: Final[Mapping[type[Open311Error], int]] = {
@@ -136,114 +145,6 @@ class Open311Route(APIRoute):
         return handle_as_open311
 
 
-# --------------------------------------------------------------------------- documents
-
-
-class Open311ErrorItem(BaseModel):
-    """One error of the standard's error array."""
-
-    code: int = Field(description="the HTTP status")
-    description: str
-
-
-class ServicePublic(BaseModel):
-    """A service: an incident category residents may report."""
-
-    service_code: str = Field(description="the category's code, e.g. environment.garbage")
-    service_name: str
-    description: str
-    metadata: bool = Field(description="always false: no service has attributes")
-    type: Literal["realtime", "batch", "blackbox"]
-    keywords: str
-    group: str
-
-
-class ServiceAttributeValue(BaseModel):
-    """One choice of a list attribute."""
-
-    key: str
-    name: str
-
-
-class ServiceAttribute(BaseModel):
-    """An attribute of a service definition (no service has one yet)."""
-
-    variable: bool
-    code: str
-    datatype: Literal["string", "number", "datetime", "text", "singlevaluelist", "multivaluelist"]
-    required: bool
-    datatype_description: str | None
-    order: int
-    description: str
-    values: list[ServiceAttributeValue] = []
-
-
-class ServiceDefinition(BaseModel):
-    """A service's definition: its attributes (none)."""
-
-    service_code: str
-    attributes: list[ServiceAttribute]
-
-
-class ServiceRequestPublic(BaseModel):
-    """A service request as the standard has it; no contact field is ever among these."""
-
-    service_request_id: str = Field(description="the incident's id")
-    status: Literal["open", "closed"]
-    status_notes: str = Field(description="where the case stands (docs/INTERFACES.md)")
-    service_name: str | None
-    service_code: str
-    description: str | None
-    agency_responsible: str | None = Field(
-        description="the community, or the street office or district a case went up to"
-    )
-    service_notice: str | None
-    requested_datetime: str
-    updated_datetime: str
-    expected_datetime: str | None
-    address: str | None
-    address_id: str | None
-    zipcode: str | None
-    lat: float
-    long: float
-    media_url: str | None
-
-
-class RequestCreated(BaseModel):
-    """A posted request: its id, readable at once with GET requests/{id}.json."""
-
-    service_request_id: str = Field(description="the incident's id")
-    service_notice: str | None
-    account_id: str | None = Field(description="always null: wangge keeps no resident accounts")
-
-
-def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    texts = {
-        400: "a parameter is missing, malformed or out of range",
-        403: "api_key missing, unknown or revoked",
-        404: "no such service or service request",
-        429: "the client's api_key posted too often: retry after Retry-After seconds",
-        503: "the broker or the database is away: retry after Retry-After seconds",
-    }
-    responses: dict[int | str, dict[str, Any]] = {
-        status: {"model": list[Open311ErrorItem], "description": texts[status]}
-        for status in statuses
-    }
-    # Refused by the edge before any route runs, so in wangge's own error shape.
-    responses[422] = {"model": ErrorBody, "description": "invalid_request: a NUL in the URL"}
-    return responses
-
-
-def _query(name: str, description: str) -> dict[str, Any]:
-    return {
-        "name": name,
-        "in": "query",
-        "required": False,
-        "schema": {"type": "string"},
-        "description": description,
-    }
-
-
 # --------------------------------------------------------------------------- routes
 
 router = APIRouter(prefix="/open311/v2", tags=["open311"], route_class=Open311Route)
@@ -260,13 +161,13 @@ _SERVICES_DOCUMENT: Final = [
     }
     for s in SERVICES
 ]
-_IGNORED: Final = _query("jurisdiction_id", "ignored: this server serves one jurisdiction")
+_IGNORED: Final = query_parameter("jurisdiction_id", "ignored: this server serves one jurisdiction")
 
 
 @router.get(
     "/services.json",
     response_model=list[ServicePublic],
-    responses=_errors(400),
+    responses=error_responses(400),
     openapi_extra={"parameters": [_IGNORED]},
 )
 async def list_services() -> JSONResponse:
@@ -277,7 +178,7 @@ async def list_services() -> JSONResponse:
 @router.get(
     "/services/{service_code}.json",
     response_model=ServiceDefinition,
-    responses=_errors(404),
+    responses=error_responses(404),
     openapi_extra={"parameters": [_IGNORED]},
 )
 async def read_service_definition(
@@ -288,37 +189,17 @@ async def read_service_definition(
     return JSONResponse({"service_code": service.service_code, "attributes": []})
 
 
-_REQUEST_FIELDS: Final[dict[str, Any]] = {
-    "type": "object",
-    "required": ["api_key", "service_code", "lat", "long"],
-    "properties": {
-        "api_key": {"type": "string", "description": "from `wangge open311 keys add`"},
-        "service_code": {"type": "string"},
-        "lat": {"type": "number", "minimum": -90, "maximum": 90, "description": "WGS84"},
-        "long": {"type": "number", "minimum": -180, "maximum": 180, "description": "WGS84"},
-        "description": {"type": "string", "maxLength": 4000},
-        "address_string": {"type": "string", "maxLength": 500},
-        "media_url": {"type": "string", "format": "uri", "maxLength": 2048},
-        "jurisdiction_id": {"type": "string", "description": "ignored"},
-        **{
-            name: {"type": "string", "description": "personal: stored apart, never returned"}
-            for name in CONTACT_FIELDS
-        },
-    },
-}
-
-
 @router.post(
     "/requests.json",
     status_code=201,
     response_model=list[RequestCreated],
-    responses=_errors(400, 403, 429, 503),
+    responses=error_responses(400, 403, 429, 503),
     openapi_extra={
         "requestBody": {
             "required": True,
             "content": {
-                FORM_MEDIA_TYPE: {"schema": _REQUEST_FIELDS},
-                "application/json": {"schema": _REQUEST_FIELDS},
+                FORM_MEDIA_TYPE: {"schema": REQUEST_FIELDS},
+                "application/json": {"schema": REQUEST_FIELDS},
             },
         }
     },
@@ -358,18 +239,18 @@ async def post_request(request: Request, producer: ProducerDep, engine: EngineDe
 @router.get(
     "/requests.json",
     response_model=list[ServiceRequestPublic],
-    responses=_errors(400),
+    responses=error_responses(400),
     openapi_extra={
         "parameters": [
             _IGNORED,
-            _query(
+            query_parameter(
                 "service_request_id",
                 "ids, comma-separated (at most 1,000); when given, the other filters are ignored",
             ),
-            _query("service_code", "service codes, comma-separated"),
-            _query("start_date", "earliest requested time, W3C with an offset"),
-            _query("end_date", "latest requested time; at most 90 days after start_date"),
-            _query("status", "open, closed, or both comma-separated"),
+            query_parameter("service_code", "service codes, comma-separated"),
+            query_parameter("start_date", "earliest requested time, W3C with an offset"),
+            query_parameter("end_date", "latest requested time; at most 90 days after start_date"),
+            query_parameter("status", "open, closed, or both comma-separated"),
         ]
     },
 )
@@ -389,7 +270,7 @@ async def list_requests(request: Request, engine: EngineDep) -> JSONResponse:
 @router.get(
     "/requests/{service_request_id}.json",
     response_model=list[ServiceRequestPublic],
-    responses=_errors(404),
+    responses=error_responses(404),
     openapi_extra={"parameters": [_IGNORED]},
 )
 async def read_request(

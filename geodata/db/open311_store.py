@@ -25,8 +25,6 @@ from geodata.hierarchy import COMMUNITY_CODE_LENGTH, DISTRICT_CODE_LENGTH, STREE
 from geodata.open311 import (
     ClientExists,
     ClientNotFound,
-    RequestQuery,
-    ServiceRequestInput,
     ServiceRequestRecord,
     client_name,
     hash_api_key,
@@ -34,6 +32,7 @@ from geodata.open311 import (
     is_well_formed_api_key,
     new_api_key,
 )
+from geodata.open311_input import RequestQuery, ServiceRequestInput
 
 # --------------------------------------------------------------------------- clients
 

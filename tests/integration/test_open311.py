@@ -25,7 +25,8 @@ from geodata.contract import Topics
 from geodata.db import open311_store
 from geodata.db.engine import create_db_engine
 from geodata.incidents import Status
-from geodata.open311 import PUBLIC_STATES, RECEIVED, new_api_key, service_request_input
+from geodata.open311 import PUBLIC_STATES, RECEIVED, new_api_key
+from geodata.open311_input import service_request_input
 from grid_service.app import ApiConfig, create_app
 from grid_service.auth import AuthConfig
 from tests.integration.incident_support import (

@@ -13,8 +13,6 @@ from geodata.categories import CATEGORIES, CATEGORY_NAMES_ZH
 from geodata.events import parse_incident
 from geodata.incidents import FINAL_STATUSES, Status
 from geodata.open311 import (
-    CONTACT_FIELDS,
-    MAX_SPAN,
     PUBLIC_STATES,
     RECEIVED,
     SERVICES,
@@ -24,14 +22,18 @@ from geodata.open311 import (
     ServiceRequestRecord,
     find_service,
     hash_api_key,
-    incident_event,
     incident_statuses,
     is_well_formed_api_key,
     new_api_key,
-    parse_request_id,
     public_state,
-    request_query,
     service_request_document,
+)
+from geodata.open311_input import (
+    CONTACT_FIELDS,
+    MAX_SPAN,
+    incident_event,
+    parse_request_id,
+    request_query,
     service_request_input,
 )
 
