@@ -152,15 +152,19 @@ def percentile(ordered: Sequence[float], q: float) -> float:
 
 
 Target = str | dict[str, Any]
-"""A path, or `{"path": P, "headers": {NAME: VALUE}}`."""
+"""A path, or `{"path": P, "headers": {NAME: VALUE}}`, optionally with `"method"` and a
+text `"body"` (a POST of a JSON check-in)."""
 
 
 def _request(target: Target) -> bytes:
-    """One GET, prepared once: the path and any headers it carries."""
-    path, headers = (target, {}) if isinstance(target, str) else (target["path"], target["headers"])
-    lines = [f"GET {path} HTTP/1.1", "Host: 127.0.0.1"]
-    lines += [f"{name}: {value}" for name, value in headers.items()]
-    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+    """One request, prepared once: the path and any headers and body it carries."""
+    spec: dict[str, Any] = {"path": target} if isinstance(target, str) else target
+    body = str(spec.get("body", "")).encode()
+    lines = [f"{spec.get('method', 'GET')} {spec['path']} HTTP/1.1", "Host: 127.0.0.1"]
+    lines += [f"{name}: {value}" for name, value in spec.get("headers", {}).items()]
+    if body:
+        lines.append(f"Content-Length: {len(body)}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
 
 
 def _requests(paths: Sequence[Target]) -> Iterator[bytes]:
