@@ -61,6 +61,7 @@ function showSignedIn(me) {
   $("who").textContent = me.worker_name || me.area_name ? `${me.name} · ${me.worker_name || me.area_name}` : me.name;
   $("who").title = `${me.role}${me.area_prefix ? ` ${me.area_prefix}` : ""} · ${me.via === "session" ? "password" : "token"}`;
   $("change-password").hidden = me.via !== "session";
+  $("logout").hidden = false;
   body.dataset.signedIn = me.name;
 }
 
