@@ -388,7 +388,8 @@ function drawIncidents() {
 
 function renderIncidents() {
   drawIncidents();
-  const incidents = [...state.incidents.values()].sort((a, b) => (a.at < b.at ? 1 : -1));
+  // Latest activity first; the times come with different offsets, so compare instants.
+  const incidents = [...state.incidents.values()].sort((a, b) => Date.parse(b.at) - Date.parse(a.at));
   const open = incidents.filter((i) => i.endedAt === null).length;
   $("n-open").textContent = open;
   body.dataset.incidentsOpen = String(open);
