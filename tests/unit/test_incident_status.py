@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from geodata.accounts import Role
+from geodata.contract import Topics
 from geodata.incident_status import (
     INCIDENT_STATUS_CE_TYPE,
     INCIDENT_STATUS_EXAMPLE,
@@ -177,3 +178,10 @@ def test_a_malformed_change_is_refused_by_the_model(field: str) -> None:
     body = {**json.loads(change_value(_filing())), field: "nonsense"}
     with pytest.raises(ValidationError, match=field):
         parse_incident_status_change(json.dumps(body).encode())
+
+
+def test_the_topic_is_one_of_the_contracts_under_any_namespace() -> None:
+    assert Topics().incident_status == TOPIC
+    assert Topics.under("t1.").incident_status == "t1." + TOPIC
+    assert Topics.under("t1.").all()[-1] == "t1." + TOPIC
+    assert len(set(Topics.under("t1.").all())) == len(Topics().all())
