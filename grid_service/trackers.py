@@ -28,11 +28,13 @@ from fastapi import APIRouter, FastAPI, Path, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic_core import from_json
 from sqlalchemy import Engine
+from sqlalchemy.exc import ProgrammingError
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from geodata.accounts import hash_token
 from geodata.db import devices_store
+from geodata.errors import SchemaMissing
 from geodata.events import MAX_EVENT_BYTES, EventRefused, RefusalReason
 from geodata.trackers import (
     SECRET_PREFIX,
@@ -134,8 +136,14 @@ class DeviceGate:
 
 
 def _lookup(engine: Engine, secret_hash: str) -> Device | None:
-    with Session(engine) as session:
-        return devices_store.device_by_secret_hash(session, secret_hash)
+    try:
+        with Session(engine) as session:
+            return devices_store.device_by_secret_hash(session, secret_hash)
+    except ProgrammingError as exc:
+        # An undefined table: the database was not migrated to revision 0009 yet.
+        raise SchemaMissing(
+            "the tracker_devices table is missing; run `wangge db upgrade`"
+        ) from exc
 
 
 _GATE_LOCK = threading.Lock()
