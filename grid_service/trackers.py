@@ -77,7 +77,10 @@ _ERRORS: Final[dict[int | str, dict[str, Any]]] = {
         "description": "the fix breaks the check-in contract (the code says how); nothing stored",
     },
     429: {"model": ErrorBody, "description": "rate_limited: retry after Retry-After seconds"},
-    503: {"model": ErrorBody, "description": "broker_unavailable: the app should send it again"},
+    503: {
+        "model": ErrorBody,
+        "description": "broker_unavailable (the app should send it again) or schema_missing",
+    },
 }
 
 
