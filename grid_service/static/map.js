@@ -33,6 +33,9 @@ const body = document.body;
 // Every request says X-Requested-With, which the server asks of cookie-authenticated
 // writes (a page of another site cannot set it).
 const FETCH_HEADERS = { "X-Requested-With": "wangge" };
+// Set while this browser holds a session (the cookie itself is out of a script's reach),
+// so that a page nobody signed in to asks nothing and logs no 401.
+const SIGNED_IN_KEY = "wangge.signedIn";
 
 function token() { return sessionStorage.getItem(TOKEN_KEY); }
 
@@ -51,9 +54,11 @@ async function postJson(url, payload) {
 
 // Who this tab is signed in as (a session or a pasted token), or null.
 async function whoAmI() {
+  if (!token() && !localStorage.getItem(SIGNED_IN_KEY)) return null;
   const response = await fetch("api/v1/session", { headers: authorized({ Accept: "application/json" }), cache: "no-store" });
   if (response.ok) return response.json();
   if (token()) sessionStorage.removeItem(TOKEN_KEY); // a revoked or mistyped token
+  else localStorage.removeItem(SIGNED_IN_KEY); // the session ended or expired
   return null;
 }
 
@@ -121,6 +126,7 @@ async function submitSignIn() {
   }
   const { response, body: reply } = answer;
   if (response.ok) {
+    localStorage.setItem(SIGNED_IN_KEY, "1");
     for (const id of ["password", "new-password", "new-password-again"]) $(id).value = "";
     loginMode("sign-in");
     return true;
@@ -140,9 +146,14 @@ async function submitSignIn() {
   return false;
 }
 
+async function endSession() {
+  localStorage.removeItem(SIGNED_IN_KEY);
+  await fetch("api/v1/session", { method: "DELETE", headers: FETCH_HEADERS }).catch(() => {});
+}
+
 async function signOut() {
   if (token()) sessionStorage.removeItem(TOKEN_KEY);
-  else await fetch("api/v1/session", { method: "DELETE", headers: FETCH_HEADERS }).catch(() => {});
+  else await endSession();
   location.reload();
 }
 
@@ -623,7 +634,7 @@ async function start() {
       if (!(error instanceof Unauthorized)) throw error;
       // Signed in, but not as a supervisor or an admin: leave that account, ask again.
       if (token()) sessionStorage.removeItem(TOKEN_KEY);
-      else await fetch("api/v1/session", { method: "DELETE", headers: FETCH_HEADERS }).catch(() => {});
+      else await endSession();
       message = `此账号无权查看地图 · this account may not read the map (${error.message})`;
     }
   }
