@@ -7,12 +7,12 @@ or before T (patrol runs only grow, so validity is prefix-stable).
 """
 
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from datetime import date, datetime
 from typing import Final
 
-from sqlalchemy import ColumnElement, Connection, Engine, func, or_, select, true
+from sqlalchemy import ColumnElement, Connection, Engine, func, or_, select, true, tuple_
 from sqlalchemy.orm import InstrumentedAttribute
 
 from geodata.compliance import ComplianceConfig, IsoWeek
@@ -45,7 +45,8 @@ def _under(column: InstrumentedAttribute[str], code: str) -> ColumnElement[bool]
 
 
 @contextmanager
-def _snapshot(bind: Bind) -> Iterator[Connection]:
+def read_snapshot(bind: Bind) -> Iterator[Connection]:
+    """A read-only REPEATABLE READ transaction (or `bind` itself, if a connection)."""
     # Periods and patrols must come from one snapshot, or a patrol committed between
     # the two queries could be counted against a roster that does not hold it yet.
     if isinstance(bind, Connection):
@@ -128,6 +129,54 @@ def fetch_names(connection: Connection, level: Level, code: str) -> dict[str, st
     return {area: name for area, name in connection.execute(query)}  # noqa: C416
 
 
+def fetch_valid_times(
+    connection: Connection, week: IsoWeek, pairs: Collection[PairKey] | None = None
+) -> dict[PairKey, dict[date, tuple[datetime, ...]]]:
+    """When each valid patrol of the week became valid, per (worker, grid) and local day,
+    in order: what `fetch_valid_per_day` counts, for any `as_of`. All pairs, or `pairs`."""
+    days = week.days()
+    query = select(Patrol.worker_id, Patrol.grid_code, Patrol.local_day, Patrol.valid_at).where(
+        Patrol.week == str(week),
+        Patrol.valid_at.is_not(None),
+        Patrol.local_day >= days[0],
+        Patrol.local_day <= days[-1],
+    )
+    if pairs is not None:
+        if not pairs:
+            return {}
+        query = query.where(tuple_(Patrol.worker_id, Patrol.grid_code).in_(sorted(pairs)))
+    found: dict[PairKey, dict[date, list[datetime]]] = defaultdict(lambda: defaultdict(list))
+    for worker_id, grid_code, day, valid_at in connection.execute(query.order_by(Patrol.valid_at)):
+        if valid_at is not None:  # none are: the query leaves them out
+            found[(worker_id, grid_code)][day].append(valid_at)
+    return {
+        key: {day: tuple(times) for day, times in by_day.items()} for key, by_day in found.items()
+    }
+
+
+def last_patrol_id(connection: Connection) -> int:
+    """The highest patrol id stored (0 for none): later changes have higher ones."""
+    return int(connection.execute(select(func.coalesce(func.max(Patrol.id), 0))).scalar_one())
+
+
+def patrols_written_since(
+    connection: Connection, after_id: int
+) -> tuple[dict[str, set[PairKey]], int]:
+    """The (worker, grid) pairs per week whose patrols were written after patrol `after_id`,
+    and the highest id now stored (`after_id` when none is newer)."""
+    rows = connection.execute(
+        select(Patrol.worker_id, Patrol.grid_code, Patrol.week, func.max(Patrol.id))
+        .where(Patrol.id > after_id)
+        .group_by(Patrol.worker_id, Patrol.grid_code, Patrol.week)
+    ).all()
+    written: dict[str, set[PairKey]] = defaultdict(set)
+    last = after_id
+    for worker_id, grid_code, week, highest in rows:
+        written[week].add((worker_id, grid_code))
+        last = max(last, int(highest))
+    return written, last
+
+
 def _grid_exists(connection: Connection, code: str) -> bool:
     return connection.execute(select(Grid.id).where(Grid.code == code).limit(1)).first() is not None
 
@@ -151,7 +200,7 @@ def compliance_report(
     # cannot even be converted to UTC.
     check_supported_time(as_of, "as_of")
     prefix = check_code(code, level)
-    with _snapshot(bind) as connection:
+    with read_snapshot(bind) as connection:
         periods, worker_names = fetch_periods(connection, week, prefix, config)
         full_grid_code = len(prefix) == CODE_LENGTH["grid"]
         if not periods and full_grid_code and not _grid_exists(connection, prefix):
@@ -172,7 +221,7 @@ def worker_patrols(
     """The worker's patrols of the week grouped per grid; WorkerNotFound for an unknown id."""
     config = config or ComplianceConfig()
     tz = config.tz
-    with _snapshot(bind) as connection:
+    with read_snapshot(bind) as connection:
         name = connection.execute(
             select(Worker.name).where(Worker.worker_id == worker_id)
         ).scalar_one_or_none()
