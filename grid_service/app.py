@@ -15,6 +15,7 @@ from fastapi import FastAPI
 from geodata.attachments import AttachmentConfig
 from geodata.compliance import ComplianceConfig
 from geodata.contract import Topics
+from geodata.db.compliance_memory import ComplianceMemory
 from geodata.db.engine import PoolPolicy, create_db_engine
 from geodata.db.grid_cache import GridSnapshotCache
 from geodata.db.tile_memory import DEFAULT_MAX_BYTES as DEFAULT_TILE_CACHE_BYTES
@@ -75,6 +76,9 @@ class ApiConfig:
     db_pool: PoolPolicy = field(default_factory=PoolPolicy)
     #: Bytes of rendered tiles kept in memory (settings: WANGGE_TILE_CACHE_MB).
     tile_cache_bytes: int = DEFAULT_TILE_CACHE_BYTES
+    #: Seconds between reads of the compliance engine's new patrols into memory; 0: none
+    #: held, compliance read from the database (settings: WANGGE_COMPLIANCE_REFRESH_S).
+    compliance_refresh_s: float = 0.5
     #: Where incident photos are kept (settings: WANGGE_ATTACHMENTS_DIR, under the state
     #: directory); a config built in code keeps them in the system's temporary directory.
     attachments: AttachmentConfig = field(
@@ -82,9 +86,10 @@ class ApiConfig:
     )
 
 
-BACKGROUND_CONNECTIONS: Final = 3
+BACKGROUND_CONNECTIONS: Final = 4
 """Connections the API uses outside its route threads, one at a time each: the health
-probe's, the grid snapshot's background check and the tile layers' stamp reads."""
+probe's, the grid snapshot's background check, the tile layers' stamp reads and the
+compliance memory's refresh."""
 
 
 def route_threads(pool: PoolPolicy) -> int:
@@ -110,6 +115,10 @@ def create_app(config: ApiConfig) -> FastAPI:
             engine, config.grid_snapshot.check_interval_s, config.tile_cache_bytes
         )
         tiles.start()
+        # Loaded and refreshed from the first compliance request on (the route starts it).
+        app.state.compliance_memory = ComplianceMemory(
+            engine, config.compliance, config.compliance_refresh_s
+        )
         producer = app.state.producer = create_producer(
             config.kafka_bootstrap, topics=config.topics
         )
@@ -135,6 +144,7 @@ def create_app(config: ApiConfig) -> FastAPI:
         gc.unfreeze()
         await app.state.live.aclose()
         monitor.stop()
+        app.state.compliance_memory.stop()
         tiles.stop()
         producer.close()
         engine.dispose()

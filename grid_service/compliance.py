@@ -1,8 +1,9 @@
 """Patrol compliance over HTTP: weekly statuses at any level, and a worker's patrols.
 
-A thin adapter over `geodata.db.compliance_read` (the queries) and
-`geodata.compliance.report` (the reports): it parses the query, picks the engine and the
-compliance configuration from `app.state`, and shapes the answer as JSON.
+A thin adapter over `geodata.db.compliance_read` (the queries),
+`geodata.db.compliance_memory` (the open weeks held in memory) and
+`geodata.compliance.report` (the reports): it parses the query, picks the engine, the
+memory and the compliance configuration from `app.state`, and shapes the answer as JSON.
 
 Both need a token (grid_service.auth). Compliance is for supervisors, under their area
 code prefix, and admins; workers read their own patrols instead. Patrols are personal
@@ -14,10 +15,11 @@ from dataclasses import replace
 from datetime import UTC, date, datetime, tzinfo
 from typing import Annotated, Any, Final, Self
 
-from fastapi import APIRouter, Depends, Path, Query, Request
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
 from geodata.accounts import OutsideArea, Principal, Role
 from geodata.compliance import ComplianceConfig, IsoWeek
@@ -31,6 +33,7 @@ from geodata.compliance.report import (
     parse_week,
 )
 from geodata.db import accounts_store
+from geodata.db.compliance_memory import ComplianceMemory
 from geodata.db.compliance_read import compliance_report, worker_patrols
 from geodata.events import ComplianceStatus
 from grid_service.auth import RequiredPrincipal, ensure_worker, require_roles, scoped_code
@@ -217,7 +220,8 @@ def _week_or_current(week: str | None, at: datetime, config: ComplianceConfig) -
 
 
 @router.get("/compliance", response_model=CompliancePublic, responses=_ERRORS)
-def get_compliance(
+async def get_compliance(
+    request: Request,
     engine: EngineDep,
     config: ComplianceConfigDep,
     principal: AreaReader,
@@ -239,31 +243,77 @@ def get_compliance(
             examples=["610302001"],
         ),
     ] = None,
-) -> CompliancePublic:
+) -> Response | CompliancePublic:
     """Patrol compliance of a week as it stood at `as_of`: met, on_track, at_risk or missed.
 
     Items are (worker, grid) pairs at level `worker`; grids with their workers at `grid`;
     communities, streets or districts with workers met / total, counts by status and the
     workers at_risk or missed. Only pairs with an assignment overlapping the week appear.
     The same `week`, `as_of` and `code` always give the same answer for the same patrols.
+    Without `as_of`, this week and last week (until its late check-ins are in) are
+    answered as of now from the API's memory, which follows the stored patrols within
+    about a second; with `as_of`, from the stored patrols.
     Needs a supervisor's token (a `code` outside its area is 403 `outside_area`) or an
     admin's; a worker's is 403 `forbidden`.
     Errors: `invalid_week` (422, also for a week outside the years 1970 to 9000),
     `invalid_code` (422); `grid_not_found` (404) for an unknown 15-digit grid code;
     `invalid_request` (422) for a bad `level`, or an `as_of` naive or outside 1970 to 9000.
     """
-    at = as_of if as_of is not None else datetime.now(UTC)
+    memory: ComplianceMemory = request.app.state.compliance_memory
+    memory.ensure_started()
+    at = as_of if as_of is not None else memory.now()
     # A malformed code is 422 for everyone; only a well-formed one is checked for scope.
     check_code(code, level)
-    report = compliance_report(
-        engine,
-        _week_or_current(week, at, config),
-        at,
-        level=level,
-        code=scoped_code(principal, code),
-        config=config,
+    chosen = _week_or_current(week, at, config)
+    scoped = scoped_code(principal, code)
+    if as_of is None:
+        # A kept answer is served here on the event loop; rendering one, in a thread.
+        kept = memory.cached(chosen, level, scoped or "", at)
+        if kept is None:
+            kept = await run_in_threadpool(
+                memory.answer, chosen, level, scoped or "", at, render_items
+            )
+        if kept is not None:
+            return Response(_envelope(chosen, at, level, scoped, kept, config.tz), media_type=JSON)
+    report = await run_in_threadpool(
+        compliance_report, engine, chosen, at, level=level, code=scoped, config=config
     )
     return CompliancePublic.of(report, config.tz)
+
+
+JSON: Final = "application/json"
+
+_ITEMS: Final[dict[Level, TypeAdapter[Any]]] = {
+    "worker": TypeAdapter(list[WorkerCompliancePublic]),
+    "grid": TypeAdapter(list[GridCompliancePublic]),
+    "community": TypeAdapter(list[AreaCompliancePublic]),
+    "street": TypeAdapter(list[AreaCompliancePublic]),
+    "district": TypeAdapter(list[AreaCompliancePublic]),
+}
+
+
+class _EnvelopePublic(BaseModel):
+    """`CompliancePublic` less its items, which are rendered once and kept."""
+
+    week: str
+    as_of: datetime
+    level: Level
+    code: str | None
+
+
+def render_items(report: ComplianceReport) -> bytes:
+    """The JSON of a report's items: the public models `CompliancePublic.of` uses, made
+    from the report's dataclasses in one call rather than one model at a time."""
+    adapter = _ITEMS[report.level]
+    return adapter.dump_json(adapter.validate_python(report.items, from_attributes=True))
+
+
+def _envelope(
+    week: IsoWeek, at: datetime, level: Level, code: str | None, items: bytes, tz: tzinfo
+) -> bytes:
+    """The JSON of `CompliancePublic` around items rendered before, `as_of` this request's."""
+    head = _EnvelopePublic(week=str(week), as_of=at.astimezone(tz), level=level, code=code or None)
+    return head.model_dump_json()[:-1].encode() + b',"items":' + items + b"}"
 
 
 @router.get("/workers/{worker_id}/patrols", response_model=WorkerPatrolsPublic, responses=_ERRORS)

@@ -50,6 +50,7 @@ def api_config() -> ApiConfig:
         cors_allow_origins=CorsSettings().origins(),
         db_pool=database.pool_policy(),
         tile_cache_bytes=TileCacheSettings().max_bytes(),
+        compliance_refresh_s=ApiSettings().compliance_refresh_s,
         attachments=AttachmentSettings().config(),
     )
 

@@ -36,10 +36,10 @@ class DatabaseSettings(BaseSettings):
     )
     db_pool_size: int = Field(
         default=PoolPolicy.size,
-        ge=4,
+        ge=5,
         description="connections the API keeps open; it runs routes in this many threads"
-        " less three, the connections of its health probe, grid snapshot check and tile"
-        " stamp reads",
+        " less four, the connections of its health probe, grid snapshot check, tile"
+        " stamp reads and compliance memory refresh",
     )
     db_pool_recycle_s: float = Field(
         default=PoolPolicy.recycle_s, gt=0, description="seconds before a connection is replaced"
@@ -315,6 +315,12 @@ class ApiSettings(BaseSettings):
         default=30.0,
         gt=0,
         description="/healthz counts a consumer stage alive when a member beat this recently",
+    )
+    compliance_refresh_s: float = Field(
+        default=0.5,
+        ge=0,
+        description="seconds between the API's reads of the compliance engine's new patrols"
+        " into the open weeks it holds in memory; 0 holds none (every read recomputes)",
     )
 
 

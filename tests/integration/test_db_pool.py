@@ -152,8 +152,9 @@ def test_routes_run_in_as_many_threads_as_the_pool_leaves_them(
     with TestClient(create_app(config)) as client:
         assert client.portal is not None
         threads = client.portal.call(_route_threads)
-    # The pool less the health probe's, the grid snapshot check's and the tile stamps'.
-    assert threads == POOL.size - 3
+    # The pool less the health probe's, the grid snapshot check's, the tile stamps' and
+    # the compliance memory's.
+    assert threads == POOL.size - 4
 
 
 async def _route_threads() -> float:

@@ -25,7 +25,7 @@ def test_without_the_settings_the_api_keeps_the_default_pool(
 def test_a_pool_without_a_connection_for_routes_is_refused(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    # Three connections are the background users'; routes need one more at least.
-    monkeypatch.setenv("WANGGE_DB_POOL_SIZE", "3")
+    # Four connections are the background users'; routes need one more at least.
+    monkeypatch.setenv("WANGGE_DB_POOL_SIZE", "4")
     with pytest.raises(ValidationError, match="db_pool_size"):
         DatabaseSettings()
