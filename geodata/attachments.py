@@ -136,13 +136,16 @@ def clean_image(data: bytes, declared_type: str | None = None) -> CleanImage:
                     )
                 upright = ImageOps.exif_transpose(image)
                 upright.load()
+        except WanggeError:
+            raise
         except UnidentifiedImageError:
             raise UnsupportedImage("the body is not a JPEG, PNG or WebP image") from None
         except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
             raise InvalidImage(f"too many pixels: {exc}") from None
-        except (OSError, SyntaxError, ValueError) as exc:
-            # Truncated or corrupt data: Pillow raises these while decoding.
-            raise InvalidImage(f"the image does not decode: {exc}") from None
+        except Exception as exc:
+            # Truncated or crafted data: Pillow's decoders raise OSError, SyntaxError,
+            # ValueError, EOFError, struct.error... all of them say the bytes are bad.
+            raise InvalidImage(f"the image does not decode: {type(exc).__name__}") from None
     stored = _encode(upright, media_type)
     return CleanImage(content_id_of(stored), media_type, stored, upright.width, upright.height)
 
