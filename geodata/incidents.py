@@ -16,9 +16,10 @@ Pure rules over plain data, so that the API, the CLI and the tests run the same 
   while it is dispatched or in progress.
 - The assigned worker starts it (处置) and resolves it with a note (反馈).
 - A supervisor verifies: `close` (核查结案), or `reopen` with a note, back to in progress.
-- `escalate` blows the whistle (吹哨) to the street office or the district: from then on
-  only supervisors covering that level move the incident, and they may dispatch it to
-  a worker anywhere under it. `cancel` (a duplicate, a non-issue) needs a note.
+- `escalate` blows the whistle (吹哨) to the street office or the district (or, as the
+  deadlines do first when a case is overdue, back to its community): from then on only
+  supervisors covering that level move the incident, and they may dispatch it to a
+  worker anywhere under it. `cancel` (a duplicate, a non-issue) needs a note.
 - An admin may make any transition the state allows; `closed` and `cancelled` are final.
 
 Every transition names the version it was decided on, so that two supervisors cannot
@@ -36,6 +37,7 @@ from geodata.errors import WanggeError
 
 MAX_NOTE_LENGTH: Final = 2000
 
+COMMUNITY_LEVEL_CODE_LENGTH: Final = 12
 STREET_CODE_LENGTH: Final = 9
 DISTRICT_CODE_LENGTH: Final = 6
 
@@ -77,6 +79,7 @@ class Performer(StrEnum):
 class EscalationLevel(StrEnum):
     """Where a whistle is blown to."""
 
+    COMMUNITY = "community"
     STREET = "street"
     DISTRICT = "district"
 
@@ -261,7 +264,7 @@ def transition_request(
             escalation = EscalationLevel(level)
         except ValueError:
             raise InvalidTransitionRequest(
-                f"level {level[:40]!r} is not one of street, district"
+                f"level {level[:40]!r} is not one of community, street, district"
             ) from None
     return TransitionRequest(kind, text, assignee, escalation)
 
@@ -430,10 +433,16 @@ def _escalation_target(state: IncidentState, level: EscalationLevel | None) -> s
     community = state.community_code
     if community is None:
         raise IllegalTransition("an incident outside every grid has no street to escalate to")
-    current = len(state.escalated_to) if state.escalated_to else len(community)
+    # Not escalated yet: the case stands with its worker, below its community (the
+    # deadlines' first whistle hands it back to the community's supervisors).
+    current = len(state.escalated_to) if state.escalated_to else len(community) + 1
     if level is None:
         level = EscalationLevel.STREET if current > STREET_CODE_LENGTH else EscalationLevel.DISTRICT
-    length = STREET_CODE_LENGTH if level is EscalationLevel.STREET else DISTRICT_CODE_LENGTH
+    length = {
+        EscalationLevel.COMMUNITY: COMMUNITY_LEVEL_CODE_LENGTH,
+        EscalationLevel.STREET: STREET_CODE_LENGTH,
+        EscalationLevel.DISTRICT: DISTRICT_CODE_LENGTH,
+    }[level]
     if length >= current:
         raise IllegalTransition(f"the incident is already escalated to {state.escalated_to}")
     return community[:length]
