@@ -51,6 +51,9 @@ def quiet_library_logs() -> None:
     """Keep only the libraries' warnings and errors; wangge's own INFO lines stay."""
     for name in LIBRARY_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
+    # Its warning that one of its own I/O tasks ran over 0.1 s comes on any busy machine,
+    # and says nothing the user can act on; its errors still show.
+    logging.getLogger("kafka.net.selector").setLevel(logging.ERROR)
 
 
 def bind_address(host: str | None, port: int | None) -> tuple[str, int]:
@@ -196,10 +199,16 @@ def up(
     env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}
     if simulator_args:
         env.update(replay_intake_env(simulator_args))
-    quiet = [] if verbose else ["--no-access-log"]
+    from event_consumers.app import COMPLIANCE_STAGE, INTAKE_STAGE
+
+    # Each stage in a `wangge consume` of its own, rather than one that spawns the
+    # compliance stage: a spawned child sets up its own logging, libraries' INFO included.
+    logs = ["--verbose"] if verbose else []
+    serve_logs = [] if verbose else ["--no-access-log"]
     children = [
-        _child(["consume", *(["--verbose"] if verbose else [])], env),
-        _child(["serve", "--host", host, "--port", str(port), *quiet], env),
+        _child(["consume", *INTAKE_STAGE, *logs], env),
+        _child(["consume", *COMPLIANCE_STAGE, *logs], env),
+        _child(["serve", "--host", host, "--port", str(port), *serve_logs], env),
     ]
     simulator = _child(simulator_args, env) if simulator_args else None
     base = f"http://{_reachable(host)}:{port}"
