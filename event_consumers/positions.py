@@ -55,6 +55,9 @@ class StoredPositions:
         self._unseeked: list[TopicPartition] = []
         self._unseeked_since = 0.0
         self._lag: dict[TopicPartition, int] = {}
+        #: Between a revocation and the next assignment: the partitions still listed as
+        #: assigned are on their way out, and the assignment seeks what comes back.
+        self.rebalancing = False
 
     def new_batch(self, polled: dict[TopicPartition, list[Any]]) -> Batch:
         """A batch of what a poll returned, with its topics' ids as known now."""
@@ -118,6 +121,28 @@ class StoredPositions:
         if self._unseeked:
             self._consumer.resume(*self._unseeked)
         self._unseeked = []
+
+    def owned_partitions(self, topics: Iterable[str]) -> list[TopicPartition]:
+        """The assigned partitions of `topics` that may be sought now: none during a
+        rebalance, and none that the topic's current incarnation lacks.
+
+        A topic made anew may have fewer partitions than before (a broker that makes a
+        topic a client names, with its own count). A partition it lacks cannot be sought:
+        the client asks for its metadata every 100 ms until it gives up, and that was seen
+        with an intake group that never got its assignment after a broker restart (fault
+        matrix, loaded machine). The next assignment covers what the new incarnation has
+        and seeks it to the stored offsets itself.
+        """
+        if self.rebalancing:
+            return []
+        wanted = set(topics)
+        owned = []
+        for tp in self._consumer.assignment():
+            if tp.topic in wanted and tp.partition in (
+                self._consumer.partitions_for_topic(tp.topic) or ()
+            ):
+                owned.append(tp)
+        return owned
 
     def rewind(self, batch: Batch) -> None:
         """Seek each partition of `batch` back to its first record (to be read again)."""
@@ -189,10 +214,12 @@ class SeekToStoredOffsets(ConsumerRebalanceListener):  # type: ignore[misc]
 
     def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
         logger.info("partitions revoked: %s", sorted((tp.topic, tp.partition) for tp in revoked))
+        self.positions.rebalancing = True
         self.settle()
 
     def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         logger.info("partitions assigned: %s", sorted((tp.topic, tp.partition) for tp in assigned))
+        self.positions.rebalancing = False
         self.settle()
         self.positions.learn_topic_ids()
         self.positions.resume_from_stored(assigned)

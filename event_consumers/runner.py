@@ -196,7 +196,11 @@ class ConsumerRunner:
         self.settle_for_rebalance()
         for handler in self.handlers.values():
             handler.reset()
-        assigned = [tp for tp in self._consumer.assignment() if tp.topic in renewed]
+        # The producer's metadata is the old incarnation's: its partition count may be
+        # more than the new one has, and records keyed past the new end were acknowledged
+        # by the broker (Tansu 0.6) yet never on the topic. A new producer asks afresh.
+        self._renew_producer()
+        assigned = self.positions.owned_partitions(renewed)
         if assigned:
             self.positions.seek_to_stored(assigned)
 
