@@ -210,6 +210,8 @@ class Incident(Base):
     __table_args__ = (
         Index("ix_incidents_geom", "geom", postgresql_using="gist"),
         Index("ix_incidents_grid_status", "grid_code", "status"),
+        # The deadline engine loads the open cases with a due time at start.
+        Index("ix_incidents_due_at", "due_at", postgresql_where=text("due_at IS NOT NULL")),
         CheckConstraint(
             "status IN ('reported', 'dispatched', 'in_progress', 'resolved', 'closed',"
             " 'escalated', 'cancelled')",
@@ -241,6 +243,10 @@ class Incident(Base):
     # Bumped by every transition: a PATCH names the version it was decided on.
     version: Mapped[int] = mapped_column(Integer, server_default="1")
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    # When the current stage falls due (geodata.deadlines); null once closed or cancelled.
+    due_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Past a due moment and not yet moved on by a person: a flag, not a status.
+    overdue: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
 
 
 class IncidentEvent(Base):
@@ -626,3 +632,31 @@ class SignInFailure(Base):
     failures: Mapped[int] = mapped_column(Integer)
     last_failed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
     locked_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class IncidentDeadline(Base):
+    """How long a stage of a category's cases may take: the city's editable table."""
+
+    __tablename__ = "incident_deadlines"
+    __table_args__ = (
+        CheckConstraint("stage IN ('dispatch', 'handle', 'verify')", name="stage_kind"),
+        CheckConstraint("unit IN ('hours', 'working_hours', 'working_days')", name="unit_kind"),
+        CheckConstraint("amount > 0 AND amount <= 1000", name="amount_range"),
+    )
+
+    # A category code, a class (`environment`) or `*`: the most specific row wins.
+    category: Mapped[str] = mapped_column(Text, primary_key=True)
+    stage: Mapped[str] = mapped_column(Text, primary_key=True)
+    amount: Mapped[float] = mapped_column(Float)
+    unit: Mapped[str] = mapped_column(Text)
+
+
+class CalendarDay(Base):
+    """A day the working calendar treats otherwise: a holiday, or a weekend day worked."""
+
+    __tablename__ = "calendar_days"
+    __table_args__ = (CheckConstraint("kind IN ('holiday', 'workday')", name="holiday_or_workday"),)
+
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    kind: Mapped[str] = mapped_column(Text)
+    name: Mapped[str | None] = mapped_column(Text)

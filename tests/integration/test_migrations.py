@@ -43,6 +43,8 @@ EXPECTED_TABLES = {
     "open311_clients",
     "open311_requests",
     "open311_contacts",
+    "incident_deadlines",
+    "calendar_days",
 }
 
 
