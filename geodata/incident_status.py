@@ -31,8 +31,10 @@ INCIDENT_STATUS_SOURCE: Final = "wangge/incidents"
 
 REPORT_ACTION: Final = "report"
 """The action of a filing: the consumer stored the report (立案) as `reported`."""
+OVERDUE_ACTION: Final = "overdue"
+"""The action of a deadline that passed where no whistle can go higher: the flag alone."""
 SYSTEM_ROLE: Final = "system"
-"""The actor role of what the platform does by itself (the filing; later, deadlines)."""
+"""The actor role of what the platform does by itself (the filing, the deadlines)."""
 
 # Literals rather than the enums, so that the schema names them inline; a unit test holds
 # them to `Status`, `Action` and `Role`.
@@ -40,7 +42,7 @@ StatusName = Literal[
     "reported", "dispatched", "in_progress", "resolved", "closed", "escalated", "cancelled"
 ]
 ActionName = Literal[
-    "report", "dispatch", "start", "resolve", "close", "reopen", "escalate", "cancel"
+    "report", "dispatch", "start", "resolve", "close", "reopen", "escalate", "cancel", "overdue"
 ]
 ActorRole = Literal["system", "worker", "supervisor", "admin"]
 
@@ -122,6 +124,21 @@ class IncidentStatusChange(BaseModel):
     ]
     lon: Longitude
     lat: Latitude
+    due_at: Annotated[
+        EventTime | None,
+        Field(
+            description="When the stage the change began falls due (docs/DEADLINES.md); null: "
+            "never (closed, cancelled, or no deadline for the category)."
+        ),
+    ] = None
+    overdue: Annotated[
+        bool,
+        Field(
+            strict=True,
+            description="Past a due moment: set by the deadlines' escalation or mark, cleared "
+            "by the next move a person makes.",
+        ),
+    ] = False
 
 
 def reported_change(
@@ -135,6 +152,7 @@ def reported_change(
     lon: float,
     lat: float,
     reported_at: datetime,
+    due_at: datetime | None = None,
 ) -> IncidentStatusChange:
     """The filing of a report: version 1, `reported`, by the platform, at the report's time.
 
@@ -157,6 +175,7 @@ def reported_change(
         escalated_to=escalated_to,
         lon=float(lon),
         lat=float(lat),
+        due_at=_utc(due_at),
     )
 
 
@@ -171,13 +190,17 @@ def transition_change(
     community_code: str | None,
     lon: float,
     lat: float,
+    due_at: datetime | None = None,
+    overdue: bool = False,
+    action: str | None = None,
 ) -> IncidentStatusChange:
-    """A decided transition as the change it publishes."""
+    """A decided transition as the change it publishes (`action`: another name for it, the
+    deadlines' `overdue` mark)."""
     return IncidentStatusChange(
         change_id=uuid4(),
         incident_id=incident_id,
         version=transition.version,
-        action=transition.action.value,
+        action=action or transition.action.value,
         from_status=transition.from_status.value,
         to_status=transition.to_status.value,
         actor_role=actor_role.value,
@@ -189,7 +212,13 @@ def transition_change(
         escalated_to=transition.escalated_to,
         lon=float(lon),
         lat=float(lat),
+        due_at=_utc(due_at),
+        overdue=overdue,
     )
+
+
+def _utc(moment: datetime | None) -> datetime | None:
+    return None if moment is None else moment.astimezone(UTC)
 
 
 def change_value(change: IncidentStatusChange) -> bytes:
@@ -197,6 +226,8 @@ def change_value(change: IncidentStatusChange) -> bytes:
     writes them (UTC, +00:00)."""
     body = change.model_dump(mode="json")
     body["at"] = change.at.isoformat()
+    if change.due_at is not None:
+        body["due_at"] = change.due_at.isoformat()
     return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
 
 

@@ -51,7 +51,7 @@ VALIDATOR = _validator()
 
 def test_the_literals_name_exactly_the_workflows_statuses_actions_and_roles() -> None:
     assert set(get_args(StatusName)) == {s.value for s in Status}
-    assert set(get_args(ActionName)) == {a.value for a in Action} | {"report"}
+    assert set(get_args(ActionName)) == {a.value for a in Action} | {"report", "overdue"}
     assert set(get_args(ActorRole)) == {r.value for r in Role} | {"system"}
 
 
@@ -165,12 +165,22 @@ def test_every_transition_makes_a_change_the_contract_accepts(
 
 
 def test_a_reader_of_this_version_accepts_fields_a_later_one_adds() -> None:
-    body = {**json.loads(change_value(_filing())), "overdue": False, "due_at": None}
+    body = {**json.loads(change_value(_filing())), "rework_count": 0, "period": None}
     assert not list(VALIDATOR.iter_errors(body))
     assert parse_incident_status_change(json.dumps(body).encode()).model_extra == {
-        "overdue": False,
-        "due_at": None,
+        "rework_count": 0,
+        "period": None,
     }
+
+
+def test_a_change_carries_its_due_time_in_utc_and_the_overdue_flag() -> None:
+    due = datetime(2020, 9, 8, 10, 59, tzinfo=timezone(timedelta(hours=8)))
+    body = json.loads(change_value(_filing(due_at=due)))
+    assert body["due_at"] == "2020-09-08T02:59:00+00:00"
+    assert body["overdue"] is False
+    assert not list(VALIDATOR.iter_errors(body))
+    assert not list(VALIDATOR.iter_errors({**body, "action": "overdue", "overdue": True}))
+    assert list(VALIDATOR.iter_errors({**body, "overdue": "yes"}))
 
 
 @pytest.mark.parametrize("field", ["version", "to_status", "at", "lon"])
