@@ -2,7 +2,7 @@
 
 `/api/v1/trackers/osmand/{secret}` and `/api/v1/trackers/owntracks/{secret}`: the URL a
 worker pastes into the app carries its device's secret (`wangge devices add`). Each
-request is turned into one check-in by `geodata.trackers` and posted through the
+request is turned into one check-in by `geodata.tracker_protocols` and posted through the
 gateway's own path (`grid_service.gateway.produce_checkins`): the consumers' checks, the
 same refusals with the same codes, produced keyed by worker only once the broker has it.
 
@@ -36,6 +36,7 @@ from geodata.accounts import hash_token
 from geodata.db import devices_store
 from geodata.errors import SchemaMissing
 from geodata.events import MAX_EVENT_BYTES, EventRefused, RefusalReason
+from geodata.tracker_protocols import osmand_checkin, owntracks_checkin, traccar_json_checkin
 from geodata.trackers import (
     SECRET_PREFIX,
     TRACKERS_PATH,
@@ -44,9 +45,6 @@ from geodata.trackers import (
     UnknownDevice,
     check_device,
     is_well_formed_secret,
-    osmand_checkin,
-    owntracks_checkin,
-    traccar_json_checkin,
 )
 from grid_service.auth import AuthConfig, AuthState, RateLimiter
 from grid_service.deps import read_capped_body

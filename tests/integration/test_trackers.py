@@ -35,7 +35,8 @@ from geodata.contract import Topics
 from geodata.db import devices_store
 from geodata.db.engine import create_db_engine, unit_of_work
 from geodata.events import CheckInAssignment, parse_assignment
-from geodata.trackers import TrackerKind, device_url, osmand_checkin, traccar_json_checkin
+from geodata.tracker_protocols import osmand_checkin, traccar_json_checkin
+from geodata.trackers import TrackerKind, device_url
 from grid_service.app import ApiConfig, create_app
 from grid_service.auth import AuthConfig
 from tests.integration.pipeline_support import (

@@ -31,8 +31,13 @@ from hypothesis import strategies as st
 
 from geodata.accounts import OutsideArea, PermissionDenied, Role
 from geodata.events import EventRefused, RefusalReason, parse_checkin
-from geodata.trackers import (
+from geodata.tracker_protocols import (
     KNOTS_TO_MPS,
+    osmand_checkin,
+    owntracks_checkin,
+    traccar_json_checkin,
+)
+from geodata.trackers import (
     Device,
     DeviceMismatch,
     DeviceRevoked,
@@ -44,9 +49,6 @@ from geodata.trackers import (
     is_well_formed_secret,
     new_device_secret,
     osmand_app_template,
-    osmand_checkin,
-    owntracks_checkin,
-    traccar_json_checkin,
 )
 from grid_service.trackers import SecretRedaction
 
