@@ -164,7 +164,8 @@ def as_benchmark_rows(result: PeersResult) -> list[BenchmarkRow]:
             "new PostgreSQL sessions, wangge, start to end", sessions.wangge, "sessions",
             sessions.pool_size, "pool size (WANGGE_DB_POOL_SIZE)",
             sessions.wangge / sessions.pool_size, "≤ pool size", sessions.met,
-            f"{sessions.wangge_under_load} under load (after a warm-up round on each server);"
+            f"{sessions.wangge_under_load} under the measured load (after each read once and"
+            " a warm-up round on each server);"
             f" wangge with its tile cache off {sessions.rendering}; tipg {sessions.tipg}",
         )
     )  # fmt: skip

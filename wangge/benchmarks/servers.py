@@ -21,7 +21,8 @@ if TYPE_CHECKING:
 CEILING_PATH = "/ceiling"
 API_FACTORY = "wangge.benchmarks.servers:create_api_app"
 CEILING_FACTORY = "wangge.benchmarks.servers:create_ceiling_app"
-_START_TIMEOUT_S = 60.0
+# Several servers may start at once on two loaded cores (an app's imports alone take 20 s).
+_START_TIMEOUT_S = 120.0
 
 
 def create_api_app() -> "FastAPI":
@@ -91,8 +92,13 @@ def serve_all(servers: Sequence[Server]) -> Iterator[list[int]]:
                     socket.create_connection(("127.0.0.1", port), 0.2),
                 ):
                     break
-                if time.monotonic() > deadline or process.poll() is not None:
-                    raise RuntimeError(f"{server.app} did not start under uvicorn")
+                if process.poll() is not None:
+                    raise RuntimeError(
+                        f"{server.app} exited ({process.returncode}) before answering under "
+                        "uvicorn: its error is above"
+                    )
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{server.app} did not answer in {_START_TIMEOUT_S:.0f} s")
                 time.sleep(0.05)
         yield [port for _, _, port in started]
     finally:
