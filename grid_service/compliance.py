@@ -11,6 +11,7 @@ data: the worker themself, a supervisor of an area the worker has (had) a grid i
 sees the worker's grids in that area only, or an admin.
 """
 
+import json
 from dataclasses import replace
 from datetime import UTC, date, datetime, tzinfo
 from typing import Annotated, Any, Final, Self
@@ -292,13 +293,7 @@ _ITEMS: Final[dict[Level, TypeAdapter[Any]]] = {
 }
 
 
-class _EnvelopePublic(BaseModel):
-    """`CompliancePublic` less its items, which are rendered once and kept."""
-
-    week: str
-    as_of: datetime
-    level: Level
-    code: str | None
+_TIME: Final = TypeAdapter(datetime)
 
 
 def render_items(report: ComplianceReport) -> bytes:
@@ -311,9 +306,24 @@ def render_items(report: ComplianceReport) -> bytes:
 def _envelope(
     week: IsoWeek, at: datetime, level: Level, code: str | None, items: bytes, tz: tzinfo
 ) -> bytes:
-    """The JSON of `CompliancePublic` around items rendered before, `as_of` this request's."""
-    head = _EnvelopePublic(week=str(week), as_of=at.astimezone(tz), level=level, code=code or None)
-    return head.model_dump_json()[:-1].encode() + b',"items":' + items + b"}"
+    """The JSON of `CompliancePublic` around items rendered before, `as_of` this request's.
+
+    Written out rather than validated through the model (a tenth of the cost, per request):
+    week and level are the parsed values, the code is digits, the time pydantic's own JSON.
+    """
+    return b"".join(
+        (
+            b'{"week":"%s","as_of":%s,"level":"%s","code":%s,"items":'
+            % (
+                str(week).encode(),
+                _TIME.dump_json(at.astimezone(tz)),
+                level.encode(),
+                json.dumps(code or None).encode(),
+            ),
+            items,
+            b"}",
+        )
+    )
 
 
 @router.get("/workers/{worker_id}/patrols", response_model=WorkerPatrolsPublic, responses=_ERRORS)

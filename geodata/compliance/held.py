@@ -17,7 +17,7 @@ from bisect import bisect_right
 from collections import OrderedDict
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Final
 from zoneinfo import ZoneInfo
 
@@ -45,11 +45,35 @@ AREA_LEVELS: Final[tuple[Level, ...]] = ("grid", "community", "street", "distric
 def open_weeks(now: datetime, config: ComplianceConfig) -> tuple[IsoWeek, ...]:
     """The weeks whose statuses can still change at `now`: this week, and the last one
     until `allowed_lateness` after its end (late check-ins may still count for it)."""
-    current = IsoWeek.week_of(now, config.tz)
-    previous = current.previous()
-    if now < previous.end(config.tz) + config.allowed_lateness:
-        return (previous, current)
-    return (current,)
+    return OpenWeeks.at(now, config).weeks
+
+
+@dataclass(frozen=True, slots=True)
+class OpenWeeks:
+    """The open weeks at an instant, and the span [since, until) they stay the same."""
+
+    weeks: tuple[IsoWeek, ...]
+    #: In UTC, as the wall clock is read: comparing datetimes of one tzinfo skips asking
+    #: a zone for its offset, which is most of the cost on a request's path.
+    since: datetime
+    until: datetime
+
+    @classmethod
+    def at(cls, now: datetime, config: ComplianceConfig) -> "OpenWeeks":
+        """The open weeks at `now` (see `open_weeks`) and how long they hold."""
+        tz = config.tz
+        current = IsoWeek.week_of(now, tz)
+        previous = current.previous()
+        closes = previous.end(tz) + config.allowed_lateness
+        if now < closes:
+            since, until = current.start(tz), min(closes, current.end(tz))
+            return cls((previous, current), since.astimezone(UTC), until.astimezone(UTC))
+        since, until = max(closes, current.start(tz)), current.end(tz)
+        return cls((current,), since.astimezone(UTC), until.astimezone(UTC))
+
+    def hold_at(self, now: datetime) -> bool:
+        """Whether these are still the open weeks at `now`."""
+        return self.since <= now < self.until
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,7 +247,9 @@ class AnswerCache:
             if generation != self.generation or cost > self.max_bytes:
                 return False
             self._drop(key)
-            self._answers[key] = _Answer(body, *span)
+            # UTC, as `OpenWeeks`: the span is compared on every request.
+            start, end = span
+            self._answers[key] = _Answer(body, start.astimezone(UTC), end.astimezone(UTC))
             self._bytes += cost
             while self._bytes > self.max_bytes:
                 self._drop(next(iter(self._answers)))

@@ -43,6 +43,7 @@ from geodata.compliance.held import (
     AnswerCache,
     HeldNames,
     HeldWeek,
+    OpenWeeks,
     open_weeks,
 )
 from geodata.compliance.report import ComplianceReport, Level
@@ -105,6 +106,7 @@ class ComplianceMemory:
         self._clock = clock
         self._monotonic = monotonic
         self._state: _State | None = None
+        self._open = OpenWeeks.at(clock(), config)
         self._refreshed_at = -float("inf")
         self._render_locks = tuple(threading.Lock() for _ in range(RENDER_LOCKS))
         # One refresh at a time (the thread's, or a caller's).
@@ -160,11 +162,19 @@ class ComplianceMemory:
 
     def _fresh_state(self, week: IsoWeek, now: datetime) -> _State | None:
         state = self._state
-        if state is None or week not in state.weeks or week not in open_weeks(now, self.config):
+        if state is None or week not in state.weeks or week not in self._open_at(now):
             return None
         if self._monotonic() - self._refreshed_at > STALE_AFTER_REFRESHES * self.refresh_s:
             return None
         return state
+
+    def _open_at(self, now: datetime) -> tuple[IsoWeek, ...]:
+        # Asked on every request: worked out again only when `now` leaves the span of the
+        # last answer (a few times a week), as the calendar arithmetic costs microseconds.
+        known = self._open
+        if not known.hold_at(now):
+            known = self._open = OpenWeeks.at(now, self.config)
+        return known.weeks
 
     # ----------------------------------------------------------------- refreshing
 

@@ -13,6 +13,7 @@ from geodata.compliance.held import (
     AnswerKey,
     HeldNames,
     HeldWeek,
+    OpenWeeks,
     open_weeks,
     prefixes,
 )
@@ -287,3 +288,23 @@ def test_the_open_weeks_are_this_one_and_last_one_within_the_lateness(
     now: datetime, weeks: tuple[str, ...]
 ) -> None:
     assert tuple(str(week) for week in open_weeks(now, CONFIG)) == weeks
+
+
+@given(
+    now=st.integers(-20 * 1440, 20 * 1440).map(moment),
+    lateness_h=st.integers(0, 10 * 24),
+    fraction=st.floats(0, 1),
+)
+def test_the_open_weeks_stay_the_same_throughout_their_span(
+    now: datetime, lateness_h: int, fraction: float
+) -> None:
+    config = ComplianceConfig(allowed_lateness=timedelta(hours=lateness_h))
+    known = OpenWeeks.at(now, config)
+    assert known.since <= now < known.until
+    last = known.until - timedelta(microseconds=1)
+    for t in (known.since, last, known.since + (last - known.since) * fraction):
+        assert OpenWeeks.at(t, config).weeks == known.weeks, t
+    # Just outside the span, the weeks are others.
+    assert OpenWeeks.at(known.until, config).weeks != known.weeks
+    before = known.since - timedelta(microseconds=1)
+    assert OpenWeeks.at(before, config).weeks != known.weeks
