@@ -272,7 +272,7 @@ def _count(city: City, sql: str, *args: object) -> tuple[Any, ...]:
 
 
 def test_offline_fixes_and_a_report_with_a_photo_arrive_once_after_a_reload(
-    city: City, phone: Any, tmp_path: Path
+    city: City, phone: Any, tmp_path: Path, screenshots: Path
 ) -> None:
     walker = city.walkers[1]
     errors: list[str] = []
@@ -292,6 +292,7 @@ def test_offline_fixes_and_a_report_with_a_photo_arrive_once_after_a_reload(
     page.fill("#note", "井盖缺失 manhole cover missing")
     page.set_input_files("#photos", str(_photo_with_gps(tmp_path / "camera.jpg")))
     page.wait_for_selector('body[data-photos="1"]', timeout=20_000)
+    _screenshot(page, screenshots, "app-report.png")
     page.click("#report-form button[type=submit]")
     page.wait_for_selector('body[data-waiting="21"]')
 

@@ -2,7 +2,7 @@
 // week against the rule, report incidents with photos, work the incidents assigned.
 // Everything from this origin; fixes and reports wait in IndexedDB until they are sent.
 import { t, lang, setLang, translatePage } from "./i18n.js";
-import { HttpError, Outbox } from "./outbox.js";
+import { HttpError, Outbox, isRefusal } from "./outbox.js";
 import { SmallMap, contains, metresBetween } from "./smallmap.js";
 
 const TOKEN_KEY = "wangge.app.token";
@@ -61,11 +61,18 @@ async function send(items, update) {
     return items.length;
   }
   const item = items[0];
-  // Photos first, each kept as uploaded, so that a retry uploads only what is missing.
+  // Photos first, each kept as done, so that a retry uploads only what is missing.
   item.uploaded = item.uploaded || [];
-  for (const photo of (item.photos || []).slice(item.uploaded.length)) {
-    const stored = await api("attachments", { method: "POST", blob: photo });
-    item.uploaded.push(stored.content_id);
+  item.photos_done = item.photos_done || 0;
+  for (const photo of (item.photos || []).slice(item.photos_done)) {
+    try {
+      const stored = await api("attachments", { method: "POST", blob: photo });
+      item.uploaded.push(stored.content_id);
+    } catch (error) {
+      // A photo the API refuses for itself goes; the report still matters without it.
+      if (!(error instanceof HttpError && isRefusal(error.status))) throw error;
+    }
+    item.photos_done += 1;
     await update(item);
   }
   const event = { ...item.event };
@@ -81,7 +88,8 @@ async function showQueue() {
   $("waiting").textContent = waiting;
   body.dataset.waiting = String(waiting);
   const notes = [];
-  if (outbox.draining) notes.push(t("sending"));
+  if (waiting && !navigator.onLine) notes.push(t("until_online"));
+  else if (outbox.draining) notes.push(t("sending"));
   else if (waiting && outbox.failures && outbox.retryAt) notes.push(t("retry_in", { s: Math.max(1, Math.round((outbox.retryAt - Date.now()) / 1000)) }));
   if (refused) notes.push(t("refused", { n: refused }));
   $("queue-state").textContent = notes.join(" · ");
@@ -535,7 +543,7 @@ function showNetwork() {
   body.dataset.online = String(state.online);
 }
 window.addEventListener("online", showNetwork);
-window.addEventListener("offline", showNetwork);
+window.addEventListener("offline", () => { showNetwork(); showQueue(); });
 
 $("lang").addEventListener("click", () => {
   setLang(lang() === "en" ? "zh" : "en");

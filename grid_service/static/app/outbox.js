@@ -165,7 +165,7 @@ function firstOtherKind(items) {
   return index === -1 ? items.length : index;
 }
 
-function isRefusal(status) {
+export function isRefusal(status) {
   // 4xx but: 401 (token), 408 (timeout), 429 (rate): those are retried, not the item's fault.
   return status >= 400 && status < 500 && ![401, 408, 429].includes(status);
 }
