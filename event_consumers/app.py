@@ -24,6 +24,7 @@ from sqlalchemy import Engine
 from event_consumers.batch import Handler
 from event_consumers.checkins import CheckinHandler
 from event_consumers.compliance import ComplianceHandler
+from event_consumers.deadlines import DeadlineEngine, DeadlineEngineThread, EventTimeClock
 from event_consumers.incidents import IncidentHandler
 from event_consumers.outbox import (
     COMPLIANCE_OUTBOX,
@@ -166,6 +167,14 @@ def _run_stage(
     ]
     for publisher in publishers:
         publisher.start()
+    # The deadlines run beside the filing of incidents: their clock is its event time.
+    deadlines = (
+        [DeadlineEngineThread(DeadlineEngine(config.database_url, EventTimeClock()))]
+        if "incidents" in names
+        else []
+    )
+    for engine_thread in deadlines:
+        engine_thread.start()
     partner_died = threading.Event()
     if partner is not None:
         _stop_when_gone(partner, runner, partner_died)
@@ -184,6 +193,8 @@ def _run_stage(
     finally:
         for publisher in publishers:
             publisher.stop()
+        for engine_thread in deadlines:
+            engine_thread.stop()
         if partner is not None:
             _stop_partner(partner, asked_to_stop=runner.stopping or crashed)
     if partner is not None and partner_died.is_set():

@@ -14,7 +14,7 @@ from event_consumers.records import InboundRecord, OutboundRecord, dead_letter
 from geodata.categories import normalize_category
 from geodata.contract import Topics
 from geodata.crs import to_wgs84
-from geodata.db import attachment_store, event_store, incident_outbox
+from geodata.db import attachment_store, deadline_store, event_store, incident_outbox
 from geodata.db.grid_cache import GridSnapshotCache
 from geodata.events import (
     DEFAULT_TIME_LIMITS,
@@ -26,6 +26,7 @@ from geodata.events import (
 )
 from geodata.hierarchy import lineage_of
 from geodata.incident_status import reported_change
+from geodata.incidents import Status
 from geodata.records import assignment_record
 from geodata.staffing import choose_incident_staff
 
@@ -152,6 +153,14 @@ class IncidentHandler:
             )
             metrics.EVENTS_REFUSED.labels(self.topic, RefusalReason.INCIDENT_EXISTS).inc()
         metrics.EVENTS_DUPLICATE.labels(self.topic).inc(len(retried))
+        # The filing begins the dispatch stage: its due time counts from the report's time.
+        deadlines = deadline_store.load_table(conn)
+        dues = {
+            row.incident_id: deadlines.due_at(row.category, Status.REPORTED, row.reported_at)
+            for row in rows
+            if row.event_id in new_ids
+        }
+        deadline_store.set_due(conn, dues.items())
         # The filing is the incident's first status change, published from the outbox once
         # this batch commits; a retried event filed nothing new and queues nothing.
         incident_outbox.queue_changes(
@@ -167,6 +176,7 @@ class IncidentHandler:
                     lon=row.wgs_lon,
                     lat=row.wgs_lat,
                     reported_at=row.reported_at,
+                    due_at=dues[row.incident_id],
                 )
                 for row in rows
                 if row.event_id in new_ids

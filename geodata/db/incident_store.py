@@ -16,7 +16,7 @@ import psycopg
 from sqlalchemy import ColumnElement, Connection, Row, and_, func, insert, or_, select, update
 
 from geodata.accounts import Principal
-from geodata.db import incident_outbox
+from geodata.db import deadline_store, incident_outbox
 from geodata.db.models import Incident, IncidentEvent, WorkerAssignment
 from geodata.incident_status import transition_change
 from geodata.incidents import (
@@ -48,6 +48,9 @@ class IncidentRecord:
     updated_at: datetime
     flags: tuple[str, ...]
     geometry: dict[str, Any]
+    #: When the current stage falls due (docs/DEADLINES.md), and whether it is past due.
+    due_at: datetime | None = None
+    overdue: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +85,7 @@ class IncidentFilter:
     bbox: Bbox | None = None
     statuses: tuple[Status, ...] = ()
     category: str | None = None
+    overdue: bool | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +112,8 @@ _COLUMNS: Final = (
     Incident.received_at,
     Incident.updated_at,
     Incident.flags,
+    Incident.due_at,
+    Incident.overdue,
     func.ST_AsGeoJSON(Incident.geom, GEOJSON_DECIMALS).label("geojson"),
 )
 
@@ -132,6 +138,8 @@ def _record(row: Row[Any]) -> IncidentRecord:
         updated_at=row.updated_at,
         flags=tuple(row.flags or ()),
         geometry=json.loads(row.geojson),
+        due_at=row.due_at,
+        overdue=row.overdue,
     )
 
 
@@ -219,6 +227,10 @@ def transition_incident(
         assignee_grids=grids,
     )
     _record_transition(conn, incident_id, transition, principal, now)
+    # A person's move begins a stage: its due time counts from now and the flag clears.
+    driver = _psycopg(conn)
+    due_at = deadline_store.load_table(driver).due_at(record.category, transition.to_status, now)
+    deadline_store.set_due(driver, [(incident_id, due_at)])
     moved = load_incident(conn, incident_id)
     _queue_change(conn, moved, transition, principal, now)
     return IncidentDetail(moved, history_of(conn, incident_id))
@@ -243,13 +255,19 @@ def _queue_change(
         community_code=record.state.community_code,
         lon=lon,
         lat=lat,
+        due_at=record.due_at,
+        overdue=record.overdue,
     )
-    # The outbox's one writer takes psycopg's connection: this very connection, inside
-    # the transaction SQLAlchemy began on it, so the change commits with the transition.
+    incident_outbox.queue_changes(_psycopg(conn), [change])
+
+
+def _psycopg(conn: Connection) -> psycopg.Connection:
+    """psycopg's connection under `conn`, inside the transaction SQLAlchemy began on it, so
+    that what the psycopg writers (outbox, deadlines) write commits with the transition."""
     driver = conn.connection.driver_connection
     if not isinstance(driver, psycopg.Connection):
         raise TypeError(f"the incident outbox needs psycopg 3, not {type(driver).__name__}")
-    incident_outbox.queue_changes(driver, [change])
+    return driver
 
 
 def _record_transition(
@@ -302,6 +320,8 @@ def _conditions(query: IncidentFilter) -> list[ColumnElement[bool]]:
         conditions.append(func.ST_Intersects(Incident.geom, envelope))
     if query.statuses:
         conditions.append(Incident.status.in_([s.value for s in query.statuses]))
+    if query.overdue is not None:
+        conditions.append(Incident.overdue.is_(query.overdue))
     if query.category:
         conditions.append(
             or_(
