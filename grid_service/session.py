@@ -18,7 +18,7 @@ from datetime import datetime
 from typing import Annotated, Final, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, Request, Response
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
@@ -60,6 +60,19 @@ _NAME_FIELD = Field(min_length=1, max_length=4 * MAX_NAME_LENGTH)
 _PASSWORD_FIELD = Field(min_length=1, max_length=4 * MAX_PASSWORD_LENGTH)
 
 
+def _utf8(value: str) -> str:
+    # JSON may spell a lone surrogate (\ud800), which neither argon2 nor PostgreSQL takes.
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("text must be UTF-8 (no lone surrogate)") from None
+    return value
+
+
+SignInText = Annotated[StoredText, AfterValidator(_utf8)]
+"""A name or password of a request: no NUL, no lone surrogate."""
+
+
 class AccountLocked(RateLimited):
     """Too many failed sign-ins in a row for this name: refused until the lock ends."""
 
@@ -83,18 +96,18 @@ class SignInRateLimited(RateLimited):
 class SignIn(BaseModel):
     """A name and a password."""
 
-    username: Annotated[StoredText, _NAME_FIELD]
-    password: Annotated[StoredText, _PASSWORD_FIELD]
+    username: Annotated[SignInText, _NAME_FIELD]
+    password: Annotated[SignInText, _PASSWORD_FIELD]
 
 
 class PasswordChange(BaseModel):
     """The current password and a new one; the name too unless signed in already."""
 
-    username: Annotated[StoredText, _NAME_FIELD] | None = Field(
+    username: Annotated[SignInText, _NAME_FIELD] | None = Field(
         default=None, description="needed when not signed in (a one-time password's change)"
     )
-    password: Annotated[StoredText, _PASSWORD_FIELD] = Field(description="the current one")
-    new_password: Annotated[StoredText, _PASSWORD_FIELD]
+    password: Annotated[SignInText, _PASSWORD_FIELD] = Field(description="the current one")
+    new_password: Annotated[SignInText, _PASSWORD_FIELD]
 
 
 class SessionPublic(BaseModel):
@@ -111,6 +124,7 @@ class SessionPublic(BaseModel):
 
 
 _SIGN_IN_ERRORS: Final[dict[int | str, dict[str, object]]] = {
+    400: {"model": ErrorBody, "description": "`bad_request`: the body is not JSON."},
     401: {"model": ErrorBody, "description": "`invalid_credentials`: name or password wrong."},
     403: {
         "model": ErrorBody,

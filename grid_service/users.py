@@ -45,6 +45,7 @@ class AccountsPublic(BaseModel):
     responses={
         401: {"model": ErrorBody, "description": "No token or session."},
         403: {"model": ErrorBody, "description": "Not an admin (`forbidden`)."},
+        422: {"model": ErrorBody, "description": "`invalid_request`: a bad role, area or limit."},
     },
 )
 def list_users(

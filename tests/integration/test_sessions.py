@@ -493,3 +493,17 @@ def test_the_database_refuses_a_password_that_is_not_an_argon2id_hash(
             )
     finally:
         engine.dispose()
+
+
+def test_a_name_or_password_no_database_can_hold_is_a_422(env_factory: Callable[..., Env]) -> None:
+    env = env_factory()
+    for body in (
+        b'{"username": "sup-\\ud800", "password": "whatever-it-is"}',  # a lone surrogate
+        b'{"username": "sup-x", "password": "pass\\u0000word-long"}',
+    ):
+        response = env.client.post(
+            "/api/v1/session",
+            content=body,
+            headers={**FETCH, "Content-Type": "application/json"},
+        )
+        assert _code(response) == (422, "invalid_request"), response.text
