@@ -116,23 +116,30 @@ class IncidentProperties(BaseModel):
     grid_code: str | None
     community_code: str | None
     escalated_to: str | None = Field(
-        description="a community (no worker in the grid), street or district code"
+        description="a community (no worker in the grid, or an overdue case handed back), "
+        "street or district code"
     )
     flags: list[str]
+    due_at: datetime | None = Field(
+        description="local time the current stage falls due (docs/DEADLINES.md); null: never"
+    )
+    overdue: bool = Field(description="past a due moment and not moved on by a person since")
 
 
 class HistoryEntryPublic(BaseModel):
     """One transition: who made it, when, from which status to which, and why."""
 
     version: int
-    action: Action
+    action: Action | Literal["overdue"] = Field(
+        description="a transition, or `overdue`: the deadlines' mark where no level is higher"
+    )
     from_status: Status
     to_status: Status
     assignee: str | None
     escalated_to: str | None
     note: str | None
     actor: str = Field(description="the account's name")
-    actor_role: Role
+    actor_role: Role | Literal["system"] = Field(description="`system`: the deadlines")
     at: datetime
 
 
@@ -219,6 +226,8 @@ def _properties(record: IncidentRecord) -> dict[str, Any]:
         "community_code": state.community_code,
         "escalated_to": state.escalated_to,
         "flags": list(record.flags),
+        "due_at": _local(record.due_at) if record.due_at is not None else None,
+        "overdue": record.overdue,
     }
 
 
@@ -325,6 +334,9 @@ def list_incidents_route(
     category: Annotated[
         str | None, Query(description="a category code, or a class such as `environment`")
     ] = None,
+    overdue: Annotated[
+        bool | None, Query(description="true: only overdue cases; false: only the others")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE, description="page size")] = DEFAULT_PAGE,
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET, description="incidents to skip")] = 0,
 ) -> GeoJSONResponse:
@@ -340,6 +352,7 @@ def list_incidents_route(
         bbox=parse_bbox(bbox) if bbox is not None else None,
         statuses=parse_statuses(status),
         category=check_category(category),
+        overdue=overdue,
     )
     with engine.connect().execution_options(**_SNAPSHOT) as conn:
         page = list_incidents(conn, query, limit=limit, offset=offset)

@@ -20,7 +20,7 @@ from geodata.db.incident_store import transition_incident
 from geodata.deadlines import CITY_ZONE
 from geodata.incidents import Status, transition_request
 from tests.integration.incident_status_support import published_changes
-from tests.integration.incident_support import pick_city, store_incident
+from tests.integration.incident_support import open_env, pick_city, store_incident
 
 pytestmark = pytest.mark.integration
 
@@ -209,6 +209,20 @@ def test_past_the_top_a_case_is_marked_overdue_once_and_an_urgent_one_counts_the
     assert _row(url, at_district)[:4] == ("dispatched", district, 2, True)
     assert _row(url, resolved)[:4] == ("resolved", None, 2, True)
     assert _row(url, leak)[:4] == ("escalated", district, 4, True)
+
+    with open_env(url) as env:
+        listed = env.get("admin", overdue="true", limit=100)
+        assert listed.status_code == 200, listed.text
+        features = {
+            f["properties"]["incident_id"]: f["properties"] for f in listed.json()["features"]
+        }
+        assert set(features) == {str(i) for i in (at_street, at_district, resolved, leak)}
+        assert features[str(at_district)]["due_at"] == "2020-09-09T18:00:00+08:00"
+        assert all(p["overdue"] for p in features.values())
+        others = env.get("admin", overdue="false", limit=100).json()["features"]
+        assert not {f["properties"]["incident_id"] for f in others} & set(features)
+        detail = env.get("admin", f"/{resolved}").json()
+        assert detail["properties"]["history"][-1]["action"] == "overdue"
 
     _publish(url, kafka_bootstrap, topic)
     published = published_changes(kafka_bootstrap, topic)
