@@ -261,8 +261,10 @@ function addLayers() {
   incidentColour.push("#ff3d00");
   map.addLayer({ id: "incidents-points", type: "circle", source: "incidents",
     paint: { "circle-radius": ["interpolate", ["linear"], ["zoom"], 10, 5, 16, 11],
-      "circle-color": incidentColour, "circle-opacity": ["get", "fade"], "circle-stroke-color": "#212121",
-      "circle-stroke-width": 2, "circle-stroke-opacity": ["get", "fade"] } });
+      "circle-color": incidentColour, "circle-opacity": ["get", "fade"],
+      // Overdue (督办): a thick red ring.
+      "circle-stroke-color": ["case", ["get", "overdue"], "#d50000", "#212121"],
+      "circle-stroke-width": ["case", ["get", "overdue"], 4, 2], "circle-stroke-opacity": ["get", "fade"] } });
 }
 
 function applyGridStates() {
@@ -392,6 +394,7 @@ function drawIncidents() {
   const features = [...state.incidents.values()].map((i) => ({
     type: "Feature", id: i.id, geometry: { type: "Point", coordinates: [i.lon, i.lat] },
     properties: { id: i.id, status: i.status, category: i.category, assignee: i.assignee,
+      overdue: Boolean(i.overdue),
       fade: i.endedAt === null ? 1 : Math.max(0.05, 1 - (now - i.endedAt) / INCIDENT_FADE_MS) },
   }));
   source.setData({ type: "FeatureCollection", features });
@@ -406,13 +409,15 @@ function renderIncidents() {
   body.dataset.incidentsOpen = String(open);
   $("incident-list").replaceChildren(...incidents.slice(0, LIST_LIMIT).map((i) => {
     const item = document.createElement("li");
-    item.className = `incident ${i.status}`;
+    item.className = `incident ${i.status}${i.overdue ? " overdue" : ""}`;
     item.dataset.incidentId = i.id;
+    item.dataset.overdue = String(Boolean(i.overdue));
     item.dataset.status = i.status;
     item.dataset.version = String(i.version);
-    item.textContent = `${INCIDENT_NAMES[i.status] || i.status} · ${i.category} · ${i.grid || "–"}`
+    item.textContent = (i.overdue ? "超期 overdue · " : "")
+      + `${INCIDENT_NAMES[i.status] || i.status} · ${i.category} · ${i.grid || "–"}`
       + (i.assignee ? ` · ${i.assignee}` : "");
-    item.title = `${i.id} v${i.version}`;
+    item.title = `${i.id} v${i.version}` + (i.due ? ` · due ${i.due}` : "");
     return item;
   }));
 }
@@ -424,7 +429,8 @@ async function loadIncidents() {
     const p = feature.properties;
     const [lon, lat] = feature.geometry.coordinates;
     upsertIncident({ id: p.incident_id, status: p.status, version: p.version, category: p.category,
-      grid: p.grid_code, assignee: p.assignee, lon, lat, at: p.reported_at });
+      grid: p.grid_code, assignee: p.assignee, lon, lat, at: p.reported_at,
+      overdue: p.overdue, due: p.due_at });
   }
 }
 
@@ -432,7 +438,8 @@ function onIncidentStatus(change) {
   bump("statuses");
   upsertIncident({ id: change.incident_id, status: change.to_status, version: change.version,
     category: change.category, grid: change.grid_code, assignee: change.assignee,
-    lon: change.lon, lat: change.lat, at: change.at });
+    lon: change.lon, lat: change.lat, at: change.at,
+    overdue: change.overdue, due: change.due_at });
 }
 
 function bump(counter) {
