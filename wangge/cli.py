@@ -10,6 +10,7 @@ from wangge.commands import (
     bench,
     dataset,
     db,
+    deadlines,
     devices,
     open311,
     reports,
@@ -41,3 +42,4 @@ app.add_typer(dataset.app, name="dataset")
 app.add_typer(users.app, name="users")
 app.add_typer(devices.app, name="devices")
 app.add_typer(open311.app, name="open311")
+app.add_typer(deadlines.app, name="deadlines")

@@ -241,3 +241,37 @@ def test_past_the_top_a_case_is_marked_overdue_once_and_an_urgent_one_counts_the
         ("escalate", district),
     ]
     assert published[str(leak)][1]["at"] == "2020-09-07T19:00:00+00:00"
+
+
+def test_the_city_edits_its_table_and_calendar_with_the_cli_and_a_filing_obeys(
+    database_url: str,
+) -> None:
+    from tests.integration.test_open311 import wangge
+
+    listed = wangge(database_url, "deadlines", "list")
+    assert listed.returncode == 0, listed.stderr
+    assert "working_days" in listed.stdout
+    assert "2020-10-01" in listed.stdout
+    done = wangge(database_url, "deadlines", "set", "environment.garbage", "handle", "5", "hours")
+    assert done.returncode == 0, done.stderr
+    assert (
+        wangge(database_url, "deadlines", "day", "2020-09-07", "--kind", "holiday").returncode == 0
+    )
+    refused = wangge(database_url, "deadlines", "set", "environment.garbage", "handle", "5")
+    assert refused.returncode == 1
+    assert "both an amount and a unit" in refused.stderr
+    assert (
+        wangge(database_url, "deadlines", "set", "no.such", "handle", "5", "hours").returncode == 1
+    )
+    with psycopg.connect(database_url) as conn:
+        table = deadline_store.load_table(conn)
+    monday = shanghai(9, 7, 10, 0)
+    assert table.due_at("environment.garbage", Status.DISPATCHED, monday) == shanghai(9, 7, 15, 0)
+    # Monday is a holiday now: two working hours start on Tuesday morning.
+    assert table.due_at("environment.garbage", Status.REPORTED, monday) == shanghai(9, 8, 11, 0)
+    removed = wangge(database_url, "deadlines", "set", "environment.garbage", "handle")
+    assert removed.returncode == 0, removed.stderr
+    assert wangge(database_url, "deadlines", "day", "2020-09-07").returncode == 0
+    with psycopg.connect(database_url) as conn:
+        table = deadline_store.load_table(conn)
+    assert table.due_at("environment.garbage", Status.REPORTED, monday) == shanghai(9, 7, 12, 0)
