@@ -263,25 +263,25 @@ class DeadlineEngineThread(threading.Thread):
         super().__init__(name="wangge-deadlines", daemon=True)
         self.engine = engine
         self.idle_s = idle_s
-        self._stop = threading.Event()
+        self._stopping = threading.Event()
 
     def run(self) -> None:
         """Load, then loop until stopped; a failure is logged and retried after a pause."""
-        while not self._stop.is_set():
+        while not self._stopping.is_set():
             try:
                 self._loop()
             except psycopg.Error:
                 # The queue is rebuilt from the rows: nothing is lost by starting over.
                 logger.warning("deadline engine: a database error; reloading", exc_info=True)
                 self.engine.close()
-                self._stop.wait(2.0)
+                self._stopping.wait(2.0)
         self.engine.close()
 
     def _loop(self) -> None:
         self.engine.load()
         with psycopg.connect(self.engine.database_url, autocommit=True) as listener:
             incident_outbox.listen_outbox(listener)
-            while not self._stop.is_set():
+            while not self._stopping.is_set():
                 self.engine.step()
                 wait = self.engine.seconds_to_next_due()
                 timeout = self.idle_s if wait is None else min(self.idle_s, wait)
@@ -290,5 +290,5 @@ class DeadlineEngineThread(threading.Thread):
 
     def stop(self) -> None:
         """Stop after the current turn."""
-        self._stop.set()
+        self._stopping.set()
         self.join(timeout=10)

@@ -49,6 +49,8 @@ BENCHMARKS: dict[str, Benchmark] = {
     "trackers": Benchmark("wangge.benchmarks.trackers", ("--duration", "2", "--rounds", "1")),
     # Beside tipg (installed on first use into an environment of its own) and a bare route.
     "peers": Benchmark("wangge.benchmarks.peers", ("--duration", "1", "--rounds", "1")),
+    # Open cases queued (100,000; quick: 20,000), due moments one a second, each timed to Kafka.
+    "deadlines": Benchmark("wangge.benchmarks.deadlines", ("--cases", "20000", "--probes", "20")),
 }
 
 

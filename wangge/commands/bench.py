@@ -14,7 +14,7 @@ def bench(
     names: Annotated[
         list[str] | None,
         typer.Argument(
-            help="pipeline, compliance, api, import, peers, trackers, app (default: all)"
+            help="pipeline, compliance, api, import, peers, trackers, app, deadlines (default: all)"
         ),
     ] = None,
     quick: Annotated[
