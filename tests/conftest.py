@@ -1,6 +1,7 @@
 """Shared fixtures: real PostGIS databases made per test module, never shared state."""
 
 import os
+import sys
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -14,6 +15,12 @@ from geodata.contract import Topics
 from geodata.db import migrate
 from geodata.db.engine import create_db_engine
 from wangge.settings import DatabaseSettings
+
+# Collecting the OpenAPI fuzz test's coverage cases recurses deep, and hypothesis then
+# parses a large module's source to describe a lambda: near the default limit CPython 3.11
+# fails the whole collection with "SystemError: AST constructor recursion depth mismatch".
+# Set before any test module is imported; later changes are undone by hypothesis.
+sys.setrecursionlimit(max(sys.getrecursionlimit(), 10_000))
 
 ADMIN_DB = "postgres"
 

@@ -8,7 +8,6 @@ statuses are checked, and the multipart upload takes the files schemathesis make
 /healthz may answer its documented 503 (no consumer runs here).
 """
 
-import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -33,11 +32,6 @@ WORKER_ID = "W00001"
 EXAMPLES_PER_OPERATION = 60
 """Per operation, valid and invalid requests alike (derandomized: the same every run);
 150 cost some three minutes of the suite on a 2-core machine."""
-
-# Collecting 50 operations' coverage cases runs deep, and hypothesis then parses a large
-# module's source to describe a lambda: CPython 3.11 fails that with "SystemError: AST
-# constructor recursion depth mismatch" when the parse starts near the recursion limit.
-sys.setrecursionlimit(max(sys.getrecursionlimit(), 10_000))
 
 # The definition does not depend on where the services are, so it is read at collection
 # from an app that never connects (its engine and producer connect on first use).
