@@ -35,7 +35,7 @@ from geodata.passwords import (
 )
 
 KEPT_FOR_AUDIT: Final = timedelta(days=30)
-"""How long ended and expired sessions, and old failure runs, stay before being pruned."""
+"""How long sessions stay after their expiry, and failure runs after their last failure."""
 
 
 class Outcome(StrEnum):
@@ -251,13 +251,13 @@ def reset_password(session: Session, account_id: int, name: str, now: datetime) 
 
 
 def prune(session: Session, now: datetime) -> None:
-    """Drop sessions ended or expired, and failure runs quiet, for longer than the audit keeps."""
+    """Drop sessions expired, and failure runs quiet, for longer than the audit keeps.
+
+    A session signed out early goes with its expiry too: by the index on `expires_at`,
+    each sign-in's prune reads only what it deletes.
+    """
     horizon = now - KEPT_FOR_AUDIT
-    session.execute(
-        delete(AccountSession).where(
-            (AccountSession.expires_at < horizon) | (AccountSession.ended_at < horizon)
-        )
-    )
+    session.execute(delete(AccountSession).where(AccountSession.expires_at < horizon))
     session.execute(delete(SignInFailure).where(SignInFailure.last_failed_at < horizon))
 
 

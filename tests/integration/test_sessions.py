@@ -507,3 +507,29 @@ def test_a_name_or_password_no_database_can_hold_is_a_422(env_factory: Callable[
             headers={**FETCH, "Content-Type": "application/json"},
         )
         assert _code(response) == (422, "invalid_request"), response.text
+
+
+def test_sessions_and_failures_are_pruned_a_month_after_they_end(
+    env_factory: Callable[..., Env],
+) -> None:
+    env = env_factory()
+    env.sign_in("sup-x")
+    env.sign_in("someone-unknown", "a-wrong-password")
+
+    def counts() -> tuple[int, int]:
+        engine = create_db_engine(env.database_url)
+        try:
+            with engine.connect() as connection:
+                sessions = connection.execute(text("SELECT count(*) FROM account_sessions"))
+                failures = connection.execute(text("SELECT count(*) FROM sign_in_failures"))
+                return int(sessions.scalar_one()), int(failures.scalar_one())
+        finally:
+            engine.dispose()
+
+    assert counts() == (1, 1)
+    env.clock.advance(timedelta(days=30))
+    env.sign_in("sup-y")  # the first session expired 30 days less 12 hours ago: kept
+    assert counts() == (2, 1)
+    env.clock.advance(timedelta(hours=12, seconds=1))
+    env.sign_in("sup-c")
+    assert counts() == (2, 0)  # sup-x's session and the month-old failure are gone
