@@ -77,6 +77,7 @@ _READ_ERRORS: Final[dict[int | str, dict[str, Any]]] = {
 }
 _ADD_ERRORS: Final[dict[int | str, dict[str, Any]]] = {
     **_READ_ERRORS,
+    400: {"model": ErrorBody, "description": "bad_request: the body is not JSON"},
     429: {"model": ErrorBody, "description": "rate_limited: retry after Retry-After seconds"},
 }
 
