@@ -38,6 +38,7 @@ from geodata.compliance import ComplianceConfig
 from geodata.contract import Topics
 from geodata.db.engine import create_db_engine
 from geodata.db.grid_cache import GridSnapshotCache
+from geodata.duplicates import DuplicateRule
 from geodata.events import DEFAULT_TIME_LIMITS, EventTimeLimits
 from geodata.snapshot_policy import SnapshotPolicy
 
@@ -87,6 +88,7 @@ def build_handlers(
     limits: EventTimeLimits = DEFAULT_TIME_LIMITS,
     compliance: ComplianceConfig | None = None,
     snapshot: SnapshotPolicy | None = None,
+    duplicates: DuplicateRule | None = None,
 ) -> list[Handler]:
     """The handlers for the named consumers of one stage, sharing one grid snapshot."""
     _check_names(names)
@@ -98,7 +100,7 @@ def build_handlers(
     if "checkins" in names:
         handlers.append(CheckinHandler(grids, topics, limits=limits))
     if "incidents" in names:
-        handlers.append(IncidentHandler(grids, topics, limits=limits))
+        handlers.append(IncidentHandler(grids, topics, limits=limits, duplicates=duplicates))
     if "compliance" in names:
         handlers.append(ComplianceHandler(grids, topics, config=compliance))
     return handlers
@@ -154,7 +156,13 @@ def _run_stage(
     runner = ConsumerRunner(
         config,
         build_handlers(
-            engine, names, topics, config.event_limits, config.compliance, config.grid_snapshot
+            engine,
+            names,
+            topics,
+            config.event_limits,
+            config.compliance,
+            config.grid_snapshot,
+            config.duplicates,
         ),
         deadletter_topic=topics.deadletter,
         output_topics=topics.all(),

@@ -14,8 +14,15 @@ from event_consumers.records import InboundRecord, OutboundRecord, dead_letter
 from geodata.categories import normalize_category
 from geodata.contract import Topics
 from geodata.crs import to_wgs84
-from geodata.db import attachment_store, deadline_store, event_store, incident_outbox
+from geodata.db import (
+    attachment_store,
+    deadline_store,
+    duplicate_store,
+    event_store,
+    incident_outbox,
+)
 from geodata.db.grid_cache import GridSnapshotCache
+from geodata.duplicates import DuplicateRule
 from geodata.events import (
     DEFAULT_TIME_LIMITS,
     EventRefused,
@@ -42,8 +49,10 @@ class IncidentHandler:
         topics: Topics,
         max_bytes: int = 64 * 1024,
         limits: EventTimeLimits = DEFAULT_TIME_LIMITS,
+        duplicates: DuplicateRule | None = None,
     ) -> None:
         self.topic = topics.incidents
+        self.duplicates = duplicates or DuplicateRule()
         self.topics = topics
         self.grids = grids
         self.max_bytes = max_bytes
@@ -153,6 +162,19 @@ class IncidentHandler:
             )
             metrics.EVENTS_REFUSED.labels(self.topic, RefusalReason.INCIDENT_EXISTS).inc()
         metrics.EVENTS_DUPLICATE.labels(self.topic).inc(len(retried))
+        # A report that repeats an open case nearby is linked to it in this transaction
+        # (geodata.duplicates): the supervisor confirms or splits the link.
+        duplicate_store.link_filed_reports(
+            conn,
+            self.duplicates,
+            [
+                duplicate_store.FiledReport(
+                    row.incident_id, row.category, row.wgs_lon, row.wgs_lat, row.reported_at
+                )
+                for row in rows
+                if row.event_id in new_ids
+            ],
+        )
         # The filing begins the dispatch stage: its due time counts from the report's time.
         deadlines = deadline_store.load_table(conn)
         dues = {

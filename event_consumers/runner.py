@@ -55,6 +55,7 @@ from event_consumers.publisher import Publisher
 from event_consumers.records import InboundRecord, OutboundRecord, dead_letter
 from geodata.compliance import ComplianceConfig
 from geodata.db import event_store, heartbeats
+from geodata.duplicates import DuplicateRule
 from geodata.events import DEFAULT_TIME_LIMITS, EventTimeLimits, RefusalReason
 from geodata.snapshot_policy import SnapshotPolicy
 
@@ -87,6 +88,9 @@ class RunnerConfig:
     topic_check_interval_s: float = 10.0
     #: How old an event may be (settings: WANGGE_EVENT_MAX_AGE_DAYS).
     event_limits: EventTimeLimits = DEFAULT_TIME_LIMITS
+    #: How near a report must be to an open case to be linked as a probable duplicate
+    #: (settings: WANGGE_DUPLICATE_*).
+    duplicates: DuplicateRule = field(default_factory=DuplicateRule)
     #: The patrol rule the compliance stage applies (settings: WANGGE_PATROL_*).
     compliance: ComplianceConfig = field(default_factory=ComplianceConfig)
     #: How the handlers' grid snapshot is checked and built (the API's is the same).

@@ -42,7 +42,17 @@ StatusName = Literal[
     "reported", "dispatched", "in_progress", "resolved", "closed", "escalated", "cancelled"
 ]
 ActionName = Literal[
-    "report", "dispatch", "start", "resolve", "close", "reopen", "escalate", "cancel", "overdue"
+    "report",
+    "dispatch",
+    "start",
+    "resolve",
+    "close",
+    "reopen",
+    "escalate",
+    "cancel",
+    "confirm_duplicate",
+    "split",
+    "overdue",
 ]
 ActorRole = Literal["system", "worker", "supervisor", "admin"]
 

@@ -10,6 +10,9 @@ Pure rules over plain data, so that the API, the CLI and the tests run the same 
     reopen    resolved                                      in_progress  supervisor  yes
     escalate  reported, dispatched, in_progress, escalated  escalated    supervisor  yes
     cancel    any of those or resolved                      cancelled    supervisor  yes
+    confirm_duplicate  reported, dispatched, in_progress,   cancelled    supervisor
+                       escalated; a probable duplicate
+    split     the same; a probable duplicate                (unchanged)  supervisor
 
 - The consumer files every report as `reported` (信息采集, 立案). A supervisor of the area
   dispatches it (派遣) to a worker of the incident's community, and may reassign it
@@ -20,6 +23,9 @@ Pure rules over plain data, so that the API, the CLI and the tests run the same 
   deadlines do first when a case is overdue, back to its community): from then on only
   supervisors covering that level move the incident, and they may dispatch it to a
   worker anywhere under it. `cancel` (a duplicate, a non-issue) needs a note.
+- A report the consumer linked as a probable duplicate of an open case
+  (`geodata.duplicates`) is confirmed as one (`confirm_duplicate`: cancelled, its reporter
+  follows the original) or split from it (`split`: the link goes, the status stays).
 - An admin may make any transition the state allows; `closed` and `cancelled` are final.
 
 Every transition names the version it was decided on, so that two supervisors cannot
@@ -30,6 +36,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Final
+from uuid import UUID
 
 from geodata.accounts import OutsideArea, PermissionDenied, Principal, Role, WorkerMismatch
 from geodata.categories import CATEGORIES
@@ -67,6 +74,12 @@ class Action(StrEnum):
     REOPEN = "reopen"
     ESCALATE = "escalate"
     CANCEL = "cancel"
+    CONFIRM_DUPLICATE = "confirm_duplicate"
+    SPLIT = "split"
+
+
+DUPLICATE_ACTIONS: Final = frozenset({Action.CONFIRM_DUPLICATE, Action.SPLIT})
+"""The actions that settle a probable duplicate link: only an incident with one takes them."""
 
 
 class Performer(StrEnum):
@@ -89,7 +102,8 @@ class Rule:
     """One row of the transition table."""
 
     sources: frozenset[Status]
-    target: Status
+    #: None: the status stays (a split moves the link, not the case).
+    target: Status | None
     performer: Performer
     note_required: bool
 
@@ -114,6 +128,10 @@ TRANSITIONS: Final[Mapping[Action, Rule]] = {
     Action.CANCEL: Rule(
         _OPEN_BEFORE_RESOLVED | {Status.RESOLVED}, Status.CANCELLED, Performer.SUPERVISOR, True
     ),
+    Action.CONFIRM_DUPLICATE: Rule(
+        _OPEN_BEFORE_RESOLVED, Status.CANCELLED, Performer.SUPERVISOR, False
+    ),
+    Action.SPLIT: Rule(_OPEN_BEFORE_RESOLVED, None, Performer.SUPERVISOR, False),
 }
 """Every legal transition: from which statuses, to which, by whom, with a note or not."""
 
@@ -190,6 +208,8 @@ class IncidentState:
     escalated_to: str | None
     source: str
     reporter_id: str | None
+    #: The open case the consumer linked this report to, until confirmed or split.
+    probable_duplicate_of: UUID | None = None
 
     @property
     def area_code(self) -> str | None:
@@ -377,6 +397,8 @@ def decide(
         raise IllegalTransition(
             f"cannot {request.action} an incident that is {state.status} (only from {allowed})"
         )
+    if request.action in DUPLICATE_ACTIONS and state.probable_duplicate_of is None:
+        raise IllegalTransition(f"cannot {request.action}: the incident is no probable duplicate")
     assignee = state.assignee
     escalated_to = state.escalated_to
     if request.action is Action.DISPATCH:
@@ -388,7 +410,7 @@ def decide(
     return Transition(
         action=request.action,
         from_status=state.status,
-        to_status=rule.target,
+        to_status=rule.target or state.status,
         assignee=assignee,
         escalated_to=escalated_to,
         note=request.note,

@@ -20,6 +20,7 @@ from geodata.db.engine import PoolPolicy, create_db_engine
 from geodata.db.grid_cache import GridSnapshotCache
 from geodata.db.tile_memory import DEFAULT_MAX_BYTES as DEFAULT_TILE_CACHE_BYTES
 from geodata.db.tile_memory import TileMemory
+from geodata.duplicates import DuplicateRule
 from geodata.events import DEFAULT_TIME_LIMITS, EventTimeLimits
 from geodata.snapshot_policy import SnapshotPolicy
 from grid_service import health, metrics
@@ -84,6 +85,9 @@ class ApiConfig:
     attachments: AttachmentConfig = field(
         default_factory=lambda: AttachmentConfig(Path(tempfile.gettempdir()) / "wangge-attachments")
     )
+    #: How near a report must be to an open case for the gateway to show it as a probable
+    #: original (settings: WANGGE_DUPLICATE_*; the consumers link with the same).
+    duplicates: DuplicateRule = field(default_factory=DuplicateRule)
 
 
 BACKGROUND_CONNECTIONS: Final = 4
@@ -162,6 +166,7 @@ def create_app(config: ApiConfig) -> FastAPI:
 
     app.state.compliance_config = config.compliance
     app.state.event_limits = config.event_limits
+    app.state.duplicate_rule = config.duplicates
     install_error_handlers(app)
     install_gateway_errors(app)
     install_auth(app, config.auth)

@@ -17,6 +17,8 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Annotated, Any, Final
 
+import numpy as np
+import psycopg
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
@@ -27,7 +29,11 @@ from starlette.concurrency import run_in_threadpool
 
 from geodata.accounts import Role, SourceNotAllowed, WorkerMismatch
 from geodata.contract import CHECKINS_TOPIC, INCIDENTS_TOPIC
-from geodata.db.incident_store import reporting_event_of
+from geodata.crs import to_wgs84
+from geodata.dataset.layers import LOCAL_TZ
+from geodata.db.duplicate_store import ProbableOriginal, probable_originals
+from geodata.db.incident_store import psycopg_of, reporting_event_of
+from geodata.duplicates import MAX_PROBABLE_ORIGINALS, DuplicateRule
 from geodata.errors import WanggeError
 from geodata.events import (
     CE_TYPES,
@@ -94,6 +100,16 @@ class CheckInsAccepted(BaseModel):
     event_ids: list[str] = Field(description="Their event_ids, in the order posted.")
 
 
+class ProbableDuplicateOf(BaseModel):
+    """An open case of the same category near the report, which it probably repeats."""
+
+    incident_id: str
+    status: str
+    category: str
+    reported_at: datetime = Field(description="local time")
+    distance_m: float = Field(description="metres from the report, on the ellipsoid")
+
+
 class IncidentAccepted(BaseModel):
     """The broker has the incident report."""
 
@@ -103,6 +119,13 @@ class IncidentAccepted(BaseModel):
     category_unknown: bool = Field(
         description="True when the posted category is not in the list: it is kept as posted "
         "and filed as other.unclassified."
+    )
+    probable_duplicate_of: list[ProbableDuplicateOf] = Field(
+        default_factory=list,
+        description="Open cases of the category within WANGGE_DUPLICATE_RADIUS_M metres and "
+        "WANGGE_DUPLICATE_WINDOW_H hours of the report, nearest first (at most 5): the "
+        "consumer links the report to the nearest as a probable duplicate, for a supervisor "
+        "to confirm or split. Empty while the database is away.",
     )
 
 
@@ -306,12 +329,47 @@ async def post_incident(
     await run_in_threadpool(_check_incident_id_is_free, engine, incident)
     await run_in_threadpool(producer.send_all, [record])
     category, unknown = incident.normalized_category
+    rule: DuplicateRule = getattr(request.app.state, "duplicate_rule", DuplicateRule())
+    originals = await run_in_threadpool(_probable_originals, engine, rule, incident, category)
     return IncidentAccepted(
         event_id=str(incident.event_id),
         incident_id=str(incident.incident_id),
         category=category,
         category_unknown=unknown,
+        probable_duplicate_of=[
+            ProbableDuplicateOf(
+                incident_id=str(original.incident_id),
+                status=original.status,
+                category=original.category,
+                reported_at=original.reported_at.astimezone(LOCAL_TZ),
+                distance_m=round(original.distance_m, 1),
+            )
+            for original in originals
+        ],
     )
+
+
+def _probable_originals(
+    engine: Engine, rule: DuplicateRule, incident: IncidentReport, category: str
+) -> list[ProbableOriginal]:
+    """The open cases the report probably repeats: a read-only query of PostGIS, after the
+    report is on its way (the consumer's link at filing is the one that counts)."""
+    lon, lat = to_wgs84(np.array([incident.lon]), np.array([incident.lat]), incident.crs)
+    try:
+        with engine.connect() as connection:
+            return probable_originals(
+                psycopg_of(connection),
+                rule,
+                category=category,
+                lon=float(lon[0]),
+                lat=float(lat[0]),
+                reported_at=incident.reported_at,
+                excluded=[incident.incident_id],
+                limit=MAX_PROBABLE_ORIGINALS,
+            )
+    except (SQLAlchemyError, psycopg.Error) as exc:
+        logger.warning("duplicate check skipped, database unavailable: %s", type(exc).__name__)
+        return []
 
 
 def incident_record(

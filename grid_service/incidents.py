@@ -124,6 +124,14 @@ class IncidentProperties(BaseModel):
         description="local time the current stage falls due (docs/DEADLINES.md); null: never"
     )
     overdue: bool = Field(description="past a due moment and not moved on by a person since")
+    probable_duplicate_of: UUID | None = Field(
+        default=None,
+        description="the open case the report was linked to as a probable duplicate, until a "
+        "supervisor confirms (confirm_duplicate) or splits (split)",
+    )
+    duplicate_of: UUID | None = Field(
+        default=None, description="the original a supervisor confirmed this report repeats"
+    )
 
 
 class HistoryEntryPublic(BaseModel):
@@ -147,6 +155,10 @@ class IncidentDetailProperties(IncidentProperties):
     """An incident with its history, oldest transition first."""
 
     history: list[HistoryEntryPublic]
+    duplicates: list[UUID] = Field(
+        default_factory=list,
+        description="the reports confirmed duplicates of this one; their reporters follow it",
+    )
 
 
 class IncidentFeature(BaseModel):
@@ -228,7 +240,13 @@ def _properties(record: IncidentRecord) -> dict[str, Any]:
         "flags": list(record.flags),
         "due_at": _local(record.due_at) if record.due_at is not None else None,
         "overdue": record.overdue,
+        "probable_duplicate_of": _text(state.probable_duplicate_of),
+        "duplicate_of": _text(record.duplicate_of),
     }
+
+
+def _text(value: UUID | None) -> str | None:
+    return None if value is None else str(value)
 
 
 def _history(entry: HistoryEntry) -> dict[str, Any]:
@@ -258,6 +276,7 @@ def _feature(record: IncidentRecord, properties: dict[str, Any]) -> dict[str, An
 def _detail_response(detail: IncidentDetail) -> GeoJSONResponse:
     properties = _properties(detail.record)
     properties["history"] = [_history(entry) for entry in detail.history]
+    properties["duplicates"] = [str(incident_id) for incident_id in detail.duplicates]
     return GeoJSONResponse(
         _feature(detail.record, properties), headers={"ETag": etag(detail.record.state.version)}
     )
@@ -452,6 +471,8 @@ async def move_incident(
     | reopen | resolved | in_progress | supervisor | `note` |
     | escalate | reported, dispatched, in_progress, escalated | escalated | supervisor | `note`; `level` street or district |
     | cancel | any but closed, cancelled | cancelled | supervisor | `note` |
+    | confirm_duplicate | reported, dispatched, in_progress, escalated; a `probable_duplicate_of` | cancelled (a duplicate: `duplicate_of`, its reporter follows the original) | supervisor | |
+    | split | the same | unchanged (the link goes) | supervisor | |
 
     A supervisor acts within its area; after a whistle, only supervisors covering the
     street or district it went to. An admin may make any of them. The body is JSON

@@ -15,6 +15,7 @@ from wangge.settings import (
     AttachmentSettings,
     CorsSettings,
     DatabaseSettings,
+    DuplicateSettings,
     GridSnapshotSettings,
     IntakeSettings,
     KafkaSettings,
@@ -52,6 +53,7 @@ def api_config() -> ApiConfig:
         tile_cache_bytes=TileCacheSettings().max_bytes(),
         compliance_refresh_s=ApiSettings().compliance_refresh_s,
         attachments=AttachmentSettings().config(),
+        duplicates=DuplicateSettings().rule(),
     )
 
 
@@ -66,4 +68,5 @@ def runner_config(group: str | None = None) -> RunnerConfig:
         event_limits=IntakeSettings().limits(),
         compliance=PatrolSettings().compliance_config(),
         grid_snapshot=GridSnapshotSettings().policy(),
+        duplicates=DuplicateSettings().rule(),
     )

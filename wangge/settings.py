@@ -14,6 +14,7 @@ from geodata.compliance import ComplianceConfig
 from geodata.contract import Topics
 from geodata.db.engine import PoolPolicy
 from geodata.db.tile_memory import DEFAULT_MAX_BYTES as DEFAULT_TILE_CACHE_BYTES
+from geodata.duplicates import DEFAULT_RADIUS_M, DEFAULT_WINDOW, DuplicateRule
 from geodata.events import EventTimeLimits
 from geodata.passwords import SignInPolicy
 from geodata.snapshot_policy import SnapshotPolicy
@@ -109,6 +110,27 @@ class IntakeSettings(BaseSettings):
         if self.event_max_age_days == 0:
             return EventTimeLimits()
         return EventTimeLimits(max_age=timedelta(days=self.event_max_age_days))
+
+
+class DuplicateSettings(BaseSettings):
+    """How near a report must be to an open case of its category to be linked as a
+    probable duplicate (geodata.duplicates): the consumers link, the gateway shows."""
+
+    model_config = _config()
+
+    duplicate_radius_m: float = Field(
+        default=DEFAULT_RADIUS_M, gt=0, le=1000, description="metres from the open case"
+    )
+    duplicate_window_h: float = Field(
+        default=DEFAULT_WINDOW.total_seconds() / 3600,
+        gt=0,
+        le=24 * 30,
+        description="hours between the two reports' times, either way",
+    )
+
+    def rule(self) -> DuplicateRule:
+        """The duplicate rule these settings ask for."""
+        return DuplicateRule(self.duplicate_radius_m, timedelta(hours=self.duplicate_window_h))
 
 
 class PatrolSettings(BaseSettings):

@@ -16,10 +16,12 @@ import psycopg
 from sqlalchemy import ColumnElement, Connection, Row, and_, func, insert, or_, select, update
 
 from geodata.accounts import Principal
-from geodata.db import deadline_store, incident_outbox
+from geodata.db import deadline_store, duplicate_store, incident_outbox
 from geodata.db.models import Incident, IncidentEvent, WorkerAssignment
+from geodata.duplicates import may_read_as_follower
 from geodata.incident_status import transition_change
 from geodata.incidents import (
+    Action,
     IncidentNotFound,
     IncidentState,
     ListingScope,
@@ -51,6 +53,10 @@ class IncidentRecord:
     #: When the current stage falls due (docs/DEADLINES.md), and whether it is past due.
     due_at: datetime | None = None
     overdue: bool = False
+    #: The original a supervisor confirmed this report repeats (the probable link, before
+    #: that, is `state.probable_duplicate_of`), and how far from it the report was made.
+    duplicate_of: uuid.UUID | None = None
+    duplicate_distance_m: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +81,8 @@ class IncidentDetail:
 
     record: IncidentRecord
     history: tuple[HistoryEntry, ...]
+    #: The reports confirmed duplicates of this one: their reporters follow it.
+    duplicates: tuple[uuid.UUID, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +122,9 @@ _COLUMNS: Final = (
     Incident.flags,
     Incident.due_at,
     Incident.overdue,
+    Incident.duplicate_of,
+    Incident.duplicate_distance_m,
+    Incident.duplicate_confirmed,
     func.ST_AsGeoJSON(Incident.geom, GEOJSON_DECIMALS).label("geojson"),
 )
 
@@ -130,6 +141,7 @@ def _record(row: Row[Any]) -> IncidentRecord:
             escalated_to=row.escalated_to,
             source=row.source,
             reporter_id=row.reporter_id,
+            probable_duplicate_of=None if row.duplicate_confirmed else row.duplicate_of,
         ),
         category=row.category,
         description=row.description,
@@ -140,6 +152,8 @@ def _record(row: Row[Any]) -> IncidentRecord:
         geometry=json.loads(row.geojson),
         due_at=row.due_at,
         overdue=row.overdue,
+        duplicate_of=row.duplicate_of if row.duplicate_confirmed else None,
+        duplicate_distance_m=row.duplicate_distance_m,
     )
 
 
@@ -187,10 +201,14 @@ def history_of(conn: Connection, incident_id: uuid.UUID) -> tuple[HistoryEntry, 
 def readable_incident(
     conn: Connection, incident_id: uuid.UUID, principal: Principal
 ) -> IncidentDetail:
-    """The incident and its history if the caller may read it (404, else 403)."""
+    """The incident and its history if the caller may read it (404, else 403): a worker
+    who reported a confirmed duplicate of it follows it, and may read it too."""
     record = load_incident(conn, incident_id)
-    check_readable(principal, record.state)
-    return IncidentDetail(record, history_of(conn, incident_id))
+    followers = duplicate_store.followers_of(_psycopg(conn), incident_id)
+    if not may_read_as_follower(principal, frozenset(f.worker_id or "" for f in followers)):
+        check_readable(principal, record.state)
+    duplicates = tuple(follower.incident_id for follower in followers)
+    return IncidentDetail(record, history_of(conn, incident_id), duplicates)
 
 
 def current_grids_of(conn: Connection, worker_id: str, at: datetime) -> list[str]:
@@ -227,13 +245,22 @@ def transition_incident(
         assignee_grids=grids,
     )
     _record_transition(conn, incident_id, transition, principal, now)
-    # A person's move begins a stage: its due time counts from now and the flag clears.
     driver = _psycopg(conn)
-    due_at = deadline_store.load_table(driver).due_at(record.category, transition.to_status, now)
-    deadline_store.set_due(driver, [(incident_id, due_at)])
+    if transition.action is Action.CONFIRM_DUPLICATE:
+        duplicate_store.confirm_link(driver, incident_id)
+    elif transition.action is Action.SPLIT:
+        duplicate_store.remove_link(driver, incident_id)
+    if transition.action is not Action.SPLIT:
+        # A person's move begins a stage: its due time counts from now and the flag
+        # clears. A split begins none: the case goes on in its stage, due as it was.
+        table = deadline_store.load_table(driver)
+        due_at = table.due_at(record.category, transition.to_status, now)
+        deadline_store.set_due(driver, [(incident_id, due_at)])
     moved = load_incident(conn, incident_id)
     _queue_change(conn, moved, transition, principal, now)
-    return IncidentDetail(moved, history_of(conn, incident_id))
+    followers = duplicate_store.followers_of(driver, incident_id)
+    duplicates = tuple(follower.incident_id for follower in followers)
+    return IncidentDetail(moved, history_of(conn, incident_id), duplicates)
 
 
 def _queue_change(
@@ -259,6 +286,11 @@ def _queue_change(
         overdue=record.overdue,
     )
     incident_outbox.queue_changes(_psycopg(conn), [change])
+
+
+def psycopg_of(conn: Connection) -> psycopg.Connection:
+    """psycopg's connection under a SQLAlchemy one, for the psycopg readers and writers."""
+    return _psycopg(conn)
 
 
 def _psycopg(conn: Connection) -> psycopg.Connection:

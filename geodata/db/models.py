@@ -212,6 +212,12 @@ class Incident(Base):
         Index("ix_incidents_grid_status", "grid_code", "status"),
         # The deadline engine loads the open cases with a due time at start.
         Index("ix_incidents_due_at", "due_at", postgresql_where=text("due_at IS NOT NULL")),
+        # An original's followers: the reports linked to it as duplicates.
+        Index(
+            "ix_incidents_duplicate_of",
+            "duplicate_of",
+            postgresql_where=text("duplicate_of IS NOT NULL"),
+        ),
         CheckConstraint(
             "status IN ('reported', 'dispatched', 'in_progress', 'resolved', 'closed',"
             " 'escalated', 'cancelled')",
@@ -247,6 +253,11 @@ class Incident(Base):
     due_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # Past a due moment and not yet moved on by a person: a flag, not a status.
     overdue: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
+    # The open case the consumer linked this report to as a probable duplicate
+    # (geodata.duplicates), how far apart they are, and whether a supervisor confirmed it.
+    duplicate_of: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("incidents.incident_id"))
+    duplicate_distance_m: Mapped[float | None] = mapped_column(Float)
+    duplicate_confirmed: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
 
 
 class IncidentEvent(Base):

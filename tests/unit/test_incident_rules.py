@@ -1,5 +1,6 @@
 """The incident lifecycle rules: the whole transition table, who may act, notes, versions."""
 
+import uuid
 from dataclasses import replace
 from typing import Any
 
@@ -184,9 +185,13 @@ def _source_of(action: Action) -> Status:
     return Status.RESOLVED if action in (Action.CLOSE, Action.REOPEN) else Status.REPORTED
 
 
+# A probable duplicate's link, which confirm_duplicate and split need (and others ignore).
+ORIGINAL = uuid.UUID("00000000-0000-4000-8000-000000000001")
+
+
 @pytest.mark.parametrize("action", SUPERVISOR_ACTIONS)
 def test_supervisor_actions_need_a_supervisor_of_the_area(action: Action) -> None:
-    current = state(_source_of(action))
+    current = state(_source_of(action), probable_duplicate_of=ORIGINAL)
     for principal in (SUP_DISTRICT, SUP_STREET, SUP_COMMUNITY, ADMIN):
         run(current, principal, action)
     with pytest.raises(OutsideArea):
@@ -204,7 +209,7 @@ def test_after_a_whistle_to_the_street_the_community_supervisor_no_longer_acts(
     action: Action,
 ) -> None:
     status = _source_of(action)
-    whistled = state(status, escalated_to=STREET)
+    whistled = state(status, escalated_to=STREET, probable_duplicate_of=ORIGINAL)
     assert may_read(SUP_COMMUNITY, whistled)
     with pytest.raises(OutsideArea):
         run(whistled, SUP_COMMUNITY, action)

@@ -138,10 +138,11 @@ def test_every_transition_makes_a_change_the_contract_accepts(
 ) -> None:
     rule = TRANSITIONS[action]
     source = sorted(rule.sources)[0]
+    target = rule.target or source  # a split keeps the status
     at = datetime(2000, 1, 1, tzinfo=UTC) + timedelta(seconds=seconds)
     change = transition_change(
         incident_id=uuid.uuid4(),
-        transition=Transition(action, source, rule.target, assignee, escalated_to, note, version),
+        transition=Transition(action, source, target, assignee, escalated_to, note, version),
         actor_role=role,
         at=at,
         category="street_order.illegal_parking",
@@ -156,7 +157,7 @@ def test_every_transition_makes_a_change_the_contract_accepts(
     assert not errors, errors[0].message
     assert (body["action"], body["to_status"], body["version"]) == (
         action.value,
-        rule.target.value,
+        target.value,
         version,
     )
     # The note is free text (it may name a resident): it never leaves the database.
