@@ -257,12 +257,19 @@ class ComplianceMemory:
             thread.join(timeout=10)
 
     def _run(self) -> None:
+        failing = False
         while not self._stop.is_set():
             try:
                 self.refresh()
+                if failing:
+                    logger.info("refreshing the compliance memory works again")
+                failing = False
             except SQLAlchemyError:
                 # The database is away: memory goes stale and the routes read it themselves.
-                logger.warning("refreshing the compliance memory failed", exc_info=True)
+                # Said once per outage, not twice a second.
+                if not failing:
+                    logger.warning("refreshing the compliance memory failed", exc_info=True)
+                failing = True
             except Exception:
                 # A bug, not the database: keep the API up, say so loudly, try again.
                 logger.exception("refreshing the compliance memory failed unexpectedly")

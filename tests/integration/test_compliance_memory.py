@@ -354,3 +354,45 @@ def _changed_to_met(url: str, spot: Spot) -> bool:
             (spot.worker_id, spot.grid_code),
         ).fetchone()
     return bool(row and row[0])
+
+
+# --------------------------------------------------------------------------- staleness
+
+
+class Ticks:
+    """A monotonic clock the test moves."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_memory_not_refreshed_for_four_intervals_answers_nothing_until_it_is_again(
+    engine: Engine,
+) -> None:
+    ticks = Ticks()
+    memory = ComplianceMemory(engine, CONFIG, 0.5, clock=Clock(local(2.5)), monotonic=ticks)
+    assert memory.answer(WEEK, "district", "", local(2.5), render_items) is None  # not loaded
+    memory.refresh()
+    body = memory.answer(WEEK, "district", "", local(2.5), render_items)
+    assert body is not None
+    assert json.loads(body) == expected(engine, local(2.5), "district", None)["items"]
+    ticks.now += 4 * 0.5  # the last refresh began four intervals ago: still trusted
+    assert memory.cached(WEEK, "district", "", local(2.5)) == body
+    ticks.now += 0.01  # a missed refresh more: the route reads the database instead
+    assert memory.cached(WEEK, "district", "", local(2.5)) is None
+    assert memory.answer(WEEK, "district", "", local(2.5), render_items) is None
+    memory.refresh()
+    assert memory.cached(WEEK, "district", "", local(2.5)) == body
+    # Not this week's nor last week's: a closed week is never answered from memory.
+    assert memory.answer(WEEK, "district", "", local(9), render_items) is None
+    assert memory.answer(WEEK.previous(), "district", "", local(2.5), render_items) is None
+
+
+def test_with_no_refresh_interval_nothing_is_held(engine: Engine) -> None:
+    memory = ComplianceMemory(engine, CONFIG, 0, clock=Clock(local(2.5)))
+    memory.ensure_started()
+    memory.refresh()
+    assert memory.answer(WEEK, "district", "", local(2.5), render_items) is None
