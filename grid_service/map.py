@@ -15,6 +15,7 @@ from typing import Final
 from fastapi import APIRouter, FastAPI
 from fastapi.responses import FileResponse, HTMLResponse, Response
 from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +60,24 @@ def get_map() -> Response:
         logger.error("GET /map: %s is missing; run scripts/bootstrap.sh", MAPLIBRE)
         return HTMLResponse(_MISSING_ASSETS, status_code=503, headers=_PAGE_HEADERS)
     return FileResponse(STATIC_DIR / "map.html", media_type="text/html", headers=_PAGE_HEADERS)
+
+
+PANELS_DIR: Final = STATIC_DIR / "panels"
+
+
+class MapPanels(BaseModel):
+    """The workbench's panels, each an ES module in `static/panels/` that the map installs
+    once the user is signed in, in this order."""
+
+    panels: list[str]
+
+
+@router.get("/map/panels.json", response_model=MapPanels)
+def get_map_panels() -> MapPanels:
+    """The map's panels (file names under `/map/assets/panels/`), sorted: a feature of the
+    workbench is added by adding its module, never by editing the page."""
+    names = sorted(path.name for path in PANELS_DIR.glob("*.js")) if PANELS_DIR.is_dir() else []
+    return MapPanels(panels=names)
 
 
 def install_map(app: FastAPI) -> None:

@@ -489,10 +489,18 @@ function setLive(live, detail) {
   $("live").textContent = live ? "● 实时 live" : `● 离线 offline (${detail})`;
 }
 
+// Panels (below) may follow the stream too: event type -> their functions.
+const listeners = new Map();
+
 function dispatch(event) {
   const handler = handlers[event.type];
-  if (!handler) return;
-  try { handler(JSON.parse(event.data)); } catch (error) { console.warn("bad event", event, error); }
+  const followers = listeners.get(event.type) || [];
+  if (!handler && followers.length === 0) return;
+  let message;
+  try { message = JSON.parse(event.data); } catch (error) { console.warn("bad event", event, error); return; }
+  for (const follow of handler ? [handler, ...followers] : followers) {
+    try { follow(message); } catch (error) { console.warn("event not handled", event.type, error); }
+  }
 }
 
 // EventSource cannot send an Authorization header, and a token in the URL would end up in
@@ -584,6 +592,46 @@ map.on("click", "incidents-points", (e) => {
 map.on("mouseenter", "grids-fill", () => { map.getCanvas().style.cursor = "pointer"; });
 map.on("mouseleave", "grids-fill", () => { map.getCanvas().style.cursor = ""; });
 
+// ------------------------------------------------------------------ panels
+
+// A feature of the workbench (a basemap, a worker's walk, coverage, evaluation…) is one ES
+// module in static/panels/ exporting `install(context)`; the server lists them at
+// map/panels.json, and each is installed once the user is signed in. One failing panel
+// is logged and the others still load.
+const weekFollowers = [];
+
+function addSection(id, heading) {
+  const section = document.createElement("section");
+  section.id = id;
+  if (heading) {
+    const title = document.createElement("h2");
+    title.innerHTML = heading; // the panel's own constant text, never data
+    section.append(title);
+  }
+  $("panel").insertBefore(section, $("panel").querySelector("section.grow"));
+  return section;
+}
+
+async function loadPanels(me) {
+  const { panels } = await (await fetch("map/panels.json", { cache: "no-cache" })).json();
+  const context = {
+    map, me, state, getJson, authorized, escapeText, addSection, Popup, Unauthorized,
+    colours: COLOURS,
+    // fn(message) for each stream event of that type: checkin, incident, incident_status, compliance
+    on(type, follow) { listeners.set(type, [...(listeners.get(type) || []), follow]); },
+    onWeekChange(follow) { weekFollowers.push(follow); },
+  };
+  for (const name of panels) {
+    try {
+      const panel = await import(`./panels/${name}`);
+      await panel.install(context);
+      body.dataset.panels = `${body.dataset.panels ? `${body.dataset.panels} ` : ""}${name}`;
+    } catch (error) {
+      console.error(`panel ${name} failed`, error);
+    }
+  }
+}
+
 // ------------------------------------------------------------------ start
 
 async function fitArea(code) {
@@ -620,14 +668,16 @@ async function start() {
     state.week = $("week").value.trim();
     $("other-week").hidden = true;
     loadCompliance().catch((error) => console.warn(error));
+    for (const follow of weekFollowers) follow(state.week);
   });
   $("logout").addEventListener("click", signOut);
   $("change-password").addEventListener("click", () => changePassword().catch((error) => console.warn(error)));
   await new Promise((resolve) => (map.loaded() ? resolve() : map.once("load", resolve)));
   addLayers();
   let message = "";
+  let me;
   for (;;) {
-    let me = await whoAmI();
+    me = await whoAmI();
     if (!me) {
       await askSignIn(message);
       me = await whoAmI();
@@ -646,6 +696,7 @@ async function start() {
     }
   }
   $("login").close();
+  await loadPanels(me).catch((error) => console.error("could not list the panels", error));
   loadIncidents().catch((error) => console.warn("could not list the open incidents", error));
   await fitArea(state.area);
   setInterval(() => {
