@@ -343,7 +343,7 @@ def get_worker_patrols(
     `outside_area`. Errors: `worker_not_found` (404, to an admin), `invalid_week` (422).
     Default week: the current one.
     """
-    _authorize_patrols(engine, principal, worker_id)
+    authorize_worker_read(engine, principal, worker_id)
     chosen = _week_or_current(week, datetime.now(UTC), config)
     patrols = worker_patrols(engine, worker_id, chosen, config)
     if principal.role is Role.SUPERVISOR:
@@ -353,7 +353,9 @@ def get_worker_patrols(
     return WorkerPatrolsPublic.of(patrols, config.tz)
 
 
-def _authorize_patrols(engine: Engine, principal: Principal, worker_id: str) -> None:
+def authorize_worker_read(engine: Engine, principal: Principal, worker_id: str) -> None:
+    """Raise unless the caller may read the worker's personal data (patrols, track): the
+    worker themself, an admin, or a supervisor whose area holds a grid the worker had."""
     if principal.role is Role.ADMIN:
         return
     if principal.role is Role.WORKER:
