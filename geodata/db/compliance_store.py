@@ -178,6 +178,53 @@ def replace_patrols(
                 )
 
 
+def replace_patrol_days(
+    conn: psycopg.Connection,
+    days_by_key: Mapping[ComplianceKey, Mapping[date, Sequence[PatrolRow]]],
+) -> None:
+    """Store the patrols of the given local days of each (worker, grid, week) in place of
+    those days' previous ones (an empty day only deletes); other days stay as stored.
+
+    The incremental engine re-decides only the days a batch touches, so a Sunday check-in
+    rewrites Sunday's patrols, not the week's.
+    """
+    cells = [(key, day) for key, days in days_by_key.items() for day in days]
+    if not cells:
+        return
+    conn.execute(
+        "DELETE FROM patrols p USING unnest(%s::text[], %s::text[], %s::text[], %s::date[])"
+        " AS k(worker_id, grid_code, week, local_day)"
+        " WHERE p.worker_id = k.worker_id AND p.grid_code = k.grid_code AND p.week = k.week"
+        " AND p.local_day = k.local_day",
+        (*_key_arrays([key for key, _ in cells]), [day for _, day in cells]),
+    )
+    with (
+        conn.cursor() as cursor,
+        cursor.copy(
+            "COPY patrols (worker_id, grid_code, week, local_day, started_at, ended_at,"
+            " checkin_count, valid, valid_at, counted, reason) FROM STDIN"
+        ) as copy,
+    ):
+        for key, day in cells:
+            week = str(key.week)
+            for row in days_by_key[key][day]:
+                copy.write_row(
+                    (
+                        key.worker_id,
+                        key.grid_code,
+                        week,
+                        row.patrol.day,
+                        row.patrol.start,
+                        row.patrol.end,
+                        row.patrol.checkin_count,
+                        row.patrol.valid,
+                        row.valid_at,
+                        row.patrol.counted,
+                        _reason(row.patrol),
+                    )
+                )
+
+
 def _key_arrays(keys: Sequence[ComplianceKey]) -> tuple[list[str], list[str], list[str]]:
     """Keys as the three arrays of an `unnest(worker_id, grid_code, week)`."""
     return [k.worker_id for k in keys], [k.grid_code for k in keys], [str(k.week) for k in keys]
