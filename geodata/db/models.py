@@ -671,3 +671,47 @@ class CalendarDay(Base):
     day: Mapped[date] = mapped_column(Date, primary_key=True)
     kind: Mapped[str] = mapped_column(Text)
     name: Mapped[str | None] = mapped_column(Text)
+
+
+class NotifyDelivery(Base):
+    """A supervisor's call to a worker (from the map's at-risk and missed lists), and its
+    delivery to the notify webhook: pending until a 2xx, retried with backoff, then failed."""
+
+    __tablename__ = "notify_deliveries"
+    __table_args__ = (
+        CheckConstraint("state IN ('pending', 'delivered', 'failed')", name="state_kind"),
+        CheckConstraint("attempts >= 0", name="attempts_count"),
+        Index(
+            "ix_notify_deliveries_due",
+            "next_attempt_at",
+            postgresql_where=text("state = 'pending'"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    delivery_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), unique=True)
+    worker_id: Mapped[str] = mapped_column(Text, index=True)
+    requested_by: Mapped[str] = mapped_column(Text)
+    requested_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    # What the webhook receives, as sent on every attempt (the same delivery_id each time).
+    body: Mapped[dict[str, object]] = mapped_column(JSON)
+    state: Mapped[str] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(Integer)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_error: Mapped[str | None] = mapped_column(Text)
+
+
+class NotifyAttempt(Base):
+    """One try at delivering a call: when, the receiver's HTTP status or the error."""
+
+    __tablename__ = "notify_attempts"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    delivery_id: Mapped[int] = mapped_column(
+        ForeignKey("notify_deliveries.id", ondelete="CASCADE"), index=True
+    )
+    attempt: Mapped[int] = mapped_column(Integer)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    http_status: Mapped[int | None] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(Text)

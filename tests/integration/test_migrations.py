@@ -44,6 +44,8 @@ EXPECTED_TABLES = {
     "open311_requests",
     "open311_contacts",
     "incident_deadlines",
+    "notify_deliveries",
+    "notify_attempts",
     "calendar_days",
 }
 
