@@ -73,6 +73,7 @@ from geodata.query_limits import (
     PayloadTooLarge,
     PointOutsideArea,
 )
+from geodata.track import InvalidCursor, InvalidInterval
 
 logger = logging.getLogger(__name__)
 
@@ -142,6 +143,8 @@ STATUS_BY_ERROR: Final[Mapping[type[WanggeError], int]] = {
     BrokerUnavailable: 503,
     DatabaseUnavailable: 503,
     InvalidWeek: 422,
+    InvalidInterval: 422,
+    InvalidCursor: 422,
     InvalidAreaCode: 422,
     InvalidStreamTypes: 422,
     WorkerNotFound: 404,
