@@ -212,6 +212,8 @@ class Incident(Base):
         Index("ix_incidents_grid_status", "grid_code", "status"),
         # The deadline engine loads the open cases with a due time at start.
         Index("ix_incidents_due_at", "due_at", postgresql_where=text("due_at IS NOT NULL")),
+        # An evaluation selects the cases reported in a period (docs/EVALUATION.md).
+        Index("ix_incidents_reported_at", "reported_at"),
         # An original's followers: the reports linked to it as duplicates.
         Index(
             "ix_incidents_duplicate_of",
@@ -267,6 +269,8 @@ class IncidentEvent(Base):
     __table_args__ = (
         # One transition per version: the last guard against two writers of one version.
         UniqueConstraint("incident_id", "version"),
+        # An evaluation selects the cases with a history entry in a period.
+        Index("ix_incident_events_at", "at"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
