@@ -3,19 +3,22 @@
 import re
 from datetime import timedelta
 from pathlib import Path
+from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from geodata.attachments import DEFAULT_MAX_BYTES as DEFAULT_ATTACHMENT_MAX_BYTES
 from geodata.attachments import AttachmentConfig
+from geodata.basemap import Basemap, parse_basemap
 from geodata.compliance import ComplianceConfig
 from geodata.contract import Topics
 from geodata.db.engine import PoolPolicy
 from geodata.db.tile_memory import DEFAULT_MAX_BYTES as DEFAULT_TILE_CACHE_BYTES
 from geodata.duplicates import DEFAULT_RADIUS_M, DEFAULT_WINDOW, DuplicateRule
 from geodata.events import EventTimeLimits
+from geodata.notify import NotifyConfig
 from geodata.passwords import SignInPolicy
 from geodata.snapshot_policy import SnapshotPolicy
 
@@ -363,3 +366,71 @@ class PublicUrlSettings(BaseSettings):
             return self.public_url.rstrip("/")
         api = ApiSettings()
         return f"http://{api.api_host}:{api.api_port}"
+
+
+class BasemapSettings(BaseSettings):
+    """What the supervisors' map draws under the grids (docs/BASEMAP.md); none by default,
+    so the map loads nothing from outside this server."""
+
+    model_config = _config()
+
+    basemap: str = Field(
+        default="none",
+        description="none; amap (gaode), amap-satellite, tencent (GCJ-02), tianditu,"
+        " tianditu-satellite; or an http(s) XYZ template ({z}/{x}/{y}) or style URL",
+    )
+    basemap_key: str | None = Field(default=None, description="Tianditu's browser key (tk)")
+    basemap_crs: Literal["wgs84", "gcj02"] = Field(
+        default="wgs84", description="the datum of a URL's tiles (gcj02: AutoNavi, Tencent)"
+    )
+    basemap_attribution: str = Field(default="", description="a URL's attribution text")
+    basemap_subdomains: str = Field(default="", description="the letters {s} takes, e.g. abc")
+    basemap_origins: str = Field(
+        default="",
+        description="comma-separated origins a style's tiles, glyphs and sprites come from",
+    )
+
+    @model_validator(mode="after")
+    def _usable(self) -> "BasemapSettings":
+        self.basemap_config()  # raises InvalidBasemap (a ValueError) with the reason
+        return self
+
+    def basemap_config(self) -> Basemap | None:
+        """The basemap these settings ask for; None: none."""
+        return parse_basemap(
+            self.basemap,
+            key=self.basemap_key,
+            crs=self.basemap_crs,
+            attribution=self.basemap_attribution,
+            subdomains=self.basemap_subdomains,
+            extra_origins=_split_origins(self.basemap_origins),
+        )
+
+
+class NotifySettings(BaseSettings):
+    """Calls to workers from the map (docs/NOTIFY.md): the webhook they are POSTed to, and
+    how a failed delivery is retried."""
+
+    model_config = _config()
+
+    notify_webhook_url: str | None = Field(
+        default=None,
+        description="http(s) URL each call is POSTed to as JSON (an SMS or messaging"
+        " gateway); unset: calling is off and the notify route answers 503",
+    )
+    notify_max_attempts: int = Field(default=8, ge=1, le=100, description="attempts per call")
+    notify_retry_base_s: float = Field(
+        default=5, gt=0, description="seconds before the first retry; each next one doubles"
+    )
+    notify_retry_max_s: float = Field(default=900, gt=0, description="the longest retry delay")
+    notify_timeout_s: float = Field(default=5, gt=0, description="seconds one attempt may take")
+
+    def config(self) -> NotifyConfig:
+        """The notify config these settings describe."""
+        return NotifyConfig(
+            webhook_url=self.notify_webhook_url or None,
+            max_attempts=self.notify_max_attempts,
+            retry_base_s=self.notify_retry_base_s,
+            retry_max_s=max(self.notify_retry_max_s, self.notify_retry_base_s),
+            timeout_s=self.notify_timeout_s,
+        )
