@@ -21,7 +21,7 @@ from sqlalchemy import (
     func,
     text,
 )
-from sqlalchemy.dialects.postgresql import ARRAY, JSON, JSONB, UUID
+from sqlalchemy.dialects.postgresql import ARRAY, BIT, JSON, JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 # Stable constraint names so that Alembic migrations can refer to them.
@@ -719,3 +719,35 @@ class NotifyAttempt(Base):
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     http_status: Mapped[int | None] = mapped_column(Integer)
     error: Mapped[str | None] = mapped_column(Text)
+
+
+class CoverageLattice(Base):
+    """A grid version's count of coverage lattice cells (geodata/coverage.py)."""
+
+    __tablename__ = "coverage_lattices"
+
+    grid_code: Mapped[str] = mapped_column(String(15), primary_key=True)
+    grid_from: Mapped[datetime] = mapped_column(DateTime(timezone=True), primary_key=True)
+    cells_inside: Mapped[int] = mapped_column(Integer)
+
+
+class CoverageDay(Base):
+    """The lattice cells of a grid version covered by usable fixes on one local day."""
+
+    __tablename__ = "coverage_days"
+    __table_args__ = (Index("ix_coverage_days_day_grid", "local_day", "grid_code"),)
+
+    grid_code: Mapped[str] = mapped_column(String(15), primary_key=True)
+    grid_from: Mapped[datetime] = mapped_column(DateTime(timezone=True), primary_key=True)
+    local_day: Mapped[date] = mapped_column(Date, primary_key=True)
+    # One bit per cell of the version's lattice window; days union by OR.
+    cells: Mapped[str] = mapped_column(BIT(varying=True))
+
+
+# A grid's last counted patrol, found per grid without reading its whole history.
+Index(
+    "ix_patrols_counted_grid_start",
+    Patrol.grid_code,
+    Patrol.started_at,
+    postgresql_where=Patrol.counted,
+)

@@ -47,6 +47,8 @@ EXPECTED_TABLES = {
     "notify_deliveries",
     "notify_attempts",
     "calendar_days",
+    "coverage_lattices",
+    "coverage_days",
 }
 
 
