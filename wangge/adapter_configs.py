@@ -13,6 +13,7 @@ from wangge.settings import (
     AccountSettings,
     ApiSettings,
     AttachmentSettings,
+    BasemapSettings,
     CorsSettings,
     DatabaseSettings,
     DuplicateSettings,
@@ -54,6 +55,7 @@ def api_config() -> ApiConfig:
         compliance_refresh_s=ApiSettings().compliance_refresh_s,
         attachments=AttachmentSettings().config(),
         duplicates=DuplicateSettings().rule(),
+        basemap=BasemapSettings().basemap_config(),
     )
 
 
