@@ -149,12 +149,12 @@ def track_of(
 ) -> list[TrackFix]:
     """Each fix with its flags and the patrol whose grid and span hold it (if usable)."""
     by_grid: dict[str, list[PatrolSpan]] = {}
-    for patrol in sorted(patrols, key=lambda p: (p.grid_code, p.started_at)):
-        by_grid.setdefault(patrol.grid_code, []).append(patrol)
+    for span in sorted(patrols, key=lambda p: (p.grid_code, p.started_at)):
+        by_grid.setdefault(span.grid_code, []).append(span)
     starts = {code: [p.started_at for p in spans] for code, spans in by_grid.items()}
     track = []
     for fix in fixes:
-        patrol = None
+        patrol: PatrolSpan | None = None
         if fix.grid_code in by_grid and usable_for_patrol(fix, max_accuracy_m):
             spans = by_grid[fix.grid_code]
             i = bisect.bisect_right(starts[fix.grid_code], fix.recorded_at) - 1
