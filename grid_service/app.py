@@ -13,7 +13,6 @@ from anyio import to_thread
 from fastapi import FastAPI
 
 from geodata.attachments import AttachmentConfig
-from geodata.basemap import Basemap
 from geodata.compliance import ComplianceConfig
 from geodata.contract import Topics
 from geodata.db.compliance_memory import ComplianceMemory
@@ -48,6 +47,7 @@ from grid_service.stream import open_live_stream
 from grid_service.stream import router as stream_router
 from grid_service.tiles import router as tiles_router
 from grid_service.trackers import install_trackers
+from grid_service.tracks import router as tracks_router
 from grid_service.worker_app import install_worker_app
 
 logger = logging.getLogger(__name__)
@@ -89,8 +89,6 @@ class ApiConfig:
     #: How near a report must be to an open case for the gateway to show it as a probable
     #: original (settings: WANGGE_DUPLICATE_*; the consumers link with the same).
     duplicates: DuplicateRule = field(default_factory=DuplicateRule)
-    #: What the map draws under the grids; None: nothing from outside (WANGGE_BASEMAP).
-    basemap: Basemap | None = None
 
 
 BACKGROUND_CONNECTIONS: Final = 4
@@ -180,6 +178,7 @@ def create_app(config: ApiConfig) -> FastAPI:
     install_trackers(app)
     app.include_router(devices_router)
     app.include_router(compliance_router)
+    app.include_router(tracks_router)
     app.include_router(grids_router)
     app.include_router(incidents_router)
     app.include_router(admin_router)
@@ -188,7 +187,7 @@ def create_app(config: ApiConfig) -> FastAPI:
     app.include_router(tiles_router)
     app.include_router(stream_router)
     install_attachments(app, config.attachments)
-    install_map(app, config.basemap)
+    install_map(app)
     install_worker_app(app)
     install_docs(app)
     install_edges(app)  # last: the outermost middleware, around the token check
