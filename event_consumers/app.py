@@ -24,6 +24,7 @@ from sqlalchemy import Engine
 from event_consumers.batch import Handler
 from event_consumers.checkins import CheckinHandler
 from event_consumers.compliance import ComplianceHandler
+from event_consumers.coverage import CoverageRecorder
 from event_consumers.deadlines import DeadlineEngine, DeadlineEngineThread, EventTimeClock
 from event_consumers.incidents import IncidentHandler
 from event_consumers.outbox import (
@@ -36,6 +37,7 @@ from event_consumers.outbox import (
 from event_consumers.runner import ConsumerRunner, RunnerConfig
 from geodata.compliance import ComplianceConfig
 from geodata.contract import Topics
+from geodata.coverage import CoverageConfig
 from geodata.db.engine import create_db_engine
 from geodata.db.grid_cache import GridSnapshotCache
 from geodata.duplicates import DuplicateRule
@@ -89,6 +91,7 @@ def build_handlers(
     compliance: ComplianceConfig | None = None,
     snapshot: SnapshotPolicy | None = None,
     duplicates: DuplicateRule | None = None,
+    coverage: CoverageConfig | None = None,
 ) -> list[Handler]:
     """The handlers for the named consumers of one stage, sharing one grid snapshot."""
     _check_names(names)
@@ -98,7 +101,8 @@ def build_handlers(
     grids = GridSnapshotCache(engine, snapshot)
     handlers: list[Handler] = []
     if "checkins" in names:
-        handlers.append(CheckinHandler(grids, topics, limits=limits))
+        recorder = CoverageRecorder(coverage)
+        handlers.append(CheckinHandler(grids, topics, limits=limits, coverage=recorder))
     if "incidents" in names:
         handlers.append(IncidentHandler(grids, topics, limits=limits, duplicates=duplicates))
     if "compliance" in names:
@@ -163,6 +167,7 @@ def _run_stage(
             config.compliance,
             config.grid_snapshot,
             config.duplicates,
+            config.coverage,
         ),
         deadletter_topic=topics.deadletter,
         output_topics=topics.all(),

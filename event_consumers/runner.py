@@ -54,6 +54,7 @@ from event_consumers.positions import SeekToStoredOffsets, StoredPositions
 from event_consumers.publisher import Publisher
 from event_consumers.records import InboundRecord, OutboundRecord, dead_letter
 from geodata.compliance import ComplianceConfig
+from geodata.coverage import CoverageConfig
 from geodata.db import event_store, heartbeats
 from geodata.duplicates import DuplicateRule
 from geodata.events import DEFAULT_TIME_LIMITS, EventTimeLimits, RefusalReason
@@ -95,6 +96,8 @@ class RunnerConfig:
     compliance: ComplianceConfig = field(default_factory=ComplianceConfig)
     #: How the handlers' grid snapshot is checked and built (the API's is the same).
     grid_snapshot: SnapshotPolicy = field(default_factory=SnapshotPolicy)
+    #: How the storage stage records the grids' coverage (settings: WANGGE_COVERAGE_*).
+    coverage: CoverageConfig = field(default_factory=CoverageConfig)
 
     def fetch_settings(self) -> dict[str, Any]:
         """How much a poll fetches; the pipeline benchmark's bare consumer uses the same."""

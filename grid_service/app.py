@@ -13,6 +13,7 @@ from anyio import to_thread
 from fastapi import FastAPI
 
 from geodata.attachments import AttachmentConfig
+from geodata.basemap import Basemap
 from geodata.compliance import ComplianceConfig
 from geodata.contract import Topics
 from geodata.db.compliance_memory import ComplianceMemory
@@ -89,6 +90,8 @@ class ApiConfig:
     #: How near a report must be to an open case for the gateway to show it as a probable
     #: original (settings: WANGGE_DUPLICATE_*; the consumers link with the same).
     duplicates: DuplicateRule = field(default_factory=DuplicateRule)
+    #: What the map draws under the grids; None: nothing from outside (WANGGE_BASEMAP).
+    basemap: Basemap | None = None
 
 
 BACKGROUND_CONNECTIONS: Final = 4
@@ -187,7 +190,7 @@ def create_app(config: ApiConfig) -> FastAPI:
     app.include_router(tiles_router)
     app.include_router(stream_router)
     install_attachments(app, config.attachments)
-    install_map(app)
+    install_map(app, config.basemap)
     install_worker_app(app)
     install_docs(app)
     install_edges(app)  # last: the outermost middleware, around the token check
