@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from shapely.geometry import MultiPoint, MultiPolygon, Point, Polygon
 from sqlalchemy import Engine, text
 
-from geodata.accounts import Principal, Role
+from geodata.accounts import Role
 from geodata.db.engine import create_db_engine
 from geodata.db.tiles import (
     LAYERS,
@@ -32,10 +32,10 @@ from geodata.db.tiles import (
     tile_lonlat_bounds,
     tiles_covering,
 )
-from grid_service.auth import optional_principal
 from grid_service.errors import install_error_handlers
 from grid_service.tiles import MVT_MEDIA_TYPE, PUBLIC_MAX_AGE_S, router
 from wangge.benchmarks.tiles import run_tile_benchmark, serve_tiles
+from wangge.users_cli import add_user
 
 pytestmark = pytest.mark.integration
 
@@ -549,17 +549,6 @@ def test_bad_tile_addresses_are_4xx_with_stable_codes(
 # --------------------------------------------------------------------------- incidents
 
 
-def _principal(role: Role, area: str | None = None) -> Principal:
-    return Principal(
-        account_id=1,
-        token_id=1,
-        name=f"test {role}",
-        role=role,
-        area_prefix=area,
-        worker_id="W00001" if role is Role.WORKER else None,
-    )
-
-
 def _add_incident(engine: Engine, grid_code: str, lon: float, lat: float) -> None:
     with engine.begin() as connection:
         connection.execute(
@@ -583,13 +572,25 @@ def test_incidents_tiles_need_a_supervisor_or_admin_and_keep_to_the_area(
     for code, lon, lat in (mine, theirs):
         _add_incident(own_engine, code, lon, lat)
     app = tiles_app(own_engine)
+    url = own_engine.url.render_as_string(hide_password=False)
+    with own_engine.connect() as connection:
+        worker = connection.execute(text("SELECT worker_id FROM workers LIMIT 1")).scalar_one()
+    # Real accounts and tokens: the route resolves its caller itself, only for this layer.
+    tokens = {
+        (role, area): add_user(
+            url,
+            f"tiles-{role}-{uuid.uuid4().hex[:6]}",
+            role.value,
+            area,
+            worker if role is Role.WORKER else None,
+        )
+        for role, area in ((Role.WORKER, None), (Role.SUPERVISOR, mine[0][:6]), (Role.ADMIN, None))
+    }
 
     def tile_of(role: Role | None, area: str | None, address: tuple[int, int, int]) -> Any:
-        app.dependency_overrides[optional_principal] = lambda: (
-            None if role is None else _principal(role, area)
-        )
+        headers = {} if role is None else {"Authorization": f"Bearer {tokens[role, area]}"}
         with TestClient(app) as as_caller:
-            return as_caller.get("/tiles/incidents/{}/{}/{}.pbf".format(*address))
+            return as_caller.get("/tiles/incidents/{}/{}/{}.pbf".format(*address), headers=headers)
 
     z10 = tile_containing(mine[1], mine[2], 10)
     assert tile_containing(theirs[1], theirs[2], 10) == z10, "both fit in one z10 tile"
