@@ -21,6 +21,8 @@ import shapely
 from shapely.geometry.base import BaseGeometry
 
 from geodata.dataset.layers import METRIC_CRS
+from geodata.track import InvalidInterval
+from geodata.track import InvalidInterval
 
 COVERAGE_CRS: Final = METRIC_CRS
 #: The longest period one coverage answer spans, in local days.
@@ -33,8 +35,8 @@ CoverageLevel = Literal["grid", "community", "street", "district"]
 CODE_LENGTHS: Final[dict[str, int]] = {"district": 6, "street": 9, "community": 12, "grid": 15}
 
 
-class InvalidPeriod(ValueError):
-    """A coverage period that is malformed, reversed or too long."""
+class InvalidPeriod(InvalidInterval):
+    """A coverage period that is reversed or too long (the track's `invalid_interval`)."""
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ from grid_service.admin import router as admin_router
 from grid_service.attachments import install_attachments
 from grid_service.auth import AuthConfig, install_auth
 from grid_service.compliance import router as compliance_router
+from grid_service.coverage import router as coverage_router
 from grid_service.cors import install_cors
 from grid_service.devices import router as devices_router
 from grid_service.docs import install_docs
@@ -187,6 +188,7 @@ def create_app(config: ApiConfig) -> FastAPI:
     install_trackers(app)
     app.include_router(devices_router)
     app.include_router(compliance_router)
+    app.include_router(coverage_router)
     app.include_router(tracks_router)
     app.include_router(incidents_router)
     app.include_router(admin_router)
