@@ -23,12 +23,14 @@ from geodata.db.tile_memory import DEFAULT_MAX_BYTES as DEFAULT_TILE_CACHE_BYTES
 from geodata.db.tile_memory import TileMemory
 from geodata.duplicates import DuplicateRule
 from geodata.events import DEFAULT_TIME_LIMITS, EventTimeLimits
+from geodata.notify import NotifyConfig
 from geodata.snapshot_policy import SnapshotPolicy
 from grid_service import health, metrics
 from grid_service.admin import router as admin_router
 from grid_service.attachments import install_attachments
 from grid_service.auth import AuthConfig, install_auth
 from grid_service.compliance import router as compliance_router
+from grid_service.compliance_export import router as compliance_export_router
 from grid_service.coverage import router as coverage_router
 from grid_service.cors import install_cors
 from grid_service.devices import router as devices_router
@@ -41,6 +43,7 @@ from grid_service.grids import router as grids_router
 from grid_service.health import HealthConfig
 from grid_service.incidents import router as incidents_router
 from grid_service.map import install_map
+from grid_service.notify import install_notify, start_notify_sender
 from grid_service.ogc import router as ogc_router
 from grid_service.open311 import router as open311_router
 from grid_service.producer import create_producer
@@ -93,6 +96,9 @@ class ApiConfig:
     duplicates: DuplicateRule = field(default_factory=DuplicateRule)
     #: What the map draws under the grids; None: nothing from outside (WANGGE_BASEMAP).
     basemap: Basemap | None = None
+    #: Where calls to workers go and how they are retried (settings: WANGGE_NOTIFY_*);
+    #: no webhook: calling is off.
+    notify: NotifyConfig = field(default_factory=NotifyConfig)
 
 
 BACKGROUND_CONNECTIONS: Final = 4
@@ -142,6 +148,7 @@ def create_app(config: ApiConfig) -> FastAPI:
         )
         monitor.start()
         app.state.live = open_live_stream(config.kafka_bootstrap, config.topics)
+        notify_sender = app.state.notify_sender = start_notify_sender(engine, config.notify)
         # What startup made (the modules, the app, its routes: some 250,000 objects) lives
         # as long as the process, yet each full collection walked it, a pause of every
         # request some nine times the rest of the heap's; frozen, collections leave it out.
@@ -152,6 +159,8 @@ def create_app(config: ApiConfig) -> FastAPI:
         # does not keep this one's.
         gc.unfreeze()
         await app.state.live.aclose()
+        if notify_sender is not None:
+            notify_sender.stop()
         monitor.stop()
         app.state.compliance_memory.stop()
         tiles.stop()
@@ -187,6 +196,7 @@ def create_app(config: ApiConfig) -> FastAPI:
     app.include_router(metrics.router)
     install_trackers(app)
     app.include_router(devices_router)
+    app.include_router(compliance_export_router)
     app.include_router(compliance_router)
     app.include_router(coverage_router)
     app.include_router(tracks_router)
@@ -195,6 +205,7 @@ def create_app(config: ApiConfig) -> FastAPI:
     app.include_router(open311_router)
     app.include_router(stream_router)
     install_attachments(app, config.attachments)
+    install_notify(app)
     install_map(app, config.basemap)
     install_worker_app(app)
     install_docs(app)

@@ -20,6 +20,7 @@ from wangge.settings import (
     GridSnapshotSettings,
     IntakeSettings,
     KafkaSettings,
+    NotifySettings,
     PatrolSettings,
     TileCacheSettings,
 )
@@ -56,6 +57,7 @@ def api_config() -> ApiConfig:
         attachments=AttachmentSettings().config(),
         duplicates=DuplicateSettings().rule(),
         basemap=BasemapSettings().basemap_config(),
+        notify=NotifySettings().config(),
     )
 
 
