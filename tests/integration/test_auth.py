@@ -123,6 +123,10 @@ EXPECTED: dict[str, tuple[str, ...]] = {
     "patrols of A":                    (OK,     SELF,    OK,    AREA,  OK,    OK,    NONE),
     "patrols of B":                    (SELF,   OK,      AREA,  OK,    AREA,  OK,    NONE),
     "patrols of an unknown worker":    (SELF,   SELF,    AREA,  AREA,  AREA,  GONE,  NONE),
+    "track of A":                      (OK,     SELF,    OK,    AREA,  OK,    OK,    NONE),
+    "track of B":                      (SELF,   OK,      AREA,  OK,    AREA,  OK,    NONE),
+    "track of an unknown worker":      (SELF,   SELF,    AREA,  AREA,  AREA,  GONE,  NONE),
+    "worker search (scoped answer)":   (OK,     OK,      OK,    OK,    OK,    OK,    NONE),
     "boundary import (dry run)":       (ROLE,   ROLE,    ROLE,  ROLE,  ROLE,  OK,    NONE),
     "grid in C (public geometry)":     (OK,     OK,      OK,    OK,    OK,    OK,    OK),
     "OGC incidents (personal data)":   ("403",  "403",   OK,    OK,    OK,    OK,    "401"),
@@ -182,6 +186,16 @@ class Matrix:
             return client.get(
                 f"/api/v1/workers/{worker}/patrols", params={"week": WEEK}, headers=headers
             )
+        if case.startswith("track"):
+            worker = {
+                "track of A": city.worker_a,
+                "track of B": city.worker_b,
+                "track of an unknown worker": "W99999",
+            }[case]
+            week = {"from": "2020-09-07T00:00:00+08:00", "to": "2020-09-14T00:00:00+08:00"}
+            return client.get(f"/api/v1/workers/{worker}/track", params=week, headers=headers)
+        if case == "worker search (scoped answer)":
+            return client.get("/api/v1/workers/search", params={"q": "W"}, headers=headers)
         if case == "boundary import (dry run)":
             with self.reference_gpkg.open("rb") as file:
                 return client.post(
