@@ -37,6 +37,7 @@ from grid_service.devices import router as devices_router
 from grid_service.docs import install_docs
 from grid_service.edges import install_edges
 from grid_service.errors import install_error_handlers
+from grid_service.evaluation import router as evaluation_router
 from grid_service.gateway import install_gateway_errors
 from grid_service.gateway import router as gateway_router
 from grid_service.grids import router as grids_router
@@ -198,6 +199,7 @@ def create_app(config: ApiConfig) -> FastAPI:
     app.include_router(devices_router)
     app.include_router(compliance_export_router)
     app.include_router(compliance_router)
+    app.include_router(evaluation_router)
     app.include_router(coverage_router)
     app.include_router(tracks_router)
     app.include_router(incidents_router)
