@@ -79,9 +79,7 @@ class CoveragePublic(BaseModel):
     items: list[GridCoveragePublic] | list[AreaCoveragePublic]
 
 
-def _public(
-    item: GridCoverage | AreaCoverage, tz: Any
-) -> GridCoveragePublic | AreaCoveragePublic:
+def _public(item: GridCoverage | AreaCoverage, tz: Any) -> GridCoveragePublic | AreaCoveragePublic:
     last = item.last_visit.astimezone(tz) if item.last_visit is not None else None
     share = round(item.covered_share, 4)
     if isinstance(item, GridCoverage):
@@ -107,6 +105,25 @@ def _public(
         covered_share=share,
         cells_covered=item.cells_covered,
         cells_total=item.cells_total,
+    )
+
+
+def coverage_answer(
+    items: list[GridCoverage] | list[AreaCoverage],
+    period: CoveragePeriod,
+    level: CoverageLevel,
+    code: str,
+    tz: Any,
+) -> CoveragePublic:
+    """The JSON shape of a coverage report; times in local time."""
+    return CoveragePublic.model_validate(
+        {
+            "from": period.first,
+            "to": period.last,
+            "level": level,
+            "code": code or None,
+            "items": [_public(item, tz) for item in items],
+        }
     )
 
 
@@ -162,7 +179,9 @@ async def get_coverage(
         date | None,
         Query(alias="from", description="first local day; default: 6 days before `to`"),
     ] = None,
-    to: Annotated[date | None, Query(description="last local day, included; default: today")] = None,
+    to: Annotated[
+        date | None, Query(description="last local day, included; default: today")
+    ] = None,
     level: Annotated[CoverageLevel, Query(description="one item per grid, or per area")] = "grid",
     code: Annotated[
         str | None, Query(description="code prefix of the grids; default: the caller's area")
@@ -180,15 +199,7 @@ async def get_coverage(
     scoped = scoped_code(principal, prefix or None) or ""
     period = CoveragePeriod.of(from_, to, datetime.now(tz).date())
     items = await run_in_threadpool(coverage_report, engine, period, level, scoped, tz)
-    answer = CoveragePublic.model_validate(
-        {
-            "from": period.first,
-            "to": period.last,
-            "level": level,
-            "code": scoped or None,
-            "items": [_public(item, tz) for item in items],
-        }
-    )
+    answer = coverage_answer(items, period, level, scoped, tz)
     if format == "json":
         return answer
     header, rows = table(answer)

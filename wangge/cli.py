@@ -8,6 +8,7 @@ import typer
 
 from wangge.commands import (
     bench,
+    coverage,
     dataset,
     db,
     deadlines,
@@ -30,6 +31,7 @@ for command in (
     run.up,
     reports.compliance,
     reports.incidents,
+    coverage.coverage,
     bench.bench,
     run.serve,
     simulation.simulate,
