@@ -55,6 +55,20 @@ AREA_LEVEL_BY_LENGTH: Final[Mapping[int, str]] = {
 }
 
 
+_FINER_LEVEL: Final[Mapping[int, Level]] = {
+    0: "district",
+    6: "street",
+    9: "community",
+    12: "grid",
+    15: "worker",
+}
+
+
+def default_level(code: str) -> Level:
+    """The level an evaluation of `code` is cut into when none is asked: one finer."""
+    return _FINER_LEVEL.get(len(code), "worker")
+
+
 class InvalidPeriod(InvalidWeek):
     """A period whose last day is before its first, longer than a year, or out of range."""
 

@@ -17,7 +17,7 @@ from geodata.accounts import Principal, Role
 from geodata.compliance.report import Level, check_code
 from geodata.db.evaluation_read import EvaluationMemory
 from geodata.deadlines import CITY_ZONE
-from geodata.evaluation import Evaluation, Stage, period_of
+from geodata.evaluation import Evaluation, Stage, default_level, period_of
 from geodata.evaluation_csv import evaluation_csv
 from grid_service.auth import require_roles, scoped_code
 from grid_service.deps import EngineDep
@@ -33,15 +33,6 @@ _ERRORS: Final[dict[int | str, dict[str, Any]]] = {
     404: {"model": ErrorBody, "description": "area_not_found"},
     422: {"model": ErrorBody, "description": "invalid_period, invalid_code or invalid_request"},
 }
-
-_NEXT_LEVEL: Final[dict[int, Level]] = {
-    0: "district",
-    6: "street",
-    9: "community",
-    12: "grid",
-    15: "worker",
-}
-"""The default level: one step finer than the area asked for."""
 
 
 class _Public(BaseModel):
@@ -197,7 +188,7 @@ async def get_evaluation(
     """
     check_code(code, level or "worker")
     scoped = scoped_code(principal, code) or ""
-    chosen: Level = level or _NEXT_LEVEL.get(len(scoped), "worker")
+    chosen: Level = level or default_level(scoped)
     check_code(scoped, chosen)
     today = datetime.now(UTC).astimezone(CITY_ZONE).date()
     period = period_of(first, last, today)
