@@ -3,7 +3,7 @@
 import logging
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import numpy as np
@@ -11,12 +11,11 @@ import numpy.typing as npt
 import psycopg
 
 from event_consumers import metrics
-from event_consumers.coverage import CoverageRecorder, CoverageRows
 from event_consumers.grid_snapshot import batch_snapshot
 from event_consumers.records import InboundRecord, OutboundRecord, dead_letter
 from geodata.contract import Topics
 from geodata.crs import to_wgs84
-from geodata.db import coverage_store, event_store
+from geodata.db import event_store
 from geodata.db.grid_cache import GridSnapshotCache
 from geodata.events import (
     DEFAULT_TIME_LIMITS,
@@ -26,7 +25,7 @@ from geodata.events import (
     RefusalReason,
     parse_checkin,
 )
-from geodata.quality import Fix, flag_fixes
+from geodata.quality import MOCKED, Fix, flag_fixes
 from geodata.records import CheckinAssignments
 from geodata.spatial_index import to_epoch_us
 
@@ -46,8 +45,6 @@ class PreparedCheckins:
     accepted: list[tuple[str, str, list[str]]]
     #: Its assignment, produced only if the row turns out to be new.
     assignments: list[OutboundRecord]
-    #: Covered cells to OR in (a repeat sets bits already set: no new-id check needed).
-    coverage: CoverageRows = field(default_factory=CoverageRows)
 
 
 class CheckinHandler:
@@ -59,10 +56,8 @@ class CheckinHandler:
         topics: Topics,
         max_bytes: int = 64 * 1024,
         limits: EventTimeLimits = DEFAULT_TIME_LIMITS,
-        coverage: CoverageRecorder | None = None,
     ) -> None:
         self.topic = topics.checkins
-        self.coverage = coverage
         self.topics = topics
         self.grids = grids
         self.max_bytes = max_bytes
@@ -74,8 +69,6 @@ class CheckinHandler:
     def reset(self) -> None:
         """Forget per-process state after a rolled-back batch."""
         self._last_fix.clear()
-        if self.coverage is not None:
-            self.coverage.reset()
 
     def handle(
         self, records: Sequence[InboundRecord], conn: psycopg.Connection, now: datetime
@@ -149,13 +142,11 @@ class CheckinHandler:
             event_store.format_checkins(batch),
             list(zip(batch.event_ids, batch.assignment_rules, flags, strict=True)),
             self._assignments(accepted, checkins, batch),
-            self.coverage.rows(snapshot.index, batch) if self.coverage else CoverageRows(),
         )
 
     def write(self, prepared: "PreparedCheckins", conn: psycopg.Connection) -> list[OutboundRecord]:
         """Store a prepared batch in the caller's transaction; return what to produce."""
         new_ids = event_store.insert_formatted_checkins(conn, prepared.rows)
-        coverage_store.add(conn, prepared.coverage.lattices, prepared.coverage.days)
         stored = len(prepared.accepted)
         metrics.EVENTS_DUPLICATE.labels(self.topic).inc(prepared.duplicates + stored - len(new_ids))
         outgoing = list(prepared.refused)
@@ -221,7 +212,7 @@ class CheckinHandler:
         at_us: npt.NDArray[np.int64],
         conn: psycopg.Connection,
     ) -> list[list[str]]:
-        """Accuracy and speed flags of the batch (`quality.flag_fixes`).
+        """Accuracy and speed flags of the batch (`quality.flag_fixes`), and `mocked`.
 
         Each worker's newest fix before the batch comes from this process's memory, or
         from the database the first time the worker is seen.
@@ -238,4 +229,7 @@ class CheckinHandler:
         recorded_at = [c.recorded_at for c in checkins]
         flagged = flag_fixes(workers, recorded_at, at_us, lon, lat, accuracy, self._last_fix)
         self._last_fix.update(flagged.latest)
+        for checkin, its_flags in zip(checkins, flagged.flags, strict=True):
+            if checkin.mock:
+                its_flags.append(MOCKED)
         return flagged.flags

@@ -202,6 +202,17 @@ class CheckIn(_Event):
         ]
         | None
     ) = None
+    mock: (
+        Annotated[
+            bool,
+            Field(
+                strict=True,
+                description="True when the phone or tracking app says the position came"
+                " from a mock-location provider; such a fix is no proof of presence.",
+            ),
+        ]
+        | None
+    ) = None
     crs: CrsField = DEFAULT_CRS
 
     @model_validator(mode="after")

@@ -17,6 +17,10 @@ class ComplianceConfig:
     max_counted_per_day: int = 1
     weekly_required: int = 3
     allowed_lateness: timedelta = timedelta(hours=48)
+    refuse_mocked: bool = True
+    """A fix the phone says is mocked is no proof of presence."""
+    refuse_implausible_speed: bool = True
+    """A fix the intake flagged `implausible_speed` is no proof of presence."""
 
     def __post_init__(self) -> None:
         # Fail at start-up on a bad setting rather than computing nonsense statuses later.

@@ -342,6 +342,9 @@ class PatrolCheckin(Base):
     recorded_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     accuracy_m: Mapped[float | None] = mapped_column(Float)
     in_assigned_grid: Mapped[bool] = mapped_column(Boolean)
+    # Proof of presence (docs/PATROL_RULE.md): the phone's mock flag, the intake's speed flag.
+    mock: Mapped[bool] = mapped_column(Boolean, server_default="false")
+    implausible_speed: Mapped[bool] = mapped_column(Boolean, server_default="false")
     # Arrived after its week was final: kept and counted, but it changes nothing.
     late: Mapped[bool] = mapped_column(Boolean, server_default="false")
     received_at: Mapped[datetime] = mapped_column(
