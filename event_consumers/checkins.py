@@ -3,7 +3,7 @@
 import logging
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import numpy as np
@@ -11,11 +11,12 @@ import numpy.typing as npt
 import psycopg
 
 from event_consumers import metrics
+from event_consumers.coverage import CoverageRecorder, CoverageRows
 from event_consumers.grid_snapshot import batch_snapshot
 from event_consumers.records import InboundRecord, OutboundRecord, dead_letter
 from geodata.contract import Topics
 from geodata.crs import to_wgs84
-from geodata.db import event_store
+from geodata.db import coverage_store, event_store
 from geodata.db.grid_cache import GridSnapshotCache
 from geodata.events import (
     DEFAULT_TIME_LIMITS,
@@ -45,6 +46,8 @@ class PreparedCheckins:
     accepted: list[tuple[str, str, list[str]]]
     #: Its assignment, produced only if the row turns out to be new.
     assignments: list[OutboundRecord]
+    #: Covered cells to OR in (a repeat sets bits already set: no new-id check needed).
+    coverage: CoverageRows = field(default_factory=CoverageRows)
 
 
 class CheckinHandler:
@@ -56,8 +59,10 @@ class CheckinHandler:
         topics: Topics,
         max_bytes: int = 64 * 1024,
         limits: EventTimeLimits = DEFAULT_TIME_LIMITS,
+        coverage: CoverageRecorder | None = None,
     ) -> None:
         self.topic = topics.checkins
+        self.coverage = coverage
         self.topics = topics
         self.grids = grids
         self.max_bytes = max_bytes
@@ -69,6 +74,8 @@ class CheckinHandler:
     def reset(self) -> None:
         """Forget per-process state after a rolled-back batch."""
         self._last_fix.clear()
+        if self.coverage is not None:
+            self.coverage.reset()
 
     def handle(
         self, records: Sequence[InboundRecord], conn: psycopg.Connection, now: datetime
@@ -142,11 +149,13 @@ class CheckinHandler:
             event_store.format_checkins(batch),
             list(zip(batch.event_ids, batch.assignment_rules, flags, strict=True)),
             self._assignments(accepted, checkins, batch),
+            self.coverage.rows(snapshot.index, batch) if self.coverage else CoverageRows(),
         )
 
     def write(self, prepared: "PreparedCheckins", conn: psycopg.Connection) -> list[OutboundRecord]:
         """Store a prepared batch in the caller's transaction; return what to produce."""
         new_ids = event_store.insert_formatted_checkins(conn, prepared.rows)
+        coverage_store.add(conn, prepared.coverage.lattices, prepared.coverage.days)
         stored = len(prepared.accepted)
         metrics.EVENTS_DUPLICATE.labels(self.topic).inc(prepared.duplicates + stored - len(new_ids))
         outgoing = list(prepared.refused)
