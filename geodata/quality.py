@@ -24,6 +24,8 @@ EARTH_RADIUS_M = 6_371_008.8
 
 LOW_ACCURACY = "low_accuracy"
 IMPLAUSIBLE_SPEED = "implausible_speed"
+MOCKED = "mocked"
+"""The phone or tracking app said the fix came from a mock-location provider (`mock`)."""
 
 
 @dataclass(frozen=True)

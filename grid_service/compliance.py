@@ -166,7 +166,9 @@ class PatrolPublic(_Public):
     valid_at: datetime | None = Field(description="when it first met both thresholds")
     counted: bool
     reason: str = Field(
-        description="counted, invalid:too_few_checkins, invalid:too_short or already_counted_today"
+        description="counted, invalid:too_few_checkins, invalid:too_short,"
+        " invalid:mocked_location (a fix the phone said was mocked), invalid:implausible_speed"
+        " (a fix reached faster than anyone walks or drives) or already_counted_today"
     )
 
 

@@ -27,7 +27,7 @@ class RefPatrol:
     end: datetime
     checkins: int
     day: date
-    validity: str  # "valid", "too_few_checkins" or "too_short"
+    validity: str  # "valid", "too_few_checkins", "too_short", "mocked_location", ...
     count_reason: str  # "counted", "invalid" or "already_counted_today"
 
 
@@ -76,6 +76,24 @@ def _whole_day_assigned(
     return all(_assigned(periods, worker, grid, point) for point in points)
 
 
+def _validity(run: list[tuple[int, str]], config: ComplianceConfig) -> str:
+    """ "valid", or why not: the walk's flags count up to its proving check-in only."""
+    if len(run) < config.min_checkins:
+        return "too_few_checkins"
+    min_us = config.min_duration // MICROSECOND
+    if run[-1][0] - run[0][0] < min_us:
+        return "too_short"
+    proving = next(
+        k for k in range(config.min_checkins - 1, len(run)) if run[k][0] - run[0][0] >= min_us
+    )
+    flags = [flag for _t, flag in run[: proving + 1]]
+    if "mocked_location" in flags:
+        return "mocked_location"
+    if "implausible_speed" in flags:
+        return "implausible_speed"
+    return "valid"
+
+
 def reference_week(
     checkins: list[CheckinRecord],
     periods: list[AssignmentPeriod],
@@ -91,7 +109,8 @@ def reference_week(
     monday = date.fromisocalendar(week.year, week.week, 1)
     week_days = [monday + timedelta(days=i) for i in range(7)]
 
-    # Usable check-ins, each event once, as (microseconds, id) pairs.
+    # Usable check-ins, each event once, as (microseconds, id, flag) triples; the flag
+    # is what the fix says against the worker's presence ("" for nothing).
     seen = set()
     points = []
     for c in checkins:
@@ -104,31 +123,31 @@ def reference_week(
             continue
         if not _assigned(periods, worker, grid, c.recorded_at):
             continue
-        points.append((_us(c.recorded_at), str(c.event_id)))
+        flag = ""
+        if c.implausible_speed and config.refuse_implausible_speed:
+            flag = "implausible_speed"
+        if c.mock and config.refuse_mocked:
+            flag = "mocked_location"
+        points.append((_us(c.recorded_at), str(c.event_id), flag))
     points.sort()
 
-    # Chain them into runs.
+    # Chain them into runs of (microseconds, flag).
     gap = config.patrol_gap // MICROSECOND
-    runs: list[list[int]] = []
-    for t, _event in points:
-        if runs and t - runs[-1][-1] <= gap:
-            runs[-1].append(t)
+    runs: list[list[tuple[int, str]]] = []
+    for t, _event, flag in points:
+        if runs and t - runs[-1][-1][0] <= gap:
+            runs[-1].append((t, flag))
         else:
-            runs.append([t])
+            runs.append([(t, flag)])
 
     # Keep the runs that start on a day of the week, and judge them.
     patrols = []
     counted_on = dict.fromkeys(week_days, 0)
     for run in runs:
-        first = _instant(run[0]).astimezone(tz)
+        first = _instant(run[0][0]).astimezone(tz)
         if first.date() not in counted_on:
             continue
-        if len(run) < config.min_checkins:
-            validity = "too_few_checkins"
-        elif run[-1] - run[0] < config.min_duration // MICROSECOND:
-            validity = "too_short"
-        else:
-            validity = "valid"
+        validity = _validity(run, config)
         if validity != "valid":
             reason = "invalid"
         elif counted_on[first.date()] >= config.max_counted_per_day:
@@ -139,7 +158,7 @@ def reference_week(
         patrols.append(
             RefPatrol(
                 first,
-                _instant(run[-1]).astimezone(tz),
+                _instant(run[-1][0]).astimezone(tz),
                 len(run),
                 first.date(),
                 validity,

@@ -169,6 +169,12 @@ class PatrolSettings(BaseSettings):
     patrol_timezone: str = Field(
         default="Asia/Shanghai", description="the IANA time zone days and weeks are cut in"
     )
+    patrol_refuse_mocked: bool = Field(
+        default=True, description="a check-in the phone says is mocked proves no presence"
+    )
+    patrol_refuse_implausible_speed: bool = Field(
+        default=True, description="a check-in flagged implausible_speed proves no presence"
+    )
 
     @field_validator("patrol_timezone")
     @classmethod
@@ -190,6 +196,8 @@ class PatrolSettings(BaseSettings):
             max_counted_per_day=self.patrol_max_counted_per_day,
             weekly_required=self.patrol_weekly_required,
             allowed_lateness=timedelta(hours=self.patrol_allowed_lateness_hours),
+            refuse_mocked=self.patrol_refuse_mocked,
+            refuse_implausible_speed=self.patrol_refuse_implausible_speed,
         )
 
 

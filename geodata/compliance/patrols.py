@@ -12,10 +12,16 @@ from zoneinfo import ZoneInfo
 from geodata.compliance.config import ComplianceConfig
 from geodata.compliance.weeks import IsoWeek, require_aware
 from geodata.events import CheckInAssignment
+from geodata.quality import IMPLAUSIBLE_SPEED
 from geodata.staffing import AssignmentPeriod
 
-InvalidReason = Literal["too_few_checkins", "too_short"]
-"""Why a patrol is not valid; too few check-ins is reported first when both hold."""
+PresenceFlag = Literal["mocked_location", "implausible_speed"]
+"""Why a fix is no proof that the worker was there (docs/PATROL_RULE.md)."""
+
+InvalidReason = Literal["too_few_checkins", "too_short", "mocked_location", "implausible_speed"]
+"""Why a patrol is not valid, the first that holds in this order: too few check-ins, too
+short, then a fix up to the moment it would have been valid that is flagged as mocked,
+else one flagged as an impossible speed."""
 
 CountReason = Literal["counted", "invalid", "already_counted_today"]
 """Why a patrol counts towards the week or not."""
@@ -30,6 +36,11 @@ class CheckinRecord:
     grid_code: str | None
     recorded_at: datetime
     accuracy_m: float | None = None
+    mock: bool = False
+    """The phone or tracking app said the position came from a mock-location provider."""
+    implausible_speed: bool = False
+    """The intake flagged the fix: reaching it from the worker's previous fix needs a
+    speed nobody walks or drives (`geodata.quality`)."""
 
     def __post_init__(self) -> None:
         require_aware(self.recorded_at, "recorded_at")
@@ -42,7 +53,15 @@ class CheckinRecord:
         without converting, which made the engine's per-check-in work a quarter faster.
         """
         recorded_at = event.recorded_at if tz is None else event.recorded_at.astimezone(tz)
-        return cls(event.event_id, event.worker_id, event.grid_code, recorded_at, event.accuracy_m)
+        return cls(
+            event.event_id,
+            event.worker_id,
+            event.grid_code,
+            recorded_at,
+            event.accuracy_m,
+            mock=bool(event.mock),
+            implausible_speed=IMPLAUSIBLE_SPEED in event.flags,
+        )
 
 
 def is_usable(
@@ -63,6 +82,20 @@ def is_usable(
         and p.covers(checkin.recorded_at)
         for p in assignments
     )
+
+
+def presence_flag(checkin: CheckinRecord, config: ComplianceConfig) -> PresenceFlag | None:
+    """Whether a usable fix is no proof of presence, and why (docs/PATROL_RULE.md).
+
+    Such a fix still belongs to its walk (it chains, it is counted), but a walk with one
+    among the check-ins up to the moment it would have become valid is not valid. A
+    mock flag is named first when a fix has both; `config` may turn either flag off.
+    """
+    if checkin.mock and config.refuse_mocked:
+        return "mocked_location"
+    if checkin.implausible_speed and config.refuse_implausible_speed:
+        return "implausible_speed"
+    return None
 
 
 @dataclass(frozen=True)
@@ -113,8 +146,23 @@ def unique_checkins(checkins: Iterable[CheckinRecord]) -> list[CheckinRecord]:
 def _validity(run: list[CheckinRecord], config: ComplianceConfig) -> InvalidReason | None:
     if len(run) < config.min_checkins:
         return "too_few_checkins"
-    if run[-1].recorded_at - run[0].recorded_at < config.min_duration:
+    first = run[0].recorded_at
+    if run[-1].recorded_at - first < config.min_duration:
         return "too_short"
+    # Up to the check-in with which the walk first has both thresholds: a flag after that
+    # comes once presence is proven, and reading no further keeps validity settled within
+    # `patrol_horizon` of the start, and the same for every later prefix of the walk.
+    flags: set[PresenceFlag] = set()
+    for k, checkin in enumerate(run, start=1):
+        flag = presence_flag(checkin, config)
+        if flag is not None:
+            flags.add(flag)
+        if k >= config.min_checkins and checkin.recorded_at - first >= config.min_duration:
+            break
+    if "mocked_location" in flags:
+        return "mocked_location"
+    if "implausible_speed" in flags:
+        return "implausible_speed"
     return None
 
 

@@ -44,13 +44,13 @@ def insert_checkins(
         return set()
     conn.execute(
         "CREATE TEMP TABLE IF NOT EXISTS patrol_checkins_stage (event_id uuid, worker_id text,"
-        " grid_code text, recorded_at timestamptz, accuracy_m float8, in_assigned_grid boolean)"
-        " ON COMMIT DELETE ROWS"
+        " grid_code text, recorded_at timestamptz, accuracy_m float8, in_assigned_grid boolean,"
+        " mock boolean, implausible_speed boolean) ON COMMIT DELETE ROWS"
     )
     with conn.cursor() as cursor:
         with cursor.copy(
             "COPY patrol_checkins_stage (event_id, worker_id, grid_code, recorded_at,"
-            " accuracy_m, in_assigned_grid) FROM STDIN"
+            " accuracy_m, in_assigned_grid, mock, implausible_speed) FROM STDIN"
         ) as copy:
             for record, in_assigned in rows:
                 copy.write_row(
@@ -61,11 +61,14 @@ def insert_checkins(
                         record.recorded_at,
                         record.accuracy_m,
                         in_assigned,
+                        record.mock,
+                        record.implausible_speed,
                     )
                 )
         cursor.execute(
             "INSERT INTO patrol_checkins (event_id, worker_id, grid_code, recorded_at,"
-            " accuracy_m, in_assigned_grid) SELECT DISTINCT ON (event_id) * FROM"
+            " accuracy_m, in_assigned_grid, mock, implausible_speed)"
+            " SELECT DISTINCT ON (event_id) * FROM"
             " patrol_checkins_stage ON CONFLICT (event_id) DO NOTHING RETURNING event_id"
         )
         return {row[0] for row in cursor.fetchall()}
@@ -114,7 +117,8 @@ def load_checkins(
         return {}
     rows = conn.execute(
         """
-        SELECT DISTINCT c.event_id, c.worker_id, c.grid_code, c.recorded_at, c.accuracy_m
+        SELECT DISTINCT c.event_id, c.worker_id, c.grid_code, c.recorded_at, c.accuracy_m,
+               c.mock, c.implausible_speed
         FROM unnest(%s::text[], %s::text[], %s::timestamptz[], %s::timestamptz[])
              AS k(worker_id, grid_code, t_from, t_to)
         JOIN patrol_checkins c ON c.worker_id = k.worker_id AND c.grid_code = k.grid_code
@@ -129,8 +133,12 @@ def load_checkins(
         ),
     ).fetchall()
     result: dict[tuple[str, str], list[CheckinRecord]] = defaultdict(list)
-    for event_id, worker, grid, recorded_at, accuracy in rows:
-        result[(worker, grid)].append(CheckinRecord(event_id, worker, grid, recorded_at, accuracy))
+    for event_id, worker, grid, recorded_at, accuracy, mock, fast in rows:
+        result[(worker, grid)].append(
+            CheckinRecord(
+                event_id, worker, grid, recorded_at, accuracy, mock=mock, implausible_speed=fast
+            )
+        )
     return result
 
 

@@ -23,10 +23,12 @@ from geodata.compliance import (
     evaluate_week,
     is_usable,
     is_week_final,
+    presence_flag,
     remaining_capacity,
     required_patrols,
     status_as_of,
     status_changes,
+    valid_at,
 )
 from geodata.dataset.layers import LOCAL_TZ
 from geodata.events import CheckInAssignment, ComplianceChange, ComplianceStatus
@@ -84,6 +86,7 @@ def evaluate(
     grid: str = GRID,
     week: IsoWeek = WEEK,
     as_of: datetime | None = None,
+    config: ComplianceConfig = CONFIG,
 ) -> WeekResult:
     return evaluate_week(
         checkins,
@@ -92,7 +95,7 @@ def evaluate(
         grid_code=grid,
         week=week,
         as_of=as_of or week.end(TZ) + 7 * DAY,
-        config=CONFIG,
+        config=config,
     )
 
 
@@ -291,6 +294,57 @@ def test_checkin_outside_the_assigned_grid_is_ignored() -> None:
     assert evaluate(good_walk(day_at(0), grid=OTHER_GRID), grid=OTHER_GRID).patrols == ()
 
 
+# --- proof of presence ---------------------------------------------------------------
+
+
+def flagged(at: datetime, *, mock: bool = False, fast: bool = False) -> CheckinRecord:
+    return replace(checkin(at), mock=mock, implausible_speed=fast)
+
+
+def test_a_mocked_fix_before_the_walk_is_proven_voids_it_and_is_named() -> None:
+    walk_ = [checkin(day_at(0)), flagged(day_at(0, 9, 5), mock=True), checkin(day_at(0, 9, 15))]
+    (patrol,) = evaluate(walk_).patrols
+    assert (patrol.invalid_reason, patrol.count_reason) == ("mocked_location", "invalid")
+    assert patrol.checkin_count == 3  # the flagged fix is part of the walk, not dropped
+    assert presence_flag(walk_[1], CONFIG) == "mocked_location"
+    assert presence_flag(walk_[0], CONFIG) is None
+
+
+def test_an_impossible_speed_voids_the_walk_and_mock_is_named_first() -> None:
+    fast = [checkin(day_at(0)), flagged(day_at(0, 9, 5), fast=True), checkin(day_at(0, 9, 15))]
+    assert evaluate(fast).patrols[0].invalid_reason == "implausible_speed"
+    both = [flagged(day_at(0), fast=True), flagged(day_at(0, 9, 5), mock=True), fast[2]]
+    assert evaluate(both).patrols[0].invalid_reason == "mocked_location"
+    assert presence_flag(flagged(day_at(0), mock=True, fast=True), CONFIG) == "mocked_location"
+
+
+def test_a_flag_after_the_walk_became_valid_changes_nothing() -> None:
+    # Valid at 9:15 (3 fixes, 15 minutes); what the phone says at 9:20 comes too late.
+    later = [*good_walk(day_at(0)), flagged(day_at(0, 9, 20), mock=True, fast=True)]
+    (patrol,) = evaluate(later).patrols
+    assert (patrol.counted, patrol.checkin_count) == (True, 4)
+    usable = [c for c in later if is_usable(c, ALWAYS, CONFIG)]
+    assert valid_at(patrol, usable, CONFIG) == day_at(0, 9, 15)
+
+
+def test_too_few_or_too_short_is_reported_before_a_flag() -> None:
+    short = [flagged(day_at(0), mock=True), checkin(day_at(0, 9, 5)), checkin(day_at(0, 9, 9))]
+    assert evaluate(short).patrols[0].invalid_reason == "too_short"
+    assert evaluate(short[:2]).patrols[0].invalid_reason == "too_few_checkins"
+
+
+def test_each_flag_can_be_turned_off() -> None:
+    walk_ = [
+        checkin(day_at(0)),
+        flagged(day_at(0, 9, 5), mock=True, fast=True),
+        checkin(day_at(0, 9, 15)),
+    ]
+    lenient = replace(CONFIG, refuse_mocked=False)
+    assert evaluate(walk_, config=lenient).patrols[0].invalid_reason == "implausible_speed"
+    neither = replace(lenient, refuse_implausible_speed=False)
+    assert evaluate(walk_, config=neither).counted == 1
+
+
 def test_checkin_before_or_after_the_assignment_is_ignored() -> None:
     period = [AssignmentPeriod(WORKER, GRID, day_at(0, 9, 5), day_at(0, 10))]
     assert not is_usable(checkin(day_at(0, 9)), period, CONFIG)
@@ -484,6 +538,11 @@ def test_checkin_record_from_an_assignment_event() -> None:
     assert CheckinRecord.from_assignment(event) == CheckinRecord(
         UUID(int=7), WORKER, GRID, day_at(0), 12.0
     )
+    # The phone's mock flag and the intake's speed flag ride along; old events have neither.
+    flagged_event = event.model_copy(update={"mock": True, "flags": ["implausible_speed"]})
+    assert CheckinRecord.from_assignment(flagged_event) == CheckinRecord(
+        UUID(int=7), WORKER, GRID, day_at(0), 12.0, mock=True, implausible_speed=True
+    )
 
 
 def test_config_refuses_nonsense() -> None:
@@ -516,6 +575,8 @@ GAPS = [
 WALK_GAPS = [timedelta(0), SECOND, 4 * MINUTE, 5 * MINUTE, 9 * MINUTE + 59 * SECOND, 30 * MINUTE]
 CHAIN_GAPS = [10 * MINUTE, 25 * MINUTE, 30 * MINUTE]
 ACCURACIES = [None, *[5.0] * 8, 100.0, 100.5, 101.0, 400.0]
+# (mock, implausible_speed): mostly clean fixes, so that flagged walks stay the exception.
+PRESENCE = [(False, False)] * 12 + [(True, False), (False, True), (True, True)]
 VIEWS = [TZ, UTC, timezone(timedelta(hours=5, minutes=30))]  # one instant, several offsets
 WEEKS = [WEEK, IsoWeek(2020, 53), IsoWeek(2021, 1)]
 CONFIGS = [
@@ -530,6 +591,8 @@ CONFIGS = [
     ),
     # Horizon set by the duration: 50 + 30 min > 1 gap of 30 min.
     ComplianceConfig(min_checkins=2, min_duration=50 * MINUTE, weekly_required=4),
+    # A city that does not hold the speed flag against its workers.
+    ComplianceConfig(refuse_implausible_speed=False),
 ]
 PAIRS = [(w, g) for w in (WORKER, OTHER_WORKER) for g in (GRID, OTHER_GRID)]
 LONG_AGO = datetime(2019, 1, 1, tzinfo=TZ)
@@ -562,7 +625,7 @@ def histories(draw: st.DrawFn) -> History:
         ]
     assignments.append(AssignmentPeriod(OTHER_WORKER, GRID, draw(minutes_into_week), None))
 
-    rows: list[tuple[datetime, str, str | None, float | None]] = []
+    rows: list[tuple[datetime, str, str | None, float | None, tuple[bool, bool]]] = []
     for _ in range(draw(st.integers(0, 20))):
         # Walks from two hours before the week to two hours after it: plain walks, noise
         # with every boundary gap, and long chains begun near a week boundary, which run
@@ -580,13 +643,22 @@ def histories(draw: st.DrawFn) -> History:
         low, high = {"walk": (2, 8), "noise": (1, 8), "chain": (8, 30)}[kind]
         for _ in range(draw(st.integers(low, high))):
             located = draw(st.sampled_from([grid] * 14 + [OTHER_GRID, None]))
-            rows.append((t, worker, located, draw(st.sampled_from(ACCURACIES))))
+            accuracy, presence = draw(st.sampled_from(ACCURACIES)), draw(st.sampled_from(PRESENCE))
+            rows.append((t, worker, located, accuracy, presence))
             t += draw(st.sampled_from(gaps))
     # Event ids in an order unrelated to time, so ties on recorded_at are broken blindly.
     ids = draw(st.permutations(range(1, len(rows) + 1)))
     checkins = [
-        CheckinRecord(UUID(int=ids[i]), w, g, t.astimezone(draw(st.sampled_from(VIEWS))), a)
-        for i, (t, w, g, a) in enumerate(rows)
+        CheckinRecord(
+            UUID(int=ids[i]),
+            w,
+            g,
+            t.astimezone(draw(st.sampled_from(VIEWS))),
+            a,
+            mock=mock,
+            implausible_speed=fast,
+        )
+        for i, (t, w, g, a, (mock, fast)) in enumerate(rows)
     ]
     as_of = draw(
         st.just(end + 30 * DAY)

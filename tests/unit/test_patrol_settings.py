@@ -18,6 +18,8 @@ SETTINGS = {
     "WANGGE_PATROL_MAX_COUNTED_PER_DAY": "2",
     "WANGGE_PATROL_ALLOWED_LATENESS_HOURS": "72",
     "WANGGE_PATROL_TIMEZONE": "Asia/Urumqi",
+    "WANGGE_PATROL_REFUSE_MOCKED": "false",
+    "WANGGE_PATROL_REFUSE_IMPLAUSIBLE_SPEED": "false",
 }
 
 
@@ -48,6 +50,8 @@ def test_every_parameter_of_the_rule_comes_from_its_variable(
         max_counted_per_day=2,
         weekly_required=4,
         allowed_lateness=timedelta(hours=72),
+        refuse_mocked=False,
+        refuse_implausible_speed=False,
     )
 
 

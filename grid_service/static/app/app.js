@@ -295,6 +295,8 @@ function reasonText(reason) {
   if (reason === "invalid:too_short") return t("reason_too_short");
   if (reason === "invalid:too_few_checkins") return t("reason_too_few");
   if (reason === "already_counted_today") return t("reason_same_day");
+  if (reason === "invalid:mocked_location") return t("reason_mocked");
+  if (reason === "invalid:implausible_speed") return t("reason_speed");
   return t("reason_other", { reason });
 }
 
