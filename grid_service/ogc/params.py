@@ -60,11 +60,13 @@ class OgcRoute(APIRoute):
         return handle
 
 
-def only(*allowed: str) -> Callable[[Request], None]:
+def only(*allowed: str) -> Callable[[Request], Coroutine[Any, Any, None]]:
     """Dependency: 400 for a query parameter not in `allowed`, or one given twice."""
     names = frozenset(allowed)
 
-    def check(request: Request) -> None:
+    # Async although it does no I/O: FastAPI sends a sync dependency to the thread pool, a
+    # hop that costs more than this check (and every OGC read has it).
+    async def check(request: Request) -> None:
         seen: set[str] = set()
         for name, _value in request.query_params.multi_items():
             if name not in names:
