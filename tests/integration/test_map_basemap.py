@@ -132,7 +132,9 @@ def tile_server(tiles: CityTiles) -> Iterator[str]:
             self.send_header("Content-Length", str(len(body)))
             self.send_header("Access-Control-Allow-Origin", "*")
             self.end_headers()
-            self.wfile.write(body)
+            # The map cancels the tiles it no longer needs while it zooms.
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                self.wfile.write(body)
 
         def log_message(self, format: str, *args: Any) -> None:
             pass
