@@ -6,8 +6,8 @@ reads them. What is stored is never what was posted: the image is decoded (JPEG,
 WebP only, within a size and a pixel limit), turned upright by its EXIF orientation, and
 encoded again without any metadata, so no GPS position (nor camera serial, nor time)
 leaves the phone's report through its photo. The bytes go to a `BlobStore`: a local
-directory (`LocalBlobStore`) by default; an S3-compatible store plugs in behind the same
-protocol.
+directory (`LocalBlobStore`) by default, or an S3-compatible bucket
+(`geodata.s3_store.S3BlobStore`) when the config names one; `open_blob_store` chooses.
 
 Pure apart from `LocalBlobStore`'s file I/O: no web framework, no Kafka.
 """
@@ -20,7 +20,7 @@ import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final, Literal, Protocol
+from typing import TYPE_CHECKING, Final, Literal, Protocol
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -28,6 +28,9 @@ from geodata.accounts import Principal, Role, WorkerMismatch
 from geodata.errors import WanggeError
 from geodata.events import CONTENT_ID_PATTERN
 from geodata.incidents import IncidentState, check_readable
+
+if TYPE_CHECKING:
+    from geodata.s3_store import S3Location
 
 _CONTENT_ID: Final = re.compile(CONTENT_ID_PATTERN)
 
@@ -83,6 +86,8 @@ class AttachmentConfig:
 
     directory: Path
     max_bytes: int = DEFAULT_MAX_BYTES
+    s3: "S3Location | None" = None
+    """An S3-compatible bucket to keep the bytes in instead of `directory`."""
 
     def __post_init__(self) -> None:
         if self.max_bytes < 1024:
@@ -228,3 +233,13 @@ class LocalBlobStore:
             return self.path_of(content_id).read_bytes()
         except FileNotFoundError:
             raise AttachmentNotFound(f"no stored bytes for {content_id}") from None
+
+
+def open_blob_store(config: AttachmentConfig) -> BlobStore:
+    """The store the config names: its S3 bucket if it has one, else its directory."""
+    if config.s3 is not None:
+        # Imported here: a deployment without S3 never loads the client.
+        from geodata.s3_store import S3BlobStore
+
+        return S3BlobStore(config.s3)
+    return LocalBlobStore(config.directory)

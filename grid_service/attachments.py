@@ -24,11 +24,11 @@ from geodata.attachments import (
     AttachmentNotFound,
     BlobStore,
     CleanImage,
-    LocalBlobStore,
     Purpose,
     check_content_id,
     check_may_attach,
     clean_image,
+    open_blob_store,
 )
 from geodata.db import attachment_store
 from geodata.db.attachment_store import IncidentPhoto
@@ -85,7 +85,7 @@ _ADD_ERRORS: Final[dict[int | str, dict[str, Any]]] = {
 def install_attachments(app: FastAPI, config: AttachmentConfig) -> None:
     """Mount the routes and keep the config and blob store in `app.state`."""
     app.state.attachment_config = config
-    app.state.blob_store = LocalBlobStore(config.directory)
+    app.state.blob_store = open_blob_store(config)
     app.include_router(router)
 
 
