@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from geodata.attachments import DEFAULT_MAX_BYTES as DEFAULT_ATTACHMENT_MAX_BYTES
@@ -292,10 +292,35 @@ class AttachmentSettings(BaseSettings):
         description="largest photo upload, bytes (the worker app sends them resized to 1600 px)",
     )
 
+    attachments_s3_endpoint: str | None = Field(
+        default=None,
+        description="an S3-compatible endpoint, http(s)://host[:port]; set: photos go to"
+        " WANGGE_ATTACHMENTS_S3_BUCKET there instead of the directory",
+    )
+    attachments_s3_bucket: str = Field(default="wangge", description="the photos' bucket")
+    attachments_s3_prefix: str = Field(default="attachments/", description="their key prefix")
+    attachments_s3_access_key: str = Field(default="", description="the S3 access key")
+    attachments_s3_secret_key: SecretStr = Field(
+        default=SecretStr(""), description="the S3 secret key"
+    )
+    attachments_s3_region: str | None = Field(default=None, description="the bucket's region")
+
     def config(self) -> AttachmentConfig:
         """The attachments' config these settings describe."""
         directory = self.attachments_dir or LocalServicesSettings().state_dir / "attachments"
-        return AttachmentConfig(directory, self.attachment_max_bytes)
+        s3 = None
+        if self.attachments_s3_endpoint:
+            from geodata.s3_store import S3Location
+
+            s3 = S3Location(
+                self.attachments_s3_endpoint,
+                self.attachments_s3_bucket,
+                access_key=self.attachments_s3_access_key,
+                secret_key=self.attachments_s3_secret_key.get_secret_value(),
+                prefix=self.attachments_s3_prefix,
+                region=self.attachments_s3_region,
+            )
+        return AttachmentConfig(directory, self.attachment_max_bytes, s3)
 
 
 class AccountSettings(BaseSettings):
