@@ -27,6 +27,7 @@ from event_consumers.compliance import ComplianceHandler
 from event_consumers.coverage import CoverageRecorder
 from event_consumers.deadlines import DeadlineEngine, DeadlineEngineThread, EventTimeClock
 from event_consumers.incidents import IncidentHandler
+from event_consumers.lockers import LockerHandler
 from event_consumers.outbox import (
     COMPLIANCE_OUTBOX,
     INCIDENT_STATUS_OUTBOX,
@@ -46,7 +47,7 @@ from geodata.snapshot_policy import SnapshotPolicy
 
 logger = logging.getLogger(__name__)
 
-INTAKE_STAGE = ("checkins", "incidents")
+INTAKE_STAGE = ("checkins", "incidents", "lockers")
 COMPLIANCE_STAGE = ("compliance",)
 CONSUMER_NAMES = (*INTAKE_STAGE, *COMPLIANCE_STAGE)
 COMPLIANCE_GROUP_SUFFIX = ".compliance"
@@ -105,6 +106,9 @@ def build_handlers(
         handlers.append(CheckinHandler(grids, topics, limits=limits, coverage=recorder))
     if "incidents" in names:
         handlers.append(IncidentHandler(grids, topics, limits=limits, duplicates=duplicates))
+    if "lockers" in names:
+        # A drop-off becomes an incident report, which the incidents consumer files.
+        handlers.append(LockerHandler(topics, limits=limits))
     if "compliance" in names:
         handlers.append(ComplianceHandler(grids, topics, config=compliance))
     return handlers

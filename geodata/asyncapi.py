@@ -18,6 +18,7 @@ from geodata.contract import (
     DEADLETTER_TOPIC,
     INCIDENT_STATUS_TOPIC,
     INCIDENTS_TOPIC,
+    LOCKER_DROPOFFS_TOPIC,
 )
 from geodata.events import (
     ASSIGNMENT_CE_TYPES,
@@ -38,6 +39,7 @@ from geodata.incident_status import (
     INCIDENT_STATUS_EXAMPLE,
     IncidentStatusChange,
 )
+from geodata.lockers import LOCKER_DROPOFF_CE_TYPE, LOCKER_DROPOFF_EXAMPLE, LockerDropOff
 from geodata.records import (
     DEADLETTER_DETAIL_HEADER,
     DEADLETTER_REASON_HEADER,
@@ -57,6 +59,7 @@ _MODELS: Final[tuple[type[BaseModel], ...]] = (
     IncidentAssignment,
     ComplianceChange,
     IncidentStatusChange,
+    LockerDropOff,
 )
 
 
@@ -157,6 +160,12 @@ def _messages() -> dict[str, Any]:
             "incident_id",
             "A change of an incident's status (its filing, then each transition), published "
             "once, in version order per incident.",
+        ),
+        "LockerDropOff": (
+            LOCKER_DROPOFF_EXAMPLE,
+            LOCKER_DROPOFF_CE_TYPE,
+            "locker_id",
+            "Documents a resident dropped into a cloud locker's compartment (docs/LOCKERS.md).",
         ),
     }
     messages: dict[str, Any] = {}
@@ -271,6 +280,12 @@ def _channels() -> dict[str, Any]:
                 "receiveIncidentStatus",
                 "IncidentStatusChange",
             ),
+        },
+        LOCKER_DROPOFFS_TOPIC: {
+            "description": "Cloud lockers' drop-offs, keyed by locker_id. Each becomes an "
+            "incident report of source locker on grid.incidents.v1, whose incident_id is the "
+            "drop-off's event_id.",
+            **send("The cloud lockers' system.", "LockerDropOff", "sendLockerDropOff"),
         },
     }
 

@@ -68,7 +68,16 @@ CATEGORIES: Final[tuple[str, ...]] = tuple(CATEGORY_NAMES_ZH)
 """The platform's incident category codes, `class.subclass`."""
 
 UNCLASSIFIED: Final = "other.unclassified"
-_KNOWN_CATEGORIES: Final = frozenset(CATEGORIES)
+
+LOCKER_CATEGORY: Final = "locker.documents"
+"""The category of a cloud locker's task (docs/LOCKERS.md): documents a resident dropped
+off, for the grid worker to carry to the community office and back. Filed only from a
+locker's drop-off, so it stands outside CATEGORIES, which lists what people report."""
+
+TASK_CATEGORY_NAMES_ZH: Final[dict[str, str]] = {LOCKER_CATEGORY: "云柜办事"}
+"""Categories of tasks that are no reported problem, by their Chinese names."""
+
+_KNOWN_CATEGORIES: Final = frozenset(CATEGORIES) | frozenset(TASK_CATEGORY_NAMES_ZH)
 
 
 def normalize_category(code: str) -> tuple[str, bool]:

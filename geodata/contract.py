@@ -8,6 +8,7 @@ ASSIGNMENTS_TOPIC = "grid.assignments.v1"
 COMPLIANCE_TOPIC = "grid.compliance.v1"
 DEADLETTER_TOPIC = "grid.deadletter.v1"
 INCIDENT_STATUS_TOPIC = "grid.incident-status.v1"
+LOCKER_DROPOFFS_TOPIC = "grid.locker-dropoffs.v1"
 
 ALL_TOPICS: tuple[str, ...] = (
     CHECKINS_TOPIC,
@@ -16,6 +17,7 @@ ALL_TOPICS: tuple[str, ...] = (
     COMPLIANCE_TOPIC,
     DEADLETTER_TOPIC,
     INCIDENT_STATUS_TOPIC,
+    LOCKER_DROPOFFS_TOPIC,
 )
 
 
@@ -33,6 +35,7 @@ class Topics:
     compliance: str = COMPLIANCE_TOPIC
     deadletter: str = DEADLETTER_TOPIC
     incident_status: str = INCIDENT_STATUS_TOPIC
+    locker_dropoffs: str = LOCKER_DROPOFFS_TOPIC
 
     @classmethod
     def under(cls, namespace: str) -> "Topics":

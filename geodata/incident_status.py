@@ -52,6 +52,8 @@ ActionName = Literal[
     "cancel",
     "confirm_duplicate",
     "split",
+    "pick_up",
+    "return",
     "overdue",
 ]
 ActorRole = Literal["system", "worker", "supervisor", "admin"]

@@ -13,6 +13,8 @@ Pure rules over plain data, so that the API, the CLI and the tests run the same 
     confirm_duplicate  reported, dispatched, in_progress,   cancelled    supervisor
                        escalated; a probable duplicate
     split     the same; a probable duplicate                (unchanged)  supervisor
+    pick_up   reported, dispatched; a locker's task         in_progress  assignee
+    return    in_progress; a locker's task                  closed       assignee
 
 - The consumer files every report as `reported` (信息采集, 立案). A supervisor of the area
   dispatches it (派遣) to a worker of the incident's community, and may reassign it
@@ -26,6 +28,10 @@ Pure rules over plain data, so that the API, the CLI and the tests run the same 
 - A report the consumer linked as a probable duplicate of an open case
   (`geodata.duplicates`) is confirmed as one (`confirm_duplicate`: cancelled, its reporter
   follows the original) or split from it (`split`: the link goes, the status stays).
+- A cloud locker's task (source `locker`, `geodata.lockers`) is filed with the worker of
+  the locker's grid, who picks the documents up (`pick_up`, from reported or dispatched)
+  and returns the result to the locker (`return`: closed, the resident's collection being
+  the check). `start` and `resolve` are for cases, `pick_up` and `return` for these tasks.
 - An admin may make any transition the state allows; `closed` and `cancelled` are final.
 
 Every transition names the version it was decided on, so that two supervisors cannot
@@ -76,10 +82,18 @@ class Action(StrEnum):
     CANCEL = "cancel"
     CONFIRM_DUPLICATE = "confirm_duplicate"
     SPLIT = "split"
+    PICK_UP = "pick_up"
+    RETURN = "return"
 
 
 DUPLICATE_ACTIONS: Final = frozenset({Action.CONFIRM_DUPLICATE, Action.SPLIT})
 """The actions that settle a probable duplicate link: only an incident with one takes them."""
+
+LOCKER_SOURCE: Final = "locker"
+LOCKER_ACTIONS: Final = frozenset({Action.PICK_UP, Action.RETURN})
+"""The actions of a cloud locker's task (source `locker`): only such a task takes them."""
+CASE_ACTIONS: Final = frozenset({Action.START, Action.RESOLVE})
+"""The assignee's actions on a case, which a locker's task takes as `LOCKER_ACTIONS`."""
 
 
 class Performer(StrEnum):
@@ -132,6 +146,13 @@ TRANSITIONS: Final[Mapping[Action, Rule]] = {
         _OPEN_BEFORE_RESOLVED, Status.CANCELLED, Performer.SUPERVISOR, False
     ),
     Action.SPLIT: Rule(_OPEN_BEFORE_RESOLVED, None, Performer.SUPERVISOR, False),
+    Action.PICK_UP: Rule(
+        frozenset({Status.REPORTED, Status.DISPATCHED}),
+        Status.IN_PROGRESS,
+        Performer.ASSIGNEE,
+        False,
+    ),
+    Action.RETURN: Rule(frozenset({Status.IN_PROGRESS}), Status.CLOSED, Performer.ASSIGNEE, False),
 }
 """Every legal transition: from which statuses, to which, by whom, with a note or not."""
 
@@ -399,6 +420,7 @@ def decide(
         )
     if request.action in DUPLICATE_ACTIONS and state.probable_duplicate_of is None:
         raise IllegalTransition(f"cannot {request.action}: the incident is no probable duplicate")
+    _check_kind_of_work(state, request.action)
     assignee = state.assignee
     escalated_to = state.escalated_to
     if request.action is Action.DISPATCH:
@@ -437,6 +459,16 @@ def _check_performer(
             f"{action} belongs to the supervisors of {control or 'no area'}, "
             f"not of {principal.area_prefix}"
         )
+
+
+def _check_kind_of_work(state: IncidentState, action: Action) -> None:
+    """A locker's task moves by pick_up and return; a case by start and resolve."""
+    is_locker_task = state.source == LOCKER_SOURCE
+    if action in LOCKER_ACTIONS and not is_locker_task:
+        raise IllegalTransition(f"cannot {action}: the incident is no cloud locker's task")
+    if action in CASE_ACTIONS and is_locker_task:
+        instead = "pick_up" if action is Action.START else "return"
+        raise IllegalTransition(f"a cloud locker's task is not {action}ed: {instead} it")
 
 
 def _checked_assignee(

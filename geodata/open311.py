@@ -16,6 +16,12 @@ Pure rules over plain data; what clients send is checked in `geodata.open311_inp
   stored apart from the request; a document of this module has no field for them.
 - wangge's seven statuses become the standard's two (`open`, `closed`) with a note that
   says which step the case is at.
+- A **cloud locker's task** (docs/LOCKERS.md) is followed here too, by the drop-off's id
+  that the locker prints on its receipt: service `locker.documents`, which is read, never
+  posted (a task comes from a locker's drop-off), with notes of its own.
+- A request a supervisor **confirmed as a duplicate** reads as its original stands: the
+  original's status, and a note that names the original's id and its note; the resident
+  follows the original through their own request (docs/INTERFACES.md).
 """
 
 import re
@@ -27,7 +33,12 @@ from typing import Final, Literal
 from uuid import UUID
 
 from geodata.accounts import hash_token
-from geodata.categories import CATEGORY_NAMES_ZH, CLASS_NAMES_ZH
+from geodata.categories import (
+    CATEGORY_NAMES_ZH,
+    CLASS_NAMES_ZH,
+    LOCKER_CATEGORY,
+    TASK_CATEGORY_NAMES_ZH,
+)
 from geodata.dataset.layers import LOCAL_TZ
 from geodata.errors import WanggeError
 from geodata.incidents import Status
@@ -145,10 +156,20 @@ def _service(code: str, name: str) -> Service:
     return Service(code, name, description, group, f"{kind},{detail}")
 
 
-SERVICES: Final[tuple[Service, ...]] = tuple(
-    _service(code, name) for code, name in CATEGORY_NAMES_ZH.items()
+LOCKER_SERVICE: Final = Service(
+    service_code=LOCKER_CATEGORY,
+    service_name=TASK_CATEGORY_NAMES_ZH[LOCKER_CATEGORY],
+    description="智慧云柜办事：凭云柜回执上的编号查询办理进度；材料请投入小区云柜，不在此提交。",
+    group="便民服务",
+    keywords="locker,documents",
 )
-"""Every service, in the categories' order (grouped by class)."""
+"""The cloud lockers' tasks: followed by the drop-off's id, never posted."""
+
+SERVICES: Final[tuple[Service, ...]] = (
+    *(_service(code, name) for code, name in CATEGORY_NAMES_ZH.items()),
+    LOCKER_SERVICE,
+)
+"""Every service, in the categories' order (grouped by class), then the lockers'."""
 
 _SERVICES_BY_CODE: Final = {service.service_code: service for service in SERVICES}
 
@@ -156,6 +177,11 @@ _SERVICES_BY_CODE: Final = {service.service_code: service for service in SERVICE
 def is_service_code(code: str) -> bool:
     """Whether `code` is a service's (a category's) code."""
     return code in _SERVICES_BY_CODE
+
+
+def is_postable(code: str) -> bool:
+    """Whether a request may be posted with `code`: a locker's task comes from its locker."""
+    return code in _SERVICES_BY_CODE and code != LOCKER_CATEGORY
 
 
 def find_service(code: str) -> Service:
@@ -195,9 +221,33 @@ PUBLIC_STATES: Final[Mapping[Status, PublicState]] = {
 """Each incident status as the standard's status with its note (docs/INTERFACES.md)."""
 
 
-def public_state(status: str | None) -> PublicState:
+LOCKER_RECEIVED: Final = PublicState("open", "已存入云柜，正在登记")
+"""A drop-off the locker consumer stored whose task is not filed yet."""
+
+LOCKER_STATES: Final[Mapping[Status, PublicState]] = {
+    Status.REPORTED: PublicState("open", "已存入云柜，已通知网格员取件"),
+    Status.DISPATCHED: PublicState("open", "已安排网格员取件"),
+    Status.IN_PROGRESS: PublicState("open", "网格员已取件，正在社区办理"),
+    Status.RESOLVED: PublicState("open", "已办理，等待核查"),
+    Status.ESCALATED: PublicState("open", "取件或办理超时，已由社区督办"),
+    Status.CLOSED: PublicState("closed", "办理结果已放回云柜，请凭取件码取回"),
+    Status.CANCELLED: PublicState("closed", "已撤销"),
+}
+"""A locker's task's statuses as the standard's, with notes about the locker."""
+
+
+def public_state(status: str | None, *, locker: bool = False) -> PublicState:
     """The standard's status and note of an incident status (None: not filed yet)."""
+    if locker:
+        return LOCKER_RECEIVED if status is None else LOCKER_STATES[Status(status)]
     return RECEIVED if status is None else PUBLIC_STATES[Status(status)]
+
+
+def duplicate_state(original_id: UUID, original: PublicState) -> PublicState:
+    """What a confirmed duplicate reads as: its original's status, with a note naming it."""
+    return PublicState(
+        original.status, f"重复上报，已并入请求 {original_id} 处置：{original.notes}"
+    )
 
 
 def incident_statuses(public: PublicStatus) -> tuple[Status, ...]:
@@ -223,6 +273,12 @@ class ServiceRequestRecord:
     status: str | None
     updated_at: datetime | None
     agency: str | None
+    #: A cloud locker's task rather than a posted request (its notes speak of the locker).
+    locker: bool = False
+    #: The original a supervisor confirmed this request repeats, and where it stands.
+    duplicate_of: UUID | None = None
+    original_status: str | None = None
+    original_updated_at: datetime | None = None
 
 
 def _w3c(moment: datetime) -> str:
@@ -230,8 +286,17 @@ def _w3c(moment: datetime) -> str:
 
 
 def service_request_document(record: ServiceRequestRecord) -> dict[str, object]:
-    """The standard's fields of a service request; a contact field is never among them."""
-    state = public_state(record.status)
+    """The standard's fields of a service request; a contact field is never among them.
+
+    A confirmed duplicate shows its original's status and a `status_notes` that names the
+    original's id (GeoReport v2 has no field for the link; the note is where a client
+    shows the city's word on a request).
+    """
+    state = public_state(record.status, locker=record.locker)
+    updated = record.updated_at or record.requested_at
+    if record.duplicate_of is not None and record.original_status is not None:
+        state = duplicate_state(record.duplicate_of, public_state(record.original_status))
+        updated = max(updated, record.original_updated_at or updated)
     service = _SERVICES_BY_CODE.get(record.service_code)
     return {
         "service_request_id": str(record.incident_id),
@@ -243,7 +308,7 @@ def service_request_document(record: ServiceRequestRecord) -> dict[str, object]:
         "agency_responsible": record.agency,
         "service_notice": None,
         "requested_datetime": _w3c(record.requested_at),
-        "updated_datetime": _w3c(record.updated_at or record.requested_at),
+        "updated_datetime": _w3c(updated),
         # No deadline is kept per case yet, so no time can be promised.
         "expected_datetime": None,
         "address": record.address_string,

@@ -19,6 +19,7 @@ from geodata.open311 import (
     InvalidServiceRequest,
     PublicStatus,
     ServiceRequestNotFound,
+    is_postable,
     is_service_code,
 )
 from geodata.storable import Unstorable, check_storable
@@ -147,6 +148,11 @@ def service_request_input(fields: Mapping[str, object]) -> ServiceRequestInput:
         raise InvalidServiceRequest("service_code is required; GET services.json lists them")
     if not is_service_code(code):
         raise InvalidServiceRequest(f"service_code {code[:80]!r} is not a service")
+    if not is_postable(code):
+        raise InvalidServiceRequest(
+            f"{code} is followed, not posted: documents go into a cloud locker, whose"
+            " receipt names the request to follow"
+        )
     return ServiceRequestInput(
         service_code=code,
         lat=_coordinate(fields, "lat", 90.0),

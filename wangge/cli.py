@@ -14,6 +14,7 @@ from wangge.commands import (
     deadlines,
     devices,
     evaluate,
+    lockers,
     open311,
     reports,
     run,
@@ -47,3 +48,4 @@ app.add_typer(users.app, name="users")
 app.add_typer(devices.app, name="devices")
 app.add_typer(open311.app, name="open311")
 app.add_typer(deadlines.app, name="deadlines")
+app.add_typer(lockers.app, name="lockers")

@@ -604,6 +604,40 @@ class Open311Request(Base):
     requested_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
 
 
+class Locker(Base):
+    """A cloud locker (智慧云柜) of the registry: where it stands and its compartments."""
+
+    __tablename__ = "lockers"
+    __table_args__ = (CheckConstraint("compartments BETWEEN 1 AND 200", name="compartments_range"),)
+
+    locker_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    name: Mapped[str] = mapped_column(Text)
+    poi_id: Mapped[str | None] = mapped_column(String(16))
+    compartments: Mapped[int] = mapped_column(Integer)
+    lon: Mapped[float] = mapped_column(Float)
+    lat: Mapped[float] = mapped_column(Float)
+    geom: Mapped[WKBElement] = mapped_column(_geometry("POINT"))
+    # The grid that contained it when registered, as the grid snapshot located it.
+    grid_code: Mapped[str | None] = mapped_column(String(15))
+    added_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class LockerDropoff(Base):
+    """A drop-off at a locker, by its event id, which is also its task's incident id."""
+
+    __tablename__ = "locker_dropoffs"
+    __table_args__ = (Index("ix_locker_dropoffs_locker_dropped", "locker_id", "dropped_at"),)
+
+    event_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    locker_id: Mapped[str] = mapped_column(ForeignKey("lockers.locker_id"))
+    compartment: Mapped[int] = mapped_column(Integer)
+    document_kind: Mapped[str] = mapped_column(Text)
+    dropped_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    received_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
+
+
 class Open311Contact(Base):
     """A resident's contact fields of one request: personal, read by no route or listing."""
 

@@ -5,23 +5,29 @@ of `open311_contacts`: that table is written here and read by nothing in wangge.
 """
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
-from sqlalchemy import Connection, Row, Select, func, insert, select, update
+from sqlalchemy import Connection, Row, Select, and_, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import aliased
 
+from geodata.categories import LOCKER_CATEGORY
 from geodata.db.models import (
     Community,
     District,
     Incident,
+    Locker,
+    LockerDropoff,
     Open311Client,
     Open311Contact,
     Open311Request,
     Street,
 )
 from geodata.hierarchy import COMMUNITY_CODE_LENGTH, DISTRICT_CODE_LENGTH, STREET_CODE_LENGTH
+from geodata.lockers import task_description
 from geodata.open311 import (
     ClientExists,
     ClientNotFound,
@@ -146,6 +152,8 @@ def insert_request(
 
 # The unit that answers for the incident: where a whistle sent it, else its community.
 _AGENCY_CODE: Final = func.coalesce(Incident.escalated_to, Incident.community_code)
+# The original a supervisor confirmed the request's incident repeats.
+_Original = aliased(Incident, name="original")
 
 _COLUMNS: Final = (
     Open311Request.incident_id,
@@ -156,8 +164,13 @@ _COLUMNS: Final = (
     Open311Request.address_string,
     Open311Request.media_url,
     Open311Request.requested_at,
+)
+_INCIDENT_COLUMNS: Final = (
     Incident.status,
     Incident.updated_at,
+    _Original.incident_id.label("original_id"),
+    _Original.status.label("original_status"),
+    _Original.updated_at.label("original_updated_at"),
     func.length(_AGENCY_CODE).label("agency_level"),
     District.name.label("district_name"),
     Street.name.label("street_name"),
@@ -193,18 +206,76 @@ def _record(row: Row[Any]) -> ServiceRequestRecord:
         status=row.status,
         updated_at=row.updated_at,
         agency=_agency(row),
+        duplicate_of=row.original_id,
+        original_status=row.original_status,
+        original_updated_at=row.original_updated_at,
     )
 
 
-def _statement() -> Select[Any]:
+def _with_incident(statement: Select[Any], request_id: Any) -> Select[Any]:
+    """Join the request's incident, its confirmed original, and the answering unit's names."""
     return (
-        select(*_COLUMNS)
-        .select_from(Open311Request)
-        .outerjoin(Incident, Incident.incident_id == Open311Request.incident_id)
+        statement.outerjoin(Incident, Incident.incident_id == request_id)
+        .outerjoin(
+            _Original,
+            and_(Incident.duplicate_confirmed, _Original.incident_id == Incident.duplicate_of),
+        )
         .outerjoin(District, District.code == func.left(_AGENCY_CODE, DISTRICT_CODE_LENGTH))
         .outerjoin(Street, Street.code == func.left(_AGENCY_CODE, STREET_CODE_LENGTH))
         .outerjoin(Community, Community.code == func.left(_AGENCY_CODE, COMMUNITY_CODE_LENGTH))
     )
+
+
+def _statement() -> Select[Any]:
+    statement = select(*_COLUMNS, *_INCIDENT_COLUMNS).select_from(Open311Request)
+    return _with_incident(statement, Open311Request.incident_id)
+
+
+# --------------------------------------------------------------------------- lockers' tasks
+
+
+def _locker_statement() -> Select[Any]:
+    statement = (
+        select(
+            LockerDropoff.event_id,
+            LockerDropoff.compartment,
+            LockerDropoff.document_kind,
+            LockerDropoff.dropped_at,
+            Locker.name.label("locker_name"),
+            Locker.lon,
+            Locker.lat,
+            *_INCIDENT_COLUMNS,
+        )
+        .select_from(LockerDropoff)
+        .join(Locker, Locker.locker_id == LockerDropoff.locker_id)
+    )
+    return _with_incident(statement, LockerDropoff.event_id)
+
+
+def _locker_record(row: Row[Any]) -> ServiceRequestRecord:
+    # Nothing of the resident's is stored: the locker's name stands for the address.
+    return ServiceRequestRecord(
+        incident_id=row.event_id,
+        service_code=LOCKER_CATEGORY,
+        description=task_description(row.locker_name, row.compartment, row.document_kind),
+        lat=row.lat,
+        lon=row.lon,
+        address_string=row.locker_name,
+        media_url=None,
+        requested_at=row.dropped_at,
+        status=row.status,
+        updated_at=row.updated_at,
+        agency=_agency(row),
+        locker=True,
+        duplicate_of=row.original_id,
+        original_status=row.original_status,
+        original_updated_at=row.original_updated_at,
+    )
+
+
+def _locker_tasks(conn: Connection, ids: Sequence[uuid.UUID]) -> list[ServiceRequestRecord]:
+    rows = conn.execute(_locker_statement().where(LockerDropoff.event_id.in_(ids))).all()
+    return [_locker_record(row) for row in rows]
 
 
 def find_requests(conn: Connection, query: RequestQuery) -> list[ServiceRequestRecord]:
@@ -231,10 +302,20 @@ def find_requests(conn: Connection, query: RequestQuery) -> list[ServiceRequestR
             query.limit
         )
     ).all()
-    return [_record(row) for row in rows]
+    records = [_record(row) for row in rows]
+    if query.ids:
+        # A locker's task is listed only to who names it: a resident's errand, not a
+        # public report. Newest first across both, as the listing promises.
+        records += _locker_tasks(conn, query.ids)
+        records.sort(key=lambda r: (-r.requested_at.timestamp(), str(r.incident_id)))
+        records = records[: query.limit]
+    return records
 
 
 def find_request(conn: Connection, incident_id: uuid.UUID) -> ServiceRequestRecord | None:
-    """One request by its id, or None."""
+    """One request (or locker's task) by its id, or None."""
     row = conn.execute(_statement().where(Open311Request.incident_id == incident_id)).one_or_none()
-    return None if row is None else _record(row)
+    if row is not None:
+        return _record(row)
+    tasks = _locker_tasks(conn, [incident_id])
+    return tasks[0] if tasks else None

@@ -49,6 +49,8 @@ EXPECTED_TABLES = {
     "calendar_days",
     "coverage_lattices",
     "coverage_days",
+    "lockers",
+    "locker_dropoffs",
 }
 
 

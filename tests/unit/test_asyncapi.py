@@ -18,6 +18,7 @@ from geodata.contract import (
     DEADLETTER_TOPIC,
     INCIDENT_STATUS_TOPIC,
     INCIDENTS_TOPIC,
+    LOCKER_DROPOFFS_TOPIC,
 )
 from geodata.events import (
     CE_HEADERS,
@@ -108,6 +109,7 @@ PUBLISHED_CE_TYPES = {
     ASSIGNMENTS_TOPIC: {"wangge.assignment.checkin.v1", "wangge.assignment.incident.v1"},
     COMPLIANCE_TOPIC: {"wangge.compliance.v1"},
     INCIDENT_STATUS_TOPIC: {"wangge.incident-status.v1"},
+    LOCKER_DROPOFFS_TOPIC: {"wangge.locker-dropoff.v1"},
 }
 
 

@@ -64,9 +64,14 @@ LEGAL: dict[tuple[Action, Status], Status] = {
     (Action.CANCEL, Status.IN_PROGRESS): Status.CANCELLED,
     (Action.CANCEL, Status.ESCALATED): Status.CANCELLED,
     (Action.CANCEL, Status.RESOLVED): Status.CANCELLED,
+    # A cloud locker's task (source locker): the worker picks up and returns.
+    (Action.PICK_UP, Status.REPORTED): Status.IN_PROGRESS,
+    (Action.PICK_UP, Status.DISPATCHED): Status.IN_PROGRESS,
+    (Action.RETURN, Status.IN_PROGRESS): Status.CLOSED,
 }
 NEEDS_NOTE = {Action.RESOLVE, Action.REOPEN, Action.ESCALATE, Action.CANCEL}
-BY_ASSIGNEE = {Action.START, Action.RESOLVE}
+BY_ASSIGNEE = {Action.START, Action.RESOLVE, Action.PICK_UP, Action.RETURN}
+LOCKER_ACTIONS = {Action.PICK_UP, Action.RETURN}
 
 
 def state(status: Status = Status.REPORTED, **changes: Any) -> IncidentState:
@@ -82,6 +87,11 @@ def state(status: Status = Status.REPORTED, **changes: Any) -> IncidentState:
         reporter_id="W00002",
     )
     return replace(base, **changes)
+
+
+def of_kind(action: Action) -> dict[str, Any]:
+    """What makes `state()` the kind of incident `action` is for: a locker's task or a case."""
+    return {"source": "locker", "reporter_id": None} if action in LOCKER_ACTIONS else {}
 
 
 def request_for(action: Action, assignee: str = "W00009") -> TransitionRequest:
@@ -118,7 +128,7 @@ def run(
 def test_every_status_and_action_is_legal_exactly_as_the_table_says(
     action: Action, status: Status
 ) -> None:
-    current = state(status)
+    current = state(status, **of_kind(action))
     principal = HOLDER if action in BY_ASSIGNEE else SUP_DISTRICT
     expected = LEGAL.get((action, status))
     if expected is None:
@@ -136,9 +146,9 @@ def test_an_admin_may_make_every_legal_transition(action: Action, status: Status
     expected = LEGAL.get((action, status))
     if expected is None:
         with pytest.raises(IllegalTransition):
-            run(state(status), ADMIN, action)
+            run(state(status, **of_kind(action)), ADMIN, action)
     else:
-        assert run(state(status), ADMIN, action).status is expected
+        assert run(state(status, **of_kind(action)), ADMIN, action).status is expected
 
 
 def test_the_full_loop_with_a_failed_verification() -> None:
@@ -170,12 +180,13 @@ def test_the_full_loop_with_a_failed_verification() -> None:
 def test_only_the_assignee_or_an_admin_starts_and_resolves(
     action: Action, principal: Principal, code: str
 ) -> None:
-    status = Status.DISPATCHED if action is Action.START else Status.IN_PROGRESS
+    status = Status.DISPATCHED if action in (Action.START, Action.PICK_UP) else Status.IN_PROGRESS
+    current = state(status, **of_kind(action))
     with pytest.raises(PermissionDenied) as raised:
-        run(state(status), principal, action)
+        run(current, principal, action)
     assert raised.value.code == code
-    assert run(state(status), HOLDER, action).status is LEGAL[(action, status)]
-    assert run(state(status), ADMIN, action).status is LEGAL[(action, status)]
+    assert run(current, HOLDER, action).status is LEGAL[(action, status)]
+    assert run(current, ADMIN, action).status is LEGAL[(action, status)]
 
 
 SUPERVISOR_ACTIONS = sorted(set(Action) - BY_ASSIGNEE)
@@ -354,13 +365,15 @@ def test_listing_filters() -> None:
             check_category(bad)
 
 
-@given(st.lists(st.sampled_from(list(Action)), max_size=12))
+@given(st.lists(st.sampled_from(list(Action)), max_size=12), st.booleans())
 def test_any_sequence_of_actions_follows_the_table_and_final_is_final(
-    actions: list[Action],
+    actions: list[Action], locker_task: bool
 ) -> None:
-    current = state(Status.REPORTED)
+    current = state(Status.REPORTED, **(of_kind(Action.PICK_UP) if locker_task else {}))
+    # A locker's task is not started or resolved; a case is not picked up or returned.
+    not_for_it = {Action.START, Action.RESOLVE} if locker_task else LOCKER_ACTIONS
     for action in actions:
-        expected = LEGAL.get((action, current.status))
+        expected = None if action in not_for_it else LEGAL.get((action, current.status))
         try:
             after = run(current, ADMIN, action)
         except IllegalTransition:
@@ -369,3 +382,42 @@ def test_any_sequence_of_actions_follows_the_table_and_final_is_final(
         assert after.status is expected
         assert current.status not in (Status.CLOSED, Status.CANCELLED)
         current = after
+
+
+# --------------------------------------------------------------------------- cloud lockers
+
+
+def test_a_locker_task_is_picked_up_and_returned_by_its_worker_to_closed() -> None:
+    task = state(Status.REPORTED, **of_kind(Action.PICK_UP))
+    picked = run(task, HOLDER, Action.PICK_UP)
+    assert (picked.status, picked.assignee) == (Status.IN_PROGRESS, "W00001")
+    returned = run(picked, HOLDER, Action.RETURN)
+    assert (returned.status, returned.version) == (Status.CLOSED, task.version + 2)
+
+
+@pytest.mark.parametrize("action", sorted(LOCKER_ACTIONS))
+def test_pick_up_and_return_are_refused_on_a_case_even_to_an_admin(action: Action) -> None:
+    status = Status.REPORTED if action is Action.PICK_UP else Status.IN_PROGRESS
+    with pytest.raises(IllegalTransition, match="no cloud locker's task"):
+        run(state(status), ADMIN, action)
+
+
+@pytest.mark.parametrize(
+    ("action", "status", "instead"),
+    [(Action.START, Status.DISPATCHED, "pick_up"), (Action.RESOLVE, Status.IN_PROGRESS, "return")],
+)
+def test_a_locker_task_is_not_started_or_resolved_but_picked_up_or_returned(
+    action: Action, status: Status, instead: str
+) -> None:
+    with pytest.raises(IllegalTransition, match=instead):
+        run(state(status, source="locker", reporter_id=None), HOLDER, action)
+
+
+def test_another_worker_cannot_pick_up_a_locker_task_nor_see_it() -> None:
+    task = state(Status.REPORTED, source="locker", reporter_id=None)
+    assert not may_read(STRANGER, task)
+    with pytest.raises(WorkerMismatch):
+        run(task, STRANGER, Action.PICK_UP)
+    whistled = replace(task, status=Status.ESCALATED, assignee=None, escalated_to=COMMUNITY)
+    with pytest.raises(WorkerMismatch):
+        run(whistled, HOLDER, Action.PICK_UP)  # the whistle took it from its worker

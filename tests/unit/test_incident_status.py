@@ -194,5 +194,5 @@ def test_a_malformed_change_is_refused_by_the_model(field: str) -> None:
 def test_the_topic_is_one_of_the_contracts_under_any_namespace() -> None:
     assert Topics().incident_status == TOPIC
     assert Topics.under("t1.").incident_status == "t1." + TOPIC
-    assert Topics.under("t1.").all()[-1] == "t1." + TOPIC
+    assert "t1." + TOPIC in Topics.under("t1.").all()
     assert len(set(Topics.under("t1.").all())) == len(Topics().all())

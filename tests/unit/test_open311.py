@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from geodata.categories import CATEGORIES, CATEGORY_NAMES_ZH
+from geodata.categories import CATEGORIES, CATEGORY_NAMES_ZH, TASK_CATEGORY_NAMES_ZH
 from geodata.events import parse_incident
 from geodata.incidents import FINAL_STATUSES, Status
 from geodata.open311 import (
@@ -47,9 +47,11 @@ VALID: dict[str, Any] = {
 
 
 def test_every_category_is_one_service_with_its_chinese_name_and_no_attributes() -> None:
-    assert [s.service_code for s in SERVICES] == list(CATEGORIES)
+    # The categories people report, then the lockers' tasks (followed, never posted).
+    assert [s.service_code for s in SERVICES] == [*CATEGORIES, "locker.documents"]
+    names = CATEGORY_NAMES_ZH | TASK_CATEGORY_NAMES_ZH
     for service in SERVICES:
-        assert service.service_name == CATEGORY_NAMES_ZH[service.service_code]
+        assert service.service_name == names[service.service_code]
         assert service.metadata is False
         assert service.type == "realtime"
         assert service.group
