@@ -51,6 +51,8 @@ BENCHMARKS: dict[str, Benchmark] = {
     "peers": Benchmark("wangge.benchmarks.peers", ("--duration", "1", "--rounds", "1")),
     # Open cases queued (100,000; quick: 20,000), due moments one a second, each timed to Kafka.
     "deadlines": Benchmark("wangge.benchmarks.deadlines", ("--cases", "20000", "--probes", "20")),
+    # A month of cases (9,300), the city's evaluation to 16 clients beside the bare route.
+    "evaluation": Benchmark("wangge.benchmarks.evaluation", ("--duration", "2")),
 }
 
 

@@ -14,7 +14,8 @@ def bench(
     names: Annotated[
         list[str] | None,
         typer.Argument(
-            help="pipeline, compliance, api, import, peers, trackers, app, deadlines (default: all)"
+            help="pipeline, compliance, api, import, peers, trackers, app, deadlines,"
+            " evaluation (default: all)"
         ),
     ] = None,
     quick: Annotated[
