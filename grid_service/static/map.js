@@ -2,6 +2,7 @@
 // live check-ins, and the area's open incidents by status, kept current by the status
 // changes of GET /api/v1/stream. Everything from this origin.
 import { Map as MapLibreMap, NavigationControl, Popup } from "./vendor/maplibre-gl/maplibre-gl.mjs";
+import { callState, callWorker, download, incidentCard } from "./map_act.js";
 
 const TOKEN_KEY = "wangge.token";
 const STATUSES = ["met", "on_track", "at_risk", "missed"];
@@ -191,8 +192,21 @@ function isoWeek(date) {
 
 // ------------------------------------------------------------------ state
 
+// "As of": the whole page's compliance (colours, counters, lists) as it stood at a moment,
+// from ?as_of= (RFC 3339) or the header's control; null: now, and live.
+const PAGE_QUERY = new URLSearchParams(location.search);
+
+function parseAsOf(text) {
+  if (!text) return null;
+  const moment = new Date(text);
+  return Number.isNaN(moment.getTime()) ? null : text;
+}
+
+const INITIAL_AS_OF = parseAsOf(PAGE_QUERY.get("as_of"));
+
 const state = {
-  week: new URLSearchParams(location.search).get("week") || isoWeek(new Date()),
+  week: PAGE_QUERY.get("week") || isoWeek(INITIAL_AS_OF ? new Date(INITIAL_AS_OF) : new Date()),
+  asOf: INITIAL_AS_OF,
   area: null, // the code prefix compliance was read for (null: the whole city)
   grids: new Map(), // grid code -> { name, workers: Map(worker id -> worker) }
   live: [], // live features: { kind, at, feature }
@@ -290,8 +304,10 @@ map.on("idle", () => {
 
 async function loadCompliance() {
   const query = new URLSearchParams({ level: "grid", week: state.week });
+  if (state.asOf) query.set("as_of", state.asOf);
   const report = await getJson(`api/v1/compliance?${query}`);
   state.area = report.code;
+  body.dataset.asOf = state.asOf ? report.as_of : "";
   state.grids = new Map(report.items.map((g) => [g.grid_code, {
     name: g.name,
     workers: new Map(g.workers.map((w) => [w.worker_id, {
@@ -318,13 +334,59 @@ function renderCounts() {
   for (const s of STATUSES) $(`n-${s}`).textContent = byStatus[s];
   attention.sort((a, b) => (a.status === b.status ? a.counted - b.counted : a.status === "missed" ? -1 : 1));
   $("n-attention").textContent = attention.length;
-  $("attention").replaceChildren(...attention.slice(0, LIST_LIMIT).map((w) => {
-    const item = document.createElement("li");
-    item.className = w.status;
-    item.textContent = `${w.name} ${w.id} · ${w.grid || w.code} · ${w.counted}/${w.required}`;
-    item.title = `${w.status}: grid ${w.code}`;
-    return item;
-  }));
+  $("attention").replaceChildren(...attention.slice(0, LIST_LIMIT).map(attentionItem));
+}
+
+// A worker of the at-risk or missed list: their walk (the walk panel follows
+// `wangge:walk`) and a call (POST .../notify, then its delivery followed).
+function attentionItem(w) {
+  const item = document.createElement("li");
+  item.className = w.status;
+  item.dataset.workerId = w.id;
+  const label = document.createElement("span");
+  label.textContent = `${w.name} ${w.id} · ${w.grid || w.code} · ${w.counted}/${w.required}`;
+  label.title = `${w.status}: grid ${w.code}`;
+  const walk = document.createElement("button");
+  walk.type = "button";
+  walk.className = "walk";
+  walk.textContent = "轨迹 walk";
+  walk.title = "show this worker's walk of the week";
+  walk.addEventListener("click", () => {
+    window.dispatchEvent(new CustomEvent("wangge:walk", { detail: { worker_id: w.id, week: state.week } }));
+  });
+  const call = document.createElement("button");
+  call.type = "button";
+  call.className = "notify";
+  call.textContent = "通知 notify";
+  call.title = "call this worker (the city's notify webhook)";
+  const result = document.createElement("span");
+  result.className = "call-state muted";
+  call.addEventListener("click", async () => {
+    call.disabled = true;
+    const sent = await callWorker(w, { authorized, week: () => state.week });
+    result.textContent = sent.text;
+    item.dataset.call = sent.ok ? "pending" : "refused";
+    if (sent.ok) followCall(w.id, sent.call.delivery_id, item, result);
+    else call.disabled = false;
+  });
+  item.append(label, " ", walk, " ", call, " ", result);
+  return item;
+}
+
+// Polls a call until delivered or failed (a few minutes at most), showing its state.
+async function followCall(workerId, deliveryId, item, result) {
+  for (let i = 0; i < 120; i += 1) {
+    await new Promise((resolve) => setTimeout(resolve, i < 20 ? 500 : 3000));
+    const call = await callState(workerId, deliveryId, getJson).catch(() => null);
+    if (!call) continue;
+    item.dataset.call = call.state;
+    result.textContent = {
+      delivered: "已送达 · delivered",
+      failed: `发送失败 · failed (${call.last_error || ""})`,
+      pending: call.attempts ? `重试中 · retrying (${call.attempts})` : "发送中 · sending",
+    }[call.state];
+    if (call.state !== "pending") return;
+  }
 }
 
 function renderViewCounts(rendered) {
@@ -387,11 +449,36 @@ function upsertIncident(update) {
   renderIncidents();
 }
 
+// The incidents shown, on the map and in the list: the category and statuses chosen.
+const incidentFilter = { category: "", statuses: new Set(Object.keys(INCIDENT_NAMES)) };
+
+function shown(incident) {
+  return incidentFilter.statuses.has(incident.status)
+    && (!incidentFilter.category || incident.category === incidentFilter.category
+      || incident.category?.startsWith(`${incidentFilter.category}.`));
+}
+
+function renderCategoryChoices() {
+  const select = $("incident-category");
+  const categories = new Set([...state.incidents.values()].map((i) => i.category).filter(Boolean));
+  const classes = new Set([...categories].map((c) => c.split(".")[0]));
+  const wanted = [...classes, ...categories].sort();
+  const have = [...select.options].slice(1).map((o) => o.value);
+  if (wanted.join() === have.join()) return;
+  select.replaceChildren(select.options[0], ...wanted.map((code) => {
+    const option = document.createElement("option");
+    option.value = code;
+    option.textContent = code.includes(".") ? `  ${code}` : `${code} (全部 all)`;
+    return option;
+  }));
+  select.value = wanted.includes(incidentFilter.category) ? incidentFilter.category : "";
+}
+
 function drawIncidents() {
   const source = map.getSource("incidents");
   if (!source) return;
   const now = performance.now();
-  const features = [...state.incidents.values()].map((i) => ({
+  const features = [...state.incidents.values()].filter(shown).map((i) => ({
     type: "Feature", id: i.id, geometry: { type: "Point", coordinates: [i.lon, i.lat] },
     properties: { id: i.id, status: i.status, category: i.category, assignee: i.assignee,
       overdue: Boolean(i.overdue),
@@ -403,10 +490,13 @@ function drawIncidents() {
 function renderIncidents() {
   drawIncidents();
   // Latest activity first; the times come with different offsets, so compare instants.
-  const incidents = [...state.incidents.values()].sort((a, b) => Date.parse(b.at) - Date.parse(a.at));
-  const open = incidents.filter((i) => i.endedAt === null).length;
+  const all = [...state.incidents.values()].sort((a, b) => Date.parse(b.at) - Date.parse(a.at));
+  const open = all.filter((i) => i.endedAt === null).length;
   $("n-open").textContent = open;
   body.dataset.incidentsOpen = String(open);
+  renderCategoryChoices();
+  const incidents = all.filter(shown);
+  body.dataset.incidentsShown = String(incidents.length);
   $("incident-list").replaceChildren(...incidents.slice(0, LIST_LIMIT).map((i) => {
     const item = document.createElement("li");
     item.className = `incident ${i.status}${i.overdue ? " overdue" : ""}`;
@@ -418,6 +508,9 @@ function renderIncidents() {
       + `${INCIDENT_NAMES[i.status] || i.status} · ${i.category} · ${i.grid || "–"}`
       + (i.assignee ? ` · ${i.assignee}` : "");
     item.title = `${i.id} v${i.version}` + (i.due ? ` · due ${i.due}` : "");
+    item.tabIndex = 0;
+    item.addEventListener("click", () => showIncident(i.id));
+    item.addEventListener("keydown", (event) => { if (event.key === "Enter") showIncident(i.id); });
     return item;
   }));
 }
@@ -451,6 +544,7 @@ function bump(counter) {
 
 function onCompliance(change) {
   bump("changes");
+  if (state.asOf) return; // a moment of the past: the live changes are not part of it
   if (change.week !== state.week) {
     const notice = $("other-week");
     notice.hidden = false;
@@ -588,7 +682,83 @@ map.on("click", "incidents-points", (e) => {
   const p = e.features[0].properties;
   const text = `${INCIDENT_NAMES[p.status] || p.status} · ${p.category}` + (p.assignee ? ` · ${p.assignee}` : "");
   new Popup({ closeButton: false }).setLngLat(e.lngLat).setText(text).addTo(map);
+  showIncident(p.id);
 });
+map.on("mouseenter", "incidents-points", () => { map.getCanvas().style.cursor = "pointer"; });
+map.on("mouseleave", "incidents-points", () => { map.getCanvas().style.cursor = ""; });
+
+// ------------------------------------------------------------------ acting on an incident
+
+let card = null; // made once signed in (it needs `me`)
+
+function showIncident(id) {
+  if (card) card.show(id).catch((error) => console.warn("incident", error));
+}
+
+// The card read or moved an incident: the map and the list follow its newest version.
+function followIncident(feature) {
+  const p = feature.properties;
+  const [lon, lat] = feature.geometry.coordinates;
+  upsertIncident({ id: p.incident_id, status: p.status, version: p.version, category: p.category,
+    grid: p.grid_code, assignee: p.assignee, lon, lat, at: p.updated_at, overdue: p.overdue, due: p.due_at });
+}
+
+function setupIncidentFilters() {
+  $("incident-category").addEventListener("change", () => {
+    incidentFilter.category = $("incident-category").value;
+    renderIncidents();
+  });
+  for (const box of document.querySelectorAll("#incident-statuses input")) {
+    box.addEventListener("change", () => {
+      if (box.checked) incidentFilter.statuses.add(box.value);
+      else incidentFilter.statuses.delete(box.value);
+      renderIncidents();
+    });
+  }
+}
+
+// ------------------------------------------------------------------ as of, export
+
+const asOfFollowers = [];
+
+// "2020-09-11T18:00:00+08:00" <-> the datetime-local control's "2020-09-11T18:00", in Beijing time.
+function asOfControlValue(asOf) {
+  if (!asOf) return "";
+  const local = new Date(new Date(asOf).getTime() + 8 * 3600_000);
+  return local.toISOString().slice(0, 16);
+}
+
+function setAsOf(asOf) {
+  state.asOf = asOf;
+  $("as-of").value = asOfControlValue(asOf);
+  $("as-of-now").hidden = !asOf;
+  body.dataset.asOfSet = String(Boolean(asOf));
+  const url = new URL(location.href);
+  if (asOf) url.searchParams.set("as_of", asOf); else url.searchParams.delete("as_of");
+  history.replaceState(null, "", url);
+  loadCompliance().catch((error) => console.warn(error));
+  window.dispatchEvent(new CustomEvent("wangge:as-of", { detail: { as_of: asOf } }));
+  for (const follow of asOfFollowers) follow(asOf);
+}
+
+function setupAsOfAndExport() {
+  $("as-of").value = asOfControlValue(state.asOf);
+  $("as-of-now").hidden = !state.asOf;
+  body.dataset.asOfSet = String(Boolean(state.asOf));
+  $("as-of").addEventListener("change", () => {
+    const value = $("as-of").value;
+    setAsOf(value ? `${value}:00+08:00` : null);
+  });
+  $("as-of-now").addEventListener("click", () => setAsOf(null));
+  for (const format of ["csv", "xlsx"]) {
+    $(`export-${format}`).addEventListener("click", () => {
+      const query = new URLSearchParams({ format, week: state.week });
+      if (state.asOf) query.set("as_of", state.asOf);
+      download(`api/v1/compliance/export?${query}`, authorized)
+        .catch((error) => { $("last").textContent = `导出失败 export failed: ${error.message}`; });
+    });
+  }
+}
 map.on("mouseenter", "grids-fill", () => { map.getCanvas().style.cursor = "pointer"; });
 map.on("mouseleave", "grids-fill", () => { map.getCanvas().style.cursor = ""; });
 
@@ -620,6 +790,11 @@ async function loadPanels(me) {
     // fn(message) for each stream event of that type: checkin, incident, incident_status, compliance
     on(type, follow) { listeners.set(type, [...(listeners.get(type) || []), follow]); },
     onWeekChange(follow) { weekFollowers.push(follow); },
+    // The page's "as of" (RFC 3339, or null for now), and fn(asOf) when it changes; the
+    // same as the window's `wangge:as-of` event.
+    asOf: () => state.asOf,
+    onAsOfChange(follow) { asOfFollowers.push(follow); },
+    showIncident,
   };
   for (const name of panels) {
     try {
@@ -671,6 +846,8 @@ async function start() {
     for (const follow of weekFollowers) follow(state.week);
   });
   $("logout").addEventListener("click", signOut);
+  setupIncidentFilters();
+  setupAsOfAndExport();
   $("change-password").addEventListener("click", () => changePassword().catch((error) => console.warn(error)));
   await new Promise((resolve) => (map.loaded() ? resolve() : map.once("load", resolve)));
   addLayers();
@@ -696,6 +873,8 @@ async function start() {
     }
   }
   $("login").close();
+  card = incidentCard({ section: $("incident-detail"), me, getJson, authorized, escapeText,
+    week: () => state.week, onMoved: followIncident });
   await loadPanels(me).catch((error) => console.error("could not list the panels", error));
   loadIncidents().catch((error) => console.warn("could not list the open incidents", error));
   await fitArea(state.area);
