@@ -21,13 +21,20 @@ from wangge.simulation.db import load_world
 from wangge.simulation.week import Progress
 
 if TYPE_CHECKING:
-    from wangge.simulation.producer import ProduceStats
+    from wangge.simulation.producer import Pacing, ProduceStats
+    from wangge.simulation.week import SimulatedWeek
 
 
 #: `wangge up --simulate --week live`: this week as it happens, in real time.
 LIVE_WEEK = "live"
 #: `wangge up --simulate` replays a week this many times faster than real time.
 UP_REPLAY_SPEED = "60"
+#: A replay cuts a longer silence between messages to this many simulated seconds, so
+#: its nights pass in seconds (at 60×, two).
+REPLAY_MAX_IDLE_S = 120.0
+#: A replay starts this many simulated seconds before its first check-in (at 60×, one);
+#: the night's few reports before then are sent at once.
+REPLAY_LEAD_S = 60.0
 
 
 class SimulationRefused(WanggeError):
@@ -143,6 +150,20 @@ class SimulationRun:
     left_out: int
 
 
+def replay_pacing(simulated: "SimulatedWeek", speed: float | None, rate: float | None) -> "Pacing":
+    """How a replay of a past week goes: from just before its first check-in, not from
+    Monday 00:00 (the first walks begin some seven simulated hours later), the nights cut."""
+    from wangge.simulation.producer import Pacing
+
+    first = simulated.first_checkin_s()
+    return Pacing(
+        speed=speed,
+        rate=rate,
+        anchor_s=None if first is None else first - REPLAY_LEAD_S,
+        max_idle_s=REPLAY_MAX_IDLE_S,
+    )
+
+
 def run_simulation(
     database_url: str, kafka: KafkaSettings, options: SimulateOptions, progress: Progress
 ) -> SimulationRun:
@@ -171,7 +192,11 @@ def run_simulation(
     if options.truth is not None:
         options.truth.write_text(simulated.truth.to_json(), encoding="utf-8")
     services.ensure_topics(kafka.bootstrap, kafka.topic_partitions, kafka.topics)
-    pacing = Pacing(speed=speed, rate=options.rate, anchor_s=time.time() if live else None)
+    pacing = (
+        replay_pacing(simulated, speed, options.rate)
+        if not live
+        else Pacing(speed=speed, rate=options.rate, anchor_s=time.time())
+    )
     stats = produce_week(simulated, kafka.bootstrap, kafka.topics, pacing, progress)
 
     return SimulationRun(

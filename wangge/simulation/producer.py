@@ -14,6 +14,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Final
 
+import numpy as np
+import numpy.typing as npt
+
 import kafka_clients
 from geodata.contract import CHECKINS_TOPIC, INCIDENTS_TOPIC, Topics
 from geodata.events import CE_TYPES, cloudevent_headers
@@ -36,14 +39,37 @@ class Pacing:
     #: At most this many messages a second (None: no cap).
     rate: float | None = None
     #: The simulated instant (epoch s) that maps to the start; None: the first message's.
-    #: Live mode passes "now", so what is already due goes at once and the rest on time.
+    #: Live mode passes "now", so what is already due goes at once and the rest on time;
+    #: a replay, a moment before its first check-in, so its first walk moves at once.
     anchor_s: float | None = None
+    #: A longer silence between two messages (simulated seconds) is cut to this, so a
+    #: replay's nights, when nobody walks, pass in seconds (None: every gap in full; live).
+    max_idle_s: float | None = None
 
     def __post_init__(self) -> None:
         if self.speed is not None and self.speed <= 0:
             raise ValueError("speed must be positive")
         if self.rate is not None and self.rate <= 0:
             raise ValueError("rate must be positive")
+        if self.max_idle_s is not None and self.max_idle_s < 0:
+            raise ValueError("max_idle_s must not be negative")
+
+
+def replay_timeline(
+    send_s: npt.NDArray[np.float64], origin: float, max_idle_s: float | None
+) -> npt.NDArray[np.float64]:
+    """Simulated seconds after `origin` at which each message (sorted by send time) goes:
+    those due before `origin` at once, and every later silence longer than `max_idle_s`
+    cut to it (None: none cut).
+
+    Event times are not touched, only when the messages are sent: a replay's nights, when
+    nobody walks, pass in a few seconds of real time.
+    """
+    elapsed = np.maximum(np.asarray(send_s, dtype=np.float64) - origin, 0.0)
+    if max_idle_s is None or len(elapsed) == 0:
+        return elapsed
+    gaps = np.diff(elapsed, prepend=0.0)
+    return np.cumsum(np.minimum(gaps, max_idle_s))
 
 
 @dataclass
@@ -113,6 +139,7 @@ def produce_week(
         if pacing.anchor_s is not None
         else float(simulated.send_s[0] if total else 0)
     )
+    timeline = replay_timeline(simulated.send_s, origin, pacing.max_idle_s)
     sent = 0
     shown = 0.0
     try:
@@ -120,7 +147,7 @@ def produce_week(
             for message in batch:
                 due = started
                 if pacing.speed is not None:
-                    due += (message.send_s - origin) / pacing.speed
+                    due += float(timeline[sent]) / pacing.speed
                 if pacing.rate is not None:
                     due = max(due, started + sent / pacing.rate)
                 if due > time.monotonic():

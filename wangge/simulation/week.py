@@ -62,6 +62,12 @@ class SimulatedWeek:
     def __len__(self) -> int:
         return len(self.send_s)
 
+    def first_checkin_s(self) -> float | None:
+        """When the week's first check-in is sent (epoch s), None if it has none: a replay
+        starts just before it rather than at the night's few reports."""
+        fixes = np.flatnonzero(self.source == _FIX)
+        return float(self.send_s[fixes[0]]) if len(fixes) else None
+
     def batches(self, size: int = 20_000) -> Iterator[list[Message]]:
         """The messages in sending order, `size` at a time, formatted as phones send them."""
         worker_ids = np.array([p.worker.worker_id for p in self.plans], dtype=object)
