@@ -114,7 +114,7 @@ def test_incremental_cells_and_visits_equal_a_computation_from_scratch(
                 VISITS_FROM_SCRATCH, {"first": start.date(), "last": start.date() + timedelta(6)}
             )
         }
-    items = {item["grid_code"]: item for item in week_grids(admin)}
+    items = {str(item["grid_code"]): item for item in week_grids(admin)}
     assert len(items) == 1138
     walked = {code for code, item in items.items() if item["cells_covered"]}
     assert walked == set(cells)
