@@ -109,6 +109,7 @@ OK, ACC, NONE = "200", "202", "401 missing_token"
 ROLE, AREA = "403 forbidden", "403 outside_area"
 SELF, SRC = "403 worker_mismatch", "403 source_not_allowed"
 GONE = "404 worker_not_found"
+OFF = "503 notify_unavailable"  # allowed, but this app has no notify webhook
 EXPECTED: dict[str, tuple[str, ...]] = {
     # case                             worker_a worker_b sup_x  sup_y  sup_c  admin  anonymous
     "checkin as A":                    (ACC,    SELF,    ROLE,  ROLE,  ROLE,  ROLE,  NONE),
@@ -130,6 +131,9 @@ EXPECTED: dict[str, tuple[str, ...]] = {
     "boundary import (dry run)":       (ROLE,   ROLE,    ROLE,  ROLE,  ROLE,  OK,    NONE),
     "grid in C (public geometry)":     (OK,     OK,      OK,    OK,    OK,    OK,    OK),
     "OGC incidents (personal data)":   ("403",  "403",   OK,    OK,    OK,    OK,    "401"),
+    "export compliance of X":          (ROLE,   ROLE,    OK,    AREA,  AREA,  OK,    NONE),
+    "calls of worker A":               (ROLE,   ROLE,    OK,    AREA,  OK,    OK,    NONE),
+    "call worker A (no webhook)":      (ROLE,   ROLE,    OFF,   AREA,  OFF,   OFF,   NONE),
 }  # fmt: skip
 """Every endpoint × object × caller, written out rather than derived from the rules."""
 
@@ -208,6 +212,14 @@ class Matrix:
             return client.get(f"/api/v1/grids/{city.grid_a}", headers=headers)
         if case == "OGC incidents (personal data)":
             return client.get("/ogc/collections/incidents/items", headers=headers)
+        if case == "export compliance of X":
+            params = {"week": WEEK, "as_of": AS_OF, "code": city.district_x}
+            return client.get("/api/v1/compliance/export", params=params, headers=headers)
+        if case == "calls of worker A":
+            return client.get(f"/api/v1/workers/{city.worker_a}/notify", headers=headers)
+        if case == "call worker A (no webhook)":
+            url = f"/api/v1/workers/{city.worker_a}/notify"
+            return client.post(url, json={"week": WEEK}, headers=headers)
         raise AssertionError(f"no request for {case!r}")
 
 
