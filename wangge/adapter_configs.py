@@ -5,6 +5,7 @@
 """
 
 from event_consumers.runner import RunnerConfig
+from geodata.coverage import CoverageConfig
 from geodata.db.engine import libpq_url
 from grid_service.app import ApiConfig
 from grid_service.auth import AuthConfig
@@ -15,6 +16,7 @@ from wangge.settings import (
     AttachmentSettings,
     BasemapSettings,
     CorsSettings,
+    CoverageSettings,
     DatabaseSettings,
     DuplicateSettings,
     GridSnapshotSettings,
@@ -61,6 +63,11 @@ def api_config() -> ApiConfig:
     )
 
 
+def _coverage_config() -> CoverageConfig:
+    patrol = PatrolSettings().compliance_config()
+    return CoverageSettings().config(patrol.timezone, patrol.max_accuracy_m)
+
+
 def runner_config(group: str | None = None) -> RunnerConfig:
     """The consumers' config; `group` overrides WANGGE_CONSUMER_GROUP."""
     kafka = KafkaSettings()
@@ -73,4 +80,5 @@ def runner_config(group: str | None = None) -> RunnerConfig:
         compliance=PatrolSettings().compliance_config(),
         grid_snapshot=GridSnapshotSettings().policy(),
         duplicates=DuplicateSettings().rule(),
+        coverage=_coverage_config(),
     )

@@ -14,6 +14,7 @@ from geodata.attachments import AttachmentConfig
 from geodata.basemap import Basemap, parse_basemap
 from geodata.compliance import ComplianceConfig
 from geodata.contract import Topics
+from geodata.coverage import CoverageConfig
 from geodata.db.engine import PoolPolicy
 from geodata.db.tile_memory import DEFAULT_MAX_BYTES as DEFAULT_TILE_CACHE_BYTES
 from geodata.duplicates import DEFAULT_RADIUS_M, DEFAULT_WINDOW, DuplicateRule
@@ -134,6 +135,22 @@ class DuplicateSettings(BaseSettings):
     def rule(self) -> DuplicateRule:
         """The duplicate rule these settings ask for."""
         return DuplicateRule(self.duplicate_radius_m, timedelta(hours=self.duplicate_window_h))
+
+
+class CoverageSettings(BaseSettings):
+    """How the storage stage measures the share of a grid its walks cover (geodata.coverage)."""
+
+    model_config = _config()
+
+    coverage_buffer_m: float = Field(
+        default=25.0, gt=0, le=500, description="metres around each usable fix counted as walked"
+    )
+
+    def config(self, timezone: str, max_accuracy_m: float) -> CoverageConfig:
+        """The coverage config, with the patrol rule's zone and accuracy limit."""
+        return CoverageConfig(
+            buffer_m=self.coverage_buffer_m, timezone=timezone, max_accuracy_m=max_accuracy_m
+        )
 
 
 class PatrolSettings(BaseSettings):
