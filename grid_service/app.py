@@ -7,7 +7,7 @@ import tempfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final
+from typing import Final, Literal
 
 from anyio import to_thread
 from fastapi import FastAPI
@@ -18,6 +18,7 @@ from geodata.compliance import ComplianceConfig
 from geodata.contract import Topics
 from geodata.db.compliance_memory import ComplianceMemory
 from geodata.db.engine import PoolPolicy, create_db_engine
+from geodata.db.engine_clock import EngineClock, utc_now
 from geodata.db.grid_cache import GridSnapshotCache
 from geodata.db.tile_memory import DEFAULT_MAX_BYTES as DEFAULT_TILE_CACHE_BYTES
 from geodata.db.tile_memory import TileMemory
@@ -87,6 +88,9 @@ class ApiConfig:
     #: Seconds between reads of the compliance engine's new patrols into memory; 0: none
     #: held, compliance read from the database (settings: WANGGE_COMPLIANCE_REFRESH_S).
     compliance_refresh_s: float = 0.5
+    #: "now" of compliance answers without `as_of`: `wall`, or `engine`, the compliance
+    #: engine's watermark, for a replayed week (settings: WANGGE_COMPLIANCE_CLOCK).
+    compliance_clock: Literal["wall", "engine"] = "wall"
     #: Where incident photos are kept (settings: WANGGE_ATTACHMENTS_DIR, under the state
     #: directory); a config built in code keeps them in the system's temporary directory.
     attachments: AttachmentConfig = field(
@@ -132,8 +136,16 @@ def create_app(config: ApiConfig) -> FastAPI:
         )
         tiles.start()
         # Loaded and refreshed from the first compliance request on (the route starts it).
+        clock = app.state.engine_clock = (
+            EngineClock(engine) if config.compliance_clock == "engine" else None
+        )
+        if clock is not None:
+            clock.start()
         app.state.compliance_memory = ComplianceMemory(
-            engine, config.compliance, config.compliance_refresh_s
+            engine,
+            config.compliance,
+            config.compliance_refresh_s,
+            clock=clock if clock is not None else utc_now,
         )
         producer = app.state.producer = create_producer(
             config.kafka_bootstrap, topics=config.topics
@@ -164,6 +176,8 @@ def create_app(config: ApiConfig) -> FastAPI:
             notify_sender.stop()
         monitor.stop()
         app.state.compliance_memory.stop()
+        if clock is not None:
+            clock.stop()
         tiles.stop()
         producer.close()
         engine.dispose()

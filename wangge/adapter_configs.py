@@ -56,6 +56,7 @@ def api_config() -> ApiConfig:
         db_pool=database.pool_policy(),
         tile_cache_bytes=TileCacheSettings().max_bytes(),
         compliance_refresh_s=ApiSettings().compliance_refresh_s,
+        compliance_clock=ApiSettings().compliance_clock,
         attachments=AttachmentSettings().config(),
         duplicates=DuplicateSettings().rule(),
         basemap=BasemapSettings().basemap_config(),

@@ -397,6 +397,12 @@ class ApiSettings(BaseSettings):
         description="seconds between the API's reads of the compliance engine's new patrols"
         " into the open weeks it holds in memory; 0 holds none (every read recomputes)",
     )
+    compliance_clock: Literal["wall", "engine"] = Field(
+        default="wall",
+        description="the time compliance is answered as of without as_of: wall, or engine,"
+        " the compliance engine's latest check-in time (`wangge up --simulate` sets it for"
+        " a replayed week)",
+    )
 
 
 class PublicUrlSettings(BaseSettings):
