@@ -292,11 +292,13 @@ def find_requests(conn: Connection, query: RequestQuery) -> list[ServiceRequestR
             statement = statement.where(Open311Request.requested_at <= query.end)
         if len(query.statuses) == 1:
             wanted = [s.value for s in incident_statuses(query.statuses[0])]
+            # A confirmed duplicate stands as its original does.
+            status = func.coalesce(_Original.status, Incident.status)
             # A request not filed yet has no incident: it is open.
             if query.statuses[0] == "open":
-                statement = statement.where(Incident.status.in_(wanted) | Incident.status.is_(None))
+                statement = statement.where(status.in_(wanted) | status.is_(None))
             else:
-                statement = statement.where(Incident.status.in_(wanted))
+                statement = statement.where(status.in_(wanted))
     rows = conn.execute(
         statement.order_by(Open311Request.requested_at.desc(), Open311Request.incident_id).limit(
             query.limit

@@ -423,8 +423,9 @@ def test_unknown_services_and_requests_are_404_arrays(filed: Filed) -> None:
     assert_error_array(client.get(f"{V2}/requests/{uuid.uuid4()}.json"), 404)
     assert_error_array(client.get(f"{V2}/requests/12345.json"), 404)
     services = client.get(f"{V2}/services.json").json()
-    assert len(services) == 44
+    assert len(services) == 45  # the 44 categories, then the cloud lockers' tasks
     assert services[0]["service_code"] == "environment.garbage"
+    assert services[-1]["service_code"] == "locker.documents"
     definition = client.get(f"{V2}/services/public_facilities.street_light.json").json()
     assert definition == {"service_code": "public_facilities.street_light", "attributes": []}
 
@@ -596,6 +597,46 @@ def test_a_bad_query_is_a_400_array(statuses_env: Env) -> None:
     assert "90 days" in assert_error_array(client.get(f"{V2}/requests.json", params=span), 400)
     naive = client.get(f"{V2}/requests.json", params={"end_date": "2026-01-01T00:00:00"})
     assert_error_array(naive, 400)
+
+
+def test_a_confirmed_duplicate_reads_as_its_original_stands_and_names_it(
+    statuses_env: Env,
+) -> None:
+    env, grid = statuses_env, statuses_env.city.grid_a
+    original = store_incident(env.database_url, grid, staff=env.city.worker_a, status="dispatched")
+    repeat = store_incident(env.database_url, grid, staff=None)
+    _request_row(
+        env.database_url, repeat, code="environment.garbage", at=datetime.now(UTC), client="app"
+    )
+    with psycopg.connect(env.database_url) as conn:
+        # Test setup only: the link the consumer makes at filing (geodata.duplicates).
+        conn.execute(
+            "UPDATE incidents SET duplicate_of = %s, duplicate_distance_m = 12"
+            " WHERE incident_id = %s",
+            (original, repeat),
+        )
+
+    def read() -> tuple[str, str]:
+        response = env.client.get(f"{V2}/requests/{repeat}.json")
+        assert response.status_code == 200, response.text
+        [document] = response.json()
+        return document["status"], document["status_notes"]
+
+    def listed(status: str) -> set[str]:
+        documents = env.client.get(f"{V2}/requests.json", params={"status": status}).json()
+        return {d["service_request_id"] for d in documents}
+
+    assert read() == ("open", "已立案，等待派遣")
+    confirmed = env.patch("sup_c", repeat, {"action": "confirm_duplicate"})
+    assert confirmed.status_code == 200, confirmed.text
+    # Cancelled itself, it stays open while its original is, and names the one it joined.
+    assert read() == ("open", f"重复上报，已并入请求 {original} 处置：已派遣网格员")
+    assert repeat in listed("open")
+    assert repeat not in listed("closed")
+    with psycopg.connect(env.database_url) as conn:
+        conn.execute("UPDATE incidents SET status = 'closed' WHERE incident_id = %s", (original,))
+    assert read() == ("closed", f"重复上报，已并入请求 {original} 处置：已核查结案")
+    assert repeat in listed("closed")
 
 
 def test_the_openapi_document_describes_the_facade_with_its_error_array(
