@@ -104,7 +104,9 @@ def _consume(names: list[str], group: str | None, idle_exit_after_s: float | Non
 def consume(
     names: Annotated[
         list[str] | None,
-        typer.Argument(help="consumers to run: checkins, incidents, compliance (default all)"),
+        typer.Argument(
+            help="consumers to run: checkins, incidents, lockers, compliance (default all)"
+        ),
     ] = None,
     group: Annotated[
         str | None, typer.Option(help="Kafka consumer group (default: WANGGE_CONSUMER_GROUP)")
