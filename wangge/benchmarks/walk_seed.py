@@ -1,12 +1,12 @@
 """A worker's seeded week of walks, written as the pipeline would have stored it.
 
 Seven walks around one grid over the week, a fix every 30 seconds (about 500 in all),
-with one fix of each kind a supervisor should doubt: poor accuracy, an impossible jump,
-a mocked position and a fix in a neighbouring grid. The check-ins go into `checkins`
-with the intake's flags, and the patrols into `patrols` as the compliance engine cuts
-and judges them (`geodata.compliance.build_patrols`, `valid_at`), so the track and the
-patrols routes read exactly what a real week leaves behind. Used by the track benchmark
-and by the walk's tests.
+with one fix of each kind a supervisor should doubt: poor accuracy, an impossible jump
+(out of every grid), a mocked position and a fix in a neighbouring grid. The check-ins
+go into `checkins` with the intake's flags, and the patrols into `patrols` as the
+compliance engine cuts and judges them (`geodata.compliance.build_patrols`,
+`valid_at`), so the track and the patrols routes read exactly what a real week leaves
+behind. Used by the track benchmark and by the walk's tests.
 """
 
 import random
@@ -67,15 +67,19 @@ def seed_walk_week(database_url: str, worker_id: str | None = None, seed: int = 
             offset = rng.random()
             for i in range(count):
                 at = begin + i * FIX_EVERY
-                fraction = (offset + i / max(count - 1, 1) * 0.9) % 1.0
+                # A 40-minute walk goes nine tenths of the way round; a shorter one less.
+                fraction = (offset + i / max(count - 1, 1) * 0.9 * minutes / 40) % 1.0
                 point = ring.interpolate(fraction, normalized=True)
                 lon = point.x + rng.gauss(0, 0.00002)
                 lat = point.y + rng.gauss(0, 0.00002)
-                accuracy, flags, code, assigned = rng.uniform(4, 15), [], grid_code, True
+                code: str | None = grid_code
+                accuracy, flags, assigned = rng.uniform(4, 15), [], True
                 if n == 2 and i == 10:
                     accuracy, flags = 180.0, [LOW_ACCURACY]
                 elif n == 3 and i == 20:
+                    # A jump of kilometres in 30 s, out of the city's grids.
                     lon, lat, flags = lon + 0.05, lat + 0.05, [IMPLAUSIBLE_SPEED]
+                    code, assigned = None, False
                 elif n == 5 and i == 30:
                     flags = [MOCKED]
                 elif n == 6 and i == count - 1:
