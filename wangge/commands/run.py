@@ -174,7 +174,7 @@ def up(
     """
     from geodata.db import migrate
     from geodata.errors import WanggeError
-    from wangge.simulation.cli import replay_intake_env, up_simulator_args
+    from wangge.simulation.cli import map_path, replay_intake_env, up_simulator_args
 
     simulator_args: list[str] | None = None
     try:
@@ -224,7 +224,7 @@ def up(
         if simulator_args:
             console.print(f"simulating: wangge {' '.join(simulator_args[:-1])}", soft_wrap=True)
         # Last, so it is the line in view: where to go and how to get in.
-        console.print(_up_line(base, admin), soft_wrap=True)
+        console.print(_up_line(base, admin, map_path(simulator_args or [])), soft_wrap=True)
         _watch(children, simulator)
     except KeyboardInterrupt:
         console.print("stopping the simulator, the consumers and the API")
@@ -247,9 +247,10 @@ def _local_admin() -> "LocalAdmin | None":
         return None
 
 
-def _up_line(base: str, admin: "LocalAdmin | None") -> str:
-    """The one line `up` leaves in view: the map, and who may sign in."""
-    start = f"[bold green]wangge is up:[/] {base}/map"
+def _up_line(base: str, admin: "LocalAdmin | None", page: str = "/map") -> str:
+    """The one line `up` leaves in view: the map (on a replayed week, that week), and who
+    may sign in."""
+    start = f"[bold green]wangge is up:[/] {base}{page}"
     if admin is None:
         return f"{start}  sign in with your account  (Ctrl-C stops)"
     if admin.password is None:

@@ -77,8 +77,9 @@ def parse_speed(speed: str | None, live: bool) -> float | None:
     return value
 
 
-def log_progress(console: Console, every_s: float = 30.0) -> Progress:
-    """Progress as a plain line every `every_s` seconds, for output shared with other logs."""
+def log_progress(console: Console, every_s: float = 600.0) -> Progress:
+    """Progress as a plain line every `every_s` seconds, for output shared with other logs
+    (`wangge up`'s: rare, so that the line with the map's address stays in view)."""
     last: dict[str, float] = {}
 
     def show(step: str, done: int, total: int) -> None:
@@ -120,21 +121,39 @@ def up_simulator_args(
     return [*args, "--seed", str(seed), "--background"]
 
 
-def replay_intake_env(simulator_args: list[str]) -> dict[str, str]:
-    """Settings that let the consumers and the API take the replayed week's events.
+def replayed_week(simulator_args: list[str]) -> str | None:
+    """The ISO week `wangge up`'s simulator replays, None for a live stream (or none)."""
+    if "--week" not in simulator_args:
+        return None
+    return simulator_args[simulator_args.index("--week") + 1]
 
+
+def map_path(simulator_args: list[str]) -> str:
+    """The map's path `wangge up` prints: on the replayed week (the map reads `?week=`),
+    since the map opens on the current week otherwise."""
+    week = replayed_week(simulator_args)
+    return f"/map?week={week}" if week else "/map"
+
+
+def replay_intake_env(simulator_args: list[str]) -> dict[str, str]:
+    """Settings that let the consumers and the API take and show the replayed week.
+
+    The API answers compliance as of the compliance engine's clock (the replay's moment)
+    rather than the wall clock, after the week's end, which would call everyone missed.
     Events older than WANGGE_EVENT_MAX_AGE_DAYS are refused; a replay of a week further
     back than that widens the limit for the processes `wangge up` starts, no more.
     """
-    if "--week" not in simulator_args:
+    week = replayed_week(simulator_args)
+    if week is None:
         return {}
-    monday = parse_week(simulator_args[simulator_args.index("--week") + 1]).monday
+    env = {"WANGGE_COMPLIANCE_CLOCK": "engine"}
+    monday = parse_week(week).monday
     # The oldest event of the week is its Monday's, with a day's margin.
     needed = (datetime.now(UTC).date() - monday).days + 2
     configured = IntakeSettings().event_max_age_days
-    if configured == 0 or needed <= configured:
-        return {}
-    return {"WANGGE_EVENT_MAX_AGE_DAYS": str(needed)}
+    if configured != 0 and needed > configured:
+        env["WANGGE_EVENT_MAX_AGE_DAYS"] = str(needed)
+    return env
 
 
 @dataclass(frozen=True)
