@@ -4,12 +4,17 @@ The app is static files in `grid_service/static/app` (HTML, its scripts, a web a
 manifest and a service worker), served by this process, nothing from outside. They are
 read once and kept in memory with their gzip form: the app's first load is over a
 phone's slow network, where every byte counts, and a revalidation (`If-None-Match`) costs
-no body. The page holds no data and no secret: the worker pastes a token once, and the
-page keeps it in the browser (localStorage) and sends it in headers only.
+no body. The page holds no data and no secret: the worker signs in with a name and a
+password (POST /api/v1/session; the session cookie is HttpOnly, so the page never sees
+it, and every request says X-Requested-With), or, for trackers and tests, pastes or
+scans a token once, which the page keeps in the browser (localStorage) and sends in
+headers only. A 401 while sending the queue (the session expired offline) asks for a
+sign-in and keeps the queue.
 
-`/api/v1/workers/me` answers, for a worker's token, in one round trip what the app draws
-first: who the worker is, the boundaries of its grids now, and this week's patrol status
-in each, as of now (the compliance read supervisors get, for the worker's own pairs).
+`/api/v1/workers/me` answers, for a worker's session or token, in one round trip what the
+app draws first: who the worker is, the boundaries of its grids now, and this week's
+patrol status in each, as of now (the compliance read supervisors get, for the worker's
+own pairs).
 """
 
 import gzip
@@ -186,8 +191,8 @@ class MePublic(BaseModel):
 
 
 _ME_ERRORS: Final[dict[int | str, dict[str, Any]]] = {
-    401: {"model": ErrorBody, "description": "missing_token or invalid_token"},
-    403: {"model": ErrorBody, "description": "forbidden: not a worker's token"},
+    401: {"model": ErrorBody, "description": "missing_token, invalid_token or session_expired"},
+    403: {"model": ErrorBody, "description": "forbidden: not a worker's account"},
     422: {"model": ErrorBody, "description": "invalid_week"},
 }
 
@@ -203,9 +208,9 @@ async def read_me(
         Query(description="ISO week such as 2020-W37; default: this week", examples=["2020-W37"]),
     ] = None,
 ) -> MePublic:
-    """The calling worker (a worker's token): its id and name, the grids it is assigned to
-    now with their boundaries, and its patrol status in each for the week as of now
-    (required, counted, met / on_track / at_risk / missed). Its patrols, with why each
+    """The calling worker (a worker's session or token): its id and name, the grids it is
+    assigned to now with their boundaries, and its patrol status in each for the week as of
+    now (required, counted, met / on_track / at_risk / missed). Its patrols, with why each
     counted or not, are at /api/v1/workers/{id}/patrols."""
     assert principal.worker_id is not None  # a worker principal always has one
     now = datetime.now(UTC)

@@ -4,17 +4,18 @@ the real API, the real consumers, PostGIS and the broker.
 The phone's GPS is the test's: the context has the geolocation permission and the test
 sets each position along a walk inside the worker's real grid of the reference city; the
 page's clock is the test's too (Playwright's clock), so 12 minutes walk in seconds.
+Workers sign in with their name and password, the normal way; the incidents test signs in
+with a pasted token, the second way (test_worker_app_sign_in.py tests the sign-in itself).
 """
 
 import io
-import math
 import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import httpx
 import psycopg
@@ -27,39 +28,23 @@ from geodata.contract import Topics
 from grid_service.app import ApiConfig
 from tests.integration.live_support import serving
 from tests.integration.pipeline_support import ConsumerProcess, keep_assigned_only, wait_until
+from tests.integration.session_support import give_passwords, password_of
+from tests.integration.worker_app_support import (
+    Walker,
+    open_app,
+    phone_context,
+    screenshot,
+    screenshot_dir,
+    staffed_grids,
+    walk,
+)
 from wangge.users_cli import add_user
-
-if TYPE_CHECKING:
-    from playwright.sync_api import ViewportSize
 
 pytestmark = pytest.mark.integration
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--use-angle=swiftshader", "--enable-unsafe-swiftshader", "--ignore-gpu-blocklist"]
-PHONE: "ViewportSize" = {"width": 360, "height": 740}
 PHOTO_LIMIT = 2 * 2**20
 """The deployment's upload limit in these tests (WANGGE_ATTACHMENT_MAX_BYTES)."""
 GPS = {1: "N", 2: (34.0, 22.0, 1.5), 3: "E", 4: (107.0, 9.0, 2.0)}
-
-
-@dataclass(frozen=True)
-class Walker:
-    """A worker with its token, its grid, and a circle inside the grid to walk."""
-
-    worker_id: str
-    token: str
-    grid_code: str
-    lon: float
-    lat: float
-    radius_deg: float
-
-    def around(self, steps: int, step: int) -> tuple[float, float]:
-        """The `step`-th of `steps` points on the circle, starting east of the centre."""
-        angle = 2 * math.pi * step / steps
-        return (
-            self.lon + self.radius_deg * math.cos(angle) / math.cos(math.radians(self.lat)),
-            self.lat + self.radius_deg * math.sin(angle),
-        )
 
 
 @dataclass(frozen=True)
@@ -74,28 +59,6 @@ class City:
     attachments_dir: Path
 
 
-def _walkers(database_url: str) -> list[dict[str, Any]]:
-    # Two staffed grids of one district, each with its first worker and the largest circle
-    # inside it (PostGIS in degrees: a circle there stays inside, whatever its size in m).
-    with psycopg.connect(database_url) as conn:
-        rows = conn.execute(
-            """
-            SELECT g.code, a.worker_id, ST_X(c.center), ST_Y(c.center), c.radius
-            FROM grids g
-            JOIN LATERAL (SELECT min(worker_id) AS worker_id FROM worker_assignments wa
-                          WHERE wa.grid_code = g.code AND wa.valid_to IS NULL) a ON true
-            CROSS JOIN LATERAL ST_MaximumInscribedCircle(g.geom) c
-            WHERE g.valid_to IS NULL AND a.worker_id IS NOT NULL
-              AND left(g.code, 6) = (SELECT min(left(code, 6)) FROM grids)
-            ORDER BY g.code LIMIT 2
-            """
-        ).fetchall()
-    return [
-        {"grid_code": c, "worker_id": w, "lon": x, "lat": y, "radius_deg": r}
-        for c, w, x, y, r in rows
-    ]
-
-
 @pytest.fixture(scope="module")
 def city(
     reference_database_factory: Callable[[], str],
@@ -106,20 +69,23 @@ def city(
     """The API (in a thread) and both consumer stages over a fresh reference city."""
     database_url = reference_database_factory()
     topics = module_topic_factory(partitions=3)
-    found = _walkers(database_url)
+    found = staffed_grids(database_url, 2)
     # Only the walkers stay assigned: the compliance stage re-evaluates everyone assigned at
     # each local midnight, which would be all 2,381 workers of the city.
     keep_assigned_only(database_url, [w["worker_id"] for w in found])
     walkers = tuple(
         Walker(
+            name=f"walker-{w['worker_id']}",
+            password=password_of(f"walker-{w['worker_id']}"),
             token=add_user(
                 database_url, f"walker-{w['worker_id']}", "worker", None, w["worker_id"]
             ),
-            # Half the largest inscribed circle, at most 55 m: steps of 15 m or less.
-            **{**w, "radius_deg": min(w["radius_deg"] / 2, 55 / 111_320)},
+            **w,
         )
         for w in found
     )
+    # Workers sign in with their passwords; the token stays for the token-based test.
+    give_passwords(database_url, [w.name for w in walkers])
     district = walkers[0].grid_code[:6]
     with psycopg.connect(database_url) as conn:
         (other,) = conn.execute(
@@ -151,65 +117,14 @@ def city(
 @pytest.fixture
 def phone(city: City) -> Iterator[Any]:
     """A phone-sized browser context with the geolocation permission granted."""
-    from playwright.sync_api import sync_playwright
-
-    assert CHROMIUM.exists(), "chromium is missing: run scripts/test-tools.sh"
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            context = browser.new_context(
-                viewport=PHONE,
-                device_scale_factor=2,
-                is_mobile=True,
-                has_touch=True,
-                permissions=["geolocation"],
-                geolocation={"longitude": city.walkers[0].lon, "latitude": city.walkers[0].lat},
-                locale="zh-CN",
-                service_workers="allow",
-            )
-            yield context
-        finally:
-            browser.close()
-
-
-def _open_app(context: Any, city: City, walker: Walker, errors: list[str]) -> Any:
-    """The app signed in as `walker`, its grid drawn; the page's clock starts 14 minutes
-    ago, so that a 12-minute walk ends before the server's now."""
-    page = context.new_page()
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-    page.clock.install(time=datetime.now() - timedelta(minutes=14))
-    lon, lat = walker.around(24, 0)
-    context.set_geolocation({"longitude": lon, "latitude": lat, "accuracy": 8})
-    page.goto(f"{city.base}/app/")
-    page.fill("#token", walker.token)
-    page.click("#signin-form button[type=submit]")
-    page.wait_for_selector('body[data-map="1"]', timeout=30_000)
-    return page
-
-
-def _walk(context: Any, page: Any, walker: Walker, steps: int, kept_before: int) -> None:
-    """Move one step every 30 s of the page's clock; the app keeps one fix per step."""
-    for step in range(1, steps + 1):
-        lon, lat = walker.around(24, step)
-        context.set_geolocation({"longitude": lon, "latitude": lat, "accuracy": 8})
-        page.clock.fast_forward(30_000)
-        page.wait_for_selector(f'body[data-kept="{kept_before + step}"]', timeout=10_000)
+    with phone_context(city.walkers[0]) as context:
+        yield context
 
 
 @pytest.fixture
 def screenshots(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Where screenshots go: WANGGE_SCREENSHOT_DIR (docs/screenshots holds the committed
-    ones, taken so), else a temporary folder, so that a test run changes no file."""
-    folder = os.environ.get("WANGGE_SCREENSHOT_DIR")
-    return Path(folder) if folder else tmp_path_factory.mktemp("screenshots")
-
-
-def _screenshot(page: Any, folder: Path, name: str) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    page.wait_for_timeout(300)
-    page.screenshot(path=str(folder / name))
-    print(f"screenshot: {folder / name}")
+    """Where screenshots go (WANGGE_SCREENSHOT_DIR, else a temporary folder)."""
+    return screenshot_dir(tmp_path_factory.mktemp("screenshots"))
 
 
 def _get(city: City, path: str, token: str) -> httpx.Response:
@@ -221,13 +136,13 @@ def test_a_twelve_minute_patrol_shows_in_the_patrols_and_counts_one_of_three(
 ) -> None:
     walker = city.walkers[0]
     errors: list[str] = []
-    page = _open_app(phone, city, walker, errors)
+    page = open_app(phone, city.base, walker, errors)
     page.click("#patrol-button")
     page.wait_for_selector('body[data-patrol="on"][data-kept="1"]')
-    _walk(phone, page, walker, steps=24, kept_before=1)  # 24 steps of 30 s: 12 minutes
+    walk(phone, page, walker, steps=24, kept_before=1)  # 24 steps of 30 s: 12 minutes
     assert page.inner_text("#elapsed").startswith("12:")  # the clock also ran on meanwhile
     assert page.inner_text("#fixes") == "25"
-    _screenshot(page, screenshots, "app-patrol.png")
+    screenshot(page, screenshots, "app-patrol.png")
     page.click("#patrol-button")
     page.wait_for_selector('body[data-patrol="off"][data-waiting="0"]', timeout=30_000)
 
@@ -245,7 +160,7 @@ def test_a_twelve_minute_patrol_shows_in_the_patrols_and_counts_one_of_three(
     page.wait_for_selector('#week-count[data-counted="1"][data-required="3"]', timeout=20_000)
     assert page.inner_text("#week-count") == "1 / 3"
     assert "已计入" in page.inner_text("#patrols")
-    _screenshot(page, screenshots, "app-week.png")
+    screenshot(page, screenshots, "app-week.png")
     page.click("#lang")  # English, a tap away
     page.wait_for_selector('html[lang="en"]')
     assert page.inner_text('nav button[data-tab="week"]') == "Week"
@@ -276,14 +191,14 @@ def test_offline_fixes_and_a_report_with_a_photo_arrive_once_after_a_reload(
 ) -> None:
     walker = city.walkers[1]
     errors: list[str] = []
-    page = _open_app(phone, city, walker, errors)
+    page = open_app(phone, city.base, walker, errors)
     page.wait_for_selector('body[data-sw="controlled"]', timeout=20_000)
 
     phone.set_offline(True)
     page.wait_for_selector('body[data-online="false"]')
     page.click("#patrol-button")
     page.wait_for_selector('body[data-kept="1"]')
-    _walk(phone, page, walker, steps=19, kept_before=1)
+    walk(phone, page, walker, steps=19, kept_before=1)
     page.click("#patrol-button")  # standing where the last fix was kept: no 21st
     page.wait_for_selector('body[data-patrol="off"][data-waiting="20"]')
 
@@ -292,7 +207,7 @@ def test_offline_fixes_and_a_report_with_a_photo_arrive_once_after_a_reload(
     page.fill("#note", "井盖缺失 manhole cover missing")
     page.set_input_files("#photos", str(_photo_with_gps(tmp_path / "camera.jpg")))
     page.wait_for_selector('body[data-photos="1"]', timeout=20_000)
-    _screenshot(page, screenshots, "app-report.png")
+    screenshot(page, screenshots, "app-report.png")
     page.click("#report-form button[type=submit]")
     page.wait_for_selector('body[data-waiting="21"]')
 
@@ -420,7 +335,7 @@ def test_the_assignee_starts_and_resolves_an_incident_with_a_photo_of_the_fix(
     assert dispatched.status_code == 200, dispatched.text
 
     errors: list[str] = []
-    page = _open_app(phone, city, walker, errors)
+    page = open_app(phone, city.base, walker, errors, by="token")
     page.click('nav button[data-tab="incidents"]')
     page.click("#incidents .actions button")  # start
     page.wait_for_selector("#incidents .actions input[type=text]")

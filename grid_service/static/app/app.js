@@ -1,11 +1,19 @@
-// The grid workers' app: sign in once with a token, patrol with the phone's GPS, see the
-// week against the rule, report incidents with photos, work the incidents assigned.
-// Everything from this origin; fixes and reports wait in IndexedDB until they are sent.
+// The grid workers' app: sign in with a name and a password (or a token, once), patrol
+// with the phone's GPS, see the week against the rule, report incidents with photos, work
+// the incidents assigned. Everything from this origin; fixes and reports wait in IndexedDB
+// until they are sent.
 import { t, lang, setLang, translatePage } from "./i18n.js";
 import { HttpError, Outbox, isRefusal } from "./outbox.js";
 import { SmallMap, contains, metresBetween } from "./smallmap.js";
 
 const TOKEN_KEY = "wangge.app.token";
+// Set (to the account's name) while this phone holds a password session: the session
+// cookie itself is HttpOnly, out of a script's reach, and rides on every fetch by itself.
+const SESSION_KEY = "wangge.app.session";
+const LAST_NAME_KEY = "wangge.app.lastName";
+// Every request says X-Requested-With: the API asks it of cookie-authenticated writes (a
+// page of another site cannot set it); without it a queued post would be refused.
+const FETCH_HEADERS = { "X-Requested-With": "wangge" };
 const ME_KEY = "wangge.app.me";
 const WEEK_KEY = "wangge.app.patrols";
 const PATROL_KEY = "wangge.app.patrol";
@@ -35,8 +43,12 @@ const state = {
 
 function token() { return localStorage.getItem(TOKEN_KEY); }
 
+function signedIn() { return Boolean(token() || localStorage.getItem(SESSION_KEY)); }
+
 async function api(path, { method = "GET", json, blob, headers = {} } = {}) {
-  const init = { method, headers: { Authorization: `Bearer ${token()}`, ...headers } };
+  // no-store: an answer for a signed-in worker stays out of the browser's HTTP cache.
+  const init = { method, headers: { ...FETCH_HEADERS, ...headers }, cache: "no-store" };
+  if (token()) init.headers.Authorization = `Bearer ${token()}`;
   if (json !== undefined) {
     init.headers["Content-Type"] = "application/json";
     init.body = JSON.stringify(json);
@@ -81,7 +93,7 @@ async function send(items, update) {
   return 1;
 }
 
-const outbox = new Outbox({ send, onChange: showQueue });
+const outbox = new Outbox({ send, onChange: showQueue, onUnauthorized: () => authLost() });
 
 async function showQueue() {
   const [waiting, refused] = await Promise.all([outbox.count(), outbox.refusedCount()]);
@@ -95,13 +107,7 @@ async function showQueue() {
   $("queue-state").textContent = notes.join(" · ");
 }
 
-async function drain() {
-  try {
-    await outbox.drainNow();
-  } catch (error) {
-    if (error instanceof HttpError && error.status === 401) signIn(t("bad_token"));
-  }
-}
+function drain() { return outbox.drainNow(); }
 
 function uuid() {
   if (crypto.randomUUID) return crypto.randomUUID();
@@ -146,25 +152,155 @@ function signIn(message) {
   $("main").hidden = true;
   $("footer").hidden = true;
   $("signin-error").textContent = message || "";
+  body.dataset.signedIn = "";
+  if (!$("username").value) $("username").value = localStorage.getItem(LAST_NAME_KEY) || "";
+  ($("username").value ? $("password") : $("username")).focus();
+}
+
+function signInMode(mode) {
+  // "sign-in": a name and a password; "change": a one-time password and one's own, twice.
+  const changing = mode === "change";
+  $("signin-form").dataset.mode = mode;
+  body.dataset.signinMode = mode;
+  $("new-password-fields").hidden = !changing;
+  $("new-password").required = changing;
+  $("new-password-again").required = changing;
+  $("password-label").dataset.i18n = changing ? "one_time_password" : "password";
+  $("signin-submit").dataset.i18n = changing ? "choose_password_button" : "signin_button";
+  translatePage();
+}
+
+/** The answer's refusal in the worker's words. */
+function signInRefusal(status, reply, retryAfter) {
+  const wait = Number(retryAfter || 60);
+  if (reply.code === "invalid_credentials") return t("wrong_password");
+  if (reply.code === "account_locked") return t("locked_out", { min: Math.max(1, Math.ceil(wait / 60)) });
+  if (reply.code === "rate_limited") return t("rate_limited", { s: Math.max(1, Math.ceil(wait)) });
+  if (reply.code === "weak_password") return t("weak_password");
+  return t("signin_failed", { code: reply.code || status });
 }
 
 $("signin-form").addEventListener("submit", async (event) => {
   event.preventDefault();
-  localStorage.setItem(TOKEN_KEY, $("token").value.trim());
+  const error = $("signin-error");
+  const changing = $("signin-form").dataset.mode === "change";
+  const payload = { username: $("username").value.trim(), password: $("password").value };
+  if (changing) {
+    if ($("new-password").value !== $("new-password-again").value) { error.textContent = t("passwords_differ"); return; }
+    payload.new_password = $("new-password").value;
+  }
+  $("signin-submit").disabled = true;
+  let response;
+  try {
+    response = await fetch(new URL(changing ? "session/password" : "session", API), {
+      method: "POST",
+      headers: { ...FETCH_HEADERS, "Content-Type": "application/json" },
+      body: JSON.stringify(payload),
+      cache: "no-store",
+    });
+  } catch {
+    error.textContent = t("signin_offline");
+    return;
+  } finally {
+    $("signin-submit").disabled = false;
+  }
+  const reply = await response.json().catch(() => ({}));
+  if (response.ok) {
+    localStorage.removeItem(TOKEN_KEY);
+    localStorage.setItem(SESSION_KEY, reply.name);
+    localStorage.setItem(LAST_NAME_KEY, reply.name);
+    for (const id of ["password", "new-password", "new-password-again"]) $(id).value = "";
+    signInMode("sign-in");
+    await start();
+    return;
+  }
+  if (reply.code === "password_change_required") {
+    signInMode("change");
+    error.textContent = "";
+    $("new-password").focus();
+    return;
+  }
+  error.textContent = signInRefusal(response.status, reply, response.headers.get("Retry-After"));
+});
+
+$("token-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  useToken($("token").value.trim());
   $("token").value = "";
+  $("token-way").open = false;
   await start();
 });
 
+function useToken(value) {
+  localStorage.setItem(TOKEN_KEY, value);
+  localStorage.removeItem(SESSION_KEY);
+}
+
+// A scanned QR code opens /app/#token=wg_...: the fragment never reaches a server (nor a
+// log); the token is kept like a pasted one and the address forgets it at once.
+function takeScannedToken() {
+  const scanned = new URLSearchParams(location.hash.slice(1)).get("token");
+  if (!scanned) return;
+  useToken(scanned.trim());
+  history.replaceState(null, "", location.pathname + location.search);
+}
+
+/** The API said 401: the session expired (or the token was revoked). The queue stays. */
+async function authLost() {
+  const byToken = Boolean(token());
+  localStorage.removeItem(byToken ? TOKEN_KEY : SESSION_KEY);
+  outbox.pause();
+  const waiting = await outbox.count();
+  signIn(byToken ? t("bad_token") : t("session_expired", { n: waiting }));
+}
+
+async function signOut() {
+  if (state.patrol) {
+    $("sign-out-note").hidden = false;
+    $("sign-out-note").textContent = t("sign_out_on_patrol");
+    return;
+  }
+  outbox.pause();
+  if (token()) localStorage.removeItem(TOKEN_KEY);
+  else {
+    localStorage.removeItem(SESSION_KEY);
+    await fetch(new URL("session", API), { method: "DELETE", headers: FETCH_HEADERS, cache: "no-store" })
+      .catch(() => {}); // offline: the cookie ends with the session on the server
+  }
+  // What the next person to hold the phone must not read; the queue stays (it is sent
+  // at the next sign-in).
+  for (const key of [ME_KEY, WEEK_KEY]) localStorage.removeItem(key);
+  state.me = null;
+  $("sign-out-note").hidden = true;
+  $("patrols").replaceChildren();
+  $("incidents").replaceChildren();
+  showTab("patrol");
+  const waiting = await outbox.count();
+  signIn(waiting ? t("signed_out_waiting", { n: waiting }) : "");
+  showQueue();
+}
+
+$("sign-out").addEventListener("click", signOut);
+
 async function loadMe() {
   try {
-    state.me = await api(`workers/me?week=${isoWeek(Date.now())}`);
-    localStorage.setItem(ME_KEY, JSON.stringify(state.me));
+    const me = await api(`workers/me?week=${isoWeek(Date.now())}`);
+    if (!signedIn()) return false; // signed out while it was on its way
+    state.me = me;
+    localStorage.setItem(ME_KEY, JSON.stringify(me));
     return true;
   } catch (error) {
-    if (error instanceof HttpError && error.status === 401) { signIn(t("bad_token")); return false; }
-    if (error instanceof HttpError && error.status === 403) { signIn(t("not_worker")); return false; }
+    if (error instanceof HttpError && error.status === 401) { await authLost(); return false; }
+    if (error instanceof HttpError && error.status === 403) {
+      // Signed in, but not as a worker: end that session rather than keep it here.
+      if (!token()) await fetch(new URL("session", API), { method: "DELETE", headers: FETCH_HEADERS }).catch(() => {});
+      localStorage.removeItem(token() ? TOKEN_KEY : SESSION_KEY);
+      signIn(t("not_worker"));
+      return false;
+    }
     // Offline (or the API away): the last answer, if any.
     state.me = JSON.parse(localStorage.getItem(ME_KEY) || "null");
+    if (state.me === null) signIn(t("signin_offline"));
     return state.me !== null;
   }
 }
@@ -179,6 +315,9 @@ function myGeometries() { return (state.me?.grids || []).map((grid) => grid.geom
 function drawMe() {
   const me = state.me;
   $("worker-name").textContent = `${me.name} ${me.worker_id}`;
+  const via = t(token() ? "via_token" : "via_session");
+  $("account-name").textContent = t("signed_in_as", { name: localStorage.getItem(SESSION_KEY) || me.name, via });
+  body.dataset.signedIn = me.worker_id;
   $("grid-name").textContent = me.grids.map((g) => `${g.community_name} · ${g.name}`).join("；");
   map.setGrids(myGeometries());
   pinMap.setGrids(myGeometries());
@@ -214,7 +353,9 @@ function onGeoError() {
 }
 
 function watchPosition() {
+  if (state.watching) return; // signed in again: the first watch still runs
   if (!("geolocation" in navigator)) return onGeoError();
+  state.watching = true;
   navigator.geolocation.watchPosition(onFix, onGeoError, {
     enableHighAccuracy: true, maximumAge: 0, timeout: 60_000,
   });
@@ -301,16 +442,18 @@ function reasonText(reason) {
 }
 
 async function refreshWeek() {
+  if (!signedIn()) return;
   const online = await loadMe();
   if (!state.me) return;
   drawMe();
   let patrols = null;
   try {
     patrols = await api(`workers/${state.me.worker_id}/patrols?week=${state.me.week}`);
-    localStorage.setItem(WEEK_KEY, JSON.stringify(patrols));
+    if (signedIn()) localStorage.setItem(WEEK_KEY, JSON.stringify(patrols));
   } catch {
     patrols = JSON.parse(localStorage.getItem(WEEK_KEY) || "null");
   }
+  if (!state.me) return; // signed out meanwhile
   showWeek(patrols, online && navigator.onLine);
 }
 
@@ -457,6 +600,7 @@ async function refreshIncidents() {
     $("incidents-note").textContent = String(error.message);
     return;
   }
+  if (!state.me) return; // signed out meanwhile
   const mine = page.features.filter((f) => f.properties.assignee === state.me.worker_id
     && !["closed", "cancelled"].includes(f.properties.status));
   $("incidents-note").textContent = mine.length ? "" : t("no_incidents");
@@ -566,8 +710,8 @@ async function registerServiceWorker() {
 }
 
 async function start() {
-  if (!token()) { signIn(); return; }
-  if (!(await loadMe())) { if ($("signin").hidden) signIn(t("bad_token")); return; }
+  if (!signedIn()) { signIn(); return; }
+  if (!(await loadMe())) return;
   $("signin").hidden = true;
   $("main").hidden = false;
   $("footer").hidden = false;
@@ -580,6 +724,7 @@ async function start() {
 }
 
 $("lang").textContent = lang() === "en" ? "中" : "EN";
+takeScannedToken();
 translatePage();
 showNetwork();
 // The service worker after the first screen: on a slow phone it would compete with it.

@@ -37,17 +37,21 @@ export class HttpError extends Error {
 
 export class Outbox {
   /** `send(items)` posts the first items (all check-ins, or one report) and returns how
-   * many of them are delivered; it throws HttpError or a network TypeError. */
-  constructor({ send, onChange }) {
+   * many of them are delivered; it throws HttpError or a network TypeError.
+   * `onUnauthorized(error)` is told of a 401: the queue then waits, kept, for a sign-in. */
+  constructor({ send, onChange, onUnauthorized }) {
     this.send = send;
     this.onChange = onChange || (() => {});
+    this.onUnauthorized = onUnauthorized || (() => {});
     this.db = openDb();
     this.draining = false;
     this.timer = null;
     this.failures = 0;
     this.retryAt = null;
-    this.paused = false; // a 401: no point retrying until the token is pasted again
-    window.addEventListener("online", () => this.drainNow());
+    // A 401 (the session expired, the token was revoked): nothing is sent, and nothing
+    // dropped, until someone signs in again and drainNow() is called.
+    this.paused = false;
+    window.addEventListener("online", () => { if (!this.paused) this.drainNow(); });
   }
 
   async _tx(stores, mode, work) {
@@ -106,6 +110,14 @@ export class Outbox {
     this.timer = setTimeout(() => this.drain(), delayMs);
   }
 
+  /** Stop sending until drainNow() (signed out: the queue stays for the next sign-in). */
+  pause() {
+    this.paused = true;
+    clearTimeout(this.timer);
+    this.timer = null;
+    this.retryAt = null;
+  }
+
   drainNow() {
     this.failures = 0;
     this.paused = false;
@@ -134,8 +146,9 @@ export class Outbox {
           this.failures = 0;
         } catch (error) {
           if (error instanceof HttpError && error.status === 401) {
-            this.paused = true;
-            throw error;
+            this.pause();
+            this.onUnauthorized(error);
+            break;
           }
           if (error instanceof HttpError && isRefusal(error.status)) {
             // The item itself is wrong (e.g. a time the server refuses): set it aside.
