@@ -2,16 +2,18 @@
 
 It reads `grid.assignments.v1` (keyed by grid, so one (worker, grid) is always handled by
 one consumer) and keeps its own copy of the check-ins, so it depends on nothing but the
-topic. An event re-evaluates only the weeks whose reading window holds it; when the
-event-time watermark crosses a local midnight, every assigned worker of the open weeks
-is re-evaluated, because statuses also change as days run out. Status changes go to an
-outbox in the same transaction and are published exactly once after it commits.
+topic. An event is folded into the weeks whose reading window holds it, and only the
+local days whose walks it changes are cut again (`geodata.compliance.incremental`), so a
+check-in costs the same on Sunday as on Monday. When the event-time watermark crosses a
+local midnight, every assigned worker of the open weeks is re-evaluated, because
+statuses also change as days run out. Status changes go to an outbox in the same
+transaction and are published exactly once after it commits.
 """
 
 import logging
 import uuid
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Final
 from zoneinfo import ZoneInfo
 
@@ -19,7 +21,6 @@ import psycopg
 from pydantic import ValidationError
 
 from event_consumers import metrics
-from event_consumers.checkin_cache import CheckinCache
 from event_consumers.grid_snapshot import batch_snapshot
 from event_consumers.records import InboundRecord, OutboundRecord, dead_letter
 from geodata.compliance import (
@@ -28,15 +29,13 @@ from geodata.compliance import (
     ComplianceKey,
     IsoWeek,
     checkin_window,
-    evaluate_week,
-    is_usable,
     is_week_final,
     local_date,
     required_patrols,
     status_as_of,
-    valid_at,
     weeks_reading,
 )
+from geodata.compliance.incremental import WeekFold, WeekFolds
 from geodata.contract import Topics
 from geodata.db import compliance_store as store
 from geodata.db.grid_cache import GridSnapshotCache
@@ -91,15 +90,15 @@ class ComplianceHandler:
         # The staff of the batch being handled, from the snapshot it started with.
         self._roster = WorkerRoster([], {})
         self.config = config or ComplianceConfig()
-        self.checkins = CheckinCache()
+        self.folds = WeekFolds()
 
     def reset(self) -> None:
         """After a rolled-back batch: the state lives in the database, drop the copy."""
-        self.checkins.clear()
+        self.folds.clear()
 
     def partitions_changed(self) -> None:
         """Another member may have folded check-ins of our keys in: drop the copy."""
-        self.checkins.clear()
+        self.folds.clear()
 
     def handle(
         self, records: Sequence[InboundRecord], conn: psycopg.Connection, now: datetime
@@ -181,37 +180,38 @@ class ComplianceHandler:
         return [p for p in self._roster.periods_of(worker_id) if p.grid_code == grid_code]
 
     def _forget_final_weeks(self, watermark: datetime) -> None:
-        final = {
-            k for k in self.checkins.held_keys() if is_week_final(k.week, watermark, self.config)
-        }
+        final = {k for k in self.folds.held_keys() if is_week_final(k.week, watermark, self.config)}
         for key in final:
-            self.checkins.discard(key)
+            self.folds.discard(key)
 
-    def _key_checkins(
+    def _folds(
         self, conn: psycopg.Connection, keys: dict[ComplianceKey, list[CheckinRecord]]
-    ) -> dict[ComplianceKey, list[CheckinRecord]]:
-        """All on-time check-ins of each key's window, the batch's new ones included."""
+    ) -> dict[ComplianceKey, tuple[WeekFold, set[date]]]:
+        """Fold each key's new check-ins in; with each fold, the days cut again."""
         result = {}
         missing = []
         for key, new in keys.items():
-            self.checkins.add(key, new)
-            held = self.checkins.get(key)
-            if held is None:
+            periods = self._periods(key.worker_id, key.grid_code)
+            fold = self.folds.get(key)
+            if fold is None:
                 missing.append(key)
+                continue
+            if fold.periods != frozenset(periods):
+                # The roster changed: usability and what is owed are judged afresh.
+                fold = fold.with_periods(periods)
+                self.folds.put(fold)
+                result[key] = (fold, fold.add(new) | fold.cut_all())
             else:
-                result[key] = held
-        # Read after this batch's insert, so these hold its new check-ins already.
+                result[key] = (fold, fold.add(new))
+        # Read after this batch's insert, so these hold its new check-ins already; the
+        # stored patrols may predate a roster change, so every day is cut and rewritten.
         spans = [(k.worker_id, k.grid_code, *checkin_window(k.week, self.config)) for k in missing]
         stored = store.load_checkins(conn, spans)
         for key in missing:
-            start, end = checkin_window(key.week, self.config)
-            records = [
-                c
-                for c in stored.get((key.worker_id, key.grid_code), [])
-                if start <= c.recorded_at < end
-            ]
-            self.checkins.put(key, records)
-            result[key] = records
+            fold = WeekFold(key, self._periods(key.worker_id, key.grid_code), self.config)
+            fold.add(stored.get((key.worker_id, key.grid_code), []))
+            self.folds.put(fold)
+            result[key] = (fold, fold.cut_all())
         return result
 
     def _evaluate_touched(
@@ -220,32 +220,22 @@ class ComplianceHandler:
         keys: dict[ComplianceKey, list[CheckinRecord]],
         watermark: datetime,
     ) -> dict[ComplianceKey, store.StoredStatus]:
-        """Rebuild the patrols of each touched key from its check-ins, and its status."""
-        checkins = self._key_checkins(conn, keys)
+        """Fold each touched key's new check-ins in, rewrite the days cut, and its status."""
         result = {}
-        patrols: dict[ComplianceKey, list[store.PatrolRow]] = {}
-        for key in sorted(keys):
-            periods = self._periods(key.worker_id, key.grid_code)
-            records = checkins[key]
-            week = evaluate_week(
-                records,
-                periods,
-                worker_id=key.worker_id,
-                grid_code=key.grid_code,
-                week=key.week,
-                as_of=watermark,
-                config=self.config,
-            )
-            usable = [c for c in records if is_usable(c, periods, self.config)]
-            patrols[key] = [
-                store.PatrolRow(p, valid_at(p, usable, self.config)) for p in week.patrols
-            ]
-            if week.required == 0:
+        patrols: dict[ComplianceKey, dict[date, list[store.PatrolRow]]] = {}
+        for key, (fold, days) in sorted(self._folds(conn, keys).items()):
+            if days:
+                patrols[key] = {
+                    day: [store.PatrolRow(p.patrol, p.valid_at) for p in fold.patrols.get(day, ())]
+                    for day in days
+                }
+            if fold.required == 0:
                 # Not assigned to this grid that week (a walk in the neighbour's grid):
                 # no patrols can count, and "met, 0 of 0" would only be noise to publish.
                 continue
-            result[key] = store.StoredStatus(week.status, week.counted, week.required)
-        store.replace_patrols(conn, patrols)
+            status = fold.status(watermark)
+            result[key] = store.StoredStatus(status.status, status.counted, status.required)
+        store.replace_patrol_days(conn, patrols)
         return result
 
     def _evaluate_everyone(

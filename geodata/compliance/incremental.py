@@ -1,0 +1,225 @@
+"""One (worker, grid, week) folded check-in by check-in, re-deciding only the days touched.
+
+`evaluate_week` rebuilds a week from all its check-ins, so a fix on Sunday costs seven
+days of work and a fix on Monday one. A `WeekFold` keeps the week's usable check-ins in
+order and its patrols per local day; a new check-in extends (or joins) the walk around
+it, and only the local days whose patrols that walk can change are cut again, with the
+rule's own `is_usable` and `build_patrols`. Its patrols and status are always those of
+`evaluate_week` on the same check-ins as of the newest of them (the property tests hold
+it to that and to the reference reading).
+
+A fold is a copy in memory: the engine builds it from the stored check-ins of the week's
+reading window (after a restart, an eviction or a rolled-back batch), and builds it
+again (`with_periods`) whenever the assignment periods it judged usability with change.
+"""
+
+from bisect import bisect_left, insort
+from collections import OrderedDict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from uuid import UUID
+
+from geodata.compliance.config import ComplianceConfig
+from geodata.compliance.patrols import CheckinRecord, Patrol, build_patrols, is_usable, valid_at
+from geodata.compliance.weekly import (
+    ComplianceKey,
+    checkin_window,
+    required_patrols,
+    status_as_of,
+)
+from geodata.compliance.weeks import day_start, local_date
+from geodata.events import ComplianceStatus
+from geodata.staffing import AssignmentPeriod
+
+ONE_DAY = timedelta(days=1)
+
+
+@dataclass(frozen=True, slots=True)
+class DayPatrol:
+    """A patrol and the time it became valid (None while invalid)."""
+
+    patrol: Patrol
+    valid_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class FoldStatus:
+    """How the week stands: its status, counted patrols and what is owed."""
+
+    status: ComplianceStatus
+    counted: int
+    required: int
+
+
+class WeekFold:
+    """The usable check-ins and per-day patrols of one (worker, grid, week)."""
+
+    def __init__(
+        self,
+        key: ComplianceKey,
+        periods: Iterable[AssignmentPeriod],
+        config: ComplianceConfig,
+    ) -> None:
+        self.key = key
+        self.config = config
+        #: The pair's assignment periods that usability and what is owed were judged with.
+        self.periods = frozenset(p for p in periods if (p.worker_id, p.grid_code) == key[:2])
+        self.window = checkin_window(key.week, config)
+        self.days = frozenset(key.week.days())
+        self.required = required_patrols(self.periods, key.week, config)
+        #: Every check-in of the window once, usable or not: a change of periods re-reads it.
+        self.checkins: dict[UUID, CheckinRecord] = {}
+        # The usable ones by (recorded_at, event_id), as `unique_checkins` orders them.
+        self._order: list[tuple[datetime, UUID]] = []
+        self._usable: dict[UUID, CheckinRecord] = {}
+        self.patrols: dict[date, tuple[DayPatrol, ...]] = {}
+
+    def __len__(self) -> int:
+        return len(self.checkins)
+
+    def add(self, checkins: Iterable[CheckinRecord]) -> set[date]:
+        """Fold new check-ins in; the local days of the week whose patrols were cut again.
+
+        Check-ins of other keys, outside the window or already held are ignored. Only the
+        walks around the new usable check-ins can change, so only the days those walks
+        start on (or started on before they joined) are cut again.
+        """
+        window_from, window_to = self.window
+        worker_id, grid_code = self.key.worker_id, self.key.grid_code
+        touched: list[datetime] = []
+        for checkin in checkins:
+            if (
+                checkin.worker_id != worker_id
+                or checkin.grid_code != grid_code
+                or not window_from <= checkin.recorded_at < window_to
+                or checkin.event_id in self.checkins
+            ):
+                continue
+            self.checkins[checkin.event_id] = checkin
+            if is_usable(checkin, self.periods, self.config):
+                self._usable[checkin.event_id] = checkin
+                insort(self._order, (checkin.recorded_at, checkin.event_id))
+                touched.append(checkin.recorded_at)
+        days: set[date] = set()
+        for t in touched:
+            first, last = self._walk_around(t)
+            days.update(self._local_days(first, last))
+        for day in sorted(days):
+            self._cut_day(day)
+        return days
+
+    def with_periods(self, periods: Iterable[AssignmentPeriod]) -> "WeekFold":
+        """The same check-ins folded afresh under other assignment periods, every day cut."""
+        fold = WeekFold(self.key, periods, self.config)
+        fold.add(self.checkins.values())
+        fold.cut_all()
+        return fold
+
+    def cut_all(self) -> set[date]:
+        """Cut every day of the week again (after a rebuild); the week's seven days."""
+        for day in self.days:
+            self._cut_day(day)
+        return set(self.days)
+
+    def status(self, as_of: datetime) -> FoldStatus:
+        """The week's status at `as_of` (at or after its newest check-in, as the engine asks)."""
+        counted = {
+            day: n
+            for day, patrols in self.patrols.items()
+            if (n := sum(p.patrol.counted for p in patrols))
+        }
+        status = status_as_of(counted, self.required, self.key.week, as_of, self.config)
+        return FoldStatus(status, sum(counted.values()), self.required)
+
+    def all_patrols(self) -> list[DayPatrol]:
+        """Every patrol of the week, in start order."""
+        return [p for day in sorted(self.patrols) for p in self.patrols[day]]
+
+    # ------------------------------------------------------------------ walks and days
+
+    def _walk_around(self, t: datetime) -> tuple[datetime, datetime]:
+        """The first and last check-in times of the walk holding the check-in at `t`."""
+        order, gap = self._order, self.config.patrol_gap
+        i = j = bisect_left(order, (t,))
+        while i > 0 and order[i][0] - order[i - 1][0] <= gap:
+            i -= 1
+        while j + 1 < len(order) and order[j + 1][0] - order[j][0] <= gap:
+            j += 1
+        return order[i][0], order[j][0]
+
+    def _local_days(self, first: datetime, last: datetime) -> list[date]:
+        # Every day the walk spans: it starts on the first, and the walks it joined
+        # started on one of them.
+        tz = self.config.tz
+        day, end = local_date(first, tz), local_date(last, tz)
+        days = []
+        while day <= end:
+            if day in self.days:
+                days.append(day)
+            day += ONE_DAY
+        return days
+
+    def _cut_day(self, day: date) -> None:
+        """Cut the walks that start on `day` again with the rule's `build_patrols`."""
+        order, gap, tz = self._order, self.config.patrol_gap, self.config.tz
+        i = bisect_left(order, (day_start(day, tz),))
+        # Skip a walk begun the day before that runs on past midnight.
+        while 0 < i < len(order) and order[i][0] - order[i - 1][0] <= gap:
+            i += 1
+        j = bisect_left(order, (day_start(day + ONE_DAY, tz),), lo=i)
+        # Take in the end of a walk begun on `day` that runs on past the next midnight.
+        while i < j < len(order) and order[j][0] - order[j - 1][0] <= gap:
+            j += 1
+        records = [self._usable[event_id] for _, event_id in order[i:j]]
+        if not records:
+            self.patrols.pop(day, None)
+            return
+        self.patrols[day] = tuple(
+            DayPatrol(p, valid_at(p, records, self.config))
+            for p in build_patrols(records, self.config)
+        )
+
+
+class WeekFolds:
+    """The folds held in memory, least recently used dropped beyond `max_checkins` in all.
+
+    Only a copy of what PostgreSQL holds: right while this consumer owns the keys'
+    partitions and every batch that touched them committed, so the engine clears it when
+    a batch is rolled back and when partitions change hands.
+    """
+
+    def __init__(self, max_checkins: int = 1_000_000) -> None:
+        self.max_checkins = max_checkins
+        self._folds: OrderedDict[ComplianceKey, WeekFold] = OrderedDict()
+
+    def __len__(self) -> int:
+        return sum(len(f) for f in self._folds.values())
+
+    def get(self, key: ComplianceKey) -> WeekFold | None:
+        """The key's fold if held."""
+        fold = self._folds.get(key)
+        if fold is not None:
+            self._folds.move_to_end(key)
+        return fold
+
+    def put(self, fold: WeekFold) -> None:
+        """Hold a fold, dropping the least recently used beyond `max_checkins`."""
+        self._folds[fold.key] = fold
+        self._folds.move_to_end(fold.key)
+        held = len(self)
+        while held > self.max_checkins and len(self._folds) > 1:
+            _, dropped = self._folds.popitem(last=False)
+            held -= len(dropped)
+
+    def held_keys(self) -> list[ComplianceKey]:
+        """The keys held, least recently used first."""
+        return list(self._folds)
+
+    def discard(self, key: ComplianceKey) -> None:
+        """Forget one key (its week is final and will not be evaluated again)."""
+        self._folds.pop(key, None)
+
+    def clear(self) -> None:
+        """Forget everything."""
+        self._folds.clear()
