@@ -142,6 +142,50 @@ def load_checkins(
     return result
 
 
+def replace_patrols(
+    conn: psycopg.Connection, patrols_by_key: Mapping[ComplianceKey, Sequence[PatrolRow]]
+) -> None:
+    """Store the patrols of each (worker, grid, week) in place of its previous ones.
+
+    One DELETE and one COPY for the whole batch: per key, the two statements were half
+    of the engine's time.
+    """
+    if not patrols_by_key:
+        return
+    keys = list(patrols_by_key)
+    conn.execute(
+        "DELETE FROM patrols p USING unnest(%s::text[], %s::text[], %s::text[])"
+        " AS k(worker_id, grid_code, week)"
+        " WHERE p.worker_id = k.worker_id AND p.grid_code = k.grid_code AND p.week = k.week",
+        _key_arrays(keys),
+    )
+    with (
+        conn.cursor() as cursor,
+        cursor.copy(
+            "COPY patrols (worker_id, grid_code, week, local_day, started_at, ended_at,"
+            " checkin_count, valid, valid_at, counted, reason) FROM STDIN"
+        ) as copy,
+    ):
+        for key, rows in patrols_by_key.items():
+            week = str(key.week)
+            for row in rows:
+                copy.write_row(
+                    (
+                        key.worker_id,
+                        key.grid_code,
+                        week,
+                        row.patrol.day,
+                        row.patrol.start,
+                        row.patrol.end,
+                        row.patrol.checkin_count,
+                        row.patrol.valid,
+                        row.valid_at,
+                        row.patrol.counted,
+                        _reason(row.patrol),
+                    )
+                )
+
+
 def replace_patrol_days(
     conn: psycopg.Connection,
     days_by_key: Mapping[ComplianceKey, Mapping[date, Sequence[PatrolRow]]],
