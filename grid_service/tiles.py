@@ -11,9 +11,11 @@ the stamp from the database, as it does for an app built without the memory.
 """
 
 import math
+import re
 from typing import Annotated, Any, Final
 
 from fastapi import APIRouter, Depends, Header, Path, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy import Engine
 from starlette.concurrency import run_in_threadpool
@@ -59,10 +61,42 @@ async def _layer(
 
 
 LayerDep = Annotated[TileLayer, Depends(_layer)]
-LayerName = Annotated[str, Path(alias="layer", description=", ".join(LAYERS))]
 IfNoneMatch = Annotated[
     str | None, Header(description="ETags of copies the client holds; a match answers 304")
 ]
+
+
+_ADDRESS: Final = (
+    ("z", f"zoom, 0..{MAX_ZOOM}"),
+    ("x", "column, 0..2^z-1, from the west"),
+    ("y", "row, 0..2^z-1, from the north (XYZ scheme)"),
+)
+_TILE_PARAMETERS: Final[list[dict[str, Any]]] = [
+    {"name": "layer", "in": "path", "required": True, "description": ", ".join(LAYERS),
+     "schema": {"type": "string", "title": "Layer"}},
+    *({"name": name, "in": "path", "required": True, "description": description,
+       "schema": {"type": "integer", "title": name.upper()}} for name, description in _ADDRESS),
+    {"name": "if-none-match", "in": "header", "required": False,
+     "description": "ETags of copies the client holds; a match answers 304",
+     "schema": {"anyOf": [{"type": "string"}, {"type": "null"}], "title": "If-None-Match"}},
+]  # fmt: skip
+_INTEGER: Final = re.compile(r"[+-]?[0-9]+")
+
+
+def _tile_address(path_params: dict[str, Any]) -> tuple[str, int, int, int]:
+    """The layer name and z, x, y of a tile's path; a non-integer is refused as FastAPI's
+    own validation would (422 `invalid_request`)."""
+    numbers = []
+    for name, _description in _ADDRESS:
+        value = str(path_params[name])
+        if not _INTEGER.fullmatch(value):
+            raise RequestValidationError(
+                [{"type": "int_parsing", "loc": ("path", name), "input": value,
+                  "msg": "Input should be a valid integer, unable to parse string as an integer"}]
+            )  # fmt: skip
+        numbers.append(int(value))
+    z, x, y = numbers
+    return str(path_params["layer"]), z, x, y
 
 
 def _area_prefix(layer: TileLayer, principal: Principal | None) -> str | None:
@@ -104,8 +138,8 @@ def _not_modified(layer: TileLayer, etag: str) -> Response:
     "/{layer}/{z}/{x}/{y}.pbf",
     name="tile",
     response_class=Response,
-    # The incidents layer's token, documented as the dependency would have: optional.
-    openapi_extra={"security": [{"bearer": []}, {}]},
+    # The incidents layer's token (optional) and the parameters the route reads itself.
+    openapi_extra={"security": [{"bearer": []}, {}], "parameters": _TILE_PARAMETERS},
     responses={
         200: {
             "content": {MVT_MEDIA_TYPE: {}},
@@ -118,14 +152,7 @@ def _not_modified(layer: TileLayer, etag: str) -> Response:
         422: {"description": "z, x or y outside the tile pyramid (`invalid_tile`)."},
     },
 )
-async def get_tile(
-    request: Request,
-    z: Annotated[int, Path(description=f"zoom, 0..{MAX_ZOOM}")],
-    x: Annotated[int, Path(description="column, 0..2^z-1, from the west")],
-    y: Annotated[int, Path(description="row, 0..2^z-1, from the north (XYZ scheme)")],
-    layer_name: LayerName,
-    if_none_match: IfNoneMatch = None,
-) -> Response:
+async def get_tile(request: Request) -> Response:
     """A Mapbox Vector Tile (extent 4096, buffer 64) of one layer, with an ETag.
 
     Layers: districts, streets, communities, grids (versions in force), pois, and
@@ -133,8 +160,12 @@ async def get_tile(
     A tile where the layer has nothing is an empty 200, not a 204: zero bytes are a valid
     tile of no layers, and the empty tile is cached and revalidated like any other.
     """
-    # The busiest route of all: no dependencies to solve (they cost more than the answer
-    # from memory); the caller is resolved only for the layer that needs one.
+    # The busiest route of all, and FastAPI's solving of parameters and dependencies cost
+    # more than an answer from memory: the route reads its parameters itself (documented
+    # in `_TILE_PARAMETERS`, refused as FastAPI would), and resolves the caller only for
+    # the layer that needs one.
+    layer_name, z, x, y = _tile_address(request.path_params)
+    if_none_match = request.headers.get("if-none-match")
     layer = get_layer(layer_name)
     check_tile(z, x, y)  # first, so that `If-None-Match: *` cannot 304 a bad address
     principal = await resolve_principal(request) if layer.restricted else None
