@@ -9,7 +9,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import psycopg
@@ -150,3 +150,48 @@ def _wait_for(done: Callable[[], bool], what: str) -> None:
         if time.monotonic() > deadline:
             raise RuntimeError(f"timed out waiting for {what}")
         time.sleep(0.05)
+
+
+def weeks_later(plan: WeekPlan, weeks: int, seed: int) -> WeekPlan:
+    """The same walks `weeks` weeks later, as new events."""
+    fresh = np.random.default_rng(seed).bytes(16 * len(plan))
+    return replace(plan, at_s=plan.at_s + weeks * 7 * 86_400, ids=fresh)
+
+
+@dataclass(frozen=True)
+class SustainedRate:
+    """The highest rate held with p99 within the target, as a share of a base rate."""
+
+    base_rate: float
+    ratio: float  # 0 when even the lowest step missed
+    rate: float
+    steps: list[tuple[float, Latency | None]]  # (share tried, latency; None: never drained)
+
+
+def highest_sustained_rate(
+    url: str,
+    bootstrap: str,
+    topic: str,
+    plan: WeekPlan,
+    base_rate: float,
+    seconds: float,
+    target_p99_ms: float,
+    shares: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0),
+    first_week: int = 2,
+) -> SustainedRate:
+    """Try `shares` of `base_rate` in order, each on a fresh week of `plan`'s walks, until
+    one misses p99 <= `target_p99_ms`; the last share that held it."""
+    best = SustainedRate(base_rate, 0.0, 0.0, [])
+    for k, share in enumerate(shares):
+        week = weeks_later(plan, first_week + k, seed=1000 + k)
+        try:
+            latency: Latency | None = measure_latency(
+                url, bootstrap, topic, week, share * base_rate, seconds
+            )
+        except RuntimeError:  # fell so far behind that it did not drain in time
+            latency = None
+        best.steps.append((share, latency))
+        if latency is None or latency.p99_ms > target_p99_ms:
+            break
+        best = replace(best, ratio=share, rate=latency.rate)
+    return best
