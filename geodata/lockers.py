@@ -166,7 +166,7 @@ class LockerDropOff(BaseModel):
         str,
         Field(
             strict=True,
-            pattern=_LOCKER_ID.pattern,
+            pattern=f"^{_LOCKER_ID.pattern}$",
             description="A locker of the registry (`wangge lockers list`).",
         ),
     ]
