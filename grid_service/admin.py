@@ -8,13 +8,13 @@ from pathlib import Path
 from typing import Annotated, Any, BinaryIO, Final
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, BeforeValidator, Field
 from sqlalchemy import Engine
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from geodata.accounts import Principal, Role
-from geodata.dataset.importer import ImportReport, import_boundaries
+from geodata.dataset.importer import ImportReport, import_boundaries, parse_valid_from
 from geodata.db import migrate
 from grid_service.auth import require_roles
 
@@ -28,6 +28,15 @@ MAX_NAME_LENGTH: Final = 255
 router = APIRouter(prefix="/api/v1/admin", tags=["admin"])
 
 AdminWriter = Annotated[Principal, Depends(require_roles(Role.ADMIN, limit_rate=True))]
+
+
+def _valid_from(value: object) -> object:
+    return parse_valid_from(value) if isinstance(value, str) else value
+
+
+ValidFrom = Annotated[datetime, BeforeValidator(_valid_from)]
+"""A date (local midnight) or an ISO 8601 time, read as the CLI's `--valid-from` reads it;
+else 422 invalid_request."""
 
 
 class LayerCountsPublic(BaseModel):
@@ -87,14 +96,22 @@ def _safe_name(client_name: str) -> str:
 
 
 def _import_upload(
-    engine: Engine, file: BinaryIO, client_name: str, *, dry_run: bool, repair: bool
+    engine: Engine,
+    file: BinaryIO,
+    client_name: str,
+    *,
+    dry_run: bool,
+    repair: bool,
+    valid_from: datetime | None,
 ) -> ImportReport:
     migrate.require_current_schema(engine)
     with tempfile.TemporaryDirectory(prefix="wangge-upload-") as directory:
         path = Path(directory) / _safe_name(client_name)
         with path.open("wb") as out:
             shutil.copyfileobj(file, out)
-        return import_boundaries(engine, path, dry_run=dry_run, repair=repair, name=client_name)
+        return import_boundaries(
+            engine, path, dry_run=dry_run, repair=repair, valid_from=valid_from, name=client_name
+        )
 
 
 _MULTIPART_BODY: Final[dict[str, Any]] = {
@@ -129,7 +146,10 @@ _MULTIPART_BODY: Final[dict[str, Any]] = {
         401: {"description": "missing_token or invalid_token"},
         403: {"description": "forbidden: an admin's token only"},
         413: {"description": "payload_too_large"},
-        422: {"description": "import_refused, with `problems`: nothing was written"},
+        422: {
+            "description": "import_refused, with `problems`: nothing was written; "
+            "invalid_request: a `valid_from` that is not a date or time"
+        },
         429: {"description": "rate_limited"},
     },
 )
@@ -140,9 +160,19 @@ async def post_boundaries(
     repair: Annotated[
         bool, Query(description="repair rings make_valid fixes within 0.1 % of their area")
     ] = False,
+    valid_from: Annotated[
+        ValidFrom | None,
+        Query(
+            description="when the new boundaries and assignments take effect, as the city "
+            "decided: a date (2024-07-01, Asia/Shanghai midnight) or an ISO 8601 time; may "
+            "be in the future (default: now; the reference date on a first import)"
+        ),
+    ] = None,
 ) -> BoundaryImportPublic:
     """Validate and import a boundary file, all or nothing (admins only).
 
+    A `valid_from` in the future loads a redrawing today that takes effect then: until
+    that instant locate, the consumers and OGC answer the versions in force before it.
     200 with the counts per layer; on refusal 422 `import_refused` with `problems`, each
     with its layer, feature, reason and detail, and nothing written. The file is named by
     the name it was uploaded with; its suffix says its format.
@@ -164,6 +194,7 @@ async def post_boundaries(
             name,
             dry_run=dry_run,
             repair=repair,
+            valid_from=valid_from,
         )
     summary = report.summary()
     return BoundaryImportPublic.model_validate({**summary, "source": name})

@@ -7,7 +7,7 @@ a changed boundary closes the old version instead of overwriting it.
 
 import logging
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import date, datetime, time
 from pathlib import Path
 
 import geopandas as gpd
@@ -16,6 +16,7 @@ import shapely
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
+from geodata.compliance.weeks import check_supported_time
 from geodata.dataset.geometry_checks import same_geometries
 from geodata.dataset.layers import (
     LEVELS,
@@ -51,6 +52,7 @@ __all__ = [
     "database_is_empty",
     "export_layers",
     "import_boundaries",
+    "parse_valid_from",
     "read_boundary_file",
 ]
 
@@ -164,6 +166,29 @@ def import_boundaries(
             _write(session, plan, report, notify)
     logger.info("imported %s (%s): %s", source, path, report.summary())
     return report
+
+
+def parse_valid_from(value: str) -> datetime:
+    """The instant a city dates an import from: a date (`2024-07-01`, local midnight) or an
+    ISO 8601 time (without an offset: local time); ValueError if neither or out of span.
+
+    One reading for `wangge dataset import --valid-from` and the admin route's `valid_from`,
+    so that the same text means the same instant on both.
+    """
+    text = value.strip()
+    try:
+        if len(text) == len("2024-07-01"):
+            moment = datetime.combine(date.fromisoformat(text), time(0), tzinfo=LOCAL_TZ)
+        else:
+            moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(
+            f"valid_from {value!r} is neither a date (2024-07-01) nor an ISO 8601 time "
+            "(2024-07-01T00:00:00+08:00)"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=LOCAL_TZ)
+    return check_supported_time(moment, "valid_from")
 
 
 def export_layers(engine: Engine) -> dict[str, gpd.GeoDataFrame | pd.DataFrame]:
@@ -301,6 +326,6 @@ def _effective_valid_from(valid_from: datetime | None, *, first_import: bool) ->
 def _too_early(layer: str, feature: str, valid_from: datetime, since: datetime) -> Problem:
     detail = (
         f"valid_from {valid_from.isoformat()} is not after the current version's "
-        f"{since.isoformat()}; pass a later --valid-from"
+        f"{since.isoformat()}; date the import later (--valid-from, or valid_from over HTTP)"
     )
     return Problem(layer, feature, Reason.VALID_FROM_TOO_EARLY, detail)

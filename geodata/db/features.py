@@ -289,8 +289,11 @@ def _versions_source(collection: Collection, interval: TimeInterval | None) -> _
     """The versions a validity query sees: in force, or the latest per id in the interval."""
     valid_from, valid_to = collection.time_columns
     if interval is None:
-        # Without a time, the versions in force, exactly as the rest of the platform reads.
-        return _Sql(f"(SELECT * FROM {collection.table} WHERE {valid_to} IS NULL) AS f")
+        # Without a time, the versions in force now, as locate reads them: not the open
+        # versions, since a redrawing dated by the city may be loaded before it takes effect.
+        sql = _Sql(f"(SELECT * FROM {collection.table} WHERE {_in_force(collection)}) AS f")
+        sql.values["t_now"] = datetime.now(UTC)
+        return sql
     sql = _Sql("")
     inner: list[str] = []
     # A version is valid on [valid_from, valid_to); it meets the closed [start, end] when
@@ -308,6 +311,12 @@ def _versions_source(collection: Collection, interval: TimeInterval | None) -> _
         f"WHERE {where} ORDER BY {collection.id_column}, {valid_from} DESC) AS f"
     )
     return sql
+
+
+def _in_force(collection: Collection, alias: str = "") -> str:
+    """SQL true for a version valid at the bound `:t_now`: `valid_from <= t < valid_to`."""
+    valid_from, valid_to = (f"{alias}{column}" for column in collection.time_columns)
+    return f"{valid_from} <= :t_now AND ({valid_to} IS NULL OR :t_now < {valid_to})"
 
 
 def _selection(collection: Collection, query: FeatureQuery) -> _Sql:
@@ -454,7 +463,12 @@ def get_feature(
     sql = _Sql(f"{collection.table} AS f", [f"f.{collection.id_column} = :feature_id"])
     sql.values["feature_id"] = key
     _within_area(sql, collection, area_prefix)
-    order = f"f.{collection.time_columns[0]} DESC" if collection.temporal == "validity" else "1"
+    order = "1"
+    if collection.temporal == "validity":
+        # The version in force now first, then the latest (a closed grid's last one, or a
+        # redrawing not yet in force when the grid did not exist before it).
+        order = f"({_in_force(collection, 'f.')}) DESC, f.{collection.time_columns[0]} DESC"
+        sql.values["t_now"] = datetime.now(UTC)
     statement = text(
         f"SELECT {_columns(collection, lat_lon, chosen)} FROM {sql.source} "
         f"WHERE {sql.where()} ORDER BY {order} LIMIT 1"

@@ -30,19 +30,30 @@ def dataset_generate(
     console.print(f"wrote {out}")
 
 
-def import_dataset(path: Path, *, dry_run: bool, repair: bool) -> None:
+def import_dataset(
+    path: Path, *, dry_run: bool, repair: bool, valid_from: str | None = None
+) -> None:
     """Import a boundary file, or print why it was refused and exit 1."""
-    from geodata.dataset.importer import import_boundaries
+    from geodata.dataset.importer import import_boundaries, parse_valid_from
     from geodata.db import migrate
     from geodata.db.engine import create_db_engine
     from geodata.errors import ImportRefused, SchemaMissing
 
+    try:
+        since = None if valid_from is None else parse_valid_from(valid_from)
+    except ValueError as exc:
+        raise fail(str(exc)) from exc
     engine = create_db_engine(DatabaseSettings().url)
     try:
         migrate.require_current_schema(engine)
         with progress_bar() as progress:
             report = import_boundaries(
-                engine, path, dry_run=dry_run, repair=repair, progress=progress
+                engine,
+                path,
+                dry_run=dry_run,
+                repair=repair,
+                valid_from=since,
+                progress=progress,
             )
     except SchemaMissing as exc:
         raise fail(str(exc)) from exc
@@ -74,9 +85,19 @@ def dataset_import(
     repair: Annotated[
         bool, typer.Option("--repair", help="repair rings make_valid fixes within 0.1 % area")
     ] = False,
+    valid_from: Annotated[
+        str | None,
+        typer.Option(
+            "--valid-from",
+            metavar="DATE",
+            help="when the city's new boundaries and assignments take effect: a date "
+            "(2024-07-01, local midnight) or an ISO 8601 time; may be in the future "
+            "(default: now; the reference date on a first import)",
+        ),
+    ] = None,
 ) -> None:
     """Validate and import boundaries, all or nothing."""
-    import_dataset(path, dry_run=dry_run, repair=repair)
+    import_dataset(path, dry_run=dry_run, repair=repair, valid_from=valid_from)
 
 
 def _reference_dataset_path(seed: int) -> Path:
