@@ -54,6 +54,9 @@ def quiet_library_logs() -> None:
     # Its warning that one of its own I/O tasks ran over 0.1 s comes on any busy machine,
     # and says nothing the user can act on; its errors still show.
     logging.getLogger("kafka.net.selector").setLevel(logging.ERROR)
+    # Under load a metadata request is cancelled and simply sent again: "Metadata refresh:
+    # failed Cancelled" a few times a minute, after the line `up` leaves in view.
+    logging.getLogger("kafka.cluster").setLevel(logging.ERROR)
 
 
 def bind_address(host: str | None, port: int | None) -> tuple[str, int]:
