@@ -118,6 +118,13 @@ ORDER BY s.code
 """
 )
 
+# psycopg prepares a statement on its fifth run on a connection, and PostgreSQL plans a
+# prepared statement generically after five more. Without the values, `code LIKE :pattern`
+# and the period look like one row, and the generic plan sorts and sums the period's
+# coverage days again for every grid: 0.5 s for Baoji's week instead of 10 ms. A custom
+# plan per run costs a few milliseconds of planning.
+_CUSTOM_PLANS = text("SET LOCAL plan_cache_mode = force_custom_plan")
+
 _AREA_NAMES = {
     "community": text("SELECT code, name FROM communities WHERE code LIKE :pattern"),
     "street": text("SELECT code, name FROM streets WHERE code LIKE :pattern"),
@@ -171,6 +178,7 @@ def coverage_report(
     with engine.connect() as conn:
         conn.execution_options(isolation_level="REPEATABLE READ", postgresql_readonly=True)
         with conn.begin():
+            conn.execute(_CUSTOM_PLANS)
             grids = grid_coverage(conn, period, prefix, tz)
             if level == "grid":
                 return grids
