@@ -3,7 +3,8 @@
 `parse_basemap` turns the setting (WANGGE_BASEMAP and its companions) into a `Basemap`
 that the map's config endpoint hands to the page, and whose origins the page's content
 security policy allows. Providers whose tiles are in GCJ-02 (AutoNavi/Gaode, Tencent) are
-marked so; the page moves them onto our WGS-84 data (geodata.gcj02, docs/BASEMAP.md).
+marked so; the page moves them onto our WGS-84 data (geodata.crs's conversion, sampled by
+geodata.gcj02; docs/BASEMAP.md).
 Tianditu's tiles are in CGCS2000, which differs from WGS-84 by centimetres: drawn as is.
 """
 

@@ -134,7 +134,7 @@ async def get_map_config(request: Request, _principal: RequiredPrincipal) -> Map
 
 
 GCJ02_STEP_DEG: Final = 0.03
-"""Nodes of the offset table this far apart: within a metre of the formula (geodata.gcj02)."""
+"""Nodes of the offset table this far apart: within a metre of the formula (geodata.crs)."""
 GCJ02_MAX_NODES: Final = 10_000
 """A larger box gets nodes further apart rather than a larger answer (~200 KB at most)."""
 GCJ02_MAX_AREA_DEG2: Final = 3600.0  # China's bounding box is some 65° by 55°
@@ -165,7 +165,7 @@ def get_gcj02_offsets(
     ],
 ) -> Response:
     """The GCJ-02 offset tabulated over a box, from the project's own conversion
-    (geodata.gcj02), so the map's GCJ-02 basemap and our data agree within a metre or so.
+    (geodata.crs), so the map's GCJ-02 basemap and our data agree within a metre or so.
     Nodes are 0.03° apart, further for a box that would need more than 10,000."""
     box = parse_bbox(bbox, max_area_deg2=GCJ02_MAX_AREA_DEG2)
     width, height = box.max_lon - box.min_lon, box.max_lat - box.min_lat

@@ -5,7 +5,7 @@
 // GCJ-02 tiles (AutoNavi, Tencent) are moved onto our WGS-84 data, never the other way:
 // each tile the map asks for is composed from the provider's tiles shifted by the GCJ-02
 // offset at the tile's centre, read from the server's table (GET map/gcj02-offsets.json,
-// the project's own conversion in geodata/gcj02.py), so grids, check-ins, walks and clicks
+// sampled from the project's own conversion, geodata/crs.py), so grids, check-ins, walks and clicks
 // keep the coordinates the API speaks.
 import { AttributionControl, addProtocol } from "../vendor/maplibre-gl/maplibre-gl.mjs";
 
