@@ -213,7 +213,9 @@ def _run_stage(
         for engine_thread in deadlines:
             engine_thread.stop()
         if partner is not None:
-            _stop_partner(partner, asked_to_stop=runner.stopping or crashed)
+            _stop_partner(
+                partner, asked_to_stop=runner.stopping or crashed, drain=runner.draining
+            )
     if partner is not None and partner_died.is_set():
         raise RuntimeError(f"the compliance stage exited with code {partner.exitcode}")
 
@@ -248,13 +250,16 @@ def _stop_when_gone(
     threading.Thread(target=watch, name="wangge-stage-watch", daemon=True).start()
 
 
-def _stop_partner(partner: multiprocessing.process.BaseProcess, *, asked_to_stop: bool) -> None:
-    """Stop the other stage: SIGTERM when we were asked to stop, else let it go idle too."""
-    if not asked_to_stop:
+def _stop_partner(
+    partner: multiprocessing.process.BaseProcess, *, asked_to_stop: bool, drain: bool = False
+) -> None:
+    """Stop the other stage: drained after ours (SIGUSR1) when we drained, SIGTERM when we
+    were asked to stop, else let it go idle too."""
+    if not asked_to_stop and not drain:
         partner.join()  # idle-exit: it goes idle and exits on its own
         return
     if partner.is_alive() and partner.pid is not None:
-        os.kill(partner.pid, signal.SIGTERM)
+        os.kill(partner.pid, signal.SIGUSR1 if drain else signal.SIGTERM)
     partner.join(timeout=60)
     if partner.is_alive():
         logger.warning("the compliance stage did not stop in 60 s; killing it")

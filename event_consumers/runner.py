@@ -12,6 +12,11 @@ decoded and assigned on the main thread. The writer spends its time waiting for
 PostgreSQL and the broker, so the two overlap on a 2-core machine. Batches still commit
 one at a time, in order; a rebalance waits for the batch in flight.
 
+Stopping: SIGTERM (or SIGINT) finishes the batch in hand, commits and leaves; SIGUSR1
+drains first: the consumer notes the end of each partition it reads, goes on until it
+has committed everything up to there, and only then leaves (`wangge up` stops a stage so
+once nothing more is produced to its topics, so that the broker can go last).
+
 Error policy: an invalid event is a dead letter and the batch goes on; a database or
 broker failure rolls the batch back, rewinds and retries with back-off, and the broker's
 clients and topics are checked anew. Any other failure of a batch is taken as a record the
@@ -128,6 +133,9 @@ class ConsumerRunner:
         self.topic_names = sorted({*self.handlers, deadletter_topic, *output_topics})
         self.member = f"{socket.gethostname()}:{os.getpid()}"
         self._stopping = False
+        #: When a drain was asked for (monotonic), and the ends it reads to.
+        self._drain_asked: float | None = None
+        self._drain_ends: dict[TopicPartition, int] | None = None
         self._conn = psycopg.connect(config.database_url, autocommit=False)
         # Preparing reads (roster, last fixes) while the writer holds `_conn` in a batch.
         self._read_conn = psycopg.connect(config.database_url, autocommit=True)
@@ -218,18 +226,53 @@ class ConsumerRunner:
         """Whether a stop was requested (a signal, or the other stage of the process)."""
         return self._stopping
 
+    @property
+    def draining(self) -> bool:
+        """Whether a drain was requested (SIGUSR1): read to the end, then stop."""
+        return self._drain_asked is not None
+
     def request_stop(self, *_args: object) -> None:
         """Finish the current batch, commit, and leave the group."""
         self._stopping = True
 
+    def request_drain(self, *_args: object) -> None:
+        """Commit everything up to the partitions' present ends, then stop (signal-safe:
+        it only notes the time)."""
+        if self._drain_asked is None:
+            self._drain_asked = time.monotonic()
+
     def install_signal_handlers(self) -> None:
-        """SIGTERM and SIGINT finish the batch before exiting."""
+        """SIGTERM and SIGINT finish the batch before exiting; SIGUSR1 drains first."""
 
         def stop(_signum: int, _frame: FrameType | None) -> None:
             self.request_stop()
 
+        def drain(_signum: int, _frame: FrameType | None) -> None:
+            self.request_drain()
+
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
+        signal.signal(signal.SIGUSR1, drain)
+
+    def _drained(self) -> bool:
+        """Whether a drain is done: every record up to the ends noted committed.
+
+        The ends are the partitions' ends when first asked after the drain began (again
+        after a rebalance). A member given no partition within a poll interval has
+        nothing to drain.
+        """
+        assert self._drain_asked is not None
+        assignment = self._consumer.assignment()
+        if not assignment:
+            waited = time.monotonic() - self._drain_asked
+            return waited > self.config.max_poll_interval_ms / 1000
+        if self._drain_ends is None or set(self._drain_ends) != assignment:
+            self._drain_ends = self._consumer.end_offsets(list(assignment))
+            logger.info("draining to the end of %d partitions", len(self._drain_ends))
+        if any(self._consumer.position(tp) < end for tp, end in self._drain_ends.items()):
+            return False
+        self._settle(wait=True)
+        return True
 
     def run(self, *, idle_exit_after_s: float | None = None) -> None:
         """Poll and process until asked to stop (or idle for `idle_exit_after_s`)."""
@@ -250,6 +293,9 @@ class ConsumerRunner:
                 self._beat()
                 batch: Batch | None = None
                 try:
+                    if self.draining and self._drained():
+                        logger.info("drained: every record read so far is committed")
+                        return
                     if self.positions.held_too_long():
                         self.positions.resume_from_stored([])
                     isolating = self._isolating > 0

@@ -184,6 +184,7 @@ STATUS_BY_ERROR: Final[Mapping[type[WanggeError], int]] = {
 
 _PUBLIC_5XX_DETAIL: Final[Mapping[str, str]] = {
     "broker_unavailable": "the event broker did not acknowledge in time; retry later",
+    "stopping": "the service is stopping; retry later",
     "database_unavailable": "the database is not reachable right now; retry later",
     "schema_missing": "the service is not ready; retry later",
 }

@@ -59,6 +59,7 @@ from grid_service.errors import (
 )
 from grid_service.producer import (
     EventProducer,
+    GatewayClosed,
     OutgoingRecord,
     retry_after_header,
 )
@@ -138,7 +139,8 @@ _ERRORS: Final[dict[int | str, dict[str, Any]]] = {
     429: {"model": ErrorBody, "description": "rate_limited: retry after Retry-After seconds"},
     503: {
         "model": ErrorBody,
-        "description": "broker_unavailable: retry the same events after Retry-After seconds",
+        "description": "broker_unavailable, or stopping (the service is shutting down): retry"
+        " the same events after Retry-After seconds",
     },
 }
 _INCIDENT_ERRORS: Final[dict[int | str, dict[str, Any]]] = {
@@ -435,6 +437,13 @@ def _check_incident_id_is_free(engine: Engine, incident: IncidentReport) -> None
 async def _on_broker_unavailable(_request: Request, exc: Exception) -> JSONResponse:
     if not isinstance(exc, BrokerUnavailable):  # registered for BrokerUnavailable only
         raise exc
+    if isinstance(exc, GatewayClosed):
+        # Expected while stopping, every post of every phone: no warning per request.
+        return JSONResponse(
+            {"code": exc.code, "detail": "the service is stopping; retry later"},
+            status_code=503,
+            headers={"Retry-After": retry_after_header(exc)},
+        )
     response = domain_error_response(exc)
     response.headers["Retry-After"] = retry_after_header(exc)
     return response
@@ -444,6 +453,14 @@ async def _on_incident_exists(_request: Request, exc: Exception) -> JSONResponse
     if not isinstance(exc, IncidentExists):  # registered for IncidentExists only
         raise exc
     return JSONResponse({"code": exc.code, "detail": str(exc)}, status_code=409)
+
+
+def close_gateway(app: FastAPI) -> None:
+    """Answer every later event post 503 `stopping`; posts under way finish (the stop's
+    first step, `wangge serve` on SIGUSR1). Signal-safe: it only sets a flag."""
+    producer: EventProducer | None = getattr(app.state, "producer", None)
+    if producer is not None:
+        producer.close_gate()
 
 
 def install_gateway_errors(app: FastAPI) -> None:

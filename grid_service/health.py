@@ -223,7 +223,9 @@ class HealthMonitor:
         broker = self._part(self._broker.result, now)
         status = self.producer.status()
         producer: dict[str, Any] = {"ok": status.ok, "state": status.state}
-        if not status.ok:
+        if status.state == "closed":
+            producer |= {"in_flight": status.in_flight, "reason": status.reason}
+        elif not status.ok:
             producer |= {
                 "away_for_s": status.away_for_s,
                 "reason": status.reason,

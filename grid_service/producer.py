@@ -12,6 +12,11 @@ The producer never makes a topic. Tansu creates a topic named in a metadata requ
 whatever the request's allow_auto_topic_creation says (with its default of 4 partitions,
 not the configured 6), so this producer only ever asks for the metadata of all topics;
 until the consumers have made the topics again, posts get 503.
+
+Stopping: `close_gate()` refuses every later send at once (503 `stopping`, with
+Retry-After) while the sends already under way finish; `status()` says "closed" and how
+many are still in flight, so whoever stops the service (`wangge up`) knows when every
+accepted event is on the broker and the consumers can be drained.
 """
 
 import logging
@@ -47,6 +52,12 @@ class BrokerAway(BrokerUnavailable):
         self.retry_after_s = retry_after_s
 
 
+class GatewayClosed(BrokerAway):
+    """The service is stopping and takes no more events; retry after `retry_after_s`."""
+
+    code = "stopping"
+
+
 @dataclass(frozen=True, slots=True)
 class OutgoingRecord:
     """One Kafka record to produce: topic, UTF-8 key, JSON value and headers."""
@@ -66,22 +77,24 @@ class RecordPosition:
     offset: int
 
 
-ProducerState = Literal["idle", "ready", "away"]
+ProducerState = Literal["idle", "ready", "away", "closed"]
 
 
 @dataclass(frozen=True, slots=True)
 class ProducerStatus:
-    """What /healthz says of the producer: idle (not connected yet), ready, or away."""
+    """What /healthz says of the producer: idle (not connected yet), ready, away, or closed
+    (stopping: `in_flight` sends still waiting for the broker)."""
 
     state: ProducerState
     away_for_s: float | None = None
     reason: str | None = None
     retry_after_s: int | None = None
+    in_flight: int = 0
 
     @property
     def ok(self) -> bool:
-        """True unless the breaker is open."""
-        return self.state != "away"
+        """True unless the breaker is open or the gateway closed."""
+        return self.state not in ("away", "closed")
 
 
 @dataclass(slots=True)
@@ -142,6 +155,10 @@ class EventProducer:
         self._outage: _Outage | None = None
         self._closed = threading.Event()
         self._probe: threading.Thread | None = None
+        self._gate_closed = False
+        self._in_flight = 0
+        # Its own lock: `_lock` may be held for a connection's time.
+        self._in_flight_lock = threading.Lock()
 
     def _new_producer(self) -> KafkaProducer:
         ack_ms = int(self.timeout_s * 1000)
@@ -227,12 +244,28 @@ class EventProducer:
             logger.warning("broker back after %.1f s: accepting posts again", away)
             return
 
+    def close_gate(self) -> None:
+        """Refuse every later send (GatewayClosed); sends under way finish. Signal-safe:
+        it only sets a flag."""
+        self._gate_closed = True
+
     def send_all(self, records: Sequence[OutgoingRecord]) -> list[RecordPosition]:
         """Produce `records` and wait until the broker acknowledged each (blocking).
 
         BrokerAway at once while the breaker is open, or when the broker does not
-        acknowledge within `timeout_s`.
+        acknowledge within `timeout_s`; GatewayClosed once the gate is closed.
         """
+        with self._in_flight_lock:
+            if self._gate_closed:
+                raise GatewayClosed("the service is stopping", self.retry_after_s)
+            self._in_flight += 1
+        try:
+            return self._send_all(records)
+        finally:
+            with self._in_flight_lock:
+                self._in_flight -= 1
+
+    def _send_all(self, records: Sequence[OutgoingRecord]) -> list[RecordPosition]:
         deadline = time.monotonic() + self.timeout_s
         client = self._client()
         try:
@@ -254,6 +287,13 @@ class EventProducer:
 
         No lock: a request may hold it while it connects, and /healthz must not wait.
         """
+        if self._gate_closed:
+            return ProducerStatus(
+                "closed",
+                reason="the service is stopping",
+                retry_after_s=self.retry_after_s,
+                in_flight=self._in_flight,
+            )
         outage, producer = self._outage, self._producer
         if outage is not None:
             return ProducerStatus(

@@ -7,6 +7,8 @@ it is still the admin's). So that the line stays in view, the libraries' INFO lo
 `--verbose`.
 """
 
+import gc
+import json
 import logging
 import os
 import shutil
@@ -45,6 +47,11 @@ LIBRARY_LOGGERS: Final = ("kafka", "alembic")
 """Libraries whose INFO lines (every connection, every metadata refresh) bury ours."""
 READY_WAIT_S: Final = 90.0
 """How long `up` waits for /healthz before printing its line all the same."""
+GATE_WAIT_S: Final = 15.0
+"""How long `up`, stopping, waits for the posts under way to be acknowledged by the
+broker or refused (a post gives up after the gateway's 5 s acknowledgement timeout)."""
+DRAIN_WAIT_S: Final = 180.0
+"""How long `up`, stopping, lets a consumer stage drain before it stops it as it stands."""
 
 
 def quiet_library_logs() -> None:
@@ -72,15 +79,22 @@ def serve(
         bool, typer.Option("--access-log/--no-access-log", help="a line per request")
     ] = True,
 ) -> None:
-    """Run the HTTP API and the supervisors' map (/map)."""
+    """Run the HTTP API and the supervisors' map (/map).
+
+    SIGUSR1 closes the gateway (event posts get 503 `stopping` with Retry-After) while
+    the rest serves on; SIGTERM then stops the process.
+    """
     import uvicorn
 
     from grid_service.app import create_app
+    from grid_service.gateway import close_gateway
     from wangge.adapter_configs import api_config
 
     config = api_config()
     host, port = bind_address(host, port)
-    uvicorn.run(create_app(config), host=host, port=port, log_level="info", access_log=access_log)
+    app = create_app(config)
+    signal.signal(signal.SIGUSR1, lambda _signum, _frame: close_gateway(app))
+    uvicorn.run(app, host=host, port=port, log_level="info", access_log=access_log)
 
 
 def _consume(names: list[str], group: str | None, idle_exit_after_s: float | None) -> None:
@@ -102,6 +116,10 @@ def _consume(names: list[str], group: str | None, idle_exit_after_s: float | Non
         raise fail(f"the broker at {kafka.bootstrap} does not answer: {exc}") from exc
     config = runner_config(group)
     run_consumers(config, engine, kafka.topics, names, idle_exit_after_s=idle_exit_after_s)
+    # Everything is committed: the exit's last collection would walk the grid snapshot and
+    # the coverage lattices for seconds (8 s on a loaded 2-core host) and free nothing
+    # that matters, while `wangge up` waits for this stage to stop.
+    gc.freeze()
 
 
 def consume(
@@ -137,7 +155,9 @@ def consume(
 
 
 def _child(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-m", "wangge", *args], env=env)
+    # A process group of its own: a terminal's Ctrl-C reaches `up` alone, which then
+    # stops its children in order (`_stop_in_order`) rather than all at once.
+    return subprocess.Popen([sys.executable, "-m", "wangge", *args], env=env, process_group=0)
 
 
 def up(
@@ -174,6 +194,11 @@ def up(
 
     With --simulate, the city's phones too: a simulated week produced to the broker as it
     goes, stopped with the rest by Ctrl-C or SIGTERM.
+
+    Ctrl-C or SIGTERM stops without losing an accepted event: the simulator, then the
+    gateway (posts get 503 with Retry-After), the intake stage drained into PostGIS, the
+    compliance stage drained, the API, and last the broker if `up` started it (its
+    topics live in memory). A second Ctrl-C stops everything at once.
     """
     from geodata.db import migrate
     from geodata.errors import WanggeError
@@ -189,7 +214,9 @@ def up(
         raise fail(str(exc)) from exc
 
     host, port = bind_address(host, port)
-    print_reports(start_services())
+    reports = start_services()
+    print_reports(reports)
+    broker_ours = any(r.name == "kafka" and r.state == "started" for r in reports)
     migrate.upgrade(DatabaseSettings().url)
     console.print("schema at the current revision")
     load_reference_dataset_if_empty(seed)
@@ -199,6 +226,8 @@ def up(
     # shell that starts `up` in the background makes it ignore SIGINT otherwise.
     signal.signal(signal.SIGINT, raise_keyboard_interrupt)
     signal.signal(signal.SIGTERM, raise_keyboard_interrupt)
+    # The children no longer share the terminal's process group: a hang-up stops them too.
+    signal.signal(signal.SIGHUP, raise_keyboard_interrupt)
     # One metrics directory so the API's /metrics adds up every process's samples.
     metrics_dir = Path(tempfile.mkdtemp(prefix="wangge-metrics-"))
     env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}
@@ -210,11 +239,10 @@ def up(
     # compliance stage: a spawned child sets up its own logging, libraries' INFO included.
     logs = ["--verbose"] if verbose else []
     serve_logs = [] if verbose else ["--no-access-log"]
-    children = [
-        _child(["consume", *INTAKE_STAGE, *logs], env),
-        _child(["consume", *COMPLIANCE_STAGE, *logs], env),
-        _child(["serve", "--host", host, "--port", str(port), *serve_logs], env),
-    ]
+    intake = _child(["consume", *INTAKE_STAGE, *logs], env)
+    compliance = _child(["consume", *COMPLIANCE_STAGE, *logs], env)
+    api = _child(["serve", "--host", host, "--port", str(port), *serve_logs], env)
+    children = [intake, compliance, api]
     simulator = _child(simulator_args, env) if simulator_args else None
     base = f"http://{_reachable(host)}:{port}"
     try:
@@ -230,11 +258,13 @@ def up(
         console.print(_up_line(base, admin, map_path(simulator_args or [])), soft_wrap=True)
         _watch(children, simulator)
     except KeyboardInterrupt:
-        console.print("stopping the simulator, the consumers and the API")
+        console.print("stopping: no event accepted is lost (Ctrl-C again stops at once)")
     finally:
-        # The simulator first in the list: what it flushes on the way out still finds the
-        # broker; every child is signalled before any is waited for.
-        _stop([c for c in (simulator, *children) if c is not None])
+        try:
+            _stop_in_order(base, simulator, intake, compliance, api, broker_ours=broker_ours)
+        except KeyboardInterrupt:
+            console.print("[yellow]stopping at once:[/] what the consumers had not stored stays")
+            _stop([c for c in (simulator, *children) if c is not None])
         shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
@@ -302,6 +332,96 @@ def _watch(
     failed = [c.args for c in children if c.poll() not in (None, 0)]
     if failed:
         raise fail(f"a wangge process exited: {failed}")
+
+
+def _stop_in_order(
+    base: str,
+    simulator: subprocess.Popen[bytes] | None,
+    intake: subprocess.Popen[bytes],
+    compliance: subprocess.Popen[bytes],
+    api: subprocess.Popen[bytes],
+    *,
+    broker_ours: bool,
+) -> None:
+    """Stop so that every event the gateway accepted (202) is stored, and the broker last.
+
+    The simulator first (what it flushes still finds the broker); then the gateway
+    closes and its posts under way end; then each stage drains (SIGUSR1: it reads to the
+    ends its topics have then, commits, exits), the intake stage before the compliance
+    stage it feeds; then the API; the broker last, and only when `up` started it and
+    every step finished: otherwise it keeps what was not stored.
+    """
+    if simulator is not None:
+        _stop([simulator])
+    complete = _close_gateway(api, base)
+    for name, stage in (("intake", intake), ("compliance", compliance)):
+        complete = _drain(name, stage) and complete
+    _stop([api])
+    console.print("API stopped")
+    if not broker_ours:
+        return
+    if not complete:
+        console.print(
+            "[yellow]the broker is left running:[/] it may hold accepted events not yet"
+            " stored; `wangge up` again stores them, `wangge services stop` drops them"
+        )
+        return
+    services.stop_broker(LocalServicesSettings(), log=console.print)
+
+
+def _health(base: str) -> dict[str, object] | None:
+    """/healthz's body, ready or not; None when the API does not answer."""
+    try:
+        with urllib.request.urlopen(f"{base}/healthz", timeout=2) as answer:
+            body = answer.read()
+    except urllib.error.HTTPError as refused:
+        body = refused.read()
+    except (urllib.error.URLError, OSError):
+        return None
+    try:
+        document = json.loads(body)
+    except ValueError:
+        return None
+    return document if isinstance(document, dict) else None
+
+
+def _close_gateway(api: subprocess.Popen[bytes], base: str) -> bool:
+    """Close the API's gateway (SIGUSR1) and wait until no post is under way; False if
+    that could not be seen (a post may still be acknowledged after the drains)."""
+    if api.poll() is not None:
+        return True  # nothing posts through an API that is gone
+    api.send_signal(signal.SIGUSR1)
+    deadline = time.monotonic() + GATE_WAIT_S
+    while time.monotonic() < deadline:
+        producer = (_health(base) or {}).get("producer")
+        closed = isinstance(producer, dict) and producer.get("state") == "closed"
+        if closed and isinstance(producer, dict) and producer.get("in_flight") == 0:
+            console.print("gateway closed: event posts get 503 stopping with Retry-After")
+            return True
+        time.sleep(0.1)
+    console.print("[yellow]the gateway did not say it was closed[/]")
+    return False
+
+
+def _drain(name: str, stage: subprocess.Popen[bytes]) -> bool:
+    """Let a consumer stage store everything on its topics now, then exit (SIGUSR1);
+    stopped as it stands after DRAIN_WAIT_S. True if it drained."""
+    if stage.poll() is not None:
+        console.print(f"[yellow]the {name} stage had exited ({stage.returncode})[/]")
+        return False
+    started = time.monotonic()
+    stage.send_signal(signal.SIGUSR1)
+    try:
+        code = stage.wait(timeout=DRAIN_WAIT_S)
+    except subprocess.TimeoutExpired:
+        console.print(f"[yellow]the {name} stage did not drain in {DRAIN_WAIT_S:.0f} s[/]")
+        _stop([stage])
+        return False
+    if code != 0:
+        console.print(f"[yellow]the {name} stage exited with {code} while draining[/]")
+        return False
+    console.print(f"{name} stage drained in {time.monotonic() - started:.1f} s")
+    return True
 
 
 def _stop(children: list[subprocess.Popen[bytes]]) -> None:
