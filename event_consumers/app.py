@@ -213,9 +213,7 @@ def _run_stage(
         for engine_thread in deadlines:
             engine_thread.stop()
         if partner is not None:
-            _stop_partner(
-                partner, asked_to_stop=runner.stopping or crashed, drain=runner.draining
-            )
+            _stop_partner(partner, asked_to_stop=runner.stopping or crashed, drain=runner.draining)
     if partner is not None and partner_died.is_set():
         raise RuntimeError(f"the compliance stage exited with code {partner.exitcode}")
 
