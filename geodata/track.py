@@ -94,9 +94,9 @@ def _to_micros(at: datetime) -> int:
 
 @dataclass(frozen=True)
 class StoredFix:
-    """One stored check-in as the track read finds it."""
+    """One stored check-in as the track read finds it (its event id as text)."""
 
-    event_id: uuid.UUID
+    event_id: str
     recorded_at: datetime
     lon: float
     lat: float

@@ -9,21 +9,33 @@ its area only. The search finds, for a supervisor, the workers who have (had) a 
 its area; for a worker, themself.
 """
 
-import json
-from datetime import datetime, tzinfo
+import threading
+import uuid
+from collections import OrderedDict
+from collections.abc import Hashable
+from datetime import datetime
 from typing import Annotated, Any, Final, Literal
 
 from fastapi import APIRouter, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic_core import to_json
 
 from geodata.accounts import Principal, Role
-from geodata.db.track_read import TrackPage, WorkerMatch, search_workers, track_page
+from geodata.compliance import ComplianceConfig
+from geodata.db.compliance_read import read_snapshot
+from geodata.db.track_read import (
+    TrackPage,
+    WorkerMatch,
+    search_workers,
+    track_page,
+    track_stamp,
+)
 from geodata.track import (
     DEFAULT_LIMIT,
     MAX_LIMIT,
     TRACK_FLAGS,
     Cursor,
-    TrackFix,
+    PatrolSpan,
     check_interval,
     track_of,
 )
@@ -75,8 +87,9 @@ class TrackFixProperties(BaseModel):
         description="low_accuracy (over 100 m), implausible_speed (from the previous fix), "
         "mocked (the phone said so), outside_assigned_grid"
     )
-    patrol: TrackPatrolPublic | None = Field(
-        description="the patrol the fix is part of; null for a fix the rule cannot use"
+    patrol: int | None = Field(
+        description="the index in the page's `patrols` of the patrol the fix is part of; "
+        "null for a fix the rule cannot use or no patrol holds"
     )
 
 
@@ -109,6 +122,9 @@ class TrackPublic(BaseModel):
     limit: int
     number_returned: int
     next: str | None = Field(description="the next page's URL (path and query); null at the end")
+    patrols: list[TrackPatrolPublic] = Field(
+        description="the patrols this page's fixes are part of, in order of their first fix"
+    )
     features: list[TrackFeaturePublic]
 
 
@@ -181,7 +197,8 @@ def get_worker_track(
     ] = None,
 ) -> Response:
     """A worker's check-ins in [`from`, `to`) as GeoJSON points in time order, each with its
-    time, accuracy, grid, flags and the patrol it is part of.
+    time, accuracy, grid, flags and the patrol it is part of (an index into the page's
+    `patrols`, each with its grid, start, end, counted and why).
 
     Flags: `low_accuracy`, `implausible_speed` (the intake's), `mocked` (the phone said the
     fix was mocked), `outside_assigned_grid`. A fix is part of the stored patrol of its grid
@@ -196,19 +213,78 @@ def get_worker_track(
     check_interval(start, end)
     cursor = Cursor.decode(after) if after is not None else None
     authorize_worker_read(engine, principal, worker_id)
-    page = track_page(
-        engine, worker_id, start, end, limit=limit, after=cursor, area_prefix=_area_of(principal)
-    )
-    track = track_of(page.fixes, page.patrols, config.max_accuracy_m)
-    next_url = None
-    if page.more:
-        last = page.fixes[-1]
-        url = request.url.include_query_params(
-            after=Cursor(last.recorded_at, last.event_id).encode()
+    area = _area_of(principal)
+    answers = _answers(request)
+    key = (worker_id, area, request.url.query)
+    # A kept page is checked by its stamp alone; a new one is read with its stamp in one
+    # snapshot, so that what is kept is exactly what the stamp describes.
+    body = answers.get(key, track_stamp(engine, worker_id, start, end))
+    if body is not None:
+        return Response(body, media_type="application/geo+json")
+    with read_snapshot(engine) as connection:
+        stamp = track_stamp(connection, worker_id, start, end)
+        page = track_page(
+            connection,
+            worker_id,
+            start,
+            end,
+            limit=limit,
+            after=cursor,
+            area_prefix=area,
+            timezone=config.timezone,
         )
-        next_url = f"{url.path}?{url.query}"
-    body = _collection(page, track, start, end, limit, next_url, config.tz)
-    return Response(json.dumps(body, ensure_ascii=False), media_type="application/geo+json")
+    body = to_json(_collection(page, request, start, end, limit, config))
+    answers.put(key, stamp, body)
+    return Response(body, media_type="application/geo+json")
+
+
+class _Answers:
+    """The track pages answered lately, each under the stamp of the data it was made from.
+
+    A supervisor's map asks for one worker's week again and again while replaying it, and
+    a page of 500 fixes costs milliseconds of Python to shape; a page is served again only
+    while its stamp (`track_stamp`, read in the same snapshot) is unchanged.
+    """
+
+    def __init__(self, max_entries: int = 256, max_bytes: int = 64 * 1024 * 1024) -> None:
+        self.max_entries, self.max_bytes = max_entries, max_bytes
+        self._held: OrderedDict[Hashable, tuple[object, bytes]] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def get(self, key: Hashable, stamp: object) -> bytes | None:
+        """The page kept under `key` if it was made at `stamp`."""
+        with self._lock:
+            held = self._held.get(key)
+            if held is None or held[0] != stamp:
+                return None
+            self._held.move_to_end(key)
+            return held[1]
+
+    def put(self, key: Hashable, stamp: object, body: bytes) -> None:
+        """Keep a page, dropping the least recently used beyond the limits."""
+        with self._lock:
+            previous = self._held.pop(key, None)
+            if previous is not None:
+                self._bytes -= len(previous[1])
+            self._held[key] = (stamp, body)
+            self._bytes += len(body)
+            while len(self._held) > self.max_entries or self._bytes > self.max_bytes:
+                _, (_, dropped) = self._held.popitem(last=False)
+                self._bytes -= len(dropped)
+
+
+_ANSWERS_LOCK: Final = threading.Lock()
+
+
+def _answers(request: Request) -> _Answers:
+    """This app's kept track pages (one per app, made on first use)."""
+    state = request.app.state
+    with _ANSWERS_LOCK:
+        answers: _Answers | None = getattr(state, "track_answers", None)
+        if answers is None:
+            answers = state.track_answers = _Answers()
+    return answers
 
 
 def _area_of(principal: Principal) -> str | None:
@@ -217,47 +293,65 @@ def _area_of(principal: Principal) -> str | None:
 
 def _collection(
     page: TrackPage,
-    track: list[TrackFix],
+    request: Request,
     start: datetime,
     end: datetime,
     limit: int,
-    next_url: str | None,
-    tz: tzinfo,
+    config: ComplianceConfig,
 ) -> dict[str, Any]:
-    """TrackPublic's JSON, written out: a week's 500 fixes through the models cost more
-    than the query (docs/BENCHMARKS.md, the track)."""
+    """TrackPublic's content as plain data, times as the database gave them (local), for
+    pydantic-core's serializer: through the models, a week's 500 fixes cost several times
+    the query (docs/BENCHMARKS.md, the track)."""
+    track = track_of(page.fixes, page.patrols, config.max_accuracy_m)
+    next_url = None
+    if page.more:
+        last = page.fixes[-1]
+        url = request.url.include_query_params(
+            after=Cursor(last.recorded_at, uuid.UUID(last.event_id)).encode()
+        )
+        next_url = f"{url.path}?{url.query}"
+    tz = config.tz
+    # By identity: track_of hands out one PatrolSpan per patrol, and hashing its fields
+    # for each of 500 fixes was a tenth of this function.
+    patrols: dict[int, tuple[int, PatrolSpan]] = {}
+    features = []
+    for item in track:
+        fix, patrol = item.fix, item.patrol
+        index = None
+        if patrol is not None:
+            index = patrols.setdefault(id(patrol), (len(patrols), patrol))[0]
+        features.append(
+            {
+                "type": "Feature",
+                "id": fix.event_id,
+                "geometry": {"type": "Point", "coordinates": (fix.lon, fix.lat)},
+                "properties": {
+                    "recorded_at": fix.recorded_at,
+                    "accuracy_m": fix.accuracy_m,
+                    "grid_code": fix.grid_code,
+                    "flags": item.flags,
+                    "patrol": index,
+                },
+            }
+        )
     return {
         "type": "FeatureCollection",
         "worker_id": page.worker_id,
         "name": page.name,
-        "from": start.astimezone(tz).isoformat(),
-        "to": end.astimezone(tz).isoformat(),
+        "from": start.astimezone(tz),
+        "to": end.astimezone(tz),
         "limit": limit,
-        "number_returned": len(track),
+        "number_returned": len(features),
         "next": next_url,
-        "features": [_feature(item, tz) for item in track],
-    }
-
-
-def _feature(item: TrackFix, tz: tzinfo) -> dict[str, Any]:
-    fix, patrol = item.fix, item.patrol
-    return {
-        "type": "Feature",
-        "id": str(fix.event_id),
-        "geometry": {"type": "Point", "coordinates": [fix.lon, fix.lat]},
-        "properties": {
-            "recorded_at": fix.recorded_at.astimezone(tz).isoformat(),
-            "accuracy_m": fix.accuracy_m,
-            "grid_code": fix.grid_code,
-            "flags": list(item.flags),
-            "patrol": None
-            if patrol is None
-            else {
-                "grid_code": patrol.grid_code,
-                "started_at": patrol.started_at.astimezone(tz).isoformat(),
-                "ended_at": patrol.ended_at.astimezone(tz).isoformat(),
-                "counted": patrol.counted,
-                "reason": patrol.reason,
-            },
-        },
+        "patrols": [
+            {
+                "grid_code": p.grid_code,
+                "started_at": p.started_at,
+                "ended_at": p.ended_at,
+                "counted": p.counted,
+                "reason": p.reason,
+            }
+            for _, p in patrols.values()
+        ],
+        "features": features,
     }

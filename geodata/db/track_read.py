@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Final
 
-from sqlalchemy import Engine, text
+from sqlalchemy import Connection, Engine, text
 
 from geodata.db.compliance_read import read_snapshot
 from geodata.errors import WorkerNotFound
@@ -20,7 +20,7 @@ from geodata.track import Cursor, PatrolSpan, StoredFix
 
 _FIXES: Final = text(
     """
-    SELECT event_id, recorded_at, ST_X(geom) AS lon, ST_Y(geom) AS lat, accuracy_m,
+    SELECT event_id::text, recorded_at, ST_X(geom) AS lon, ST_Y(geom) AS lat, accuracy_m,
            grid_code, in_assigned_grid, flags
     FROM checkins
     WHERE worker_id = :worker_id
@@ -72,8 +72,31 @@ class TrackPage:
 _BEFORE_ALL: Final = uuid.UUID(int=0)
 
 
+_STAMP: Final = text(
+    """
+    SELECT (SELECT count(*) FROM checkins WHERE worker_id = :worker_id
+              AND recorded_at >= :start AND recorded_at < :end),
+           (SELECT count(*) FROM patrols WHERE worker_id = :worker_id),
+           (SELECT max(id) FROM patrols WHERE worker_id = :worker_id)
+    """
+)
+
+
+def track_stamp(
+    bind: Engine | Connection, worker_id: str, start: datetime, end: datetime
+) -> tuple[object, ...]:
+    """What changes whenever the worker's track in [start, end) could: the count of its
+    check-ins (stored once each, never changed or deleted), and the count and highest id
+    of the worker's patrols (the engine replaces a patrol by deleting and inserting)."""
+    params = {"worker_id": worker_id, "start": start, "end": end}
+    if isinstance(bind, Connection):
+        return tuple(bind.execute(_STAMP, params).one())
+    with bind.connect() as connection:
+        return tuple(connection.execute(_STAMP, params).one())
+
+
 def track_page(
-    engine: Engine,
+    engine: Engine | Connection,
     worker_id: str,
     start: datetime,
     end: datetime,
@@ -81,11 +104,17 @@ def track_page(
     limit: int,
     after: Cursor | None = None,
     area_prefix: str | None = None,
+    timezone: str = "UTC",
 ) -> TrackPage:
     """Up to `limit` fixes of the worker in [start, end) after `after`, under `area_prefix`
-    (None: everywhere), and the patrols they may belong to; WorkerNotFound if unknown."""
+    (None: everywhere), and the patrols they may belong to; WorkerNotFound if unknown.
+
+    Times come back in `timezone` (the transaction's TimeZone): a page's 500 conversions
+    in Python were a quarter of the route's time.
+    """
     prefix = _like_escaped(area_prefix)
     with read_snapshot(engine) as connection:
+        connection.execute(text("SELECT set_config('TimeZone', :tz, true)"), {"tz": timezone})
         name = connection.execute(
             text("SELECT name FROM workers WHERE worker_id = :w"), {"w": worker_id}
         ).scalar_one_or_none()

@@ -26,8 +26,10 @@ pytestmark = pytest.mark.integration
 class Env:
     """The app on the seeded city, the seed, and a token per caller."""
 
-    def __init__(self, client: TestClient, walk: SeededWalk, tokens: dict[str, str]) -> None:
-        self.client, self.walk, self.tokens = client, walk, tokens
+    def __init__(
+        self, client: TestClient, url: str, walk: SeededWalk, tokens: dict[str, str]
+    ) -> None:
+        self.client, self.url, self.walk, self.tokens = client, url, walk, tokens
 
     def get(self, caller: str, path: str, **params: Any) -> Any:
         headers = {"Authorization": f"Bearer {self.tokens[caller]}"}
@@ -63,7 +65,7 @@ def env(
     }
     app = create_app(ApiConfig(url, kafka_bootstrap, module_topic_factory(partitions=1)))
     with TestClient(app) as client:
-        yield Env(client, walk, tokens)
+        yield Env(client, url, walk, tokens)
 
 
 def test_the_week_is_every_fix_in_time_order_with_its_flags(env: Env) -> None:
@@ -89,7 +91,11 @@ def test_the_week_is_every_fix_in_time_order_with_its_flags(env: Env) -> None:
 
 
 def test_each_fix_names_the_patrol_the_patrols_route_lists(env: Env) -> None:
-    features = env.track().json()["features"]
+    body = env.track().json()
+    features = body["features"]
+    for feature in features:  # the page's patrols, by index
+        index = feature["properties"]["patrol"]
+        feature["properties"]["patrol"] = None if index is None else body["patrols"][index]
     patrols = env.get(
         "admin", f"/api/v1/workers/{env.walk.worker_id}/patrols", week=str(env.walk.week)
     ).json()
@@ -191,3 +197,24 @@ def test_the_search_finds_by_id_or_name_within_the_callers_scope(env: Env) -> No
     mine = env.get("self", "/api/v1/workers/search", q="W").json()["items"]
     assert [w["worker_id"] for w in mine] == [worker]
     assert env.get("admin", "/api/v1/workers/search", q="%").json()["items"] == []
+
+
+def test_a_fix_stored_after_an_answer_is_in_the_next_one(env: Env) -> None:
+    before = env.track().json()["number_returned"]
+    start, _ = local_week_bounds(env.walk.week)
+    with psycopg.connect(libpq_url(env.url)) as conn:
+        conn.execute(
+            "INSERT INTO checkins (event_id, worker_id, recorded_at, lon, lat, geom, grid_code,"
+            " in_assigned_grid, assignment_rule) SELECT gen_random_uuid(), %s, %s, 107.1, 34.3,"
+            " ST_SetSRID(ST_MakePoint(107.1, 34.3), 4326), %s, true, 'contains'",
+            (env.walk.worker_id, start + timedelta(days=6, hours=20), env.walk.grid_code),
+        )
+    try:
+        assert env.track().json()["number_returned"] == before + 1
+    finally:
+        with psycopg.connect(libpq_url(env.url)) as conn:
+            conn.execute(
+                "DELETE FROM checkins WHERE worker_id = %s AND recorded_at = %s",
+                (env.walk.worker_id, start + timedelta(days=6, hours=20)),
+            )
+    assert env.track().json()["number_returned"] == before

@@ -25,7 +25,7 @@ GRID = "610302001001001"
 
 def fix(minutes: float, **overrides: object) -> StoredFix:
     values: dict[str, object] = {
-        "event_id": uuid.uuid4(),
+        "event_id": str(uuid.uuid4()),
         "recorded_at": T0 + timedelta(minutes=minutes),
         "lon": 107.15,
         "lat": 34.37,

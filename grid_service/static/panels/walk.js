@@ -238,6 +238,11 @@ export async function install(context) {
     for (let page = 0; url && page < MAX_PAGES; page += 1) {
       const body = await getJson(url);
       header = header || body;
+      // A fix names its patrol by its index in the page's list: put the patrol itself there.
+      for (const fix of body.features) {
+        const index = fix.properties.patrol;
+        fix.properties.patrol = index === null ? null : body.patrols[index];
+      }
       fixes.push(...body.features);
       url = body.next ? body.next.replace(/^\//, "") : null;
     }
