@@ -53,6 +53,8 @@ BENCHMARKS: dict[str, Benchmark] = {
     "deadlines": Benchmark("wangge.benchmarks.deadlines", ("--cases", "20000", "--probes", "20")),
     # A month of cases (9,300), the city's evaluation to 16 clients beside the bare route.
     "evaluation": Benchmark("wangge.benchmarks.evaluation", ("--duration", "2")),
+    # One worker's week of fixes (about 500) to 16 clients beside the bare route.
+    "track": Benchmark("wangge.benchmarks.track", ("--duration", "2")),
 }
 
 
