@@ -8,9 +8,6 @@ redelivered drop-off files nothing twice.
 """
 
 import json
-import os
-import subprocess
-import sys
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -20,6 +17,7 @@ from typing import Any
 import psycopg
 import pytest
 from fastapi.testclient import TestClient
+from typer.testing import CliRunner, Result
 
 from geodata.contract import Topics
 from geodata.db import deadline_store
@@ -39,6 +37,7 @@ from tests.integration.pipeline_support import (
     wait_until,
 )
 from tests.integration.test_auth import bearer
+from wangge.cli import app as wangge_cli
 from wangge.users_cli import add_user
 
 pytestmark = pytest.mark.integration
@@ -49,17 +48,11 @@ INCIDENTS = "/api/v1/incidents"
 PHONE = "13900001234"
 
 
-def wangge(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    """Run the `wangge` command as an admin would, on `database_url`."""
-    env = {**os.environ, "WANGGE_DATABASE_URL": database_url, "COLUMNS": "200"}
-    return subprocess.run(
-        [sys.executable, "-m", "wangge", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=120,
-    )
+def wangge(database_url: str, *args: str) -> Result:
+    """`wangge ARGS` in this process, as an admin would run it (a new one costs seconds of
+    imports)."""
+    env = {"WANGGE_DATABASE_URL": database_url, "COLUMNS": "200"}
+    return CliRunner().invoke(wangge_cli, list(args), env=env)
 
 
 def dropoff(locker_id: str, compartment: object = 7, **extra: object) -> dict[str, Any]:
@@ -106,10 +99,26 @@ def lockers(
     """The reference city's lockers imported; a valid drop-off, a redelivery of it, and two
     bad ones produced; a `wangge consume` of lockers and incidents running throughout."""
     url = reference_database_factory()
+    topics = module_topic_factory(partitions=1)
+    consumer = ConsumerProcess(
+        url,
+        kafka_bootstrap,
+        topics,
+        "lockers",
+        tmp_path_factory.mktemp("consumer"),
+        names=("incidents", "lockers"),
+    )
+    # Started first: it starts while the lockers are imported, and waits for drop-offs.
+    with running(consumer):
+        yield from _filed(url, kafka_bootstrap, topics)
+
+
+def _filed(url: str, kafka_bootstrap: str, topics: Topics) -> Iterator[Lockers]:
+    """Import the lockers, produce the drop-offs, and wait until the valid one is filed."""
     done = wangge(url, "lockers", "import")
-    assert done.returncode == 0, done.stderr
+    assert done.exit_code == 0, done.output
     listed = wangge(url, "lockers", "list")
-    assert listed.returncode == 0, listed.stderr
+    assert listed.exit_code == 0, listed.output
     with psycopg.connect(url) as conn:
         row = conn.execute(
             "SELECT l.locker_id, l.grid_code, min(a.worker_id) FROM lockers l"
@@ -127,7 +136,6 @@ def lockers(
         "worker": add_user(url, "locker-worker", "worker", None, worker),
         "other": add_user(url, "other-worker", "worker", None, other[0]),
     }
-    topics = module_topic_factory(partitions=1)
     dropped = dropoff(locker_id, phone=PHONE)
     produce(
         kafka_bootstrap,
@@ -139,16 +147,8 @@ def lockers(
             message(dropoff(locker_id, compartment=199)),
         ],
     )
-    consumer = ConsumerProcess(
-        url,
-        kafka_bootstrap,
-        topics,
-        "lockers",
-        tmp_path_factory.mktemp("consumer"),
-        names=("incidents", "lockers"),
-    )
     app = create_app(ApiConfig(url, kafka_bootstrap, topics))
-    with running(consumer), TestClient(app) as client:
+    with TestClient(app) as client:
         wait_until(
             lambda: count_rows(url, "SELECT count(*) FROM incidents") == 1,
             90,
@@ -165,7 +165,7 @@ def lockers(
             tokens,
             dropped["event_id"],
             dropped,
-            listed.stdout,
+            listed.output,
         )
 
 
