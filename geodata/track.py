@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Final
 
 from geodata.errors import WanggeError
-from geodata.quality import IMPLAUSIBLE_SPEED, LOW_ACCURACY
+from geodata.quality import IMPLAUSIBLE_SPEED, LOW_ACCURACY, MOCKED
 
 MAX_SPAN: Final = timedelta(days=31)
 """Longest interval one track read covers: a month, beyond a week's replay."""
@@ -26,9 +26,6 @@ DEFAULT_LIMIT: Final = 1000
 
 MAX_LIMIT: Final = 5000
 """Most fixes one page holds."""
-
-MOCKED: Final = "mocked"
-"""The intake's flag of a fix the phone itself reported as mocked (its `mock` field)."""
 
 OUTSIDE_ASSIGNED_GRID: Final = "outside_assigned_grid"
 """A fix outside every grid the worker was assigned to when it was taken."""

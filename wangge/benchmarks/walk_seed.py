@@ -24,8 +24,7 @@ from geodata.compliance.weekly import ComplianceKey
 from geodata.db import compliance_store
 from geodata.db.compliance_store import PatrolRow
 from geodata.db.engine import libpq_url
-from geodata.quality import IMPLAUSIBLE_SPEED, LOW_ACCURACY
-from geodata.track import MOCKED
+from geodata.quality import IMPLAUSIBLE_SPEED, LOW_ACCURACY, MOCKED
 
 WEEK = IsoWeek.parse("2020-W37")
 """The seeded week: Monday 2020-09-07 to Sunday 2020-09-13, Asia/Shanghai."""
@@ -106,7 +105,15 @@ def seed_walk_week(database_url: str, worker_id: str | None = None, seed: int = 
                  for r in rows],
             )  # fmt: skip
         usable = [
-            CheckinRecord(r[0], worker_id, grid_code, r[2], r[5])  # type: ignore[arg-type]
+            CheckinRecord(
+                r[0],  # type: ignore[arg-type]
+                worker_id,
+                grid_code,
+                r[2],  # type: ignore[arg-type]
+                r[5],  # type: ignore[arg-type]
+                mock=MOCKED in r[8],  # type: ignore[operator]
+                implausible_speed=IMPLAUSIBLE_SPEED in r[8],  # type: ignore[operator]
+            )
             for r in rows
             if r[7] and r[5] <= config.max_accuracy_m  # type: ignore[operator]
         ]
