@@ -4,13 +4,11 @@ The API's `?format=csv` and `wangge evaluate --csv` write this, so a file from e
 the same. UTF-8 with a byte-order mark, which spreadsheet programs need to read Chinese names.
 """
 
-import csv
-import io
 from typing import Final
 
 from geodata.evaluation import STAGES, Evaluation, Figures
+from geodata.table_files import csv_text
 
-BOM: Final = "\ufeff"
 _FORMULA_STARTS: Final = ("=", "+", "-", "@", "\t", "\r")
 
 FIXED_COLUMNS: Final = (
@@ -73,13 +71,6 @@ def evaluation_csv(evaluation: Evaluation) -> str:
     rows = (evaluation.total, *evaluation.items)
     sources = sorted({share.key for row in rows for share in row.by_source})
     categories = sorted({share.key for row in rows for share in row.by_category})
-    out = io.StringIO()
-    out.write(BOM)
-    writer = csv.writer(out, lineterminator="\r\n")
-    writer.writerow(
-        [*FIXED_COLUMNS, *(f"source:{key}" for key in sources)]
-        + [f"category:{key}" for key in categories]
-    )
-    for figures in rows:
-        writer.writerow(_row(figures, sources, categories))
-    return out.getvalue()
+    header = [*FIXED_COLUMNS, *(f"source:{key}" for key in sources)]
+    header += [f"category:{key}" for key in categories]
+    return csv_text(header, (_row(figures, sources, categories) for figures in rows))

@@ -5,19 +5,17 @@ items hold their workers), for the same week, `as_of` and area scope. The CSV is
 with a byte-order mark, so that Excel and WPS read its Chinese names without asking.
 """
 
-import csv
-import io
 from datetime import UTC, datetime
 from typing import Annotated, Any, Final, Literal
 
 from fastapi import APIRouter, Query
 from fastapi.responses import Response
-from openpyxl import Workbook
 from starlette.concurrency import run_in_threadpool
 
 from geodata.compliance import IsoWeek
 from geodata.compliance.report import ComplianceReport, GridCompliance, check_code, parse_week
 from geodata.db.compliance_read import compliance_report
+from geodata.table_files import csv_bytes, xlsx_bytes
 from grid_service.auth import scoped_code
 from grid_service.compliance import AreaReader, ComplianceConfigDep, WeekQuery
 from grid_service.deps import EngineDep, SupportedTime
@@ -73,27 +71,6 @@ def table_rows(report: ComplianceReport, as_of: str) -> list[tuple[Any, ...]]:
     return rows
 
 
-def csv_bytes(rows: list[tuple[Any, ...]]) -> bytes:
-    """COLUMNS and the rows as CSV (RFC 4180 line ends), UTF-8 with a byte-order mark."""
-    text = io.StringIO()
-    writer = csv.writer(text, lineterminator="\r\n")
-    writer.writerow(COLUMNS)
-    writer.writerows(rows)
-    return text.getvalue().encode("utf-8-sig")
-
-
-def xlsx_bytes(rows: list[tuple[Any, ...]], title: str) -> bytes:
-    """COLUMNS and the rows as one worksheet of an .xlsx workbook; numbers stay numbers."""
-    workbook = Workbook(write_only=True)
-    sheet = workbook.create_sheet(title[:31])  # Excel's limit on a sheet name
-    sheet.append(COLUMNS)
-    for row in rows:
-        sheet.append(row)
-    out = io.BytesIO()
-    workbook.save(out)
-    return out.getvalue()
-
-
 @router.get(
     "/compliance/export",
     response_class=Response,
@@ -133,9 +110,12 @@ async def export_compliance(
     rows = table_rows(report, at.astimezone(config.tz).isoformat())
     name = f"compliance-{chosen}-{scoped or 'city'}"
     if format == "xlsx":
-        body, media_type = await run_in_threadpool(xlsx_bytes, rows, str(chosen)), XLSX_TYPE
+        body, media_type = (
+            await run_in_threadpool(xlsx_bytes, COLUMNS, rows, str(chosen)),
+            XLSX_TYPE,
+        )
     else:
-        body, media_type = csv_bytes(rows), CSV_TYPE
+        body, media_type = csv_bytes(COLUMNS, rows), CSV_TYPE
     return Response(
         body,
         media_type=media_type,

@@ -15,7 +15,8 @@ from geodata.compliance.report import check_code
 from geodata.coverage import CoverageConfig, CoverageLevel, CoveragePeriod
 from geodata.db.coverage_store import coverage_report
 from geodata.db.engine import create_db_engine
-from grid_service.coverage import coverage_answer, csv_bytes, table, xlsx_bytes
+from geodata.table_files import csv_bytes, xlsx_bytes
+from grid_service.coverage import coverage_answer, table
 
 
 def _share_style(share: float) -> str:
