@@ -3,22 +3,22 @@
 A thin adapter over `geodata.db.coverage_store` (what the storage stage and the
 compliance engine stored; nothing here reads check-ins) and `geodata.coverage`. Scoped
 like the compliance read: supervisors under their area code prefix, and admins. The same
-table as CSV (UTF-8 with a byte-order mark, for Excel and WPS) or XLSX (openpyxl).
+table as CSV (UTF-8 with a byte-order mark, for Excel and WPS) or XLSX
+(`geodata.table_files`).
 """
 
-import csv
-import io
+import threading
 from datetime import date, datetime
 from typing import Annotated, Any, Final, Literal
 
-from fastapi import APIRouter, Query, Response
-from openpyxl import Workbook
+from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from geodata.compliance.report import check_code
 from geodata.coverage import AreaCoverage, CoverageLevel, CoveragePeriod, GridCoverage
-from geodata.db.coverage_store import coverage_report
+from geodata.db.coverage_store import CoverageMemory, coverage_report
+from geodata.table_files import csv_bytes, xlsx_bytes
 from grid_service.auth import scoped_code
 from grid_service.compliance import AreaReader, ComplianceConfigDep
 from grid_service.deps import EngineDep
@@ -138,25 +138,18 @@ def table(answer: CoveragePublic) -> tuple[list[str], list[list[Any]]]:
     return header, rows
 
 
-def csv_bytes(header: list[str], rows: list[list[Any]]) -> bytes:
-    """A header and rows as CSV (RFC 4180 line ends), UTF-8 with a byte-order mark."""
-    text = io.StringIO()
-    writer = csv.writer(text, lineterminator="\r\n")
-    writer.writerow(header)
-    writer.writerows(rows)
-    return text.getvalue().encode("utf-8-sig")
+_MEMORY_LOCK: Final = threading.Lock()
 
 
-def xlsx_bytes(header: list[str], rows: list[list[Any]], title: str) -> bytes:
-    """A header and rows as one worksheet of an .xlsx workbook; numbers stay numbers."""
-    workbook = Workbook(write_only=True)
-    sheet = workbook.create_sheet(title[:31])  # Excel's limit on a sheet name
-    sheet.append(header)
-    for row in rows:
-        sheet.append(row)
-    out = io.BytesIO()
-    workbook.save(out)
-    return out.getvalue()
+def _memory(request: Request, engine: EngineDep) -> CoverageMemory:
+    """The app's kept coverage answers, made on first use."""
+    state = request.app.state
+    with _MEMORY_LOCK:
+        memory: CoverageMemory | None = getattr(state, "coverage_memory", None)
+        if memory is None:
+            memory = CoverageMemory(engine)
+            state.coverage_memory = memory
+    return memory
 
 
 @router.get(
@@ -172,6 +165,7 @@ def xlsx_bytes(header: list[str], rows: list[list[Any]], title: str) -> bytes:
     },
 )
 async def get_coverage(
+    request: Request,
     engine: EngineDep,
     config: ComplianceConfigDep,
     principal: AreaReader,
@@ -193,25 +187,32 @@ async def get_coverage(
     """Each grid's (or area's) last visit (a counted patrol), visits (counted patrols)
     and the share of its area within the coverage buffer of a usable fix, for the local
     days `from` to `to` (at most 366). Read from what the pipeline stored as it went:
-    the storage stage's covered cells per grid and day, the engine's counted patrols."""
+    the storage stage's covered cells per grid and day, the engine's counted patrols.
+    An answer is kept while no patrol is written, 30 s at most (docs/COVERAGE.md)."""
     tz = config.tz
     prefix = check_code(code, level)
     scoped = scoped_code(principal, prefix or None) or ""
     period = CoveragePeriod.of(from_, to, datetime.now(tz).date())
-    items = await run_in_threadpool(coverage_report, engine, period, level, scoped, tz)
-    answer = coverage_answer(items, period, level, scoped, tz)
+
+    def render() -> bytes:
+        answer = coverage_answer(
+            coverage_report(engine, period, level, scoped, tz), period, level, scoped, tz
+        )
+        if format == "json":
+            return answer.model_dump_json(by_alias=True).encode()
+        header, rows = table(answer)
+        if format == "xlsx":
+            return xlsx_bytes(header, rows, f"{period.first} {level}")
+        return csv_bytes(header, rows)
+
+    memory = _memory(request, engine)
+    body = await run_in_threadpool(memory.answer, (period, level, scoped, format), render)
     if format == "json":
-        return answer
-    header, rows = table(answer)
+        return Response(body, media_type="application/json")
     name = f"coverage-{period.first}-{period.last}-{level}-{scoped or 'city'}"
-    if format == "xlsx":
-        body = await run_in_threadpool(xlsx_bytes, header, rows, f"{period.first} {level}")
-        media_type = XLSX_TYPE
-    else:
-        body, media_type = csv_bytes(header, rows), CSV_TYPE
     return Response(
         body,
-        media_type=media_type,
+        media_type=XLSX_TYPE if format == "xlsx" else CSV_TYPE,
         headers={
             "Content-Disposition": f'attachment; filename="{name}.{format}"',
             "Cache-Control": "no-store",

@@ -5,7 +5,7 @@ lattice window (geodata/coverage.py), `coverage_lattices` each version's count o
 Visits are the compliance engine's counted patrols (`patrols`), read, never written here.
 """
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -22,6 +22,7 @@ from geodata.coverage import (
     aggregate,
     days_since,
 )
+from geodata.db.kept_answers import KEPT_ANSWERS, MAX_AGE_S, KeptAnswers
 
 
 @dataclass(frozen=True)
@@ -185,3 +186,38 @@ def coverage_report(
             rows = conn.execute(_AREA_NAMES[level], {"pattern": prefix + "%"})
             names = {code: name for code, name in rows}  # noqa: C416 (a Result has keys())
     return aggregate(grids, level, names, period, tz)
+
+
+def read_stamp(engine: Engine) -> int:
+    """The highest id of the patrols: moved by every new counted or uncounted patrol."""
+    with engine.connect() as conn:
+        stamp = conn.execute(text("SELECT coalesce(max(id), 0) FROM patrols")).scalar_one()
+        conn.rollback()
+    return int(stamp)
+
+
+AnswerKey = tuple[CoveragePeriod, CoverageLevel, str, str]
+"""(period, level, code prefix, form): one rendering of one coverage report."""
+
+
+class CoverageMemory:
+    """Rendered coverage answers kept while no patrol was written (at most `max_age_s`).
+
+    The stamp is the patrols' highest id. The compliance engine rewrites a local day's
+    patrols (new ids) for every batch of usable check-ins in it, and those are the
+    check-ins whose cells the storage stage ORs into that day, so a walk moves the stamp
+    once the engine has folded it in, a second or so after its cells were stored. What
+    the stamp does not see (a day whose patrols were only deleted, a new grid version)
+    shows within `max_age_s`.
+    """
+
+    def __init__(
+        self, engine: Engine, *, max_age_s: float = MAX_AGE_S, size: int = KEPT_ANSWERS
+    ) -> None:
+        self._kept: KeptAnswers[AnswerKey] = KeptAnswers(
+            lambda: read_stamp(engine), max_age_s=max_age_s, size=size
+        )
+
+    def answer(self, key: AnswerKey, make: Callable[[], bytes]) -> bytes:
+        """The kept rendering for `key`, or `make()`'s (which reads `coverage_report`)."""
+        return self._kept.answer(key, make)

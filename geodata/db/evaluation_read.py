@@ -5,25 +5,24 @@ A case is read when it was reported in the period or has a history entry in it (
 of migration 0015), with its whole history, because whether it is on time or reworked
 depends on what happened before. The figures themselves are `geodata.evaluation`'s.
 
-Kept answers: the read costs tens to hundreds of milliseconds for a month of a city,
-while the figures change only when an incident does. Every filing and every transition
-writes a history entry or a status change (the outbox) with a new id, so the highest
-ids of both tables (two index lookups) stamp the data an answer was made from. An
-answer is served again while the stamp has not moved, and for `MAX_AGE_S` at most, which
-bounds what a transaction that took a lower id but committed later could leave unseen.
+Kept answers (`geodata.db.kept_answers`): the read costs tens to hundreds of milliseconds
+for a month of a city, while the figures change only when an incident does. Every filing
+and every transition writes a history entry or a status change (the outbox) with a new
+id, so the highest ids of both tables (two index lookups) stamp the data an answer was
+made from. An answer is served again while the stamp has not moved, and for `MAX_AGE_S`
+at most, which bounds what a transaction that took a lower id but committed later could
+leave unseen.
 """
 
-import threading
-import time
-from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any, Final
 
 import psycopg
 from sqlalchemy import Engine
 
 from geodata.compliance.report import Level
+from geodata.db.kept_answers import KEPT_ANSWERS, MAX_AGE_S, KeptAnswers
 from geodata.errors import GridNotFound, InvalidAreaCode
 from geodata.evaluation import (
     AREA_LEVEL_BY_LENGTH,
@@ -34,9 +33,6 @@ from geodata.evaluation import (
     evaluate,
 )
 from geodata.incidents import Status
-
-MAX_AGE_S: Final = 30.0
-KEPT_ANSWERS: Final = 64
 
 
 class AreaNotFound(GridNotFound):
@@ -164,13 +160,6 @@ def read_stamp(engine: Engine) -> tuple[int, int]:
     return (int(row[0]), int(row[1])) if row else (0, 0)
 
 
-@dataclass(frozen=True, slots=True)
-class _Kept:
-    stamp: tuple[int, int]
-    made: float
-    body: bytes
-
-
 AnswerKey = tuple[Period, Level, str, str]
 """(period, level, code, form): one rendering of one evaluation."""
 
@@ -182,10 +171,9 @@ class EvaluationMemory:
         self, engine: Engine, *, max_age_s: float = MAX_AGE_S, size: int = KEPT_ANSWERS
     ) -> None:
         self._engine = engine
-        self._max_age_s = max_age_s
-        self._size = size
-        self._kept: OrderedDict[AnswerKey, _Kept] = OrderedDict()
-        self._lock = threading.Lock()
+        self._kept: KeptAnswers[AnswerKey] = KeptAnswers(
+            lambda: read_stamp(engine), max_age_s=max_age_s, size=size
+        )
 
     def answer(
         self,
@@ -196,18 +184,7 @@ class EvaluationMemory:
         render: Callable[[Evaluation], bytes],
     ) -> bytes:
         """`render` of the evaluation, kept or made anew (errors of `read_evaluation` pass)."""
-        stamp = read_stamp(self._engine)
-        key = (period, level, code, form)
-        now = time.monotonic()
-        with self._lock:
-            kept = self._kept.get(key)
-            if kept is not None and kept.stamp == stamp and now - kept.made < self._max_age_s:
-                self._kept.move_to_end(key)
-                return kept.body
-        body = render(read_evaluation(self._engine, period, level, code))
-        with self._lock:
-            self._kept[key] = _Kept(stamp, now, body)
-            self._kept.move_to_end(key)
-            while len(self._kept) > self._size:
-                self._kept.popitem(last=False)
-        return body
+        return self._kept.answer(
+            (period, level, code, form),
+            lambda: render(read_evaluation(self._engine, period, level, code)),
+        )
