@@ -18,8 +18,8 @@ from geodata.coverage import CoverageConfig
 from geodata.db.engine import create_db_engine
 from geodata.db.grid_cache import GridSnapshotCache
 from grid_service.app import ApiConfig, create_app
-from tests.integration.coverage_support import TOPICS, WEEK_TZ, records_of, run_storage, seed_week
 from wangge.benchmarks.compliance_week import WeekPlan
+from wangge.benchmarks.coverage_seed import TOPICS, WEEK_TZ, records_of, run_storage, seed_week
 from wangge.coverage_cli import print_coverage
 from wangge.users_cli import add_user
 

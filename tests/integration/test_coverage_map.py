@@ -8,10 +8,10 @@ import pytest
 
 from geodata.contract import Topics
 from geodata.db.engine import create_db_engine
-from tests.integration.coverage_support import seed_week
 from tests.integration.live_support import ApiServer, api_server, namespaced, query
 from tests.integration.session_support import give_passwords, password_of
 from tests.integration.test_map_browser import CHROMIUM, CHROMIUM_ARGS
+from wangge.benchmarks.coverage_seed import seed_week
 from wangge.users_cli import add_user
 
 pytestmark = pytest.mark.integration

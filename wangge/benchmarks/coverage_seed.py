@@ -1,7 +1,8 @@
 """A seeded week of coverage: walks through the real storage stage and compliance stage.
 
-The reference database gets a sample of 2020-W37's walks (the compliance benchmark's
-planner); the check-ins go through `CheckinHandler` (which ORs covered cells in) and their
+Used by `wangge bench coverage` and the coverage tests. The reference database gets
+2020-W37's walks (the compliance benchmark's planner, for a sample of workers or all);
+the check-ins go through `CheckinHandler` (which ORs covered cells in) and their
 assignments through `ComplianceHandler` (which writes the counted patrols), each batch in
 its own transaction, as the runner would, without a broker in between.
 """
@@ -54,8 +55,8 @@ def run_compliance(
         handler.handle(records, conn, now)
 
 
-def seed_week(engine: Engine, url: str, workers: int, seed: int = 15) -> WeekPlan:
-    """Walk `workers` workers through 2020-W37 and fold the walks into patrols."""
+def seed_week(engine: Engine, url: str, workers: int | None, seed: int = 15) -> WeekPlan:
+    """Walk `workers` workers (None: all) through 2020-W37 and fold the walks into patrols."""
     plan = plan_week(url, workers=workers, fix_interval_s=60, seed=seed)
     now = datetime.fromtimestamp(int(plan.at_s.max()), tz=WEEK_TZ) + timedelta(hours=1)
     grids = GridSnapshotCache(engine)
