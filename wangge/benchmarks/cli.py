@@ -55,6 +55,8 @@ BENCHMARKS: dict[str, Benchmark] = {
     "evaluation": Benchmark("wangge.benchmarks.evaluation", ("--duration", "2")),
     # One worker's week of fixes (about 500) to 16 clients beside the bare route.
     "track": Benchmark("wangge.benchmarks.track", ("--duration", "2")),
+    # Every worker's week walked (quick: 400 of them), the city's coverage to 16 clients.
+    "coverage": Benchmark("wangge.benchmarks.coverage", ("--duration", "2", "--workers", "400")),
 }
 
 

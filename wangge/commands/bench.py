@@ -15,7 +15,7 @@ def bench(
         list[str] | None,
         typer.Argument(
             help="pipeline, compliance, api, import, peers, trackers, app, deadlines,"
-            " evaluation (default: all)"
+            " evaluation, coverage (default: all)"
         ),
     ] = None,
     quick: Annotated[
