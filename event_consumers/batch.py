@@ -52,6 +52,16 @@ class TwoStepHandler(Handler, Protocol[Prepared]):
 
 
 @runtime_checkable
+class ReadToEndAwareHandler(Handler, Protocol):
+    """A handler that needs to know which partitions hold nothing unread (a watermark's
+    idle partitions); told before each `handle`, on the main thread."""
+
+    def note_read_to_end(self, partitions: frozenset[int]) -> None:
+        """The partitions of its topic whose every record is polled."""
+        ...
+
+
+@runtime_checkable
 class PartitionAwareHandler(Handler, Protocol):
     """A handler that keeps copies of database state which a rebalance makes stale."""
 

@@ -4,7 +4,9 @@ It reads `grid.assignments.v1` (keyed by grid, so one (worker, grid) is always h
 one consumer) and keeps its own copy of the check-ins, so it depends on nothing but the
 topic. An event is folded into the weeks whose reading window holds it, and only the
 local days whose walks it changes are cut again (`geodata.compliance.incremental`), so a
-check-in costs the same on Sunday as on Monday. When the event-time watermark crosses a
+check-in costs the same on Sunday as on Monday. The event-time watermark is the minimum
+over partitions of their newest event times, a partition read to its end not holding it
+back (`geodata.compliance.watermark`). When the watermark crosses a
 local midnight, every assigned worker of the open weeks is re-evaluated, because
 statuses also change as days run out. Status changes go to an outbox in the same
 transaction and are published exactly once after it commits.
@@ -36,6 +38,7 @@ from geodata.compliance import (
     weeks_reading,
 )
 from geodata.compliance.incremental import WeekFold, WeekFolds
+from geodata.compliance.watermark import PartitionWatermark
 from geodata.contract import Topics
 from geodata.db import compliance_store as store
 from geodata.db.grid_cache import GridSnapshotCache
@@ -91,14 +94,23 @@ class ComplianceHandler:
         self._roster = WorkerRoster([], {})
         self.config = config or ComplianceConfig()
         self.folds = WeekFolds()
+        self.event_time = PartitionWatermark()
+        #: Partitions the consumer had read to their end when this batch was polled.
+        self._read_to_end: frozenset[int] = frozenset()
 
     def reset(self) -> None:
         """After a rolled-back batch: the state lives in the database, drop the copy."""
         self.folds.clear()
+        self.event_time.clear()
 
     def partitions_changed(self) -> None:
         """Another member may have folded check-ins of our keys in: drop the copy."""
         self.folds.clear()
+        self.event_time.clear()
+
+    def note_read_to_end(self, partitions: frozenset[int]) -> None:
+        """Before `handle`: which partitions hold nothing unread (the runner knows)."""
+        self._read_to_end = partitions
 
     def handle(
         self, records: Sequence[InboundRecord], conn: psycopg.Connection, now: datetime
@@ -107,6 +119,7 @@ class ComplianceHandler:
         self._roster = batch_snapshot(self.grids).roster
         outgoing: list[OutboundRecord] = []
         parsed: list[tuple[CheckinRecord, bool]] = []
+        partitions: list[int] = []
         tz = self.config.tz
         for record in records:
             try:
@@ -118,6 +131,7 @@ class ComplianceHandler:
                 continue
             if decoded is not None:
                 parsed.append(decoded)
+                partitions.append(record.partition)
 
         new_ids = store.insert_checkins(conn, parsed)
         metrics.EVENTS_DUPLICATE.labels(self.topic).inc(len(parsed) - len(new_ids))
@@ -125,7 +139,7 @@ class ComplianceHandler:
 
         touched: dict[ComplianceKey, list[CheckinRecord]] = {}
         late: list[uuid.UUID] = []
-        for checkin, _ in parsed:
+        for (checkin, _), partition in zip(parsed, partitions, strict=True):
             if checkin.event_id not in new_ids:
                 continue
             new_ids.discard(checkin.event_id)  # a repeat within the batch counts once
@@ -133,13 +147,14 @@ class ComplianceHandler:
             if watermark is not None and is_week_final(week, watermark, self.config):
                 late.append(checkin.event_id)
                 continue
-            watermark = max(watermark or checkin.recorded_at, checkin.recorded_at)
+            self.event_time.observe(partition, checkin.recorded_at)
             if checkin.grid_code is not None:
                 for reading in weeks_reading(checkin.recorded_at, self.config):
                     key = ComplianceKey(checkin.worker_id, checkin.grid_code, reading)
                     touched.setdefault(key, []).append(checkin)
         store.mark_late(conn, late)
         metrics.EVENTS_LATE.labels(self.topic).inc(len(late))
+        watermark = self.event_time.advance(watermark, self._read_to_end)
         if watermark is None:
             return outgoing
 

@@ -51,6 +51,7 @@ from event_consumers.batch import (
     Batch,
     Handler,
     PartitionAwareHandler,
+    ReadToEndAwareHandler,
     TwoStepHandler,
     Write,
     inbound_record,
@@ -436,9 +437,23 @@ class ConsumerRunner:
         """The handler's part for the writer: its `write` after `prepare`, or `handle`."""
         if not isinstance(handler, TwoStepHandler):
             batch.whole_handle = True
+            if isinstance(handler, ReadToEndAwareHandler):
+                # Safe to set now: a whole-handle batch in flight was settled before this.
+                handler.note_read_to_end(self._read_to_end(handler.topic))
             return lambda conn: handler.handle(records, conn, now)
         prepared = handler.prepare(records, self._read_conn, now)
         return lambda conn: list(handler.write(prepared, conn))
+
+    def _read_to_end(self, topic: str) -> frozenset[int]:
+        """The assigned partitions of `topic` whose end (as of the last fetch) is polled."""
+        ended = set()
+        for tp in self._consumer.assignment():
+            if tp.topic != topic:
+                continue
+            end = self._consumer.highwater(tp)
+            if end is not None and self._consumer.position(tp) >= end:
+                ended.add(tp.partition)
+        return frozenset(ended)
 
     def _write(self, batch: Batch) -> None:
         """On the writer thread: rows, produced records, offsets, one commit."""
