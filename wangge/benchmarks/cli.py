@@ -45,6 +45,8 @@ BENCHMARKS: dict[str, Benchmark] = {
     "import": Benchmark("wangge.benchmarks.importer", ("--runs", "2")),
     # The workers' app's first load in chromium on a throttled phone (Fast 3G, 4x CPU).
     "app": Benchmark("wangge.benchmarks.app_load", ("--runs", "1")),
+    # The supervisors' /map to the city's grids, signed in by password (desktop, Fast 3G).
+    "map": Benchmark("wangge.benchmarks.map_load", ("--runs", "1")),
     # OsmAnd fixes through the gateway beside JSON check-ins, in alternating rounds.
     "trackers": Benchmark("wangge.benchmarks.trackers", ("--duration", "2", "--rounds", "1")),
     # Beside tipg (installed on first use into an environment of its own) and a bare route.

@@ -14,8 +14,8 @@ def bench(
     names: Annotated[
         list[str] | None,
         typer.Argument(
-            help="pipeline, compliance, api, import, peers, trackers, app, deadlines,"
-            " evaluation, coverage (default: all)"
+            help="pipeline, compliance, api, import, peers, trackers, app, map,"
+            " deadlines, evaluation, coverage (default: all)"
         ),
     ] = None,
     quick: Annotated[
