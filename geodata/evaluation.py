@@ -258,7 +258,8 @@ def _walk(case: CaseHistory, period: Period, tally_of: "_Tallies") -> None:
                 for tally in tally_of(area, holder):
                     tally.escalations += 1
                     tally.escalations_by_deadlines += by_deadlines
-            if event.action == Action.CLOSE:
+            # Entering closed: a supervisor's close, or a locker task's return.
+            if event.to_status is Status.CLOSED and status is not Status.CLOSED:
                 seconds = (event.at - case.reported_at).total_seconds()
                 for tally in tally_of(area, holder):
                     tally.closed += 1
