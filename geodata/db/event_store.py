@@ -61,8 +61,21 @@ SELECT event_id, worker_id, recorded_at, lon, lat, crs, accuracy_m,
        ST_SetSRID(ST_MakePoint(wgs_lon, wgs_lat), 4326), grid_code, worker_id,
        in_assigned_grid, assignment_rule, flags
 FROM checkins_stage
-ON CONFLICT (event_id) DO NOTHING
+ON CONFLICT (event_id, recorded_at) DO NOTHING
 RETURNING event_id::text
+"""
+
+# The partition of every week the batch holds, and of next week, made if missing
+# (migration 0022): a week's rows thus land in its own partition, and a partition is
+# normally made a week before its first check-in. Made or not (a creator that would have
+# to wait gives up), every row is stored: one of a week without its partition yet goes
+# to checkins_default and moves into the partition when it is made.
+_CHECKIN_PARTITIONS = """
+SELECT checkin_week_partition(t) FROM (
+    SELECT min(recorded_at) AS t FROM checkins_stage
+    GROUP BY date_trunc('week', recorded_at AT TIME ZONE 'Asia/Shanghai')
+    UNION ALL SELECT now() + interval '7 days'
+) AS weeks
 """
 
 # COPY's text format: backslash, tab, newline and carriage return must be escaped.
@@ -149,6 +162,7 @@ def insert_formatted_checkins(conn: psycopg.Connection, rows: str) -> set[str]:
     with conn.cursor() as cursor:
         with cursor.copy(_CHECKIN_COPY) as copy:
             copy.write(rows)
+        cursor.execute(_CHECKIN_PARTITIONS)
         cursor.execute(_CHECKIN_INSERT)
         return {row[0] for row in cursor.fetchall()}
 
@@ -276,9 +290,13 @@ def last_fixes(conn: psycopg.Connection, worker_ids: Iterable[str]) -> dict[str,
     ids = sorted(set(worker_ids))
     if not ids:
         return {}
+    # One newest row per worker, read backwards from each week's (worker, time) index,
+    # rather than every row of the worker's whole history sorted.
     rows = conn.execute(
-        "SELECT DISTINCT ON (worker_id) worker_id, recorded_at, ST_X(geom), ST_Y(geom)"
-        " FROM checkins WHERE worker_id = ANY(%s) ORDER BY worker_id, recorded_at DESC",
+        "SELECT w.worker_id, c.recorded_at, ST_X(c.geom), ST_Y(c.geom)"
+        " FROM unnest(%s::text[]) AS w(worker_id) CROSS JOIN LATERAL"
+        " (SELECT recorded_at, geom FROM checkins WHERE worker_id = w.worker_id"
+        "  ORDER BY recorded_at DESC LIMIT 1) AS c",
         (ids,),
     ).fetchall()
     return {str(w): Fix(t, float(x), float(y)) for w, t, x, y in rows}

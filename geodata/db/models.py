@@ -172,18 +172,23 @@ class PointOfInterest(Base):
 
 
 class Checkin(Base):
-    """A GPS check-in as kept by the pipeline, with its assignment."""
+    """A GPS check-in as kept by the pipeline, with its assignment.
+
+    Partitioned by event week (migration 0022, `checkin_week_partition`): the key holds
+    `recorded_at` because a partitioned table's unique keys must hold its partition key.
+    """
 
     __tablename__ = "checkins"
     __table_args__ = (
         Index("ix_checkins_geom", "geom", postgresql_using="gist"),
         Index("ix_checkins_worker_recorded", "worker_id", "recorded_at"),
         Index("ix_checkins_grid_recorded", "grid_code", "recorded_at"),
+        {"postgresql_partition_by": "RANGE (recorded_at)"},
     )
 
     event_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
     worker_id: Mapped[str] = mapped_column(String(6))
-    recorded_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    recorded_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), primary_key=True)
     lon: Mapped[float] = mapped_column(Float)
     lat: Mapped[float] = mapped_column(Float)
     crs: Mapped[str] = mapped_column(Text, server_default="EPSG:4326")

@@ -1,5 +1,7 @@
 """Alembic environment: PostGIS-aware autogenerate via GeoAlchemy2's helpers."""
 
+import re
+
 from alembic import context
 from geoalchemy2 import alembic_helpers
 from sqlalchemy import engine_from_config, pool
@@ -11,6 +13,9 @@ target_metadata = Base.metadata
 
 # PostGIS and tiger-geocoder tables are not ours to manage.
 _FOREIGN_TABLES = {"spatial_ref_sys", "topology", "layer"}
+# The partitions of checkins (migration 0022) are made by the database as weeks arrive;
+# they are part of the partitioned table the models describe, not tables of their own.
+_PARTITION = re.compile(r"checkins_(default|[0-9]{4}w[0-9]{2})")
 
 
 def include_object(
@@ -18,6 +23,8 @@ def include_object(
 ) -> bool:
     """Skip PostGIS' own tables, then let GeoAlchemy2 filter its spatial indexes."""
     if type_ == "table" and name in _FOREIGN_TABLES:
+        return False
+    if type_ == "table" and reflected and name and _PARTITION.fullmatch(name):
         return False
     return bool(alembic_helpers.include_object(obj, name, type_, reflected, compare_to))  # type: ignore[no-untyped-call]
 
