@@ -853,6 +853,7 @@ async function start() {
   addLayers();
   let message = "";
   let me;
+  let fitted;
   for (;;) {
     me = await whoAmI();
     if (!me) {
@@ -861,6 +862,10 @@ async function start() {
       if (!me) continue;
     }
     showSignedIn(me);
+    // Move to the account's area now (compliance answers for the same code: a supervisor's
+    // area, the whole city for an admin), so the grids' tiles load while compliance and the
+    // panels do: the grids start at zoom 11, deeper than the opening view.
+    fitted = fitArea(me.area_prefix || null);
     try {
       await loadCompliance();
       break;
@@ -877,7 +882,7 @@ async function start() {
     week: () => state.week, onMoved: followIncident });
   await loadPanels(me).catch((error) => console.error("could not list the panels", error));
   loadIncidents().catch((error) => console.warn("could not list the open incidents", error));
-  await fitArea(state.area);
+  await fitted;
   setInterval(() => {
     loadCompliance().catch((error) => console.warn(error));
     loadIncidents().catch((error) => console.warn(error));
