@@ -139,6 +139,16 @@ def test_an_escalation_by_the_deadlines_counts_for_the_worker_who_held_it() -> N
     assert result.total.on_time_rate is None
 
 
+def test_a_locker_task_returned_by_its_worker_is_closed_on_time() -> None:
+    case = _case(
+        ("pick_up", Status.IN_PROGRESS, "W00002", "worker", 1),
+        ("return", Status.CLOSED, "W00002", "worker", 6),
+    )
+    total = evaluate([case], OCTOBER, "worker", "", {}).total
+    assert (total.closed, total.closed_on_time, total.on_time_rate) == (1, 1, 1.0)
+    assert total.stages["total"].mean_s == 6 * 3600
+
+
 def test_only_what_happened_in_the_period_counts() -> None:
     case = _case(("dispatch", Status.DISPATCHED, "W00002", "supervisor", 24 * 30))
     november = period_of(date(2020, 11, 1), date(2020, 11, 30), TODAY)
