@@ -4,6 +4,7 @@ import os
 import sys
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import hypothesis
@@ -82,6 +83,25 @@ def _admin_url() -> str:
     return f"{base}/{ADMIN_DB}"
 
 
+DROPPING_AT_ONCE = 8
+"""Databases dropped concurrently at the session's end (see `_drop_databases`)."""
+
+
+def _drop_databases(names: list[str]) -> None:
+    """Drop the session's databases, several at once.
+
+    PostgreSQL makes each DROP DATABASE wait for a checkpoint, seconds each on a busy
+    server; drops waiting at the same time share one, so a session's databases go in a
+    few checkpoints rather than one each."""
+
+    def drop(name: str) -> None:
+        with psycopg.connect(_admin_url(), autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+    with ThreadPoolExecutor(DROPPING_AT_ONCE) as pool:
+        list(pool.map(drop, names))
+
+
 @pytest.fixture(scope="session")
 def postgis_server() -> str:
     """Make sure the local PostGIS runs (installing it if needed) and return its base URL."""
@@ -109,9 +129,7 @@ def database_factory(postgis_server: str) -> Iterator[Callable[..., str]]:
         return url
 
     yield make
-    with psycopg.connect(_admin_url(), autocommit=True) as conn:
-        for name in created:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    _drop_databases(created)
 
 
 @pytest.fixture
@@ -178,9 +196,7 @@ def reference_database_factory(
         return f"{postgis_server}/{name}"
 
     yield make
-    with psycopg.connect(_admin_url(), autocommit=True) as conn:
-        for name in created:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    _drop_databases(created)
 
 
 @pytest.fixture
