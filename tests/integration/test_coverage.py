@@ -157,15 +157,17 @@ def test_areas_sum_their_grids_and_a_supervisor_sees_only_their_street(
 
     street = str(next(g for g in grids if g["visits"])["grid_code"])[:9]
     token = add_user(url, "cov-street", "supervisor", street, None)
-    with TestClient(
-        create_app(ApiConfig(url, "127.0.0.1:9")), headers={"Authorization": f"Bearer {token}"}
-    ) as supervisor:
-        mine = week_grids(supervisor)
-        assert mine
-        assert all(str(g["grid_code"]).startswith(street) for g in mine)
-        other = "610371" if not street.startswith("610371") else "610302"
-        refused = supervisor.get("/api/v1/coverage", params={"code": other})
-        assert refused.status_code == 403
+    as_supervisor = {"Authorization": f"Bearer {token}"}  # the same app, another caller
+    answer = admin.get(
+        "/api/v1/coverage", params={"from": WEEK_FROM, "to": WEEK_TO}, headers=as_supervisor
+    )
+    assert answer.status_code == 200, answer.text
+    mine = answer.json()["items"]
+    assert mine
+    assert all(str(g["grid_code"]).startswith(street) for g in mine)
+    other = "610371" if not street.startswith("610371") else "610302"
+    refused = admin.get("/api/v1/coverage", params={"code": other}, headers=as_supervisor)
+    assert refused.status_code == 403
     bad = admin.get("/api/v1/coverage", params={"from": WEEK_TO, "to": WEEK_FROM})
     assert bad.status_code == 422
     assert bad.json()["code"] == "invalid_interval"
@@ -208,3 +210,24 @@ def test_the_command_prints_the_grids_and_writes_the_same_csv(
     assert all(item["code"] in printed for item in streets)
     rows = list(csv.reader(io.StringIO(out.read_text(encoding="utf-8-sig"))))
     assert [row[1] for row in rows[1:]] == [item["code"] for item in streets]
+
+
+def test_a_kept_answer_gives_way_to_new_patrols(
+    seeded: tuple[str, Engine, WeekPlan], admin: TestClient
+) -> None:
+    url, engine, _plan = seeded
+    before = week_grids(admin)
+    assert week_grids(admin) == before  # kept: the same bytes while no patrol is written
+    seed_week(engine, url, workers=3, seed=99)  # three more workers' walks, both stages
+    after = {str(item["grid_code"]): item for item in week_grids(admin)}
+    with engine.connect() as conn:
+        visits = {
+            code: n
+            for code, n, _last in conn.execute(
+                VISITS_FROM_SCRATCH, {"first": WEEK_FROM, "last": WEEK_TO}
+            )
+        }
+    assert sum(visits.values()) > sum(int(g["visits"]) for g in before)  # type: ignore[call-overload]
+    assert {code: item["visits"] for code, item in after.items() if item["visits"]} == {
+        code: n for code, n in visits.items() if n
+    }
