@@ -490,3 +490,16 @@ class NotifySettings(BaseSettings):
             retry_max_s=max(self.notify_retry_max_s, self.notify_retry_base_s),
             timeout_s=self.notify_timeout_s,
         )
+
+
+class RetentionSettings(BaseSettings):
+    """How many weeks of check-ins stay in PostgreSQL (docs/HISTORY.md, "Archive")."""
+
+    model_config = _config()
+
+    retention_weeks: int | None = Field(
+        default=None,
+        ge=1,
+        description="weeks of check-ins `wangge archive --apply-retention` keeps, the"
+        " watermark's week included; unset keeps everything",
+    )
