@@ -13,8 +13,6 @@ services; the database must hold the reference city (`wangge up` loads it).
 
 import argparse
 import tempfile
-import time
-import uuid
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -22,11 +20,8 @@ import numpy as np
 import numpy.typing as npt
 
 from geodata.compliance import IsoWeek
-from geodata.contract import Topics
 from geodata.db.engine import create_db_engine
-from wangge import services
 from wangge.benchmarks import pipeline
-from wangge.benchmarks.harness import PARTITIONS, consumer_processes
 
 PEAK_WEEK = "2020-W37"
 PEAK_SEED = 2020
@@ -59,43 +54,18 @@ def _percentiles(values: npt.NDArray[np.float64]) -> str:
 
 def measure_window(database_url: str, bootstrap: str, rate: float, seconds: float) -> list[str]:
     """Produce at `rate` for `seconds` into one intake consumer; the window, as lines."""
-    topics = Topics.under(f"bench{uuid.uuid4().hex[:8]}.")
-    services.ensure_topics(bootstrap, PARTITIONS, topics)
-    warmup = pipeline.LATENCY_WARMUP
-    messages = pipeline.realistic_checkins(database_url, warmup + int(rate * seconds))
-    group = f"bench-window-{uuid.uuid4().hex[:8]}"
-    watcher = pipeline._OffsetWatcher(database_url, group, topics.checkins)
     logs = Path(tempfile.mkdtemp(prefix="wangge-window-"))
-    try:
-        with consumer_processes(
-            database_url, bootstrap, topics, group, 1, logs, handlers=("checkins",)
-        ) as processes:
-            pipeline.produce_all(bootstrap, topics.checkins, messages[:warmup])
-            pipeline._wait_committed(database_url, group, topics.checkins, warmup, processes)
-            watcher.start()
-            sent = pipeline._produce_steadily(bootstrap, topics.checkins, messages[warmup:], rate)
-            deadline = time.monotonic() + 120
-            while watcher.total < len(messages) and time.monotonic() < deadline:
-                time.sleep(0.05)
-        watcher.done.set()
-        watcher.join()
-        if watcher.total < len(messages):
-            raise RuntimeError(f"only {watcher.total} of {len(messages)} records committed")
-        sent_at = np.array([at for at, _partition, _offset in sent])
-        stored_at = np.array([watcher.committed_at(p, o) for _at, p, o in sent])
-        # At each acknowledgement: the events acknowledged so far that are not yet stored.
-        unstored = np.arange(1, len(sent_at) + 1) - np.searchsorted(
-            np.sort(stored_at), sent_at, side="right"
-        )
-        held = len(sent) / (sent_at[-1] - sent_at[0])
-        return [
-            f"rate asked {rate:,.0f}/s, held {held:,.0f}/s, {len(sent):,} events",
-            f"accepted, not yet stored (ms): {_percentiles((stored_at - sent_at) * 1000)}",
-            f"accepted, not yet stored (events): {_percentiles(unstored.astype(float))}",
-        ]
-    finally:
-        watcher.done.set()
-        services.delete_topics(bootstrap, topics)
+    sent_at, stored_at = pipeline.steady_commit_times(database_url, bootstrap, rate, seconds, logs)
+    # At each acknowledgement: the events acknowledged so far that are not yet stored.
+    unstored = np.arange(1, len(sent_at) + 1) - np.searchsorted(
+        np.sort(stored_at), sent_at, side="right"
+    )
+    held = len(sent_at) / (sent_at[-1] - sent_at[0])
+    return [
+        f"rate asked {rate:,.0f}/s, held {held:,.0f}/s, {len(sent_at):,} events",
+        f"accepted, not yet stored (ms): {_percentiles((stored_at - sent_at) * 1000)}",
+        f"accepted, not yet stored (events): {_percentiles(unstored.astype(float))}",
+    ]
 
 
 def main() -> None:

@@ -19,6 +19,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 import psycopg
 from kafka import TopicPartition
 from kafka.record.util import crc32c_c
@@ -365,7 +366,17 @@ class _OffsetWatcher(threading.Thread):
 def measure_latency(
     url: str, bootstrap: str, rate: float, seconds: float, logs: Path
 ) -> tuple[float, float, float]:
-    """Produce→committed-row latency at a steady rate: p50 and p99 (ms), and the rate held.
+    """Produce→committed-row latency at a steady rate: p50 and p99 (ms), and the rate held."""
+    sent_at, stored_at = steady_commit_times(url, bootstrap, rate, seconds, logs)
+    p50, p99 = np.percentile((stored_at - sent_at) * 1000, [50, 99])
+    return float(p50), float(p99), float(len(sent_at) / (sent_at[-1] - sent_at[0]))
+
+
+def steady_commit_times(
+    url: str, bootstrap: str, rate: float, seconds: float, logs: Path
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """Produce at a steady rate into one intake consumer: when each record was sent, and
+    when it was first seen committed (perf_counter seconds, in sending order).
 
     A record counts as committed when the offset stored with the rows passes it: the
     rows and offsets commit in one transaction. Both clocks are this process's.
@@ -391,9 +402,9 @@ def measure_latency(
         watcher.join()
         if watcher.total < len(messages):
             raise RuntimeError(f"only {watcher.total} of {len(messages)} records committed")
-        latencies = [(watcher.committed_at(p, o) - at) * 1000 for at, p, o in sent]
-        p50, p99 = np.percentile(latencies, [50, 99])
-        return float(p50), float(p99), len(sent) / (sent[-1][0] - sent[0][0])
+        sent_at = np.array([at for at, _p, _o in sent])
+        stored_at = np.array([watcher.committed_at(p, o) for _at, p, o in sent])
+        return sent_at, stored_at
     finally:
         watcher.done.set()
         services.delete_topics(bootstrap, topics)
