@@ -25,12 +25,12 @@ def served(
     kafka_bootstrap: str,
     module_topic_factory: Callable[..., Topics],
 ) -> Iterator[tuple[ApiServer, str, str]]:
-    """The app over a city with a sample of walked 2020-W37; a supervisor of the district
+    """The app over a city with six workers' walked 2020-W37; a supervisor of the district
     with the most walked grids; one of its grids walked and one never walked."""
     url = reference_database_factory()
     engine = create_db_engine(url)
     try:
-        seed_week(engine, url, workers=25)
+        seed_week(engine, url, workers=6)  # one district with a walked and an unwalked grid
     finally:
         engine.dispose()
     (walked,) = query(
