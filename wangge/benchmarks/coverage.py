@@ -11,18 +11,14 @@ answer after the server starts is timed on its own.
 
 import argparse
 import os
-import tempfile
 import time
-from dataclasses import replace
-from pathlib import Path
 
 from geodata.db.engine import create_db_engine
-from wangge.benchmarks.api import ApiRow, _Bench, render_table
+from wangge.benchmarks.api import ApiRow, render_table
+from wangge.benchmarks.city_reads import as_benchmark_rows, load_city_reads
 from wangge.benchmarks.coverage_seed import seed_week
-from wangge.benchmarks.evaluation import _first_answer_ms, as_benchmark_rows
 from wangge.benchmarks.harness import describe_machine, reference_database, report_console
 from wangge.benchmarks.rows import add_json_option, write_rows
-from wangge.benchmarks.servers import API_FACTORY, CEILING_FACTORY, serve
 
 CONNECTIONS = 16
 TARGET_P99_MS = 200.0
@@ -40,13 +36,8 @@ def run_coverage_benchmark(
     reference_database_url: str | None = None,
 ) -> tuple[list[ApiRow], dict[str, float]]:
     """Seed the week, serve the app and the ceiling, load both; the rows and first answers."""
-    from wangge.users_cli import add_user
-
     console = report_console()
-    with (
-        reference_database(database_url, reference_database_url) as url,
-        tempfile.TemporaryDirectory(prefix="wangge-bench-coverage-") as folder,
-    ):
+    with reference_database(database_url, reference_database_url) as url:
         began = time.perf_counter()
         engine = create_db_engine(url)
         try:
@@ -60,35 +51,7 @@ def run_coverage_benchmark(
             f"… {len(plan.pairs):,} workers' week: {len(plan.at_s):,} fixes, {days:,} covered"
             f" grid-days, through both stages in {time.perf_counter() - began:.1f} s"
         )
-        token = add_user(url, "bench-admin", "admin", None, None)
-        env = {**os.environ, "WANGGE_DATABASE_URL": url, "WANGGE_KAFKA_BOOTSTRAP": "127.0.0.1:9"}
-        with serve(CEILING_FACTORY, env) as ceiling_port, serve(API_FACTORY, env) as api_port:
-            first = {name: _first_answer_ms(api_port, path, token) for name, path in PATHS.items()}
-            targets = {
-                name: [{"path": path, "headers": {"Authorization": f"Bearer {token}"}}]
-                for name, path in PATHS.items()
-            }
-            bench = _Bench(
-                ceiling_port,
-                api_port,
-                duration_s,
-                Path(folder),
-                lambda stage, _done, _total: console.print(f"… {stage}"),
-            )
-            rows = bench._rows(
-                targets,  # type: ignore[arg-type]
-                ["--closed", str(CONNECTIONS)],
-                f"closed, {CONNECTIONS} connections",
-            )
-    judged = [
-        row
-        if row.result is row.ceiling
-        else replace(
-            row, target=f"p99 ≤ {TARGET_P99_MS:g} ms", met=row.result.p99_ms <= TARGET_P99_MS
-        )
-        for row in rows
-    ]
-    return judged, first
+        return load_city_reads(url, PATHS, duration_s, CONNECTIONS, TARGET_P99_MS, console)
 
 
 def main() -> None:

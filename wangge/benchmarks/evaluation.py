@@ -10,26 +10,22 @@ The first answer, computed from the database rather than kept, is timed on its o
 """
 
 import argparse
-import json
 import os
 import random
-import tempfile
 import time
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import psycopg
 
 from geodata.db.engine import libpq_url
-from wangge.benchmarks.api import ApiRow, _Bench, render_table
+from wangge.benchmarks.api import ApiRow, render_table
+from wangge.benchmarks.city_reads import as_benchmark_rows, load_city_reads
 from wangge.benchmarks.harness import describe_machine, reference_database, report_console
-from wangge.benchmarks.rows import BenchmarkRow, add_json_option, write_rows
-from wangge.benchmarks.servers import API_FACTORY, CEILING_FACTORY, serve
+from wangge.benchmarks.rows import add_json_option, write_rows
 
 TZ = ZoneInfo("Asia/Shanghai")
 MONTH_START = datetime(2020, 10, 1, tzinfo=TZ)
@@ -162,87 +158,19 @@ def seed_month(url: str, seed: int = SEED, per_day: int = CASES_PER_DAY) -> tupl
     return cases, events
 
 
-def _first_answer_ms(port: int, path: str, token: str) -> float:
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{port}{path}", headers={"Authorization": f"Bearer {token}"}
-    )
-    began = time.perf_counter()
-    with urllib.request.urlopen(request, timeout=120) as response:
-        json.loads(response.read())
-    return (time.perf_counter() - began) * 1000
-
-
 def run_evaluation_benchmark(
     database_url: str, duration_s: float, reference_database_url: str | None = None
 ) -> tuple[list[ApiRow], dict[str, float]]:
     """Seed a month, serve the app and the ceiling, load both; the rows and the first answers."""
-    from wangge.users_cli import add_user
-
     console = report_console()
-    with (
-        reference_database(database_url, reference_database_url) as url,
-        tempfile.TemporaryDirectory(prefix="wangge-bench-evaluation-") as folder,
-    ):
+    with reference_database(database_url, reference_database_url) as url:
         began = time.perf_counter()
         cases, events = seed_month(url)
         console.print(
             f"… {cases:,} cases and {events:,} history entries written"
             f" in {time.perf_counter() - began:.1f} s"
         )
-        token = add_user(url, "bench-admin", "admin", None, None)
-        env = {**os.environ, "WANGGE_DATABASE_URL": url, "WANGGE_KAFKA_BOOTSTRAP": "127.0.0.1:9"}
-        with serve(CEILING_FACTORY, env) as ceiling_port, serve(API_FACTORY, env) as api_port:
-            first = {name: _first_answer_ms(api_port, path, token) for name, path in PATHS.items()}
-            targets = {
-                name: [{"path": path, "headers": {"Authorization": f"Bearer {token}"}}]
-                for name, path in PATHS.items()
-            }
-            bench = _Bench(
-                ceiling_port,
-                api_port,
-                duration_s,
-                Path(folder),
-                lambda stage, _done, _total: console.print(f"… {stage}"),
-            )
-            rows = bench._rows(
-                targets,  # type: ignore[arg-type]
-                ["--closed", str(CONNECTIONS)],
-                f"closed, {CONNECTIONS} connections",
-            )
-    judged = [
-        row
-        if row.result is row.ceiling
-        else ApiRow(
-            row.endpoint,
-            row.load,
-            row.result,
-            row.ceiling,
-            f"p99 ≤ {TARGET_P99_MS:g} ms",
-            row.result.p99_ms <= TARGET_P99_MS,
-        )
-        for row in rows
-    ]
-    return judged, first
-
-
-def as_benchmark_rows(rows: list[ApiRow], first: dict[str, float]) -> list[BenchmarkRow]:
-    """The rows in the shape every benchmark shares: p99 beside the ceiling's."""
-    return [
-        BenchmarkRow(
-            f"{row.endpoint}, {row.load}",
-            row.result.p99_ms,
-            "ms p99",
-            row.ceiling.p99_ms,
-            "ceiling",
-            row.p99_ratio,
-            row.target,
-            row.met,
-            f"{row.result.rate:,.0f} requests/s; p50 {row.result.p50_ms:.2f} ms; first answer"
-            f" (computed, not kept) {first[row.endpoint]:.0f} ms",
-        )
-        for row in rows
-        if row.result is not row.ceiling
-    ]
+        return load_city_reads(url, PATHS, duration_s, CONNECTIONS, TARGET_P99_MS, console)
 
 
 def main() -> None:
