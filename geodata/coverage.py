@@ -22,7 +22,6 @@ from shapely.geometry.base import BaseGeometry
 
 from geodata.dataset.layers import METRIC_CRS
 from geodata.track import InvalidInterval
-from geodata.track import InvalidInterval
 
 COVERAGE_CRS: Final = METRIC_CRS
 #: The longest period one coverage answer spans, in local days.
