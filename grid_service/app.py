@@ -32,8 +32,8 @@ from grid_service.attachments import install_attachments
 from grid_service.auth import AuthConfig, install_auth
 from grid_service.compliance import router as compliance_router
 from grid_service.compliance_export import router as compliance_export_router
-from grid_service.coverage import router as coverage_router
 from grid_service.cors import install_cors
+from grid_service.coverage import router as coverage_router
 from grid_service.devices import router as devices_router
 from grid_service.docs import install_docs
 from grid_service.edges import install_edges
