@@ -7,6 +7,7 @@ together under one `app`, the entry point.
 import typer
 
 from wangge.commands import (
+    archive,
     bench,
     coverage,
     dataset,
@@ -49,3 +50,4 @@ app.add_typer(devices.app, name="devices")
 app.add_typer(open311.app, name="open311")
 app.add_typer(deadlines.app, name="deadlines")
 app.add_typer(lockers.app, name="lockers")
+app.add_typer(archive.app, name="archive")
