@@ -16,8 +16,8 @@ from pathlib import Path
 
 from rich.console import Console
 
-from wangge.benchmarks.api import ApiRow, _Bench
-from wangge.benchmarks.rows import BenchmarkRow
+from wangge.benchmarks.api import ApiRow, _Bench, render_table
+from wangge.benchmarks.rows import BenchmarkRow, write_rows
 from wangge.benchmarks.servers import API_FACTORY, CEILING_FACTORY, serve
 
 
@@ -95,3 +95,22 @@ def as_benchmark_rows(rows: list[ApiRow], first: dict[str, float]) -> list[Bench
         for row in rows
         if row.result is not row.ceiling
     ]
+
+
+def report_city_reads(
+    console: Console,
+    benchmark: str,
+    rows: list[ApiRow],
+    first: dict[str, float],
+    machine: dict[str, str],
+    json_path: Path | None,
+) -> None:
+    """Print the table, the first answers, the machine and its load; write the rows."""
+    console.print(render_table(rows))
+    for name, ms in first.items():
+        console.print(f"{name}: first answer (computed, not kept) {ms:.0f} ms")
+    for name, value in machine.items():
+        console.print(f"{name}: {value}")
+    console.print(f"load average at the end: {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    if json_path:
+        write_rows(json_path, benchmark, as_benchmark_rows(rows, first))

@@ -10,15 +10,14 @@ answer after the server starts is timed on its own.
 """
 
 import argparse
-import os
 import time
 
 from geodata.db.engine import create_db_engine
-from wangge.benchmarks.api import ApiRow, render_table
-from wangge.benchmarks.city_reads import as_benchmark_rows, load_city_reads
+from wangge.benchmarks.api import ApiRow
+from wangge.benchmarks.city_reads import load_city_reads, report_city_reads
 from wangge.benchmarks.coverage_seed import seed_week
 from wangge.benchmarks.harness import describe_machine, reference_database, report_console
-from wangge.benchmarks.rows import add_json_option, write_rows
+from wangge.benchmarks.rows import add_json_option
 
 CONNECTIONS = 16
 TARGET_P99_MS = 200.0
@@ -71,14 +70,7 @@ def main() -> None:
     services.ensure_postgis(database, log=console.print)
     before = describe_machine(database.url)
     rows, first = run_coverage_benchmark(database.url, args.duration, args.workers)
-    console.print(render_table(rows))
-    for name, ms in first.items():
-        console.print(f"{name}: first answer after start {ms:.0f} ms")
-    for name, value in before.items():
-        console.print(f"{name}: {value}")
-    console.print(f"load average at the end: {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
-    if args.json:
-        write_rows(args.json, "coverage", as_benchmark_rows(rows, first))
+    report_city_reads(console, "coverage", rows, first, before, args.json)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,6 @@ The first answer, computed from the database rather than kept, is timed on its o
 """
 
 import argparse
-import os
 import random
 import time
 import uuid
@@ -22,10 +21,10 @@ from zoneinfo import ZoneInfo
 import psycopg
 
 from geodata.db.engine import libpq_url
-from wangge.benchmarks.api import ApiRow, render_table
-from wangge.benchmarks.city_reads import as_benchmark_rows, load_city_reads
+from wangge.benchmarks.api import ApiRow
+from wangge.benchmarks.city_reads import load_city_reads, report_city_reads
 from wangge.benchmarks.harness import describe_machine, reference_database, report_console
-from wangge.benchmarks.rows import add_json_option, write_rows
+from wangge.benchmarks.rows import add_json_option
 
 TZ = ZoneInfo("Asia/Shanghai")
 MONTH_START = datetime(2020, 10, 1, tzinfo=TZ)
@@ -187,14 +186,7 @@ def main() -> None:
     services.ensure_postgis(database, log=console.print)
     before = describe_machine(database.url)
     rows, first = run_evaluation_benchmark(database.url, args.duration)
-    console.print(render_table(rows))
-    for name, ms in first.items():
-        console.print(f"{name}: first answer (computed from the database) {ms:.0f} ms")
-    for name, value in before.items():
-        console.print(f"{name}: {value}")
-    console.print(f"load average at the end: {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
-    if args.json:
-        write_rows(args.json, "evaluation", as_benchmark_rows(rows, first))
+    report_city_reads(console, "evaluation", rows, first, before, args.json)
 
 
 if __name__ == "__main__":
