@@ -12,6 +12,10 @@ by the allowed lateness, as always). When every partition is read to its end, th
 watermark is the newest event time of all. A partition not read from since the
 consumer started or was given it counts from its first record on; until then the
 stored watermark stands, which only ever moves forward.
+
+Each consumer-group member knows its own partitions only: with several compliance
+processes, each moves the one stored watermark by its partitions, so a member read to
+its ends can move it past another member's backlog (`wangge up` runs one).
 """
 
 from collections.abc import Collection
