@@ -49,6 +49,8 @@ logger = logging.getLogger(__name__)
 
 Progress = Callable[[str, int, int], None]
 
+DETACH_WAIT: Final = "5s"
+
 _SELECT: Final = (
     ", ".join("event_id::text" if c == "event_id" else c for c in COLUMNS) + ", ST_AsBinary(geom)"
 )
@@ -176,9 +178,18 @@ def archive_week(conn: psycopg.Connection, week: IsoWeek, out: Path) -> Archived
         )
         verify_file(path, entry)
         write_manifest(out, [*read_manifest(out), entry])
+        # Detaching waits for every reader of checkins, and readers queue behind it: it
+        # gives up after DETACH_WAIT rather than hold the API's reads for longer.
+        conn.execute(f"SET LOCAL lock_timeout = '{DETACH_WAIT}'")
         conn.execute(f'ALTER TABLE checkins DETACH PARTITION "{name}"')
         conn.execute(f'DROP TABLE "{name}"')
         conn.commit()
+    except psycopg.errors.LockNotAvailable as exc:
+        conn.rollback()
+        raise ArchiveRefused(
+            f"{name} is archived to {out} but checkins stayed busy for {DETACH_WAIT}:"
+            " nothing was dropped; run the archive again"
+        ) from exc
     except BaseException:
         conn.rollback()
         raise
