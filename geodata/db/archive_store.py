@@ -10,8 +10,9 @@ partition made again by `checkin_week_partition`, the rows added (a row already 
 kept), and the week's rows read back and compared with the manifest before commit.
 
 Only `checkins` is archived. The compliance engine's tables (`patrol_checkins`,
-`patrols`, `patrol_days`, `patrol_weeks`, statuses) and incidents stay, so a week's
-compliance and evaluation figures read the same while it is archived (docs/HISTORY.md).
+`patrols`, `patrol_weeks`, `compliance_changes`), `coverage_days` and incidents stay, so a
+week's compliance, coverage and evaluation figures read the same while it is archived
+(docs/HISTORY.md).
 """
 
 import logging
