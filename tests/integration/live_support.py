@@ -5,6 +5,7 @@ A child process for the map's stream: it must end when the server is told to sto
 the app's own config and real connections (a reset would show), not a process.
 """
 
+import asyncio
 import contextlib
 import json
 import socket
@@ -24,6 +25,10 @@ from sqlalchemy import Row, text
 from geodata.contract import Topics
 from geodata.db.engine import create_db_engine
 from grid_service.app import ApiConfig, create_app
+from grid_service.stream import LiveStream
+
+STOP_GRACE_S = 5
+"""The most uvicorn waits for open responses when a `serving` block ends."""
 
 _SERVER = """
 import logging, socket, sys, uvicorn
@@ -42,11 +47,27 @@ uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdow
 
 @contextlib.contextmanager
 def serving(config: ApiConfig) -> Iterator[str]:
-    """The real app on uvicorn (in a thread), its base URL while the block runs."""
+    """The real app on uvicorn (in a thread), its base URL while the block runs.
+
+    On the way out the app's live streams are ended first, as its lifespan would end them:
+    uvicorn waits for open responses before the lifespan runs, and in a thread it has no
+    signal handler through which sse-starlette would learn that the server stops, so a
+    stream still open (a page, an SseClient) held every stop for the whole join timeout.
+    """
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(create_app(config), log_level="warning"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    app = create_app(config)
+    server = uvicorn.Server(
+        uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=STOP_GRACE_S)
+    )
+    loops: list[asyncio.AbstractEventLoop] = []
+
+    def run() -> None:  # what server.run does, keeping the loop for the way out
+        with asyncio.Runner(loop_factory=server.config.get_loop_factory()) as runner:
+            loops.append(runner.get_loop())
+            runner.run(server.serve(sockets=[sock]))
+
+    thread = threading.Thread(target=run, daemon=True)
     thread.start()
     try:
         deadline = time.monotonic() + 30
@@ -56,6 +77,9 @@ def serving(config: ApiConfig) -> Iterator[str]:
             time.sleep(0.05)
         yield f"http://127.0.0.1:{sock.getsockname()[1]}"
     finally:
+        live = getattr(app.state, "live", None)
+        if isinstance(live, LiveStream) and loops and not loops[0].is_closed():
+            loops[0].call_soon_threadsafe(live.hub.close)
         server.should_exit = True
         thread.join(timeout=30)
         sock.close()
