@@ -222,7 +222,10 @@ def test_sigterm_mid_stream_stores_every_accepted_checkin_exactly_once(
         before_restart = list(poster.accepted)
         assert len(before_restart) > STOP_AFTER_BATCHES * BATCH, poster.answers
         # The broker is gone: what is stored now is all that will ever be of these.
+        # Rows equal to distinct ids, and every id there: once each, none missing.
         assert _counted_once(url, before_restart) == (len(before_restart),) * 2, output
+        assert len(stored_ids(url, before_restart) or ()) == len(before_restart)
+        assert len(folded_ids(url, before_restart) or ()) == len(before_restart)
         for step in ("gateway closed", "intake stage drained", "compliance stage drained"):
             assert step in output, output
         assert "stopped Tansu broker" in output, output
@@ -246,4 +249,5 @@ def test_sigterm_mid_stream_stores_every_accepted_checkin_exactly_once(
     assert len(poster.accepted) == len(set(poster.accepted)) == CHECKINS
     assert _counted_once(url, poster.accepted) == (CHECKINS, CHECKINS)
     assert len(stored_ids(url, poster.accepted) or ()) == CHECKINS
+    assert len(folded_ids(url, poster.accepted) or ()) == CHECKINS
     print(f"\nanswers: {dict(poster.answers)}")
