@@ -9,20 +9,26 @@ its area only. The search finds, for a supervisor, the workers who have (had) a 
 its area; for a worker, themself.
 """
 
+import gzip
+import hashlib
 import threading
 import uuid
 from collections import OrderedDict
 from collections.abc import Hashable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, Final, Literal
 
-from fastapi import APIRouter, Path, Query, Request, Response
+from fastapi import APIRouter, Header, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic_core import to_json
+from sqlalchemy import Engine
+from starlette.concurrency import run_in_threadpool
 
 from geodata.accounts import Principal, Role
 from geodata.compliance import ComplianceConfig
 from geodata.db.compliance_read import read_snapshot
+from geodata.db.grid_cache import GridSnapshot
 from geodata.db.track_read import (
     TrackPage,
     WorkerMatch,
@@ -40,9 +46,11 @@ from geodata.track import (
     track_of,
 )
 from grid_service.auth import RequiredPrincipal
-from grid_service.compliance import ComplianceConfigDep, authorize_worker_read
+from grid_service.compliance import authorize_worker_read
 from grid_service.deps import EngineDep, StoredText, SupportedTime
 from grid_service.errors import ErrorBody
+from grid_service.grids import current_grids
+from grid_service.tiles import _etag_matches
 
 router = APIRouter(prefix="/api/v1", tags=["tracks"])
 
@@ -175,10 +183,8 @@ def _match(match: WorkerMatch) -> WorkerMatchPublic:
     response_model=TrackPublic,
     responses=_TRACK_RESPONSES,
 )
-def get_worker_track(
+async def get_worker_track(
     request: Request,
-    engine: EngineDep,
-    config: ComplianceConfigDep,
     principal: RequiredPrincipal,
     worker_id: Annotated[str, Path(examples=["W00001"])],
     start: Annotated[
@@ -195,6 +201,8 @@ def get_worker_track(
     after: Annotated[
         str | None, Query(max_length=96, description="the cursor of `next`; not made by hand")
     ] = None,
+    if_none_match: Annotated[str | None, Header(include_in_schema=False)] = None,
+    accept_encoding: Annotated[str | None, Header(include_in_schema=False)] = None,
 ) -> Response:
     """A worker's check-ins in [`from`, `to`) as GeoJSON points in time order, each with its
     time, accuracy, grid, flags and the patrol it is part of (an index into the page's
@@ -209,18 +217,92 @@ def get_worker_track(
     else 403 `worker_mismatch` or `outside_area`. Errors: `worker_not_found` (404, to an
     admin); `invalid_interval` (422: `to` not after `from`, or more than 31 days apart);
     `invalid_cursor` (422); `invalid_request` (422: a time naive or outside 1970 to 9000).
+
+    Each page carries an `ETag`; with `If-None-Match` naming it, an unchanged page is
+    `304 Not Modified` without a body (a map replaying a week asks for it again and again).
+    Sent gzipped to a caller whose `Accept-Encoding` takes gzip.
     """
     check_interval(start, end)
     cursor = Cursor.decode(after) if after is not None else None
-    authorize_worker_read(engine, principal, worker_id)
-    area = _area_of(principal)
+    state = request.app.state
+    engine: Engine = state.engine
+    config: ComplianceConfig = state.compliance_config
+    # Async, so that the checks above and the answer's assembly run on the event loop; the
+    # database is asked in the pool, once for a kept page (its stamp), and the
+    # authorization only when the roster in memory does not already allow it.
+    if principal.role is not Role.SUPERVISOR:
+        authorize_worker_read(engine, principal, worker_id)  # reads nothing for these roles
+    elif not _allowed_by_roster(await current_grids(request), principal, worker_id):
+        await run_in_threadpool(authorize_worker_read, engine, principal, worker_id)
+    answer = await run_in_threadpool(
+        _answer, request, engine, config, worker_id, _area_of(principal), start, end, limit, cursor
+    )
+    # The page gzipped to a caller that takes it (a browser always does): a week's 140 KB
+    # of GeoJSON is a tenth of that, compressed once when the page is kept.
+    gzipped = "gzip" in (accept_encoding or "")
+    etag = answer.gzip_etag if gzipped else answer.etag
+    headers = {"ETag": etag, "Vary": "Accept-Encoding"}
+    if _etag_matches(if_none_match, etag):
+        return Response(status_code=304, headers=headers)
+    if gzipped:
+        headers["Content-Encoding"] = "gzip"
+        return Response(answer.gzipped, media_type="application/geo+json", headers=headers)
+    return Response(answer.body, media_type="application/geo+json", headers=headers)
+
+
+def _allowed_by_roster(snapshot: GridSnapshot, principal: Principal, worker_id: str) -> bool:
+    """Whether the grid snapshot's roster, without I/O, shows a supervisor may read the worker.
+
+    Only a yes is taken from memory: an assignment is never deleted (a move ends its
+    period), so a grid the roster holds for the worker is one the database holds too,
+    however old the snapshot. A no is asked of the database, which may know of an
+    assignment newer than the snapshot.
+    """
+    grid_codes = (period.grid_code for period in snapshot.roster.periods_of(worker_id))
+    return principal.can_read_worker(worker_id, grid_codes)
+
+
+@dataclass(frozen=True, slots=True)
+class _Answer:
+    """A page as sent: its bytes and their ETag, and the same gzipped with its own."""
+
+    body: bytes
+    etag: str
+    gzipped: bytes
+    gzip_etag: str
+
+    @classmethod
+    def of(cls, body: bytes) -> "_Answer":
+        """The page's bytes, gzipped once, each with a strong validator (a digest)."""
+        digest = hashlib.blake2b(body, digest_size=16).hexdigest()
+        gzipped = gzip.compress(body, compresslevel=6, mtime=0)
+        return cls(body, f'"{digest}"', gzipped, f'"{digest}-gzip"')
+
+    @property
+    def size(self) -> int:
+        """The bytes it holds."""
+        return len(self.body) + len(self.gzipped)
+
+
+def _answer(
+    request: Request,
+    engine: Engine,
+    config: ComplianceConfig,
+    worker_id: str,
+    area: str | None,
+    start: datetime,
+    end: datetime,
+    limit: int,
+    cursor: Cursor | None,
+) -> _Answer:
+    """The page kept for this query and area if its stamp is unchanged, else read and kept."""
     answers = _answers(request)
     key = (worker_id, area, request.url.query)
     # A kept page is checked by its stamp alone; a new one is read with its stamp in one
     # snapshot, so that what is kept is exactly what the stamp describes.
-    body = answers.get(key, track_stamp(engine, worker_id, start, end))
-    if body is not None:
-        return Response(body, media_type="application/geo+json")
+    kept = answers.get(key, track_stamp(engine, worker_id, start, end))
+    if kept is not None:
+        return kept
     with read_snapshot(engine) as connection:
         stamp = track_stamp(connection, worker_id, start, end)
         page = track_page(
@@ -234,8 +316,9 @@ def get_worker_track(
             timezone=config.timezone,
         )
     body = to_json(_collection(page, request, start, end, limit, config))
-    answers.put(key, stamp, body)
-    return Response(body, media_type="application/geo+json")
+    answer = _Answer.of(body)
+    answers.put(key, stamp, answer)
+    return answer
 
 
 class _Answers:
@@ -248,11 +331,11 @@ class _Answers:
 
     def __init__(self, max_entries: int = 256, max_bytes: int = 64 * 1024 * 1024) -> None:
         self.max_entries, self.max_bytes = max_entries, max_bytes
-        self._held: OrderedDict[Hashable, tuple[object, bytes]] = OrderedDict()
+        self._held: OrderedDict[Hashable, tuple[object, _Answer]] = OrderedDict()
         self._bytes = 0
         self._lock = threading.Lock()
 
-    def get(self, key: Hashable, stamp: object) -> bytes | None:
+    def get(self, key: Hashable, stamp: object) -> _Answer | None:
         """The page kept under `key` if it was made at `stamp`."""
         with self._lock:
             held = self._held.get(key)
@@ -261,17 +344,17 @@ class _Answers:
             self._held.move_to_end(key)
             return held[1]
 
-    def put(self, key: Hashable, stamp: object, body: bytes) -> None:
+    def put(self, key: Hashable, stamp: object, answer: _Answer) -> None:
         """Keep a page, dropping the least recently used beyond the limits."""
         with self._lock:
             previous = self._held.pop(key, None)
             if previous is not None:
-                self._bytes -= len(previous[1])
-            self._held[key] = (stamp, body)
-            self._bytes += len(body)
+                self._bytes -= previous[1].size
+            self._held[key] = (stamp, answer)
+            self._bytes += answer.size
             while len(self._held) > self.max_entries or self._bytes > self.max_bytes:
                 _, (_, dropped) = self._held.popitem(last=False)
-                self._bytes -= len(dropped)
+                self._bytes -= dropped.size
 
 
 _ANSWERS_LOCK: Final = threading.Lock()

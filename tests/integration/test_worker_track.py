@@ -31,14 +31,19 @@ class Env:
     ) -> None:
         self.client, self.url, self.walk, self.tokens = client, url, walk, tokens
 
-    def get(self, caller: str, path: str, **params: Any) -> Any:
-        headers = {"Authorization": f"Bearer {self.tokens[caller]}"}
+    def get(
+        self, caller: str, path: str, headers: dict[str, str] | None = None, **params: Any
+    ) -> Any:
+        headers = {"Authorization": f"Bearer {self.tokens[caller]}"} | (headers or {})
         return self.client.get(path, params=params, headers=headers)
 
-    def track(self, caller: str = "admin", **params: Any) -> Any:
+    def track(
+        self, caller: str = "admin", headers: dict[str, str] | None = None, **params: Any
+    ) -> Any:
         start, end = local_week_bounds(self.walk.week)
         query = {"from": start.isoformat(), "to": end.isoformat()} | params
-        return self.get(caller, f"/api/v1/workers/{self.walk.worker_id}/track", **query)
+        path = f"/api/v1/workers/{self.walk.worker_id}/track"
+        return self.get(caller, path, headers, **query)
 
 
 @pytest.fixture(scope="module")
@@ -218,3 +223,69 @@ def test_a_fix_stored_after_an_answer_is_in_the_next_one(env: Env) -> None:
                 (env.walk.worker_id, start + timedelta(days=6, hours=20)),
             )
     assert env.track().json()["number_returned"] == before
+
+
+def test_an_unchanged_page_revalidates_as_304_and_a_changed_one_gets_a_new_etag(env: Env) -> None:
+    first = env.track()
+    etag = first.headers["etag"]
+    again = env.track(headers={"If-None-Match": etag})
+    assert (again.status_code, again.content, again.headers["etag"]) == (304, b"", etag)
+    assert again.headers["cache-control"] == "no-store"  # personal data, as every answer
+    start, _ = local_week_bounds(env.walk.week)
+    with psycopg.connect(libpq_url(env.url)) as conn:
+        conn.execute(
+            "INSERT INTO checkins (event_id, worker_id, recorded_at, lon, lat, geom, grid_code,"
+            " in_assigned_grid, assignment_rule) SELECT gen_random_uuid(), %s, %s, 107.1, 34.3,"
+            " ST_SetSRID(ST_MakePoint(107.1, 34.3), 4326), %s, true, 'contains'",
+            (env.walk.worker_id, start + timedelta(days=6, hours=21), env.walk.grid_code),
+        )
+    try:
+        changed = env.track(headers={"If-None-Match": etag})
+        assert changed.status_code == 200
+        assert changed.headers["etag"] != etag
+        assert changed.json()["number_returned"] == first.json()["number_returned"] + 1
+    finally:
+        with psycopg.connect(libpq_url(env.url)) as conn:
+            conn.execute(
+                "DELETE FROM checkins WHERE worker_id = %s AND recorded_at = %s",
+                (env.walk.worker_id, start + timedelta(days=6, hours=21)),
+            )
+
+
+def test_a_page_is_gzipped_to_a_caller_that_takes_it_with_the_same_content(env: Env) -> None:
+    plain = env.track(headers={"Accept-Encoding": "identity"})
+    assert "content-encoding" not in plain.headers
+    zipped = env.track(headers={"Accept-Encoding": "gzip"})
+    assert zipped.headers["content-encoding"] == "gzip"
+    assert int(zipped.headers["content-length"]) < len(plain.content) / 4
+    assert zipped.content == plain.content  # decoded by the client
+    assert zipped.headers["etag"] != plain.headers["etag"]  # another representation
+    assert "Accept-Encoding" in zipped.headers["vary"]
+    again = env.track(headers={"Accept-Encoding": "gzip", "If-None-Match": zipped.headers["etag"]})
+    assert again.status_code == 304
+
+
+def test_a_grid_assigned_after_the_snapshot_opens_the_track_to_its_supervisor_at_once(
+    env: Env,
+) -> None:
+    # The roster in memory only ever says yes; a no is asked of the database.
+    assert env.track("elsewhere").status_code == 403
+    with psycopg.connect(libpq_url(env.url)) as conn:
+        row = conn.execute(
+            "SELECT g.code FROM grids g JOIN accounts a ON g.code LIKE a.area_prefix || '%%'"
+            " WHERE a.name = 'sup-elsewhere' ORDER BY g.code LIMIT 1"
+        ).fetchone()
+        assert row is not None
+        added = conn.execute(
+            "INSERT INTO worker_assignments (worker_id, grid_code, valid_from)"
+            " VALUES (%s, %s, now()) RETURNING id",
+            (env.walk.worker_id, row[0]),
+        ).fetchone()
+        assert added is not None
+    try:
+        opened = env.track("elsewhere")
+        assert opened.status_code == 200, opened.text
+        assert opened.json()["features"] == []  # no fix of the week lies in that area
+    finally:
+        with psycopg.connect(libpq_url(env.url)) as conn:
+            conn.execute("DELETE FROM worker_assignments WHERE id = %s", (added[0],))
