@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Final
 from zoneinfo import ZoneInfo
 
+import numpy as np
 import pandas as pd
 import shapely
 
@@ -118,33 +119,51 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _text(value: Any) -> str:
-    """One value in the canonical form: the same for a row from PostgreSQL and from a file."""
+_NULL: Final = "\\N"
+_TIMES: Final = ("recorded_at", "received_at", "assigned_at")
+_FLOATS: Final = ("lon", "lat", "accuracy_m")
+_BOOLEANS: Final = ("in_assigned_grid", "late")
+_DIGEST_CHUNK: Final = 100_000
+
+
+def _flags_text(value: Any) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "\\N"
-    if isinstance(value, pd.Timestamp | datetime):
-        return pd.Timestamp(value).tz_convert("UTC").isoformat()
-    if isinstance(value, float):
-        return value.hex()
-    if isinstance(value, str):
-        return value
-    if isinstance(value, bool):
-        return "t" if value else "f"
-    if hasattr(value, "__iter__"):  # flags: a list from PostgreSQL, an array from a file
-        return "{" + ",".join(str(v) for v in value) + "}"
-    return str(value)
+        return _NULL
+    # A list from PostgreSQL, an array from a file.
+    return "{" + ",".join(str(v) for v in value) + "}"
+
+
+def _column_text(frame: pd.DataFrame, column: str) -> pd.Series:
+    """A column in the canonical text form, the same for rows from PostgreSQL and a file:
+    instants as microseconds since 1970 UTC, floats as their 64 bits, nulls as \\N."""
+    series = frame[column]
+    if column in _TIMES:
+        micros = pd.to_datetime(series, utc=True).dt.as_unit("us").astype("int64")
+        return micros.astype(str)
+    if column in _FLOATS:
+        values = series.astype("float64").to_numpy()
+        bits = pd.Series(values.view("int64").astype(str), index=series.index)
+        return bits.where(~np.isnan(values), _NULL)
+    if column in _BOOLEANS:
+        return series.map({True: "t", False: "f"}).fillna(_NULL).astype(str)
+    if column == "flags":
+        return series.map(_flags_text)
+    return series.astype(object).where(series.notna(), _NULL).astype(str)
 
 
 def rows_digest(frame: pd.DataFrame) -> str:
-    """SHA-256 of the rows in canonical text, ordered by (event_id, recorded_at)."""
+    """SHA-256 of the rows in canonical text (tab between columns, geometry last as hex
+    WKB), ordered by (event_id, recorded_at)."""
     ordered = frame.sort_values(["event_id", "recorded_at"], kind="stable")
     digest = hashlib.sha256()
-    geometries = shapely.to_wkb(ordered.geometry.to_numpy(), hex=True)
-    columns = [ordered[c].tolist() for c in COLUMNS]
-    for i, geometry in enumerate(geometries):
-        fields = [_text(column[i]) for column in columns]
-        fields.append(str(geometry))
-        digest.update(("\t".join(fields) + "\n").encode())
+    for first in range(0, len(ordered), _DIGEST_CHUNK):
+        chunk = ordered.iloc[first : first + _DIGEST_CHUNK]
+        texts = [_column_text(chunk, c) for c in COLUMNS]
+        geometry = pd.Series(shapely.to_wkb(chunk.geometry.to_numpy(), hex=True), index=chunk.index)
+        lines = texts[0]
+        for text in [*texts[1:], geometry.astype(str)]:
+            lines = lines + "\t" + text
+        digest.update(("\n".join(lines.tolist()) + "\n").encode())
     return digest.hexdigest()
 
 

@@ -73,6 +73,13 @@ def test_the_digest_reads_a_list_and_a_files_array_alike_and_sees_a_changed_valu
     digest = rows_digest(_frame(["mocked_location"]))
     assert rows_digest(_frame(np.array(["mocked_location"], dtype=object))) == digest
     assert rows_digest(_frame([])) != digest
+    later = _frame(["mocked_location"])
+    later["recorded_at"] = later["recorded_at"] + pd.Timedelta(microseconds=1)
+    assert rows_digest(later) != digest
+    # A file may give microseconds where PostgreSQL's rows gave nanoseconds: the same rows.
+    coarse = _frame(["mocked_location"])
+    coarse["recorded_at"] = coarse["recorded_at"].astype("datetime64[us, UTC]")
+    assert rows_digest(coarse) == digest
 
 
 def test_the_manifest_round_trips_and_a_foreign_one_is_refused(tmp_path: Path) -> None:
