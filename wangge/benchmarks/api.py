@@ -169,8 +169,17 @@ class _Bench:
             rows.append(ApiRow(name, label, self._load(name, self.api_port, paths, how), ceiling))
         return rows
 
-    def _load(self, name: str, port: int, paths: Sequence[str], how: list[str]) -> LoadResult:
-        """Run the load generator in its own process and read its result."""
+    def _load(
+        self,
+        name: str,
+        port: int,
+        paths: Sequence[str],
+        how: list[str],
+        *,
+        expect_status: str | None = None,
+    ) -> LoadResult:
+        """Run the load generator in its own process and read its result; every answer must
+        be a 2xx, or `expect_status` when given (a 304 measured as such)."""
         self.notify(f"{name}: {' '.join(how)}", 0, 1)
         listing = self.folder / f"paths-{uuid.uuid4().hex[:8]}.json"
         listing.write_text(json.dumps(list(paths)))
@@ -182,7 +191,12 @@ class _Bench:
         if done.returncode != 0:
             raise RuntimeError(f"the load generator failed: {done.stderr.strip()[-2000:]}")
         result = LoadResult(**json.loads(done.stdout))
-        if result.failures or not result.requests:
+        wrong = (
+            result.failures
+            if expect_status is None
+            else result.requests - result.statuses.get(expect_status, 0)
+        )
+        if wrong or not result.requests:
             raise RuntimeError(f"{name}: {result.requests} answered, statuses {result.statuses}")
         return result
 
