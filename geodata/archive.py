@@ -126,7 +126,8 @@ _BOOLEANS: Final = ("in_assigned_grid", "late")
 _DIGEST_CHUNK: Final = 100_000
 
 
-def _flags_text(value: Any) -> str:
+def array_text(value: Any) -> str:
+    """A text[] value as PostgreSQL writes it (`{a,b}`), \\N for null."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return _NULL
     # A list from PostgreSQL, an array from a file.
@@ -147,7 +148,7 @@ def _column_text(frame: pd.DataFrame, column: str) -> pd.Series:
     if column in _BOOLEANS:
         return series.map({True: "t", False: "f"}).fillna(_NULL).astype(str)
     if column == "flags":
-        return series.map(_flags_text)
+        return series.map(array_text)
     return series.astype(object).where(series.notna(), _NULL).astype(str)
 
 
