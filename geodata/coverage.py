@@ -20,12 +20,17 @@ import numpy.typing as npt
 import shapely
 from shapely.geometry.base import BaseGeometry
 
+from geodata.compliance.weeks import MAX_YEAR, MIN_YEAR
 from geodata.dataset.layers import METRIC_CRS
 from geodata.track import InvalidInterval
 
 COVERAGE_CRS: Final = METRIC_CRS
 #: The longest period one coverage answer spans, in local days.
 MAX_PERIOD_DAYS: Final = 366
+# The days whose ISO weeks lie in the supported years: a period's weeks are read, and the
+# week of 1970-01-01 begins in 1969.
+EARLIEST_DAY: Final = date(MIN_YEAR, 1, 5)
+LATEST_DAY: Final = date(MAX_YEAR - 1, 12, 24)
 
 BoolArray = npt.NDArray[np.bool_]
 FloatArray = npt.NDArray[np.float64]
@@ -144,6 +149,11 @@ class CoveragePeriod:
             raise InvalidPeriod(f"from {first} is after to {last}")
         if (last - first).days + 1 > MAX_PERIOD_DAYS:
             raise InvalidPeriod(f"a period spans at most {MAX_PERIOD_DAYS} days")
+        if first < EARLIEST_DAY or last > LATEST_DAY:
+            raise InvalidPeriod(
+                f"a period lies within {EARLIEST_DAY} to {LATEST_DAY} (whole ISO weeks of the"
+                f" supported years {MIN_YEAR} to {MAX_YEAR}), not {first} to {last}"
+            )
         return cls(first, last)
 
     def start(self, tz: ZoneInfo) -> datetime:
