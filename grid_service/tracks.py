@@ -219,7 +219,7 @@ async def get_worker_track(
     `invalid_cursor` (422); `invalid_request` (422: a time naive or outside 1970 to 9000).
 
     Each page carries an `ETag`; with `If-None-Match` naming it, an unchanged page is
-    `304 Not Modified` without a body (a map replaying a week asks for it again and again).
+    `304 Not Modified` without a body (for a client that keeps the pages it has read).
     Sent gzipped to a caller whose `Accept-Encoding` takes gzip.
     """
     check_interval(start, end)
@@ -238,7 +238,7 @@ async def get_worker_track(
         _answer, request, engine, config, worker_id, _area_of(principal), start, end, limit, cursor
     )
     # The page gzipped to a caller that takes it (a browser always does): a week's 140 KB
-    # of GeoJSON is a tenth of that, compressed once when the page is kept.
+    # of GeoJSON is 29 KB, compressed once when the page is kept.
     gzipped = "gzip" in (accept_encoding or "")
     etag = answer.gzip_etag if gzipped else answer.etag
     headers = {"ETag": etag, "Vary": "Accept-Encoding"}
