@@ -52,6 +52,7 @@ logger = logging.getLogger(__name__)
 Progress = Callable[[str, int, int], None]
 
 DETACH_WAIT: Final = "5s"
+FETCH_ROWS: Final = 50_000
 
 _SELECT: Final = (
     ", ".join("event_id::text" if c == "event_id" else c for c in COLUMNS) + ", ST_AsBinary(geom)"
@@ -70,9 +71,7 @@ def _connect(database_url: str) -> psycopg.Connection:
     return conn
 
 
-def fetch_rows(conn: psycopg.Connection, where: str, params: Sequence[Any]) -> gpd.GeoDataFrame:
-    """The check-ins `where` selects, as the archive's frame (geometry column `geom`)."""
-    rows = conn.execute(f"SELECT {_SELECT} FROM checkins WHERE {where}", params).fetchall()
+def _frame(rows: Sequence[tuple[Any, ...]]) -> gpd.GeoDataFrame:
     frame = pd.DataFrame([r[:-1] for r in rows], columns=list(COLUMNS))
     for column in ("recorded_at", "received_at", "assigned_at"):
         frame[column] = pd.to_datetime(frame[column], utc=True)
@@ -82,6 +81,24 @@ def fetch_rows(conn: psycopg.Connection, where: str, params: Sequence[Any]) -> g
     return gpd.GeoDataFrame(
         frame, geometry=gpd.GeoSeries(geometry, crs=4326), crs=4326
     ).rename_geometry("geom")
+
+
+def fetch_rows(conn: psycopg.Connection, where: str, params: Sequence[Any]) -> gpd.GeoDataFrame:
+    """The check-ins `where` selects, as the archive's frame (geometry column `geom`).
+
+    Read FETCH_ROWS at a time through a server-side cursor: a week's rows as Python
+    tuples all at once would take several times the memory of its frame.
+    """
+    frames: list[gpd.GeoDataFrame] = []
+    with conn.cursor(name="archive_rows") as cursor:
+        cursor.execute(f"SELECT {_SELECT} FROM checkins WHERE {where}", params)
+        while rows := cursor.fetchmany(FETCH_ROWS):
+            frames.append(_frame(rows))
+    if len(frames) == 1:
+        return frames[0]
+    if not frames:
+        return _frame([])
+    return gpd.GeoDataFrame(pd.concat(frames, ignore_index=True), geometry="geom", crs=4326)
 
 
 def read_watermark(conn: psycopg.Connection) -> datetime | None:
