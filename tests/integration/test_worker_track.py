@@ -7,6 +7,7 @@ each doubtful kind. The track is checked against the seed and against the patrol
 
 from collections import Counter
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -37,9 +38,10 @@ class Env:
         headers = {"Authorization": f"Bearer {self.tokens[caller]}"} | (headers or {})
         return self.client.get(path, params=params, headers=headers)
 
-    def track(
-        self, caller: str = "admin", headers: dict[str, str] | None = None, **params: Any
-    ) -> Any:
+    def track(self, caller: str = "admin", **params: Any) -> Any:
+        return self.track_sent({}, caller, **params)
+
+    def track_sent(self, headers: dict[str, str], caller: str = "admin", **params: Any) -> Any:
         start, end = local_week_bounds(self.walk.week)
         query = {"from": start.isoformat(), "to": end.isoformat()} | params
         path = f"/api/v1/workers/{self.walk.worker_id}/track"
@@ -204,64 +206,57 @@ def test_the_search_finds_by_id_or_name_within_the_callers_scope(env: Env) -> No
     assert env.get("admin", "/api/v1/workers/search", q="%").json()["items"] == []
 
 
-def test_a_fix_stored_after_an_answer_is_in_the_next_one(env: Env) -> None:
-    before = env.track().json()["number_returned"]
+@contextmanager
+def a_fix_stored(env: Env, after_start: timedelta) -> Iterator[None]:
+    """One more check-in of the walker's in their assigned grid, removed at the end."""
     start, _ = local_week_bounds(env.walk.week)
     with psycopg.connect(libpq_url(env.url)) as conn:
         conn.execute(
             "INSERT INTO checkins (event_id, worker_id, recorded_at, lon, lat, geom, grid_code,"
             " in_assigned_grid, assignment_rule) SELECT gen_random_uuid(), %s, %s, 107.1, 34.3,"
             " ST_SetSRID(ST_MakePoint(107.1, 34.3), 4326), %s, true, 'contains'",
-            (env.walk.worker_id, start + timedelta(days=6, hours=20), env.walk.grid_code),
+            (env.walk.worker_id, start + after_start, env.walk.grid_code),
         )
     try:
-        assert env.track().json()["number_returned"] == before + 1
+        yield
     finally:
         with psycopg.connect(libpq_url(env.url)) as conn:
             conn.execute(
                 "DELETE FROM checkins WHERE worker_id = %s AND recorded_at = %s",
-                (env.walk.worker_id, start + timedelta(days=6, hours=20)),
+                (env.walk.worker_id, start + after_start),
             )
+
+
+def test_a_fix_stored_after_an_answer_is_in_the_next_one(env: Env) -> None:
+    before = env.track().json()["number_returned"]
+    with a_fix_stored(env, timedelta(days=6, hours=20)):
+        assert env.track().json()["number_returned"] == before + 1
     assert env.track().json()["number_returned"] == before
 
 
 def test_an_unchanged_page_revalidates_as_304_and_a_changed_one_gets_a_new_etag(env: Env) -> None:
     first = env.track()
     etag = first.headers["etag"]
-    again = env.track(headers={"If-None-Match": etag})
+    again = env.track_sent({"If-None-Match": etag})
     assert (again.status_code, again.content, again.headers["etag"]) == (304, b"", etag)
     assert again.headers["cache-control"] == "no-store"  # personal data, as every answer
-    start, _ = local_week_bounds(env.walk.week)
-    with psycopg.connect(libpq_url(env.url)) as conn:
-        conn.execute(
-            "INSERT INTO checkins (event_id, worker_id, recorded_at, lon, lat, geom, grid_code,"
-            " in_assigned_grid, assignment_rule) SELECT gen_random_uuid(), %s, %s, 107.1, 34.3,"
-            " ST_SetSRID(ST_MakePoint(107.1, 34.3), 4326), %s, true, 'contains'",
-            (env.walk.worker_id, start + timedelta(days=6, hours=21), env.walk.grid_code),
-        )
-    try:
-        changed = env.track(headers={"If-None-Match": etag})
+    with a_fix_stored(env, timedelta(days=6, hours=21)):
+        changed = env.track_sent({"If-None-Match": etag})
         assert changed.status_code == 200
         assert changed.headers["etag"] != etag
         assert changed.json()["number_returned"] == first.json()["number_returned"] + 1
-    finally:
-        with psycopg.connect(libpq_url(env.url)) as conn:
-            conn.execute(
-                "DELETE FROM checkins WHERE worker_id = %s AND recorded_at = %s",
-                (env.walk.worker_id, start + timedelta(days=6, hours=21)),
-            )
 
 
 def test_a_page_is_gzipped_to_a_caller_that_takes_it_with_the_same_content(env: Env) -> None:
-    plain = env.track(headers={"Accept-Encoding": "identity"})
+    plain = env.track_sent({"Accept-Encoding": "identity"})
     assert "content-encoding" not in plain.headers
-    zipped = env.track(headers={"Accept-Encoding": "gzip"})
+    zipped = env.track_sent({"Accept-Encoding": "gzip"})
     assert zipped.headers["content-encoding"] == "gzip"
     assert int(zipped.headers["content-length"]) < len(plain.content) / 4
     assert zipped.content == plain.content  # decoded by the client
     assert zipped.headers["etag"] != plain.headers["etag"]  # another representation
     assert "Accept-Encoding" in zipped.headers["vary"]
-    again = env.track(headers={"Accept-Encoding": "gzip", "If-None-Match": zipped.headers["etag"]})
+    again = env.track_sent({"Accept-Encoding": "gzip", "If-None-Match": zipped.headers["etag"]})
     assert again.status_code == 304
 
 
