@@ -32,7 +32,8 @@ def test_a_password_sign_in_then_a_cold_reload_is_timed_to_the_grids_with_bytes_
     # MapLibre's worker's tiles among them.
     assert set(paint.bytes_by_kind) == set(KINDS)
     assert all(size > 0 for size in paint.bytes_by_kind.values()), paint.bytes_by_kind
-    assert paint.bytes_by_kind["maplibre"] > 500_000
+    # MapLibre GL JS crossed whole: about 300 kB gzipped (1.1 MB as stored).
+    assert paint.bytes_by_kind["maplibre"] > 250_000
     assert paint.bytes_received == sum(paint.bytes_by_kind.values())
 
     median, received = as_rows(paints)
