@@ -200,12 +200,14 @@ def create_app(config: ApiConfig) -> FastAPI:
     install_gateway_errors(app)
     install_auth(app, config.auth)
     # Routes are matched in order, one regular expression after another: the hottest paths
-    # (map tiles, phones' posts, GIS clients' reads, locate and nearest) first, each under
-    # a prefix of its own, so that a tile hit is not tried against fifty routes before it.
+    # (map tiles, phones' posts, GIS clients' reads, locate and nearest, a worker's walk)
+    # first, each under a path of its own, so that a tile hit is not tried against fifty
+    # routes before it.
     app.include_router(tiles_router)
     app.include_router(gateway_router)
     app.include_router(ogc_router)
     app.include_router(grids_router)
+    app.include_router(tracks_router)
     install_sessions(app)
     app.include_router(health.router)
     app.include_router(metrics.router)
@@ -215,7 +217,6 @@ def create_app(config: ApiConfig) -> FastAPI:
     app.include_router(compliance_router)
     app.include_router(evaluation_router)
     app.include_router(coverage_router)
-    app.include_router(tracks_router)
     app.include_router(incidents_router)
     app.include_router(admin_router)
     app.include_router(open311_router)
