@@ -205,9 +205,10 @@ def create_app(config: ApiConfig) -> FastAPI:
     # routes before it.
     app.include_router(tiles_router)
     app.include_router(gateway_router)
-    app.include_router(ogc_router)
     app.include_router(grids_router)
     app.include_router(tracks_router)
+    # OGC's forty routes (each with its trailing-slash twin) after the short lists.
+    app.include_router(ogc_router)
     install_sessions(app)
     app.include_router(health.router)
     app.include_router(metrics.router)
