@@ -12,6 +12,7 @@ its area; for a worker, themself.
 import gzip
 import hashlib
 import threading
+import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Hashable
@@ -220,6 +221,8 @@ async def get_worker_track(
 
     Each page carries an `ETag`; with `If-None-Match` naming it, an unchanged page is
     `304 Not Modified` without a body (for a client that keeps the pages it has read).
+    A page is kept by the server and checked against its data at most once a second: a
+    fix stored meanwhile shows within a second.
     Sent gzipped to a caller whose `Accept-Encoding` takes gzip.
     """
     check_interval(start, end)
@@ -234,9 +237,16 @@ async def get_worker_track(
         authorize_worker_read(engine, principal, worker_id)  # reads nothing for these roles
     elif not _allowed_by_roster(await current_grids(request), principal, worker_id):
         await run_in_threadpool(authorize_worker_read, engine, principal, worker_id)
-    answer = await run_in_threadpool(
-        _answer, request, engine, config, worker_id, _area_of(principal), start, end, limit, cursor
-    )
+    # A page whose stamp was read within the last second is served as kept, on the event
+    # loop: a supervisor replaying a walk asks for the same week again and again.
+    max_age_s = getattr(state, "track_stamp_max_age_s", STAMP_MAX_AGE_S)
+    key = _answer_key(request, worker_id, _area_of(principal))
+    answer = _answers(request).fresh(key, max_age_s)
+    if answer is None:
+        answer = await run_in_threadpool(
+            _answer, request, engine, config, worker_id, _area_of(principal), start, end, limit,
+            cursor,
+        )  # fmt: skip
     # The page gzipped to a caller that takes it (a browser always does): a week's 140 KB
     # of GeoJSON is 29 KB, compressed once when the page is kept.
     gzipped = "gzip" in (accept_encoding or "")
@@ -297,7 +307,7 @@ def _answer(
 ) -> _Answer:
     """The page kept for this query and area if its stamp is unchanged, else read and kept."""
     answers = _answers(request)
-    key = (worker_id, area, request.url.query)
+    key = _answer_key(request, worker_id, area)
     # A kept page is checked by its stamp alone; a new one is read with its stamp in one
     # snapshot, so that what is kept is exactly what the stamp describes.
     kept = answers.get(key, track_stamp(engine, worker_id, start, end))
@@ -331,15 +341,26 @@ class _Answers:
 
     def __init__(self, max_entries: int = 256, max_bytes: int = 64 * 1024 * 1024) -> None:
         self.max_entries, self.max_bytes = max_entries, max_bytes
-        self._held: OrderedDict[Hashable, tuple[object, _Answer]] = OrderedDict()
+        # key -> (stamp, page, monotonic time its stamp was last read)
+        self._held: OrderedDict[Hashable, tuple[object, _Answer, float]] = OrderedDict()
         self._bytes = 0
         self._lock = threading.Lock()
 
     def get(self, key: Hashable, stamp: object) -> _Answer | None:
-        """The page kept under `key` if it was made at `stamp`."""
+        """The page kept under `key` if it was made at `stamp` (which was just read)."""
         with self._lock:
             held = self._held.get(key)
             if held is None or held[0] != stamp:
+                return None
+            self._held[key] = (stamp, held[1], time.monotonic())
+            self._held.move_to_end(key)
+            return held[1]
+
+    def fresh(self, key: Hashable, max_age_s: float) -> _Answer | None:
+        """The page kept under `key` if its stamp was read less than `max_age_s` ago."""
+        with self._lock:
+            held = self._held.get(key)
+            if held is None or time.monotonic() - held[2] >= max_age_s:
                 return None
             self._held.move_to_end(key)
             return held[1]
@@ -350,12 +371,17 @@ class _Answers:
             previous = self._held.pop(key, None)
             if previous is not None:
                 self._bytes -= previous[1].size
-            self._held[key] = (stamp, answer)
+            self._held[key] = (stamp, answer, time.monotonic())
             self._bytes += answer.size
             while len(self._held) > self.max_entries or self._bytes > self.max_bytes:
-                _, (_, dropped) = self._held.popitem(last=False)
+                _, (_, dropped, _) = self._held.popitem(last=False)
                 self._bytes -= dropped.size
 
+
+STAMP_MAX_AGE_S: Final = 1.0
+"""How long a kept page is served without reading its stamp again: a fix stored meanwhile
+shows at most this much later (the live map's own stream is about as late). An app may set
+`app.state.track_stamp_max_age_s` (0: read the stamp for every request)."""
 
 _ANSWERS_LOCK: Final = threading.Lock()
 
@@ -368,6 +394,11 @@ def _answers(request: Request) -> _Answers:
         if answers is None:
             answers = state.track_answers = _Answers()
     return answers
+
+
+def _answer_key(request: Request, worker_id: str, area: str | None) -> Hashable:
+    """The key a page is kept under: the worker, the caller's area and the query."""
+    return (worker_id, area, request.url.query)
 
 
 def _area_of(principal: Principal) -> str | None:

@@ -71,6 +71,8 @@ def env(
         "elsewhere": add_user(url, "sup-elsewhere", "supervisor", other_district, None),
     }
     app = create_app(ApiConfig(url, kafka_bootstrap, module_topic_factory(partitions=1)))
+    # The tests below see each stored fix at once; the kept page's age has its own test.
+    app.state.track_stamp_max_age_s = 0.0
     with TestClient(app) as client:
         yield Env(client, url, walk, tokens)
 
@@ -232,6 +234,20 @@ def test_a_fix_stored_after_an_answer_is_in_the_next_one(env: Env) -> None:
     with a_fix_stored(env, timedelta(days=6, hours=20)):
         assert env.track().json()["number_returned"] == before + 1
     assert env.track().json()["number_returned"] == before
+
+
+def test_a_kept_page_is_served_without_its_stamp_until_its_age_passes(env: Env) -> None:
+    state = env.client.app.state  # type: ignore[attr-defined]
+    state.track_stamp_max_age_s = 60.0
+    try:
+        before = env.track().json()["number_returned"]
+        with a_fix_stored(env, timedelta(days=6, hours=19)):
+            # Within the age the kept page is served as it was, the new fix not yet in it.
+            assert env.track().json()["number_returned"] == before
+            state.track_stamp_max_age_s = 0.0
+            assert env.track().json()["number_returned"] == before + 1
+    finally:
+        state.track_stamp_max_age_s = 0.0
 
 
 def test_an_unchanged_page_revalidates_as_304_and_a_changed_one_gets_a_new_etag(env: Env) -> None:
