@@ -159,31 +159,7 @@ def replace_patrols(
         " WHERE p.worker_id = k.worker_id AND p.grid_code = k.grid_code AND p.week = k.week",
         _key_arrays(keys),
     )
-    with (
-        conn.cursor() as cursor,
-        cursor.copy(
-            "COPY patrols (worker_id, grid_code, week, local_day, started_at, ended_at,"
-            " checkin_count, valid, valid_at, counted, reason) FROM STDIN"
-        ) as copy,
-    ):
-        for key, rows in patrols_by_key.items():
-            week = str(key.week)
-            for row in rows:
-                copy.write_row(
-                    (
-                        key.worker_id,
-                        key.grid_code,
-                        week,
-                        row.patrol.day,
-                        row.patrol.start,
-                        row.patrol.end,
-                        row.patrol.checkin_count,
-                        row.patrol.valid,
-                        row.valid_at,
-                        row.patrol.counted,
-                        _reason(row.patrol),
-                    )
-                )
+    _copy_patrols(conn, patrols_by_key.items())
 
 
 def replace_patrol_days(
@@ -206,6 +182,13 @@ def replace_patrol_days(
         " AND p.local_day = k.local_day",
         (*_key_arrays([key for key, _ in cells]), [day for _, day in cells]),
     )
+    _copy_patrols(conn, ((key, days_by_key[key][day]) for key, day in cells))
+
+
+def _copy_patrols(
+    conn: psycopg.Connection, groups: Iterable[tuple[ComplianceKey, Sequence[PatrolRow]]]
+) -> None:
+    """COPY each group's patrol rows into `patrols` under its (worker, grid, week)."""
     with (
         conn.cursor() as cursor,
         cursor.copy(
@@ -213,24 +196,15 @@ def replace_patrol_days(
             " checkin_count, valid, valid_at, counted, reason) FROM STDIN"
         ) as copy,
     ):
-        for key, day in cells:
+        for key, rows in groups:
             week = str(key.week)
-            for row in days_by_key[key][day]:
+            for row in rows:
+                patrol = row.patrol
                 copy.write_row(
-                    (
-                        key.worker_id,
-                        key.grid_code,
-                        week,
-                        row.patrol.day,
-                        row.patrol.start,
-                        row.patrol.end,
-                        row.patrol.checkin_count,
-                        row.patrol.valid,
-                        row.valid_at,
-                        row.patrol.counted,
-                        _reason(row.patrol),
-                    )
-                )
+                    (key.worker_id, key.grid_code, week, patrol.day, patrol.start, patrol.end,
+                     patrol.checkin_count, patrol.valid, row.valid_at, patrol.counted,
+                     _reason(patrol))
+                )  # fmt: skip
 
 
 def _key_arrays(keys: Sequence[ComplianceKey]) -> tuple[list[str], list[str], list[str]]:
