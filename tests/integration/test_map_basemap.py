@@ -12,6 +12,7 @@ import math
 import os
 import re
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -199,7 +200,11 @@ def test_the_map_draws_the_configured_basemap_under_the_grids_and_asks_no_other_
             assert layers[:3] == ["bg", "basemap", "districts-fill"]
             assert layers.index("basemap") < layers.index("grids-fill")
             assert "测试底图 test tiles" in page.inner_text(".maplibregl-ctrl-attrib")
-            page.wait_for_load_state("networkidle")
+            # Every source's tiles in, rather than "networkidle": the live stream stays open.
+            deadline = time.monotonic() + 30
+            while not page.evaluate("() => window.wanggeMap.areTilesLoaded()"):
+                assert time.monotonic() < deadline, "the map's tiles did not all load"
+                page.wait_for_timeout(100)
             page.wait_for_timeout(300)  # the last tiles' fade-in
             shots = Path(os.environ.get("WANGGE_SCREENSHOT_DIR") or tmp_path_factory.mktemp("map"))
             page.screenshot(path=str(shots / "map-basemap.png"))
