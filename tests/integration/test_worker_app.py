@@ -212,7 +212,7 @@ def test_offline_fixes_and_a_report_with_a_photo_arrive_once_after_a_reload(
     page.wait_for_selector('body[data-waiting="21"]')
 
     page.reload()  # offline: the service worker answers with the app
-    page.wait_for_selector('body[data-map="1"][data-waiting="21"]', timeout=20_000)
+    page.wait_for_selector('body[data-map="1"][data-waiting="21"]', timeout=60_000)
     assert _count(city, "SELECT count(*) FROM checkins WHERE worker_id = %s", walker.worker_id) == (
         0,
     )
