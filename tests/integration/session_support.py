@@ -2,6 +2,7 @@
 
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from httpx import Client, Response
 
@@ -74,3 +75,11 @@ def use_session(client: Client, session_id: str | None) -> None:
     client.cookies.clear()
     if session_id is not None:
         client.cookies.set(COOKIE_NAME, session_id)
+
+
+def sign_in_on_map(page: Any, name: str, password: str) -> None:
+    """Sign in on the map's form as a person does: the dialog, the name, the password."""
+    page.wait_for_selector("#login[open] #username", timeout=20_000)
+    page.fill("#username", name)
+    page.fill("#password", password)
+    page.click("#login-submit")

@@ -9,7 +9,7 @@ import pytest
 from geodata.contract import Topics
 from geodata.db.engine import create_db_engine
 from tests.integration.live_support import ApiServer, api_server, namespaced, query
-from tests.integration.session_support import give_passwords, password_of
+from tests.integration.session_support import give_passwords, password_of, sign_in_on_map
 from tests.integration.test_map_browser import CHROMIUM, CHROMIUM_ARGS
 from wangge.benchmarks.coverage_seed import seed_week
 from wangge.users_cli import add_user
@@ -66,10 +66,7 @@ def test_a_grid_seeded_as_unvisited_is_listed_and_marked_on_the_map(
             page = browser.new_page(viewport={"width": 1440, "height": 900})
             page.on("pageerror", lambda exc: errors.append(str(exc)))
             page.goto(f"{server.base}/map?week=2020-W37")
-            page.wait_for_selector("#login[open] #username", timeout=20_000)
-            page.fill("#username", SUPERVISOR)
-            page.fill("#password", password_of(SUPERVISOR))
-            page.click("#login-submit")
+            sign_in_on_map(page, SUPERVISOR, password_of(SUPERVISOR))
             page.wait_for_selector('body[data-panels*="coverage.js"]', timeout=30_000)
             page.wait_for_selector('body[data-coverage-week="2020-W37"]', timeout=20_000)
 

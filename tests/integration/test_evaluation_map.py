@@ -9,7 +9,7 @@ import pytest
 
 from geodata.contract import Topics
 from tests.integration.live_support import ApiServer, api_server, namespaced, query
-from tests.integration.session_support import give_passwords, password_of
+from tests.integration.session_support import give_passwords, password_of, sign_in_on_map
 from tests.integration.test_evaluation import Place, make_cases, store
 from tests.integration.test_map_browser import CHROMIUM, CHROMIUM_ARGS
 from wangge.users_cli import add_user
@@ -64,10 +64,7 @@ def test_a_supervisor_reads_its_districts_month_and_downloads_the_csv(
             page = browser.new_page(viewport={"width": 1440, "height": 900}, accept_downloads=True)
             page.on("pageerror", lambda exc: errors.append(str(exc)))
             page.goto(f"{server.base}/map?week=2020-W41")
-            page.wait_for_selector("#login[open] #username", timeout=20_000)
-            page.fill("#username", SUPERVISOR)
-            page.fill("#password", password_of(SUPERVISOR))
-            page.click("#login-submit")
+            sign_in_on_map(page, SUPERVISOR, password_of(SUPERVISOR))
             page.wait_for_selector('body[data-panels*="evaluation.js"]', timeout=30_000)
             page.fill("#evaluation-month", "2020-10")
             page.dispatch_event("#evaluation-month", "change")

@@ -23,7 +23,7 @@ from grid_service.app import ApiConfig
 from tests.integration.incident_support import store_incident
 from tests.integration.live_support import query, serving
 from tests.integration.notify_support import Receiver, receiver
-from tests.integration.session_support import give_passwords, password_of
+from tests.integration.session_support import give_passwords, password_of, sign_in_on_map
 from tests.integration.test_map_act_api import _without_as_of
 from tests.integration.test_map_browser import CHROMIUM, CHROMIUM_ARGS
 from wangge.users_cli import add_user
@@ -138,10 +138,7 @@ def test_a_supervisor_acts_on_an_incident_a_worker_and_the_week_from_a_tablet(
                 " window.addEventListener(t, (e) => window.__events.push([t, e.detail]));"
             )
             page.goto(f"{served.base}/map?week={WEEK}&as_of={AS_OF.replace('+', '%2B')}")
-            page.wait_for_selector("#login[open] #username", timeout=20_000)
-            page.fill("#username", "sup-act")
-            page.fill("#password", password_of("sup-act"))
-            page.click("#login-submit")
+            sign_in_on_map(page, "sup-act", password_of("sup-act"))
 
             # Sunday night of the seeded week: the grid's worker has missed.
             missed = f"#attention li.missed[data-worker-id='{served.worker}']"

@@ -17,7 +17,7 @@ import pytest
 
 from geodata.contract import Topics
 from tests.integration.live_support import ApiServer, api_server, namespaced
-from tests.integration.session_support import give_passwords, password_of
+from tests.integration.session_support import give_passwords, password_of, sign_in_on_map
 from tests.integration.test_map_browser import CHROMIUM, CHROMIUM_ARGS
 from wangge.benchmarks.walk_seed import SeededWalk, local_week_bounds, seed_walk_week
 from wangge.users_cli import add_user
@@ -73,10 +73,7 @@ def test_a_supervisor_finds_a_worker_and_sees_the_weeks_walk_with_its_patrols(
             page.on("pageerror", lambda exc: errors.append(str(exc)))
             page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
             page.goto(f"{server.base}/map")
-            page.wait_for_selector("#login[open] #username", timeout=20_000)
-            page.fill("#username", SUPERVISOR)
-            page.fill("#password", password_of(SUPERVISOR))
-            page.click("#login-submit")
+            sign_in_on_map(page, SUPERVISOR, password_of(SUPERVISOR))
             page.wait_for_selector('body:not([data-grids-rendered="0"])', timeout=30_000)
             page.wait_for_selector('body[data-panels*="walk.js"]', timeout=20_000)
 
