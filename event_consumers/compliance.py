@@ -13,7 +13,6 @@ transaction and are published exactly once after it commits.
 """
 
 import logging
-import uuid
 from collections.abc import Sequence
 from datetime import date, datetime, timedelta
 from typing import Final
@@ -133,19 +132,22 @@ class ComplianceHandler:
                 parsed.append(decoded)
                 partitions.append(record.partition)
 
-        new_ids = store.insert_checkins(conn, parsed)
-        metrics.EVENTS_DUPLICATE.labels(self.topic).inc(len(parsed) - len(new_ids))
+        # A check-in is its event id at its event time: a redelivery (both the same) is
+        # skipped, an id reused at another time is another check-in (docs/HISTORY.md).
+        new_keys = store.insert_checkins(conn, parsed)
+        metrics.EVENTS_DUPLICATE.labels(self.topic).inc(len(parsed) - len(new_keys))
         watermark, evaluated_day = store.lock_clock(conn)
 
         touched: dict[ComplianceKey, list[CheckinRecord]] = {}
-        late: list[uuid.UUID] = []
+        late: list[store.CheckinKey] = []
         for (checkin, _), partition in zip(parsed, partitions, strict=True):
-            if checkin.event_id not in new_ids:
+            stored_key = (checkin.event_id, checkin.recorded_at)
+            if stored_key not in new_keys:
                 continue
-            new_ids.discard(checkin.event_id)  # a repeat within the batch counts once
+            new_keys.discard(stored_key)  # a repeat within the batch counts once
             week = IsoWeek.week_of(checkin.recorded_at, self.config.tz)
             if watermark is not None and is_week_final(week, watermark, self.config):
-                late.append(checkin.event_id)
+                late.append(stored_key)
                 continue
             self.event_time.observe(partition, checkin.recorded_at)
             if checkin.grid_code is not None:

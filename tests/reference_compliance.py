@@ -109,14 +109,14 @@ def reference_week(
     monday = date.fromisocalendar(week.year, week.week, 1)
     week_days = [monday + timedelta(days=i) for i in range(7)]
 
-    # Usable check-ins, each event once, as (microseconds, id, flag) triples; the flag
+    # Usable check-ins, each (event, time) once, as (microseconds, id, flag) triples; the flag
     # is what the fix says against the worker's presence ("" for nothing).
     seen = set()
     points = []
     for c in checkins:
-        if c.event_id in seen:
+        if (c.event_id, c.recorded_at) in seen:
             continue
-        seen.add(c.event_id)
+        seen.add((c.event_id, c.recorded_at))
         if c.worker_id != worker or c.grid_code != grid or c.recorded_at > as_of:
             continue
         if c.accuracy_m is not None and c.accuracy_m > config.max_accuracy_m:

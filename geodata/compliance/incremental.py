@@ -68,11 +68,12 @@ class WeekFold:
         self.window = checkin_window(key.week, config)
         self.days = frozenset(key.week.days())
         self.required = required_patrols(self.periods, key.week, config)
-        #: Every check-in of the window once, usable or not: a change of periods re-reads it.
-        self.checkins: dict[UUID, CheckinRecord] = {}
-        # The usable ones by (recorded_at, event_id), as `unique_checkins` orders them.
+        #: Every check-in of the window once, usable or not, by (recorded_at, event_id), a
+        #: check-in's identity: a change of periods re-reads it.
+        self.checkins: dict[tuple[datetime, UUID], CheckinRecord] = {}
+        # The usable ones in that order, as `unique_checkins` orders them.
         self._order: list[tuple[datetime, UUID]] = []
-        self._usable: dict[UUID, CheckinRecord] = {}
+        self._usable: dict[tuple[datetime, UUID], CheckinRecord] = {}
         self.patrols: dict[date, tuple[DayPatrol, ...]] = {}
 
     def __len__(self) -> int:
@@ -89,17 +90,18 @@ class WeekFold:
         worker_id, grid_code = self.key.worker_id, self.key.grid_code
         touched: list[datetime] = []
         for checkin in checkins:
+            identity = (checkin.recorded_at, checkin.event_id)
             if (
                 checkin.worker_id != worker_id
                 or checkin.grid_code != grid_code
                 or not window_from <= checkin.recorded_at < window_to
-                or checkin.event_id in self.checkins
+                or identity in self.checkins
             ):
                 continue
-            self.checkins[checkin.event_id] = checkin
+            self.checkins[identity] = checkin
             if is_usable(checkin, self.periods, self.config):
-                self._usable[checkin.event_id] = checkin
-                insort(self._order, (checkin.recorded_at, checkin.event_id))
+                self._usable[identity] = checkin
+                insort(self._order, identity)
                 touched.append(checkin.recorded_at)
         days: set[date] = set()
         for t in touched:
@@ -171,7 +173,7 @@ class WeekFold:
         # Take in the end of a walk begun on `day` that runs on past the next midnight.
         while i < j < len(order) and order[j][0] - order[j - 1][0] <= gap:
             j += 1
-        records = [self._usable[event_id] for _, event_id in order[i:j]]
+        records = [self._usable[identity] for identity in order[i:j]]
         if not records:
             self.patrols.pop(day, None)
             return

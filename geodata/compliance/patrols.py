@@ -131,16 +131,18 @@ class Patrol:
 def unique_checkins(checkins: Iterable[CheckinRecord]) -> list[CheckinRecord]:
     """The check-ins once each, ordered by (recorded_at, event_id).
 
-    Delivery is at least once, so the same event may come twice; the order key makes
-    every result independent of arrival order, even for equal timestamps. Two different
-    records under one event id are a producer bug and raise ValueError.
+    A check-in is its event id at its event time, as stored (the tables are keyed so,
+    docs/HISTORY.md): delivery is at least once, so the same event may come twice; an id
+    reused at another time is another check-in. The order key makes every result
+    independent of arrival order, even for equal timestamps. Two different records under
+    one id and time are a producer bug and raise ValueError.
     """
-    by_id: dict[UUID, CheckinRecord] = {}
+    by_key: dict[tuple[datetime, UUID], CheckinRecord] = {}
     for checkin in checkins:
-        seen = by_id.setdefault(checkin.event_id, checkin)
+        seen = by_key.setdefault((checkin.recorded_at, checkin.event_id), checkin)
         if seen != checkin:
             raise ValueError(f"event {checkin.event_id} appears with different contents")
-    return sorted(by_id.values(), key=lambda c: (c.recorded_at, c.event_id))
+    return [by_key[k] for k in sorted(by_key)]
 
 
 def _validity(run: list[CheckinRecord], config: ComplianceConfig) -> InvalidReason | None:

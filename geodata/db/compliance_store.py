@@ -12,6 +12,7 @@ from datetime import date, datetime
 import psycopg
 
 from geodata.compliance import CheckinRecord, ComplianceKey, IsoWeek, Patrol
+from geodata.db.partitions import make_week_partitions
 from geodata.events import ComplianceChange
 
 CLOCK_NAME = "engine"
@@ -36,10 +37,15 @@ class StoredStatus:
     required: int
 
 
+CheckinKey = tuple[uuid.UUID, datetime]
+"""A stored check-in's key: its event id and event time (the table is partitioned by the
+time, so its key holds it; docs/HISTORY.md)."""
+
+
 def insert_checkins(
     conn: psycopg.Connection, rows: Sequence[tuple[CheckinRecord, bool]]
-) -> set[uuid.UUID]:
-    """Copy check-ins in (with `in_assigned_grid`); return the ids that were new."""
+) -> set[CheckinKey]:
+    """Copy check-ins in (with `in_assigned_grid`); return the keys that were new."""
     if not rows:
         return set()
     conn.execute(
@@ -65,20 +71,33 @@ def insert_checkins(
                         record.implausible_speed,
                     )
                 )
+        make_week_partitions(conn, "patrol_checkins", "patrol_checkins_stage")
         cursor.execute(
             "INSERT INTO patrol_checkins (event_id, worker_id, grid_code, recorded_at,"
             " accuracy_m, in_assigned_grid, mock, implausible_speed)"
-            " SELECT DISTINCT ON (event_id) * FROM"
-            " patrol_checkins_stage ON CONFLICT (event_id) DO NOTHING RETURNING event_id"
+            " SELECT DISTINCT ON (event_id, recorded_at) * FROM patrol_checkins_stage"
+            " ON CONFLICT (event_id, recorded_at) DO NOTHING RETURNING event_id, recorded_at"
         )
-        return {row[0] for row in cursor.fetchall()}
+        return {(event_id, recorded_at) for event_id, recorded_at in cursor.fetchall()}
 
 
-def mark_late(conn: psycopg.Connection, event_ids: Iterable[uuid.UUID]) -> None:
+def mark_late(conn: psycopg.Connection, keys: Iterable[CheckinKey]) -> None:
     """Flag check-ins that arrived after their week was final."""
-    ids = list(event_ids)
-    if ids:
-        conn.execute("UPDATE patrol_checkins SET late = true WHERE event_id = ANY(%s)", (ids,))
+    pairs = list(keys)
+    if pairs:
+        # The times in the condition let each key probe its own week's partition only.
+        conn.execute(
+            "UPDATE patrol_checkins c SET late = true"
+            " FROM unnest(%s::uuid[], %s::timestamptz[]) AS k(event_id, recorded_at)"
+            " WHERE c.event_id = k.event_id AND c.recorded_at = k.recorded_at"
+            " AND c.recorded_at >= %s AND c.recorded_at <= %s",
+            (
+                [p[0] for p in pairs],
+                [p[1] for p in pairs],
+                min(p[1] for p in pairs),
+                max(p[1] for p in pairs),
+            ),
+        )
 
 
 def lock_clock(conn: psycopg.Connection) -> tuple[datetime | None, date | None]:
@@ -123,13 +142,17 @@ def load_checkins(
              AS k(worker_id, grid_code, t_from, t_to)
         JOIN patrol_checkins c ON c.worker_id = k.worker_id AND c.grid_code = k.grid_code
          AND c.recorded_at >= k.t_from AND c.recorded_at < k.t_to
-        WHERE NOT c.late
+        WHERE NOT c.late AND c.recorded_at >= %s AND c.recorded_at < %s
         """,
         (
             [s[0] for s in spans],
             [s[1] for s in spans],
             [s[2] for s in spans],
             [s[3] for s in spans],
+            # The spans' bounds as constants: the plan reads only their weeks' partitions,
+            # whatever join it picks (docs/HISTORY.md).
+            min(s[2] for s in spans),
+            max(s[3] for s in spans),
         ),
     ).fetchall()
     result: dict[tuple[str, str], list[CheckinRecord]] = defaultdict(list)

@@ -12,6 +12,7 @@ from datetime import datetime
 import psycopg
 from psycopg.types.json import Jsonb
 
+from geodata.db.partitions import make_week_partitions
 from geodata.quality import Fix
 
 
@@ -63,19 +64,6 @@ SELECT event_id, worker_id, recorded_at, lon, lat, crs, accuracy_m,
 FROM checkins_stage
 ON CONFLICT (event_id, recorded_at) DO NOTHING
 RETURNING event_id::text
-"""
-
-# The partition of every week the batch holds, and of next week, made if missing
-# (migration 0022): a week's rows thus land in its own partition, and a partition is
-# normally made a week before its first check-in. Made or not (a creator that would have
-# to wait gives up), every row is stored: one of a week without its partition yet goes
-# to checkins_default and moves into the partition when it is made.
-_CHECKIN_PARTITIONS = """
-SELECT checkin_week_partition(t) FROM (
-    SELECT min(recorded_at) AS t FROM checkins_stage
-    GROUP BY date_trunc('week', recorded_at AT TIME ZONE 'Asia/Shanghai')
-    UNION ALL SELECT now() + interval '7 days'
-) AS weeks
 """
 
 # COPY's text format: backslash, tab, newline and carriage return must be escaped.
@@ -162,7 +150,8 @@ def insert_formatted_checkins(conn: psycopg.Connection, rows: str) -> set[str]:
     with conn.cursor() as cursor:
         with cursor.copy(_CHECKIN_COPY) as copy:
             copy.write(rows)
-        cursor.execute(_CHECKIN_PARTITIONS)
+        # Each week's rows land in their own partition (docs/HISTORY.md).
+        make_week_partitions(conn, "checkins", "checkins_stage")
         cursor.execute(_CHECKIN_INSERT)
         return {row[0] for row in cursor.fetchall()}
 

@@ -334,17 +334,22 @@ class DatasetImport(Base):
 
 
 class PatrolCheckin(Base):
-    """A check-in as the compliance engine sees it, copied from the assignments topic."""
+    """A check-in as the compliance engine sees it, copied from the assignments topic.
+
+    Partitioned by event week like `checkins` (migration 0023, `week_partition`), hence
+    the key (event_id, recorded_at).
+    """
 
     __tablename__ = "patrol_checkins"
     __table_args__ = (
         Index("ix_patrol_checkins_worker_grid_time", "worker_id", "grid_code", "recorded_at"),
+        {"postgresql_partition_by": "RANGE (recorded_at)"},
     )
 
     event_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
     worker_id: Mapped[str] = mapped_column(String(6))
     grid_code: Mapped[str | None] = mapped_column(String(15))
-    recorded_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    recorded_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), primary_key=True)
     accuracy_m: Mapped[float | None] = mapped_column(Float)
     in_assigned_grid: Mapped[bool] = mapped_column(Boolean)
     # Proof of presence (docs/PATROL_RULE.md): the phone's mock flag, the intake's speed flag.

@@ -13,9 +13,10 @@ target_metadata = Base.metadata
 
 # PostGIS and tiger-geocoder tables are not ours to manage.
 _FOREIGN_TABLES = {"spatial_ref_sys", "topology", "layer"}
-# The partitions of checkins (migration 0022) are made by the database as weeks arrive;
-# they are part of the partitioned table the models describe, not tables of their own.
-_PARTITION = re.compile(r"checkins_(default|[0-9]{4}w[0-9]{2})")
+# The partitions of checkins and patrol_checkins (migrations 0022, 0023) are made by the
+# database as weeks arrive; they are part of the partitioned tables the models describe,
+# not tables of their own.
+_PARTITION = re.compile(r"(patrol_)?checkins_(default|[0-9]{4}w[0-9]{2})")
 
 
 def include_object(

@@ -1,10 +1,11 @@
 """Check-ins partitioned by event week: made ahead, made on demand, nothing lost, converted.
 
-The storage stage's own write (`event_store.insert_formatted_checkins`) against a real
-PostGIS: a batch makes its weeks' partitions and next week's; a check-in for a week
-without a partition is stored; a row inserted directly into a week without one waits in
-checkins_default and moves when the week's partition is made, also when the maker first
-had to give up on a lock; migration 0022 moves an existing table's rows into partitions.
+The storage stage's own write (`event_store.insert_formatted_checkins`) and the compliance
+engine's (`compliance_store.insert_checkins`) against a real PostGIS: a batch makes its
+weeks' partitions and next week's; a check-in for a week without a partition is stored; a
+row inserted directly into a week without one waits in checkins_default and moves when
+the week's partition is made, also when the maker first had to give up on a lock;
+migrations 0022 and 0023 move existing tables' rows into partitions.
 """
 
 import uuid
@@ -14,8 +15,9 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 import pytest
 
+from geodata.compliance import CheckinRecord
 from geodata.dataset.layers import LOCAL_TZ
-from geodata.db import event_store, migrate
+from geodata.db import compliance_store, event_store, migrate
 from geodata.db.engine import libpq_url
 
 pytestmark = pytest.mark.integration
@@ -68,18 +70,25 @@ def partition_of(conn: psycopg.Connection, event_id: str) -> str:
     return str(row[0])
 
 
-def partitions(conn: psycopg.Connection) -> set[str]:
-    """Every partition of checkins."""
+def partitions(conn: psycopg.Connection, table: str = "checkins") -> set[str]:
+    """Every partition of `table`."""
     rows = conn.execute(
-        "SELECT inhrelid::regclass::text FROM pg_inherits WHERE inhparent = 'checkins'::regclass"
+        "SELECT inhrelid::regclass::text FROM pg_inherits WHERE inhparent = %s::regclass",
+        (table,),
     ).fetchall()
     return {str(row[0]) for row in rows}
 
 
-def week_name(t: datetime) -> str:
+def week_name(t: datetime, table: str = "checkins") -> str:
     """The partition name of `t`'s local ISO week."""
     year, week, _ = t.astimezone(LOCAL_TZ).isocalendar()
-    return f"checkins_{year}w{week:02d}"
+    return f"{table}_{year}w{week:02d}"
+
+
+def patrol_checkin(at: datetime, event_id: uuid.UUID | None = None) -> tuple[CheckinRecord, bool]:
+    """A check-in as the compliance engine stores it, in its assigned grid."""
+    record = CheckinRecord(event_id or uuid.uuid4(), "W00001", "610302001001001", at, 5.0)
+    return record, True
 
 
 def test_a_batch_makes_next_weeks_partition_ahead(conn: psycopg.Connection) -> None:
@@ -173,7 +182,7 @@ def test_a_row_inserted_before_its_partition_waits_in_the_default_and_moves(
     assert default == (0,)
 
 
-def test_the_migration_moves_existing_checkins_into_week_partitions(
+def test_the_migrations_move_existing_checkins_into_week_partitions(
     database_factory: Callable[..., str],
 ) -> None:
     url = database_factory(migrated=False)
@@ -187,16 +196,69 @@ def test_the_migration_moves_existing_checkins_into_week_partitions(
                 " ST_SetSRID(ST_MakePoint(107.15, 34.36), 4326), 'contains')",
                 (at,),
             )
+            conn.execute(
+                "INSERT INTO patrol_checkins (event_id, worker_id, recorded_at,"
+                " in_assigned_grid) VALUES (gen_random_uuid(), 'W00001', %s, true)",
+                (at,),
+            )
         conn.commit()
 
     migrate.upgrade(url, "head")
 
     with psycopg.connect(libpq_url(url)) as conn:
-        counts = conn.execute(
-            "SELECT tableoid::regclass::text, count(*) FROM checkins GROUP BY 1 ORDER BY 1"
-        ).fetchall()
-        assert counts == [("checkins_2020w37", 2), ("checkins_2020w38", 2)]
-        assert {week_name(datetime.now(UTC)), "checkins_default"} <= partitions(conn)
+        for table in ("checkins", "patrol_checkins"):
+            counts = conn.execute(
+                f"SELECT tableoid::regclass::text, count(*) FROM {table} GROUP BY 1 ORDER BY 1"
+            ).fetchall()
+            assert counts == [(f"{table}_2020w37", 2), (f"{table}_2020w38", 2)]
+            now = week_name(datetime.now(UTC), table)
+            assert {now, f"{table}_default"} <= partitions(conn, table)
+
+
+def test_a_patrol_checkin_of_a_week_without_a_partition_is_stored_in_its_own(
+    conn: psycopg.Connection,
+) -> None:
+    at = datetime(2019, 5, 8, 10, tzinfo=LOCAL_TZ)
+    name = week_name(at, "patrol_checkins")
+    ahead = week_name(datetime.now(UTC) + timedelta(days=7), "patrol_checkins")
+    conn.execute(f"ALTER TABLE patrol_checkins DETACH PARTITION {ahead}")
+    conn.execute(f"DROP TABLE {ahead}")
+    conn.commit()
+    assert not {name, ahead} & partitions(conn, "patrol_checkins")
+
+    record, assigned = patrol_checkin(at)
+    new = compliance_store.insert_checkins(conn, [(record, assigned)])
+    conn.commit()
+
+    assert new == {(record.event_id, at)}
+    assert {name, ahead} <= partitions(conn, "patrol_checkins")
+    [where] = conn.execute(
+        "SELECT tableoid::regclass::text FROM patrol_checkins WHERE event_id = %s",
+        (record.event_id,),
+    ).fetchone() or [None]
+    assert where == name
+    indexes = conn.execute("SELECT count(*) FROM pg_indexes WHERE tablename = %s", (ahead,))
+    assert indexes.fetchone() == (2,)  # the key and the engine's (worker, grid, time) index
+
+
+def test_the_engine_skips_a_redelivered_checkin_and_keeps_a_reused_id_at_another_time(
+    conn: psycopg.Connection,
+) -> None:
+    at = datetime(2020, 9, 8, 9, tzinfo=LOCAL_TZ)
+    first = patrol_checkin(at)
+    event_id = first[0].event_id
+    later = patrol_checkin(at + timedelta(days=30), event_id)
+    stored = compliance_store.insert_checkins(conn, [first, first])
+    again = compliance_store.insert_checkins(conn, [first, later])
+    compliance_store.mark_late(conn, [(event_id, later[0].recorded_at)])
+    conn.commit()
+
+    assert (stored, again) == ({(event_id, at)}, {(event_id, later[0].recorded_at)})
+    rows = conn.execute(
+        "SELECT recorded_at, late FROM patrol_checkins WHERE event_id = %s ORDER BY 1",
+        (event_id,),
+    ).fetchall()
+    assert rows == [(at, False), (later[0].recorded_at, True)]
 
 
 def test_last_fixes_reads_each_workers_newest_fix_across_weeks(conn: psycopg.Connection) -> None:

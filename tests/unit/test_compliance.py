@@ -267,6 +267,14 @@ def test_duplicates_collapse_but_different_contents_under_one_id_are_refused() -
         build_patrols([*checkins, replace(checkins[0], accuracy_m=50.0)], CONFIG)
 
 
+def test_an_id_reused_at_another_time_is_another_checkin() -> None:
+    # As stored: patrol_checkins is keyed by (event_id, recorded_at) (docs/HISTORY.md).
+    checkins = good_walk(day_at(0))
+    reused = replace(checkins[0], recorded_at=checkins[-1].recorded_at + timedelta(minutes=1))
+    [patrol] = build_patrols([*checkins, reused], CONFIG)
+    assert patrol.checkin_count == len(checkins) + 1
+
+
 # --- usable check-ins -----------------------------------------------------------------
 
 
