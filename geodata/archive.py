@@ -1,9 +1,10 @@
 """The check-ins archive: which weeks may go, the files' manifest and their checks.
 
-`wangge archive` moves closed weeks of `checkins` (one partition per local ISO week,
-docs/HISTORY.md) into GeoParquet files, one per partition, and back. This module holds
-the rules and the file format; `geodata.db.archive_store` does the reading, writing,
-detaching and loading.
+`wangge archive` moves closed weeks of `checkins` and of the compliance engine's copy,
+`patrol_checkins` (each one partition per local ISO week, docs/HISTORY.md), into
+Parquet files, one per partition (GeoParquet for `checkins`, which has a geometry), and
+back. This module holds the rules and the file format; `geodata.db.archive_store` does
+the reading, writing, detaching and loading.
 
 Two checksums guard a file: `sha256`, of the file's bytes, catches a file changed on disk;
 `content_sha256`, of the rows in a canonical text form (`rows_digest`), is computed from
@@ -31,10 +32,11 @@ from geodata.compliance.weeks import IsoWeek
 from geodata.errors import WanggeError
 
 PARTITION_ZONE: Final = ZoneInfo("Asia/Shanghai")
-"""The zone of the partitions' weeks (migration 0022's `checkin_week_partition`)."""
+"""The zone of the partitions' weeks (the database's `week_partition`, migration 0023)."""
 
 MANIFEST_NAME: Final = "manifest.json"
-MANIFEST_FORMAT: Final = 1
+MANIFEST_FORMAT: Final = 2
+"""2 added each week's `patrol_checkins` file; a format 1 manifest (checkins only) reads."""
 
 COLUMNS: Final = (
     "event_id", "worker_id", "recorded_at", "lon", "lat", "crs", "accuracy_m", "grid_code",
@@ -43,7 +45,47 @@ COLUMNS: Final = (
 )  # fmt: skip
 """Every column of `checkins` but `geom`, which is the files' geometry column."""
 
-_PARTITION_NAME: Final = re.compile(r"checkins_(\d{4})w(\d{2})")
+
+@dataclass(frozen=True)
+class ArchivedTable:
+    """A table partitioned by week as the archive reads and writes it: its columns (but
+    `geom`) and which of them are instants, floats, booleans and text arrays."""
+
+    name: str
+    columns: tuple[str, ...]
+    times: tuple[str, ...]
+    floats: tuple[str, ...]
+    booleans: tuple[str, ...]
+    arrays: tuple[str, ...] = ()
+    geometry: bool = False
+    """Whether it has the point `geom`: its files are then GeoParquet, else Parquet."""
+
+    def partition_name(self, week: IsoWeek) -> str:
+        """`checkins_2020w37` for 2020-W37, as the database's `week_partition` names it."""
+        return f"{self.name}_{week.year:04d}w{week.week:02d}"
+
+
+CHECKINS: Final = ArchivedTable(
+    "checkins",
+    COLUMNS,
+    times=("recorded_at", "received_at", "assigned_at"),
+    floats=("lon", "lat", "accuracy_m"),
+    booleans=("in_assigned_grid", "late"),
+    arrays=("flags",),
+    geometry=True,
+)
+_PATROL_COLUMNS: Final = (
+    "event_id", "worker_id", "grid_code", "recorded_at", "accuracy_m", "in_assigned_grid",
+    "late", "received_at", "mock", "implausible_speed",
+)  # fmt: skip
+PATROL_CHECKINS: Final = ArchivedTable(
+    "patrol_checkins",
+    _PATROL_COLUMNS,
+    times=("recorded_at", "received_at"),
+    floats=("accuracy_m",),
+    booleans=("in_assigned_grid", "late", "mock", "implausible_speed"),
+)
+ARCHIVED_TABLES: Final = (CHECKINS, PATROL_CHECKINS)
 
 
 class ArchiveRefused(WanggeError):
@@ -59,8 +101,20 @@ class ArchiveCorrupted(ArchiveRefused):
 
 
 @dataclass(frozen=True)
+class ArchivedFile:
+    """One partition's file and what it must hold."""
+
+    partition: str
+    file: str
+    rows: int
+    sha256: str
+    content_sha256: str
+
+
+@dataclass(frozen=True)
 class ArchivedPartition:
-    """One manifest entry: a week's partition, its file and what the file must hold."""
+    """One manifest entry: a week, its `checkins` partition and file and what the file must
+    hold, and its `patrol_checkins` file (None in an archive written before 0023)."""
 
     partition: str
     week: str
@@ -70,28 +124,46 @@ class ArchivedPartition:
     rows: int
     sha256: str
     content_sha256: str
+    patrol_checkins: ArchivedFile | None = None
 
     @property
     def bounds(self) -> tuple[datetime, datetime]:
         """The week's [start, end) instants."""
         return datetime.fromisoformat(self.start), datetime.fromisoformat(self.end)
 
+    @property
+    def patrol_rows(self) -> int:
+        """The rows of its `patrol_checkins` file; 0 without one."""
+        return self.patrol_checkins.rows if self.patrol_checkins else 0
 
-def partition_week(name: str) -> IsoWeek | None:
-    """The week a partition such as `checkins_2020w37` holds; None for any other table."""
-    match = _PARTITION_NAME.fullmatch(name)
+    def files(self) -> list[tuple[ArchivedTable, ArchivedFile]]:
+        """Each archived table of the week with its file."""
+        own = ArchivedFile(self.partition, self.file, self.rows, self.sha256, self.content_sha256)
+        patrol = [(PATROL_CHECKINS, self.patrol_checkins)] if self.patrol_checkins else []
+        return [(CHECKINS, own), *patrol]
+
+
+def partition_week(name: str, table: ArchivedTable = CHECKINS) -> IsoWeek | None:
+    """The week a partition of `table` such as `checkins_2020w37` holds; None for any
+    other table."""
+    match = re.fullmatch(re.escape(table.name) + r"_(\d{4})w(\d{2})", name)
     return IsoWeek(int(match[1]), int(match[2])) if match else None
 
 
 def partition_name(week: IsoWeek) -> str:
     """`checkins_2020w37` for 2020-W37, as `checkin_week_partition` names it."""
-    return f"checkins_{week.year:04d}w{week.week:02d}"
+    return CHECKINS.partition_name(week)
 
 
 def is_closed(week: IsoWeek, watermark: datetime | None, allowed_lateness: timedelta) -> bool:
-    """Whether the week is final: the engine's watermark has passed its end plus the
-    lateness allowed, so no check-in can change its compliance any more."""
-    end = week.end(PARTITION_ZONE)
+    """Whether the week may go: it is final, and so is the week after it.
+
+    Final is the engine's watermark past the week's end plus the lateness allowed: no
+    check-in can change its compliance any more. The next week must be final too because
+    the engine, folding that week again (after a restart), reads the check-ins of this
+    week's last `patrol_gap` from `patrol_checkins`, to know whether a walk began here.
+    """
+    end = week.next().end(PARTITION_ZONE)
     return watermark is not None and watermark >= end + allowed_lateness
 
 
@@ -120,9 +192,6 @@ def file_sha256(path: Path) -> str:
 
 
 _NULL: Final = "\\N"
-_TIMES: Final = ("recorded_at", "received_at", "assigned_at")
-_FLOATS: Final = ("lon", "lat", "accuracy_m")
-_BOOLEANS: Final = ("in_assigned_grid", "late")
 _DIGEST_CHUNK: Final = 100_000
 
 
@@ -134,35 +203,37 @@ def array_text(value: Any) -> str:
     return "{" + ",".join(str(v) for v in value) + "}"
 
 
-def _column_text(frame: pd.DataFrame, column: str) -> pd.Series:
+def _column_text(frame: pd.DataFrame, column: str, table: ArchivedTable) -> pd.Series:
     """A column in the canonical text form, the same for rows from PostgreSQL and a file:
     instants as microseconds since 1970 UTC, floats as their 64 bits, nulls as \\N."""
     series = frame[column]
-    if column in _TIMES:
+    if column in table.times:
         micros = pd.to_datetime(series, utc=True).dt.as_unit("us").astype("int64")
         return micros.astype(str)
-    if column in _FLOATS:
+    if column in table.floats:
         values = series.astype("float64").to_numpy()
         bits = pd.Series(values.view("int64").astype(str), index=series.index)
         return bits.where(~np.isnan(values), _NULL)
-    if column in _BOOLEANS:
+    if column in table.booleans:
         return series.map({True: "t", False: "f"}).fillna(_NULL).astype(str)
-    if column == "flags":
+    if column in table.arrays:
         return series.map(array_text)
     return series.astype(object).where(series.notna(), _NULL).astype(str)
 
 
-def rows_digest(frame: pd.DataFrame) -> str:
-    """SHA-256 of the rows in canonical text (tab between columns, geometry last as hex
-    WKB), ordered by (event_id, recorded_at)."""
+def rows_digest(frame: pd.DataFrame, table: ArchivedTable = CHECKINS) -> str:
+    """SHA-256 of the rows in canonical text (tab between columns, the geometry, if the
+    table has one, last as hex WKB), ordered by (event_id, recorded_at)."""
     ordered = frame.sort_values(["event_id", "recorded_at"], kind="stable")
     digest = hashlib.sha256()
     for first in range(0, len(ordered), _DIGEST_CHUNK):
         chunk = ordered.iloc[first : first + _DIGEST_CHUNK]
-        texts = [_column_text(chunk, c) for c in COLUMNS]
-        geometry = pd.Series(shapely.to_wkb(chunk.geometry.to_numpy(), hex=True), index=chunk.index)
+        texts = [_column_text(chunk, c, table) for c in table.columns]
+        if table.geometry:
+            wkb = shapely.to_wkb(chunk.geometry.to_numpy(), hex=True)
+            texts.append(pd.Series(wkb, index=chunk.index).astype(str))
         lines = texts[0]
-        for text in [*texts[1:], geometry.astype(str)]:
+        for text in texts[1:]:
             lines = lines + "\t" + text
         digest.update(("\n".join(lines.tolist()) + "\n").encode())
     return digest.hexdigest()
@@ -175,9 +246,17 @@ def read_manifest(directory: Path) -> list[ArchivedPartition]:
         return []
     try:
         document = json.loads(path.read_text(encoding="utf-8"))
-        if document.get("format") != MANIFEST_FORMAT or document.get("table") != "checkins":
+        if (
+            document.get("format") not in (1, MANIFEST_FORMAT)
+            or document.get("table") != "checkins"
+        ):
             raise ArchiveRefused(f"{path} is not a wangge check-ins archive manifest")
-        return [ArchivedPartition(**entry) for entry in document["partitions"]]
+        entries = []
+        for entry in document["partitions"]:
+            patrol = entry.pop("patrol_checkins", None)
+            companion = ArchivedFile(**patrol) if patrol is not None else None
+            entries.append(ArchivedPartition(**entry, patrol_checkins=companion))
+        return entries
     except (ValueError, TypeError, KeyError) as exc:
         raise ArchiveRefused(f"{path} cannot be read: {exc}") from exc
 

@@ -13,9 +13,19 @@ from wangge.commands.common import console, progress_bar
 
 
 def _table(rows: Sequence[tuple[ArchivedPartition, str]], title: str) -> Table:
-    table = Table("week 周", "partition 分区", "rows 行数", "file 文件", "SHA-256", title=title)
+    table = Table(
+        "week 周", "partition 分区", "rows 行数", "patrol rows 巡查行数", "file 文件", "SHA-256",
+        title=title,
+    )  # fmt: skip
     for entry, rows_text in rows:
-        table.add_row(entry.week, entry.partition, rows_text, entry.file, entry.sha256[:16] + "…")
+        table.add_row(
+            entry.week,
+            entry.partition,
+            rows_text,
+            f"{entry.patrol_rows:,}",
+            entry.file,
+            entry.sha256[:16] + "…",
+        )
     return table
 
 
@@ -52,6 +62,6 @@ def run_restore(
     """Restore the archive's weeks (all, or `weeks`) and print what each added."""
     with progress_bar() as progress:
         loaded = archive_store.restore(database_url, directory, weeks, progress=progress)
-    rows = [(e, f"{added:,} / {e.rows:,}") for e, added in loaded]
-    console.print(_table(rows, f"restored from {directory} 已恢复 (added / archived)"))
+    rows = [(e, f"{added:,} / {e.rows + e.patrol_rows:,}") for e, added in loaded]
+    console.print(_table(rows, f"restored from {directory} 已恢复 (added / archived, both tables)"))
     return loaded

@@ -1,18 +1,19 @@
-"""Archiving closed weeks of `checkins` to GeoParquet, dropping them, and loading them back.
+"""Archiving closed weeks of `checkins` and `patrol_checkins` to files, dropping them, and
+loading them back.
 
-Each week's partition is archived in one transaction of its own: lock the partition
-against writes, read its rows, write `checkins_2020w37.parquet`, read the file back with
-geopandas and compare its bytes' SHA-256, row count and rows' digest, record it in the
-manifest, and only then detach and drop the partition. Anything that fails before the
-drop rolls back and leaves the partition as it was. A restore checks every file it is
-asked for before loading any, then loads each week in one transaction: the week's
-partition made again by `checkin_week_partition`, the rows added (a row already there is
-kept), and the week's rows read back and compared with the manifest before commit.
+Each week is archived in one transaction of its own: lock its two partitions against
+writes, read their rows, write `checkins_2020w37.parquet` (GeoParquet) and
+`patrol_checkins_2020w37.parquet`, read each file back and compare its bytes' SHA-256,
+row count and rows' digest, record both in the manifest, and only then detach and drop
+the partitions. Anything that fails before the drop rolls back and leaves the partitions
+as they were. A restore checks every file it is asked for before loading any, then loads
+each week in one transaction: the week's partitions made again by `week_partition`, the
+rows added (a row already there is kept), and the week's rows read back and compared with
+the manifest before commit.
 
-Only `checkins` is archived. The compliance engine's tables (`patrol_checkins`,
-`patrols`, `patrol_weeks`, `compliance_changes`), `coverage_days` and incidents stay, so a
-week's compliance, coverage and evaluation figures read the same while it is archived
-(docs/HISTORY.md).
+The rest of the compliance engine's tables (`patrols`, `patrol_weeks`,
+`compliance_changes`), `coverage_days` and incidents stay, so a week's compliance,
+coverage and evaluation figures read the same while it is archived (docs/HISTORY.md).
 """
 
 import logging
@@ -27,15 +28,17 @@ import psycopg
 import shapely
 
 from geodata.archive import (
-    COLUMNS,
+    ARCHIVED_TABLES,
+    CHECKINS,
     PARTITION_ZONE,
     ArchiveCorrupted,
+    ArchivedFile,
     ArchivedPartition,
+    ArchivedTable,
     ArchiveRefused,
     array_text,
     file_sha256,
     is_closed,
-    partition_name,
     partition_week,
     read_manifest,
     retention_cutoff,
@@ -54,10 +57,6 @@ Progress = Callable[[str, int, int], None]
 DETACH_WAIT: Final = "5s"
 FETCH_ROWS: Final = 50_000
 
-_SELECT: Final = (
-    ", ".join("event_id::text" if c == "event_id" else c for c in COLUMNS) + ", ST_AsBinary(geom)"
-)
-
 
 def _no_progress(step: str, done: int, total: int) -> None:
     """Progress reported to nobody."""
@@ -71,34 +70,48 @@ def _connect(database_url: str) -> psycopg.Connection:
     return conn
 
 
-def _frame(rows: Sequence[tuple[Any, ...]]) -> gpd.GeoDataFrame:
-    frame = pd.DataFrame([r[:-1] for r in rows], columns=list(COLUMNS))
-    for column in ("recorded_at", "received_at", "assigned_at"):
+def _select(table: ArchivedTable) -> str:
+    columns = ", ".join("event_id::text" if c == "event_id" else c for c in table.columns)
+    return columns + (", ST_AsBinary(geom)" if table.geometry else "")
+
+
+def _frame(rows: Sequence[tuple[Any, ...]], table: ArchivedTable) -> pd.DataFrame:
+    width = len(table.columns)
+    frame = pd.DataFrame([r[:width] for r in rows], columns=list(table.columns))
+    for column in table.times:
         frame[column] = pd.to_datetime(frame[column], utc=True)
-    for column in ("lon", "lat", "accuracy_m"):
+    for column in table.floats:
         frame[column] = frame[column].astype("float64")
+    if not table.geometry:
+        return frame
     geometry = shapely.from_wkb([bytes(r[-1]) for r in rows]) if rows else []
-    return gpd.GeoDataFrame(
+    # geopandas is untyped: the annotation keeps the Any out of the return.
+    located: pd.DataFrame = gpd.GeoDataFrame(
         frame, geometry=gpd.GeoSeries(geometry, crs=4326), crs=4326
     ).rename_geometry("geom")
+    return located
 
 
-def fetch_rows(conn: psycopg.Connection, where: str, params: Sequence[Any]) -> gpd.GeoDataFrame:
-    """The check-ins `where` selects, as the archive's frame (geometry column `geom`).
+def fetch_rows(
+    conn: psycopg.Connection, where: str, params: Sequence[Any], table: ArchivedTable = CHECKINS
+) -> pd.DataFrame:
+    """The rows of `table` that `where` selects, as the archive's frame (a GeoDataFrame,
+    geometry column `geom`, for a table with a geometry).
 
     Read FETCH_ROWS at a time through a server-side cursor: a week's rows as Python
     tuples all at once would take several times the memory of its frame.
     """
-    frames: list[gpd.GeoDataFrame] = []
+    frames: list[pd.DataFrame] = []
     with conn.cursor(name="archive_rows") as cursor:
-        cursor.execute(f"SELECT {_SELECT} FROM checkins WHERE {where}", params)
+        cursor.execute(f"SELECT {_select(table)} FROM {table.name} WHERE {where}", params)
         while rows := cursor.fetchmany(FETCH_ROWS):
-            frames.append(_frame(rows))
+            frames.append(_frame(rows, table))
     if len(frames) == 1:
         return frames[0]
     if not frames:
-        return _frame([])
-    return gpd.GeoDataFrame(pd.concat(frames, ignore_index=True), geometry="geom", crs=4326)
+        return _frame([], table)
+    joined = pd.concat(frames, ignore_index=True)
+    return gpd.GeoDataFrame(joined, geometry="geom", crs=4326) if table.geometry else joined
 
 
 def read_watermark(conn: psycopg.Connection) -> datetime | None:
@@ -109,27 +122,36 @@ def read_watermark(conn: psycopg.Connection) -> datetime | None:
     return row[0] if row else None
 
 
-def partition_weeks(conn: psycopg.Connection) -> list[IsoWeek]:
-    """The weeks that have a partition of `checkins`."""
+def partition_weeks(conn: psycopg.Connection, table: ArchivedTable = CHECKINS) -> list[IsoWeek]:
+    """The weeks that have a partition of `table`."""
     names = conn.execute(
         "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
-        " WHERE i.inhparent = 'checkins'::regclass"
+        " WHERE i.inhparent = %s::regclass",
+        (table.name,),
     ).fetchall()
-    return sorted(w for (name,) in names if (w := partition_week(name)) is not None)
+    return sorted(w for (name,) in names if (w := partition_week(name, table)) is not None)
+
+
+def _make_partition(conn: psycopg.Connection, table: ArchivedTable, t: datetime) -> None:
+    """Make `table`'s partition of `t`'s week where missing, or refuse: the maker gave up
+    on a lock (migration 0023's `week_partition`)."""
+    made = conn.execute("SELECT week_partition(%s, %s)", (table.name, t)).fetchone()
+    if made is None or made[0] is None:
+        raise ArchiveRefused(f"{table.name}_default is busy; run the command again")
 
 
 def _settle_default(conn: psycopg.Connection, cutoff: date) -> None:
-    """Give every week before `cutoff` that has rows in `checkins_default` its partition,
+    """Give every week before `cutoff` that has rows in a default partition its partition,
     so the archive sees them (the maker moves them out of the default one)."""
     limit = datetime.combine(cutoff, datetime.min.time(), PARTITION_ZONE)
-    weeks = conn.execute(
-        "SELECT min(recorded_at) FROM checkins_default WHERE recorded_at < %s"
-        " GROUP BY date_trunc('week', recorded_at AT TIME ZONE 'Asia/Shanghai')",
-        (limit,),
-    ).fetchall()
-    for (t,) in weeks:
-        if conn.execute("SELECT checkin_week_partition(%s)", (t,)).fetchone() == (None,):
-            raise ArchiveRefused("checkins_default is busy; run the archive again")
+    for table in ARCHIVED_TABLES:
+        weeks = conn.execute(
+            f"SELECT min(recorded_at) FROM {table.name}_default WHERE recorded_at < %s"
+            " GROUP BY date_trunc('week', recorded_at AT TIME ZONE 'Asia/Shanghai')",
+            (limit,),
+        ).fetchall()
+        for (t,) in weeks:
+            _make_partition(conn, table, t)
     conn.commit()
 
 
@@ -140,7 +162,8 @@ def plan_archive(
     with `skip_open`, left for a later run)."""
     _settle_default(conn, cutoff)
     watermark = read_watermark(conn)
-    weeks = weeks_before(partition_weeks(conn), cutoff)
+    held = {w for table in ARCHIVED_TABLES for w in partition_weeks(conn, table)}
+    weeks = weeks_before(held, cutoff)
     open_weeks = [w for w in weeks if not is_closed(w, watermark, allowed_lateness)]
     if open_weeks and not skip_open:
         raise ArchiveRefused(
@@ -151,68 +174,93 @@ def plan_archive(
     return [w for w in weeks if w not in open_weeks]
 
 
-def write_partition_file(frame: gpd.GeoDataFrame, path: Path) -> None:
-    """Write the week's rows as GeoParquet, in full or not at all (a partial file renamed)."""
+def write_partition_file(frame: pd.DataFrame, path: Path) -> None:
+    """Write the week's rows as (Geo)Parquet, in full or not at all (a partial file renamed)."""
     partial = path.with_suffix(".parquet.partial")
     frame.to_parquet(partial, index=False)
     partial.replace(path)
 
 
-def verify_file(path: Path, entry: ArchivedPartition) -> gpd.GeoDataFrame:
+def verify_file(
+    path: Path, entry: ArchivedFile | ArchivedPartition, table: ArchivedTable = CHECKINS
+) -> pd.DataFrame:
     """The file's rows, once its bytes, row count and rows match `entry`; else refused."""
     if not path.exists():
         raise ArchiveCorrupted(f"{path.name} is missing")
     if file_sha256(path) != entry.sha256:
         raise ArchiveCorrupted(f"{path.name}: its SHA-256 is not the manifest's")
     try:
-        frame = gpd.read_parquet(path)
+        frame = gpd.read_parquet(path) if table.geometry else pd.read_parquet(path)
     except Exception as exc:  # pyarrow raises many kinds for a damaged file
         raise ArchiveCorrupted(f"{path.name} cannot be read: {exc}") from exc
     if len(frame) != entry.rows:
         raise ArchiveCorrupted(f"{path.name} holds {len(frame)} rows, not {entry.rows}")
-    if rows_digest(frame) != entry.content_sha256:
+    if rows_digest(frame, table) != entry.content_sha256:
         raise ArchiveCorrupted(f"{path.name}: its rows are not the ones archived")
     return frame
 
 
-def archive_week(conn: psycopg.Connection, week: IsoWeek, out: Path) -> ArchivedPartition:
-    """Archive one closed week's partition and drop it, in one transaction."""
-    name = partition_name(week)
+def _archive_partition(
+    conn: psycopg.Connection, table: ArchivedTable, week: IsoWeek, out: Path
+) -> ArchivedFile:
+    """Write one week's partition of `table` to its file and check it (nothing dropped)."""
+    name = table.partition_name(week)
     start, end = week.start(PARTITION_ZONE), week.end(PARTITION_ZONE)
+    frame = fetch_rows(conn, "recorded_at >= %s AND recorded_at < %s", (start, end), table)
+    path = out / f"{name}.parquet"
+    write_partition_file(frame, path)
+    written = ArchivedFile(
+        name, path.name, len(frame), file_sha256(path), rows_digest(frame, table)
+    )
+    verify_file(path, written, table)
+    return written
+
+
+def archive_week(conn: psycopg.Connection, week: IsoWeek, out: Path) -> ArchivedPartition:
+    """Archive one closed week's partitions of both tables and drop them, in one transaction."""
+    start, end = week.start(PARTITION_ZONE), week.end(PARTITION_ZONE)
+    names = [table.partition_name(week) for table in ARCHIVED_TABLES]
     try:
-        # Writers of this week wait (readers do not) until the partition is gone.
-        conn.execute(f'LOCK TABLE "{name}" IN SHARE MODE')
-        frame = fetch_rows(conn, "recorded_at >= %s AND recorded_at < %s", (start, end))
-        path = out / f"{name}.parquet"
-        write_partition_file(frame, path)
+        for table in ARCHIVED_TABLES:
+            # A week may have a partition of one table only: the other's is made (empty),
+            # so that every week's entry has both files.
+            _make_partition(conn, table, start)
+        for name in names:
+            # Writers of this week wait (readers do not) until the partitions are gone.
+            conn.execute(f'LOCK TABLE "{name}" IN SHARE MODE')
+        checkins, patrol = (_archive_partition(conn, t, week, out) for t in ARCHIVED_TABLES)
         entry = ArchivedPartition(
-            partition=name,
+            partition=checkins.partition,
             week=str(week),
             start=start.isoformat(),
             end=end.isoformat(),
-            file=path.name,
-            rows=len(frame),
-            sha256=file_sha256(path),
-            content_sha256=rows_digest(frame),
+            file=checkins.file,
+            rows=checkins.rows,
+            sha256=checkins.sha256,
+            content_sha256=checkins.content_sha256,
+            patrol_checkins=patrol,
         )
-        verify_file(path, entry)
         write_manifest(out, [*read_manifest(out), entry])
-        # Detaching waits for every reader of checkins, and readers queue behind it: it
-        # gives up after DETACH_WAIT rather than hold the API's reads for longer.
+        # Detaching waits for every reader of the table, and readers queue behind it: it
+        # gives up after DETACH_WAIT rather than hold the API's reads (or the engine's)
+        # for longer.
         conn.execute(f"SET LOCAL lock_timeout = '{DETACH_WAIT}'")
-        conn.execute(f'ALTER TABLE checkins DETACH PARTITION "{name}"')
-        conn.execute(f'DROP TABLE "{name}"')
+        for table, name in zip(ARCHIVED_TABLES, names, strict=True):
+            conn.execute(f'ALTER TABLE {table.name} DETACH PARTITION "{name}"')
+            conn.execute(f'DROP TABLE "{name}"')
         conn.commit()
     except psycopg.errors.LockNotAvailable as exc:
         conn.rollback()
         raise ArchiveRefused(
-            f"{name} is archived to {out} but checkins stayed busy for {DETACH_WAIT}:"
+            f"{week} is archived to {out} but its tables stayed busy for {DETACH_WAIT}:"
             " nothing was dropped; run the archive again"
         ) from exc
     except BaseException:
         conn.rollback()
         raise
-    logger.info("archived %s: %d rows to %s", name, entry.rows, entry.file)
+    logger.info(
+        "archived %s: %d check-ins, %d patrol check-ins", week, entry.rows, entry.patrol_rows
+    )
     return entry
 
 
@@ -255,49 +303,69 @@ def apply_retention(
     return archive(database_url, cutoff, out, allowed_lateness, skip_open=True, progress=progress)
 
 
-def _copy_text(frame: gpd.GeoDataFrame) -> str:
+def _copy_text(frame: pd.DataFrame, table: ArchivedTable) -> str:
     """The frame as COPY's CSV (nulls as \\N), written by pandas a column at a time: a
     Python call per value cost 25 of a 300,000-row week's 69 s of loading (profiled)."""
-    table = pd.DataFrame({c: frame[c] for c in COLUMNS})
-    table["flags"] = frame["flags"].map(array_text)
-    for column in ("lon", "lat", "accuracy_m"):
+    text = pd.DataFrame({c: frame[c] for c in table.columns})
+    for column in table.arrays:
+        text[column] = frame[column].map(array_text)
+    for column in table.floats:
         # repr's shortest text that reads back as the same 64 bits.
         values = frame[column].astype("float64")
-        table[column] = values.map(repr).where(values.notna(), None)
-    table["geom"] = shapely.to_wkb(
-        shapely.set_srid(frame.geometry.to_numpy(), 4326), hex=True, include_srid=True
-    )
-    return table.to_csv(
+        text[column] = values.map(repr).where(values.notna(), None)
+    if table.geometry:
+        text["geom"] = shapely.to_wkb(
+            shapely.set_srid(frame.geometry.to_numpy(), 4326), hex=True, include_srid=True
+        )
+    return text.to_csv(
         index=False, header=False, na_rep="\\N", date_format="%Y-%m-%d %H:%M:%S.%f%z"
     )
 
 
-def _load_week(conn: psycopg.Connection, entry: ArchivedPartition, frame: gpd.GeoDataFrame) -> int:
-    """Load one verified week back, in one transaction; the rows added."""
+def _load_partition(
+    conn: psycopg.Connection,
+    table: ArchivedTable,
+    entry: ArchivedPartition,
+    expected: ArchivedFile,
+    frame: pd.DataFrame,
+) -> int:
+    """Load one verified file of the week back into `table`, in the caller's transaction,
+    and read its rows back against the manifest; the rows added."""
     start, end = entry.bounds
+    _make_partition(conn, table, start)
+    stage = f"restored_{table.name}"
+    conn.execute(f"CREATE TEMP TABLE {stage} (LIKE {table.name} INCLUDING DEFAULTS) ON COMMIT DROP")
+    columns = ", ".join(table.columns) + (", geom" if table.geometry else "")
+    text = _copy_text(frame, table)
+    with conn.cursor().copy(
+        f"COPY {stage} ({columns}) FROM STDIN (FORMAT csv, NULL '\\N')"
+    ) as copy:
+        for first in range(0, len(text), 1 << 20):
+            copy.write(text[first : first + (1 << 20)])
+    added = conn.execute(
+        f"INSERT INTO {table.name} SELECT * FROM {stage} ON CONFLICT DO NOTHING"
+    ).rowcount
+    back = fetch_rows(
+        conn,
+        "recorded_at >= %s AND recorded_at < %s"
+        f" AND (event_id, recorded_at) IN (SELECT event_id, recorded_at FROM {stage})",
+        (start, end),
+        table,
+    )
+    if len(back) != expected.rows or rows_digest(back, table) != expected.content_sha256:
+        raise ArchiveCorrupted(f"{expected.partition}: the loaded rows differ from the archive's")
+    return added
+
+
+def _load_week(
+    conn: psycopg.Connection, entry: ArchivedPartition, frames: Sequence[pd.DataFrame]
+) -> int:
+    """Load one verified week back (each of its files), in one transaction; the rows added."""
     try:
-        made = conn.execute("SELECT checkin_week_partition(%s)", (start,)).fetchone()
-        if made is None or made[0] is None:
-            raise ArchiveRefused("checkins_default is busy; run the restore again")
-        conn.execute("CREATE TEMP TABLE restored (LIKE checkins INCLUDING DEFAULTS) ON COMMIT DROP")
-        columns = ", ".join(COLUMNS)
-        text = _copy_text(frame)
-        with conn.cursor().copy(
-            f"COPY restored ({columns}, geom) FROM STDIN (FORMAT csv, NULL '\\N')"
-        ) as copy:
-            for first in range(0, len(text), 1 << 20):
-                copy.write(text[first : first + (1 << 20)])
-        added = conn.execute(
-            "INSERT INTO checkins SELECT * FROM restored ON CONFLICT DO NOTHING"
-        ).rowcount
-        back = fetch_rows(
-            conn,
-            "recorded_at >= %s AND recorded_at < %s"
-            " AND (event_id, recorded_at) IN (SELECT event_id, recorded_at FROM restored)",
-            (start, end),
+        added = sum(
+            _load_partition(conn, table, entry, expected, frame)
+            for (table, expected), frame in zip(entry.files(), frames, strict=True)
         )
-        if len(back) != entry.rows or rows_digest(back) != entry.content_sha256:
-            raise ArchiveCorrupted(f"{entry.partition}: the loaded rows differ from the archive's")
         conn.commit()
     except BaseException:
         conn.rollback()
@@ -312,8 +380,9 @@ def restore(
     *,
     progress: Progress = _no_progress,
 ) -> list[tuple[ArchivedPartition, int]]:
-    """Load archived weeks (all, or `weeks`) back into `checkins`; every file is checked
-    before any is loaded. Returns each week's entry and the rows it added."""
+    """Load archived weeks (all, or `weeks`) back into `checkins` and `patrol_checkins`;
+    every file is checked before any is loaded. Returns each week's entry and the rows
+    it added to both."""
     entries = read_manifest(directory)
     if not entries:
         raise ArchiveRefused(f"{directory} holds no archive manifest")
@@ -326,13 +395,14 @@ def restore(
     progress("checking files 校验文件", 0, len(entries))
     for i, entry in enumerate(entries, 1):
         # Checked and let go: a year of weeks is not held in memory at once.
-        verify_file(directory / entry.file, entry)
+        for table, expected in entry.files():
+            verify_file(directory / expected.file, expected, table)
         progress(f"checked {entry.week} 已校验", i, len(entries))
     loaded: list[tuple[ArchivedPartition, int]] = []
     with _connect(database_url) as conn:
         progress("restoring weeks 恢复周分区", 0, len(entries))
         for i, entry in enumerate(entries, 1):
-            frame = verify_file(directory / entry.file, entry)
-            loaded.append((entry, _load_week(conn, entry, frame)))
+            frames = [verify_file(directory / f.file, f, t) for t, f in entry.files()]
+            loaded.append((entry, _load_week(conn, entry, frames)))
             progress(f"restored {entry.week} 已恢复", i, len(entries))
     return loaded

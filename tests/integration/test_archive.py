@@ -2,8 +2,9 @@
 
 One reference database for the module, its tests in order: the seeded walk's week
 (2020-W37, about 500 check-ins and their patrols) with copies of a third of it a week
-earlier and a week later, a check-in in the open week 2020-W39, three incidents of W37,
-and the compliance clock set so that W36 to W38 are final and W39 is not.
+earlier and a week later, a check-in in 2020-W39, the engine's copy of all of them in
+patrol_checkins, three incidents of W37, and the compliance clock set so that W36 to W39
+are final and W40 is not: W36 to W38 may go, W39 may not (the week after it is open).
 """
 
 import shutil
@@ -45,6 +46,10 @@ _ROWS = (
     " assigned_at FROM checkins WHERE recorded_at >= %s AND recorded_at < %s"
     " ORDER BY event_id, recorded_at"
 )
+_PATROL_ROWS = (
+    "SELECT * FROM patrol_checkins WHERE recorded_at >= %s AND recorded_at < %s"
+    " ORDER BY event_id, recorded_at"
+)
 
 
 def _seed_other_weeks(url: str) -> None:
@@ -63,9 +68,17 @@ def _seed_other_weeks(url: str) -> None:
             conn.execute(copy + " AND get_byte(uuid_send(event_id), 15) %% 3 = 0", (shift, *week))
         conn.execute(copy + " LIMIT 1", (timedelta(days=14), *week))
         # Only W37's partition is made here: W36's and W38's rows wait in checkins_default,
-        # which the archive must empty into their partitions first.
+        # and every week's patrol check-ins in patrol_checkins_default, which the archive
+        # must empty into their partitions first.
         conn.execute("SELECT checkin_week_partition(%s)", (WEEK.start(tz),))
-        watermark = IsoWeek.parse("2020-W39").start(tz) + LATENESS + timedelta(hours=1)
+        conn.execute(
+            "INSERT INTO patrol_checkins (event_id, worker_id, grid_code, recorded_at,"
+            " accuracy_m, in_assigned_grid, mock, implausible_speed)"
+            " SELECT event_id, worker_id, grid_code, recorded_at, accuracy_m,"
+            " coalesce(in_assigned_grid, false), 'mocked_location' = ANY(flags),"
+            " 'implausible_speed' = ANY(flags) FROM checkins"
+        )
+        watermark = IsoWeek.parse("2020-W40").start(tz) + LATENESS + timedelta(hours=1)
         conn.execute(
             "INSERT INTO compliance_clock (name, watermark) VALUES (%s, %s)"
             " ON CONFLICT (name) DO UPDATE SET watermark = EXCLUDED.watermark",
@@ -91,9 +104,9 @@ def db(seeded: tuple[str, SeededWalk]) -> Any:
     engine.dispose()
 
 
-def _rows(url: str) -> list[tuple[Any, ...]]:
+def _rows(url: str, query: str = _ROWS) -> list[tuple[Any, ...]]:
     with psycopg.connect(url) as conn:
-        return conn.execute(_ROWS, SPAN).fetchall()
+        return conn.execute(query, SPAN).fetchall()
 
 
 def _figures(engine: Engine, walk: SeededWalk) -> list[Any]:
@@ -149,8 +162,10 @@ def test_archive_drop_restore_gives_the_same_rows_and_figures(
 ) -> None:
     url, walk = seeded
     rows, figures = _rows(url), _figures(db, walk)
+    patrol_rows = _rows(url, _PATROL_ROWS)
     track = track_page(db, walk.worker_id, *SPAN, limit=5000)
     assert len(rows) > 600
+    assert len(patrol_rows) == len(rows)
     assert figures[-1].total.reported == 3
 
     out = tmp_path / "archive"
@@ -162,23 +177,27 @@ def test_archive_drop_restore_gives_the_same_rows_and_figures(
     entries = read_manifest(out)
     assert [e.week for e in entries] == [str(w) for w in WEEKS]
     assert sum(e.rows for e in entries) == len(rows) - 1  # W39's stays
+    assert sum(e.patrol_rows for e in entries) == len(patrol_rows) - 1
     assert {"2020-W36", "2020-W37", "2020-W38"}.isdisjoint(_partitions(url))
-    assert len(_rows(url)) == 1
+    assert len(_rows(url)) == len(_rows(url, _PATROL_ROWS)) == 1
     # Compliance and evaluation read the engine's tables and incidents, not check-ins.
     assert _figures(db, walk) == figures
 
     damaged = tmp_path / "damaged"
     shutil.copytree(out, damaged)
-    (damaged / entries[1].file).write_bytes(b"PAR1 not a parquet file")
-    with pytest.raises(ArchiveCorrupted, match=entries[1].file):
+    patrol_file = entries[1].patrol_checkins
+    assert patrol_file is not None
+    (damaged / patrol_file.file).write_bytes(b"PAR1 not a parquet file")
+    with pytest.raises(ArchiveCorrupted, match=patrol_file.file):
         archive_store.restore(url, damaged)
-    assert len(_rows(url)) == 1  # W36's good file was not loaded either
+    assert len(_rows(url)) == 1  # W36's good files were not loaded either
 
     result = CliRunner().invoke(
         app, ["archive", "restore", str(out)], env={"WANGGE_DATABASE_URL": url}
     )
     assert result.exit_code == 0, result.output
     assert _rows(url) == rows
+    assert _rows(url, _PATROL_ROWS) == patrol_rows
     assert _figures(db, walk) == figures
     assert track_page(db, walk.worker_id, *SPAN, limit=5000) == track
     # A second restore adds nothing: every row is already there.
@@ -195,8 +214,8 @@ def test_retention_archives_only_closed_weeks_beyond_the_kept_ones(
     assert unset.exit_code == 0, unset.output
     assert "every week is kept" in unset.output
     assert read_manifest(tmp_path) == []
-    # The watermark is in W39: keeping 2 weeks keeps W38 and W39, so W36 and W37 go.
-    env["WANGGE_RETENTION_WEEKS"] = "2"
+    # The watermark is in W40: keeping 3 weeks keeps W38 to W40, so W36 and W37 go.
+    env["WANGGE_RETENTION_WEEKS"] = "3"
     kept = CliRunner().invoke(app, command, env=env)
     assert kept.exit_code == 0, kept.output
     assert [e.week for e in read_manifest(tmp_path)] == ["2020-W36", "2020-W37"]

@@ -1,5 +1,6 @@
 """The archive's rules: which weeks may go, and the rows' digest and manifest."""
 
+from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -11,6 +12,8 @@ from shapely.geometry import Point
 
 from geodata.archive import (
     COLUMNS,
+    PATROL_CHECKINS,
+    ArchivedFile,
     ArchivedPartition,
     ArchiveRefused,
     is_closed,
@@ -32,10 +35,14 @@ def test_partition_names_round_trip_and_other_tables_are_not_weeks() -> None:
     assert partition_name(W37) == "checkins_2020w37"
     assert partition_week("checkins_2020w37") == W37
     assert partition_week("checkins_default") is None
+    assert PATROL_CHECKINS.partition_name(W37) == "patrol_checkins_2020w37"
+    assert partition_week("patrol_checkins_2020w37", PATROL_CHECKINS) == W37
+    assert partition_week("patrol_checkins_2020w37") is None
 
 
-def test_a_week_closes_when_the_watermark_passes_its_end_plus_lateness() -> None:
-    end = datetime(2020, 9, 13, 16, tzinfo=UTC)  # Monday 00:00 in Shanghai
+def test_a_week_closes_when_the_watermark_passes_the_next_weeks_end_plus_lateness() -> None:
+    # W38's evaluation reads W37's last half hour of patrol check-ins while W38 is open.
+    end = datetime(2020, 9, 20, 16, tzinfo=UTC)  # Monday 00:00 in Shanghai after W38
     assert not is_closed(W37, end + LATENESS - timedelta(seconds=1), LATENESS)
     assert is_closed(W37, end + LATENESS, LATENESS)
     assert not is_closed(W37, None, LATENESS)
@@ -90,6 +97,13 @@ def test_the_manifest_round_trips_and_a_foreign_one_is_refused(tmp_path: Path) -
     assert read_manifest(tmp_path) == []
     write_manifest(tmp_path, [entry, entry])
     assert read_manifest(tmp_path) == [entry]
+    patrol = ArchivedFile(
+        "patrol_checkins_2020w37", "patrol_checkins_2020w37.parquet", 2, "ef", "01"
+    )
+    both = replace(entry, patrol_checkins=patrol)
+    write_manifest(tmp_path, [both])
+    assert read_manifest(tmp_path) == [both]
+    assert [t.name for t, _ in both.files()] == ["checkins", "patrol_checkins"]
     (tmp_path / "manifest.json").write_text('{"format": 1, "table": "patrols"}')
     with pytest.raises(ArchiveRefused, match="not a wangge"):
         read_manifest(tmp_path)
