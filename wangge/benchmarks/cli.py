@@ -59,6 +59,11 @@ BENCHMARKS: dict[str, Benchmark] = {
     "track": Benchmark("wangge.benchmarks.track", ("--duration", "2")),
     # Every worker's week walked (quick: 400 of them), the city's coverage to 16 clients.
     "coverage": Benchmark("wangge.benchmarks.coverage", ("--duration", "2", "--workers", "400")),
+    # A year of history loaded in SQL (quick: 3 weeks at 2%), week 52's measures vs week 1's.
+    "history": Benchmark(
+        "wangge.benchmarks.history",
+        ("--weeks", "3", "--scale", "0.02", "--events", "2000", "--latency-seconds", "2"),
+    ),
 }
 
 
