@@ -23,10 +23,15 @@ from sqlalchemy import Engine, text
 import kafka_clients
 from geodata.contract import Topics
 from geodata.db import migrate
+from geodata.db.features import COLLECTIONS, _in_force
 from geodata.db.heartbeats import Heartbeat, read_heartbeats
 from grid_service.producer import EventProducer
 
 logger = logging.getLogger(__name__)
+
+#: The grids in force now, by the predicate OGC reads them with: a redrawing loaded ahead
+#: of its date counts from that date, as locate and the consumers see it.
+_GRIDS_IN_FORCE: Final = text(f"SELECT count(*) FROM grids WHERE {_in_force(COLLECTIONS['grids'])}")
 
 COMPLIANCE_GROUP_SUFFIX: Final = ".compliance"
 """The compliance stage's consumer group is the intake group's name plus this."""
@@ -176,9 +181,7 @@ class HealthMonitor:
             if revision != head:
                 detail["error"] = "schema not at head: run `wangge db upgrade`"
                 return ProbeResult(False, detail, time.monotonic())
-            grids = connection.execute(
-                text("SELECT count(*) FROM grids WHERE valid_to IS NULL")
-            ).scalar_one()
+            grids = connection.execute(_GRIDS_IN_FORCE, {"t_now": datetime.now(UTC)}).scalar_one()
             beats = read_heartbeats(connection, group_ids=list(self.groups.values()))
         detail["grids"] = grids
         if not grids:

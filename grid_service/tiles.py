@@ -12,6 +12,7 @@ the stamp from the database, as it does for an app built without the memory.
 
 import math
 import re
+from datetime import UTC, datetime
 from typing import Annotated, Any, Final
 
 from fastapi import APIRouter, Depends, Header, Path, Request, Response
@@ -185,7 +186,9 @@ async def get_tile(request: Request) -> Response:
     if tile is None:
         # Drawn with the stamp of the rows it was drawn from (one statement), and kept
         # under that stamp: newer than the one in memory if the data has just changed.
-        drawn_at, drawn = await run_in_threadpool(_render_stamped, engine, layer, z, x, y)
+        drawn_at, drawn = await run_in_threadpool(
+            _render_stamped, engine, layer, z, x, y, memory.now()
+        )
         memory.tiles.put((layer.name, z, x, y, drawn_at), drawn)
         etag = f'"{tile_version(layer, z, x, y, drawn_at)}"'
         if _etag_matches(if_none_match, etag):
@@ -194,9 +197,11 @@ async def get_tile(request: Request) -> Response:
     return Response(tile, media_type=MVT_MEDIA_TYPE, headers=_cache_headers(layer, etag))
 
 
-def _render_stamped(engine: Engine, layer: TileLayer, z: int, x: int, y: int) -> tuple[str, bytes]:
+def _render_stamped(
+    engine: Engine, layer: TileLayer, z: int, x: int, y: int, now: datetime
+) -> tuple[str, bytes]:
     with engine.connect() as connection:
-        return render_stamped_tile(connection, layer, z, x, y)
+        return render_stamped_tile(connection, layer, z, x, y, now=now)
 
 
 def _tile_from_database(
@@ -210,6 +215,7 @@ def _tile_from_database(
 ) -> Response:
     """The tile and its ETag read from the database: the incidents layer, and any layer
     while no stamp in memory is fresh (none kept, or the database was away)."""
+    now = datetime.now(UTC)  # one instant for the stamp and the tile: the same versions
     with engine.connect() as connection:
         if layer.restricted:
             tile = render_tile(connection, layer, z, x, y, area_prefix=area_prefix)
@@ -219,16 +225,16 @@ def _tile_from_database(
             return Response(tile, media_type=MVT_MEDIA_TYPE, headers=_cache_headers(layer, etag))
         if if_none_match is None:
             # Nothing to revalidate: the stamp and the tile in one round trip.
-            stamp, tile = render_stamped_tile(connection, layer, z, x, y)
+            stamp, tile = render_stamped_tile(connection, layer, z, x, y, now=now)
             etag = f'"{tile_version(layer, z, x, y, stamp)}"'
             return Response(tile, media_type=MVT_MEDIA_TYPE, headers=_cache_headers(layer, etag))
         # The stamp is read before the tile: if a change lands in between, the tile is
         # newer than its ETag, so the next revalidation misses and refetches; never the
         # reverse, which could pin a stale tile in a cache.
-        etag = f'"{tile_version(layer, z, x, y, data_stamp(connection, layer))}"'
+        etag = f'"{tile_version(layer, z, x, y, data_stamp(connection, layer, now))}"'
         if _etag_matches(if_none_match, etag):
             return _not_modified(layer, etag)
-        tile = render_tile(connection, layer, z, x, y)
+        tile = render_tile(connection, layer, z, x, y, now=now)
     return Response(tile, media_type=MVT_MEDIA_TYPE, headers=_cache_headers(layer, etag))
 
 
@@ -274,12 +280,13 @@ def _tilejson_from_database(
     template: str,
     if_none_match: str | None,
 ) -> Response:
+    now = datetime.now(UTC)
     with engine.connect() as connection:
-        stamp = f"{data_stamp(connection, layer)}|{area_prefix}"
+        stamp = f"{data_stamp(connection, layer, now)}|{area_prefix}"
         etag = f'"{tilejson_version(layer, stamp, template)}"'
         if _etag_matches(if_none_match, etag):
             return _not_modified(layer, etag)
-        bounds = layer_bounds(connection, layer, area_prefix)
+        bounds = layer_bounds(connection, layer, area_prefix, now)
     document = _tilejson(layer, template, bounds)
     return JSONResponse(document, headers=_cache_headers(layer, etag))
 

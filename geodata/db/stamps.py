@@ -6,19 +6,22 @@ that wrote each row version): an insert or delete moves the count, and an update
 delete-and-insert writes rows with a newer, larger xmin, so the sum grows. Unlike a
 digest of the rows it reads no geometry, costs well under a millisecond for the grid
 tables, and sees every column (names, households, staff periods), not only boundaries.
-`StampWatch` keeps some tables' stamps in memory, so that a caller (the tiles' ETags)
-need not read them per request.
+`StampWatch` keeps stamps in memory, so that a caller (the tiles' ETags) need not read
+them per request.
 """
 
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
+from typing import Generic, TypeVar
 
 from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import SQLAlchemyError
 
 logger = logging.getLogger(__name__)
+
+Stamps = TypeVar("Stamps")
 
 
 def stamp_sql(tables: Sequence[str]) -> str:
@@ -47,8 +50,8 @@ def read_table_stamps(connection: Connection, tables: Sequence[str]) -> dict[str
     return dict(zip(tables, parts, strict=True))
 
 
-class StampWatch:
-    """The stamps of some tables, re-read by a background thread, answered from memory.
+class StampWatch(Generic[Stamps]):
+    """Stamps read by `read` in a background thread, answered from memory.
 
     A read is trusted for `max_age_s` after it started; the thread re-reads every half of
     that, so under a working database `fresh()` always has stamps, and a change is seen
@@ -60,7 +63,7 @@ class StampWatch:
     def __init__(
         self,
         engine: Engine,
-        tables: Sequence[str],
+        read: Callable[[Connection], Stamps],
         max_age_s: float,
         *,
         clock: Callable[[], float] = time.monotonic,
@@ -68,25 +71,25 @@ class StampWatch:
         if max_age_s < 0:
             raise ValueError("max_age_s must be >= 0")
         self.engine = engine
-        self.tables = tuple(tables)
+        self.read = read
         self.max_age_s = max_age_s
         self._clock = clock
-        self._read: tuple[float, Mapping[str, str]] | None = None
+        self._read: tuple[float, Stamps] | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def fresh(self) -> Mapping[str, str] | None:
-        """The stamps by table if read within `max_age_s`, else None; no I/O."""
+    def fresh(self) -> Stamps | None:
+        """The stamps if read within `max_age_s`, else None; no I/O."""
         read = self._read
         if read is None or self._clock() - read[0] >= self.max_age_s:
             return None
         return read[1]
 
-    def refresh(self) -> Mapping[str, str]:
+    def refresh(self) -> Stamps:
         """Read the stamps now (blocks on the database) and keep them."""
         started = self._clock()
         with self.engine.connect() as connection:
-            stamps = read_table_stamps(connection, self.tables)
+            stamps = self.read(connection)
         self._read = (started, stamps)  # one assignment: readers see the pair whole
         return stamps
 

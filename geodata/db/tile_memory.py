@@ -4,20 +4,25 @@ With them a tile route answers a revalidation (304) or a tile it has rendered be
 without touching the database: the ETag is the layer's stamp as `StampWatch` last read
 it (no older than its `max_age_s`, so a change shows within that), and a tile is kept
 under the stamp of the rows it was drawn from, so a kept tile is never served under
-another stamp. The incidents layer is cut per caller and changes by the second: it is
-neither stamped nor kept here.
+another stamp. The grids layer draws the versions in force, so its stamp also names the
+next instant a dated version starts or ends: the instants ahead are read with the
+stamps, and the layer's stamp moves on at each of them, on time, without a read. The
+incidents layer is cut per caller and changes by the second: it is neither stamped nor
+kept here.
 """
 
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Final
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 
-from geodata.db.stamps import StampWatch
-from geodata.db.tiles import LAYERS, TileLayer
+from geodata.db.stamps import StampWatch, read_table_stamps
+from geodata.db.tiles import LAYERS, TileLayer, stamp_at, version_changes
 
 TileKey = tuple[str, int, int, int, str]
 """(layer, z, x, y, data stamp)."""
@@ -31,6 +36,28 @@ PUBLIC_TABLES: Final = tuple(
     sorted({layer.table for layer in LAYERS.values() if not layer.restricted})
 )
 """The tables the public layers are drawn from, each layer from its own table alone."""
+
+
+@dataclass(frozen=True)
+class PublicStamps:
+    """The public tables' stamps, and the instants ahead at which a dated layer's versions
+    in force change (`version_changes`, by layer name), read in one transaction."""
+
+    tables: Mapping[str, str]
+    changes: Mapping[str, tuple[int, ...]]
+
+
+def read_public_stamps(connection: Connection, now: datetime) -> PublicStamps:
+    """The public tables' stamps and the dated layers' changes after `now`."""
+    # One snapshot for both reads: a version imported between them cannot be half seen.
+    connection.execution_options(isolation_level="REPEATABLE READ")
+    tables = read_table_stamps(connection, PUBLIC_TABLES)
+    changes = {
+        layer.name: version_changes(connection, layer, now)
+        for layer in LAYERS.values()
+        if layer.validity is not None and not layer.restricted
+    }
+    return PublicStamps(tables, changes)
 
 
 class TileCache:
@@ -90,17 +117,29 @@ class TileMemory:
         max_bytes: int = DEFAULT_MAX_BYTES,
         *,
         clock: Callable[[], float] = time.monotonic,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
-        """Stamps trusted for `max_age_s` (0: none kept), at most `max_bytes` of tiles."""
-        self.stamps = StampWatch(engine, PUBLIC_TABLES, max_age_s, clock=clock)
+        """Stamps trusted for `max_age_s` (0: none kept), at most `max_bytes` of tiles;
+        `now` is the wall clock the versions in force are chosen by, as the tiles' SQL's."""
+        self._now = now
+        self.stamps = StampWatch(
+            engine, lambda connection: read_public_stamps(connection, now()), max_age_s, clock=clock
+        )
         self.tiles = TileCache(max_bytes)
 
+    def now(self) -> datetime:
+        """The instant the stamps and the tiles drawn for them choose the versions in force by."""
+        return self._now()
+
     def stamp(self, layer: TileLayer) -> str | None:
-        """The layer's data stamp from memory; None if restricted or none is fresh."""
+        """The layer's data stamp from memory, as `data_stamp` gives it now; None if
+        restricted or none is fresh."""
         stamps = self.stamps.fresh()
         if stamps is None or layer.restricted:
             return None
-        return stamps[layer.table]
+        table = stamps.tables[layer.table]
+        changes = stamps.changes.get(layer.name)
+        return table if changes is None else stamp_at(layer, table, changes, self._now())
 
     def start(self) -> None:
         """Start re-reading the stamps in the background."""

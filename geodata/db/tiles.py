@@ -3,21 +3,26 @@
 Each layer is one table: PostGIS selects the rows under the tile with the GiST index,
 snaps polygons to a zoom-dependent grid, projects them to EPSG:3857, clips them to the
 tile plus a buffer and rounds them to its resolution (`ST_AsMVTGeom`), then encodes the
-layer (`ST_AsMVT`). Grids show their current versions only. The SQL is built from the
-constants below, never from a request.
+layer (`ST_AsMVT`). Grids show the versions in force at the instant drawn (a redrawing
+dated in the future is loaded beforehand), by the same predicate as OGC's; so a grids
+stamp also names the next instant a version starts or ends, and changes then. The SQL is
+built from the constants below, never from a request.
 """
 
 import hashlib
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Final, Literal
 
 from sqlalchemy import Connection, text
 from sqlalchemy.sql.elements import TextClause
 
-from geodata.db.stamps import read_stamp, stamp_sql
+from geodata.db.features import COLLECTIONS, _in_force
+from geodata.db.stamps import stamp_sql
 from geodata.errors import WanggeError
+from geodata.spatial_index import to_epoch_us
 
 #: Tile coordinates per side (the MVT default) and the clip buffer in those units.
 TILE_EXTENT: Final = 4096
@@ -76,6 +81,9 @@ class TileLayer:
     # Readable by supervisors (rows whose area code starts with theirs) and admins only.
     restricted: bool = False
     area_sql: str | None = None
+    # (valid_from, valid_to) of a table of dated versions: the layer draws those in force
+    # at the bound `:t_now`, and its stamp names the next instant one starts or ends.
+    validity: tuple[str, str] | None = None
 
     def field_types(self) -> dict[str, str]:
         """TileJSON `fields`: attribute name to type."""
@@ -93,6 +101,7 @@ def _column(name: str, kind: FieldType = "String") -> TileField:
 _CODE = _column("code")
 _NAME = _column("name")
 _CODE_AS_ID = "t.code::bigint"  # 6 to 15 digits: always fits a bigint
+_GRID_VERSIONS = COLLECTIONS["grids"]
 
 LAYERS: Final[Mapping[str, TileLayer]] = {
     layer.name: layer
@@ -142,8 +151,9 @@ LAYERS: Final[Mapping[str, TileLayer]] = {
             description="Grids (网格), the boundary versions in force",
             minzoom=11,
             maxzoom=16,
-            where="t.valid_to IS NULL",
+            where=_in_force(_GRID_VERSIONS, "t."),
             feature_id_sql=_CODE_AS_ID,
+            validity=(_GRID_VERSIONS.time_columns[0], _GRID_VERSIONS.time_columns[1]),
         ),
         TileLayer(
             name="pois",
@@ -289,14 +299,42 @@ def _mvt_sql(layer: TileLayer) -> str:
     """
 
 
+def _changes_sql(layer: TileLayer) -> str:
+    """The instants after `:t_now` at which a version of the layer starts or ends."""
+    assert layer.validity is not None
+    valid_from, valid_to = layer.validity
+    return (
+        f"SELECT {valid_from} AS at FROM {layer.table} WHERE {valid_from} > :t_now"
+        f" UNION SELECT {valid_to} FROM {layer.table} WHERE {valid_to} > :t_now"
+    )
+
+
+def _epoch_us(column: str) -> str:
+    # extract(epoch) is numeric since PostgreSQL 14: exact to the microsecond.
+    return f"(extract(epoch FROM {column}) * 1000000)::bigint"
+
+
+def _stamp_sql(layer: TileLayer) -> str:
+    """The layer's data stamp as SQL: its table's stamp, and for dated versions `@` and the
+    next change (`stamp_at` writes the same from memory)."""
+    table = stamp_sql((layer.table,))
+    if layer.validity is None:
+        return table
+    upcoming = f"(SELECT {_epoch_us('min(c.at)')} FROM ({_changes_sql(layer)}) c)"
+    return f"concat({table}, '@', {upcoming})"
+
+
 _TILE_SQL: Final[Mapping[str, TextClause]] = {
     name: text(_mvt_sql(lay)) for name, lay in LAYERS.items()
 }
 # The stamp and the tile in one statement: one round trip, and one snapshot, so the stamp
 # names exactly the rows the tile was drawn from.
 _STAMPED_TILE_SQL: Final[Mapping[str, TextClause]] = {
-    name: text(f"SELECT {stamp_sql((lay.table,))} AS stamp, ({_mvt_sql(lay)}) AS tile")
+    name: text(f"SELECT {_stamp_sql(lay)} AS stamp, ({_mvt_sql(lay)}) AS tile")
     for name, lay in LAYERS.items()
+}
+_STAMP_SQL: Final[Mapping[str, TextClause]] = {
+    name: text(f"SELECT {_stamp_sql(lay)}") for name, lay in LAYERS.items()
 }
 
 
@@ -308,13 +346,15 @@ def render_tile(
     y: int,
     *,
     area_prefix: str | None = None,
+    now: datetime | None = None,
 ) -> bytes:
     """The layer's MVT tile at z/x/y; empty bytes (a valid tile of no layers) if nothing.
 
-    `area_prefix` limits a restricted layer to rows under that area code (None: all).
+    `area_prefix` limits a restricted layer to rows under that area code (None: all);
+    dated versions are those in force at `now` (None: the wall clock's).
     Raises InvalidTile for an address outside the pyramid.
     """
-    params = _tile_params(z, x, y)
+    params = _tile_params(layer, z, x, y, now)
     if layer.restricted:
         params["prefix"] = area_prefix
     tile = connection.execute(_TILE_SQL[layer.name], params).scalar_one()
@@ -322,35 +362,73 @@ def render_tile(
 
 
 def render_stamped_tile(
-    connection: Connection, layer: TileLayer, z: int, x: int, y: int
+    connection: Connection,
+    layer: TileLayer,
+    z: int,
+    x: int,
+    y: int,
+    *,
+    now: datetime | None = None,
 ) -> tuple[str, bytes]:
     """`data_stamp` and `render_tile` of a public layer in one statement, so one round trip.
 
-    The stamp describes exactly the rows the tile was drawn from (one snapshot).
+    The stamp describes exactly the rows the tile was drawn from (one snapshot, one `now`).
     """
     if layer.restricted:
         raise ValueError(f"layer {layer.name} is cut per caller; use render_tile")
-    row = connection.execute(_STAMPED_TILE_SQL[layer.name], _tile_params(z, x, y)).one()
+    params = _tile_params(layer, z, x, y, now)
+    row = connection.execute(_STAMPED_TILE_SQL[layer.name], params).one()
     return str(row.stamp), bytes(row.tile) if row.tile is not None else b""
 
 
-def _tile_params(z: int, x: int, y: int) -> dict[str, object]:
+def _tile_params(
+    layer: TileLayer, z: int, x: int, y: int, now: datetime | None
+) -> dict[str, object]:
     """The bind parameters of a tile statement; InvalidTile for an address off the pyramid."""
     check_tile(z, x, y)
     # The row lookup covers the clip buffer too: features there are drawn at the edge.
     west, south, east, north = tile_lonlat_bounds(z, x, y, margin=TILE_BUFFER / TILE_EXTENT)
     params: dict[str, object] = {"z": z, "x": x, "y": y, "west": west, "south": south}
-    params.update(east=east, north=north)
+    params.update(east=east, north=north, **_now_params(layer, now))
     return params
 
 
-def data_stamp(connection: Connection, layer: TileLayer) -> str:
-    """A value that changes whenever any row of the layer's table is added, changed or removed.
+def _now_params(layer: TileLayer, now: datetime | None) -> dict[str, object]:
+    return {} if layer.validity is None else {"t_now": now or datetime.now(UTC)}
 
-    The layer's table's `stamps.read_stamp`: it reads no geometry and also sees changes to
-    names and households, which the tiles carry.
+
+def data_stamp(connection: Connection, layer: TileLayer, now: datetime | None = None) -> str:
+    """A value that changes whenever the layer's rows or, for dated versions, the ones in
+    force change: when a row is added, changed or removed, and at each instant a version
+    starts or ends.
+
+    The layer's table's `stamps.read_stamp` (it reads no geometry and also sees changes to
+    names and households, which the tiles carry), then for dated versions `@` and the next
+    such instant after `now` (None: the wall clock's) in microseconds since the epoch.
     """
-    return read_stamp(connection, (layer.table,))
+    return str(connection.execute(_STAMP_SQL[layer.name], _now_params(layer, now)).scalar_one())
+
+
+def version_changes(connection: Connection, layer: TileLayer, now: datetime) -> tuple[int, ...]:
+    """The instants after `now` at which a version of the layer starts or ends, as
+    microseconds since the epoch, in order (none for a layer without dated versions)."""
+    if layer.validity is None:
+        return ()
+    rows = connection.execute(
+        text(f"SELECT {_epoch_us('c.at')} FROM ({_changes_sql(layer)}) c ORDER BY 1"),
+        {"t_now": now},
+    )
+    return tuple(int(at) for at in rows.scalars())
+
+
+def stamp_at(layer: TileLayer, table_stamp: str, changes: Sequence[int], now: datetime) -> str:
+    """`data_stamp` at `now` from the table's stamp and the layer's `version_changes` read
+    earlier: what the database would answer at `now` if the table has not changed since."""
+    if layer.validity is None:
+        return table_stamp
+    now_us = to_epoch_us(now)
+    upcoming = next((at for at in changes if at > now_us), None)
+    return f"{table_stamp}@{'' if upcoming is None else upcoming}"
 
 
 def tile_version(layer: TileLayer, z: int, x: int, y: int, stamp: str) -> str:
@@ -373,10 +451,16 @@ def _digest(*parts: str) -> str:
 
 
 def layer_bounds(
-    connection: Connection, layer: TileLayer, area_prefix: str | None = None
+    connection: Connection,
+    layer: TileLayer,
+    area_prefix: str | None = None,
+    now: datetime | None = None,
 ) -> Bounds:
-    """(west, south, east, north) of the layer's features; the whole map if it has none."""
-    params = {"prefix": area_prefix} if layer.restricted else {}
+    """(west, south, east, north) of the layer's features (dated versions: those in force
+    at `now`, None: the wall clock's); the whole map if it has none."""
+    params = _now_params(layer, now)
+    if layer.restricted:
+        params["prefix"] = area_prefix
     row = connection.execute(
         text(
             "SELECT ST_XMin(e), ST_YMin(e), ST_XMax(e), ST_YMax(e) FROM"

@@ -2,8 +2,9 @@
 
 One import, through `wangge dataset import --valid-from` (the CLI in process), moves a strip
 of grid B into grid A (renamed) and one of B's workers to A from the 1st of next month.
-Until then locate, the consumers' grid snapshot and OGC answer the old versions; from then
-(asked with `at` or `datetime`), the new ones.
+Until then locate, the consumers' grid snapshot, OGC, the map's tiles and the health
+check's grid count answer the old versions; from then (asked with `at` or `datetime`, or
+with the tiles' clock moved), the new ones.
 """
 
 import uuid
@@ -24,8 +25,12 @@ from geodata.dataset.importer import export_layers
 from geodata.dataset.layers import LOCAL_TZ
 from geodata.db.engine import create_db_engine
 from geodata.db.grid_cache import load_snapshot
+from geodata.db.tile_memory import TileMemory
+from geodata.db.tiles import tile_containing
 from geodata.snapshot_policy import SnapshotPolicy
 from grid_service.app import ApiConfig, create_app
+from grid_service.health import HealthConfig
+from tests.integration.test_tiles import decode_tile, tiles_app
 from wangge.cli import app as wangge_cli
 from wangge.users_cli import add_user
 
@@ -276,3 +281,76 @@ def test_a_date_before_the_scheduled_version_is_refused_naming_the_option(
     bad = _wangge(url, tmp_path, "dataset", "import", "--valid-from", "soon", str(path))
     assert bad.exit_code == 1
     assert "neither a date" in bad.output
+
+
+def _grids_at(client: TestClient, lon: float, lat: float) -> dict[str, dict[str, Any]]:
+    """The grids of the z16 tile holding a point, by code: their properties."""
+    response = client.get("/tiles/grids/{}/{}/{}.pbf".format(*tile_containing(lon, lat, 16)))
+    assert response.status_code == 200, response.text
+    layer = decode_tile(response.content)["grids"]
+    return {f.properties["code"]: f.properties for f in layer.features}
+
+
+def test_tiles_draw_the_versions_in_force_and_the_new_ones_from_their_date(
+    redraw: Redraw, client: TestClient
+) -> None:
+    lon, lat = redraw.point
+    assert _grids_at(client, lon, lat)[redraw.grid_a]["name"] != NEW_NAME
+    # The tile memory's wall clock moved to the date, its stamps read once before: a tile
+    # kept (and an ETag given) before the date is not served after it.
+    now = [datetime.now(UTC)]
+    memory = TileMemory(redraw.engine, 3600, clock=lambda: 0.0, now=lambda: now[0])
+    app = tiles_app(redraw.engine)
+    app.state.tile_memory = memory
+    memory.stamps.refresh()
+    with TestClient(app) as clock_client:
+        path = "/tiles/grids/{}/{}/{}.pbf".format(*tile_containing(lon, lat, 16))
+        before = clock_client.get(path)
+        assert clock_client.get(path).content == before.content  # kept
+        now[0] = redraw.effective
+        after = clock_client.get(path, headers={"If-None-Match": before.headers["etag"]})
+        assert after.status_code == 200
+        assert after.headers["etag"] != before.headers["etag"]
+        names = {
+            f.properties["code"]: f.properties["name"]
+            for f in decode_tile(after.content)["grids"].features
+        }
+        assert names[redraw.grid_a] == NEW_NAME
+
+
+@pytest.mark.parametrize("when", ["future", "past"])
+def test_tiles_and_health_count_a_new_grid_from_its_date(
+    reference_database_factory: Callable[[], str], tmp_path: Path, when: str
+) -> None:
+    # A new grid cut from an old one: the health check's count moves, as it must, only
+    # from the import's date.
+    url = reference_database_factory()
+    engine = create_db_engine(url)
+    try:
+        grids = export_layers(engine)["grids"]
+        split = grids.iloc[[0, 0]].reset_index(drop=True)
+        whole = split.geometry.iloc[0]
+        west, south, east, north = whole.bounds
+        half = shapely.box(west, south, (west + east) / 2, north)
+        parts = [shapely.difference(whole, half), shapely.intersection(whole, half)]
+        split["geometry"] = [shapely.multipolygons(shapely.get_parts(p)) for p in parts]
+        code = str(split["code"].iloc[0])[:-3] + "999"
+        split["code"] = [split["code"].iloc[0], code]
+        split["name"] = [split["name"].iloc[0], "新网格"]
+        point = shapely.get_coordinates(parts[1].representative_point())[0]
+        path = tmp_path / "split.gpkg"
+        pyogrio.write_dataframe(split, path, layer="grids", driver="GPKG")
+    finally:
+        engine.dispose()
+    today = datetime.now(LOCAL_TZ).date()
+    day = first_of_next_month(today) if when == "future" else today - timedelta(days=1)
+    done = _wangge(url, tmp_path, "dataset", "import", "--valid-from", str(day), str(path))
+    assert done.exit_code == 0, done.output
+    config = ApiConfig(url, UNUSED_BROKER, health=HealthConfig(probe_interval_s=0.1))
+    with TestClient(create_app(config)) as client:
+        drawn = _grids_at(client, float(point[0]), float(point[1]))
+        deadline = datetime.now(UTC) + timedelta(seconds=15)
+        while (database := client.get("/healthz").json()["database"])["age_s"] is None:
+            assert datetime.now(UTC) < deadline, database
+    expected = {"future": (1138, False), "past": (1139, True)}[when]
+    assert (database["grids"], code in drawn) == expected
