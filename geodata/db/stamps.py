@@ -24,6 +24,10 @@ logger = logging.getLogger(__name__)
 Stamps = TypeVar("Stamps")
 
 
+TABLE_STAMP = "count(*) || ':' || coalesce(sum(xmin::text::bigint), 0)"
+"""One table's stamp: an aggregate over its rows, for a query of that table alone."""
+
+
 def stamp_sql(tables: Sequence[str]) -> str:
     """A scalar SQL expression for the stamp of `tables` (names from the code, never a request).
 
@@ -31,10 +35,7 @@ def stamp_sql(tables: Sequence[str]) -> str:
     """
     if not tables:
         raise ValueError("a stamp needs at least one table")
-    parts = ", ".join(
-        f"(SELECT count(*) || ':' || coalesce(sum(xmin::text::bigint), 0) FROM {table})"
-        for table in tables
-    )
+    parts = ", ".join(f"(SELECT {TABLE_STAMP} FROM {table})" for table in tables)
     return f"concat_ws('|', {parts})"
 
 

@@ -20,7 +20,7 @@ from sqlalchemy import Connection, text
 from sqlalchemy.sql.elements import TextClause
 
 from geodata.db.features import COLLECTIONS, _in_force
-from geodata.db.stamps import stamp_sql
+from geodata.db.stamps import TABLE_STAMP, stamp_sql
 from geodata.errors import WanggeError
 from geodata.spatial_index import to_epoch_us
 
@@ -317,11 +317,15 @@ def _epoch_us(column: str) -> str:
 def _stamp_sql(layer: TileLayer) -> str:
     """The layer's data stamp as SQL: its table's stamp, and for dated versions `@` and the
     next change (`stamp_at` writes the same from memory)."""
-    table = stamp_sql((layer.table,))
     if layer.validity is None:
-        return table
-    upcoming = f"(SELECT {_epoch_us('min(c.at)')} FROM ({_changes_sql(layer)}) c)"
-    return f"concat({table}, '@', {upcoming})"
+        return stamp_sql((layer.table,))
+    valid_from, valid_to = layer.validity
+    # The same pass over the rows as the table's stamp: a drawn tile pays one scan for both.
+    upcoming = _epoch_us(
+        f"least(min({valid_from}) FILTER (WHERE {valid_from} > :t_now),"
+        f" min({valid_to}) FILTER (WHERE {valid_to} > :t_now))"
+    )
+    return f"(SELECT {TABLE_STAMP} || '@' || coalesce({upcoming}::text, '') FROM {layer.table})"
 
 
 _TILE_SQL: Final[Mapping[str, TextClause]] = {
