@@ -13,6 +13,7 @@ from typing import Annotated, Any, Final, TypeVar
 from fastapi import APIRouter, Depends, HTTPException, Path, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import Engine
+from starlette.concurrency import run_in_threadpool
 
 from geodata.cql2 import parse_filter
 from geodata.db.features import (
@@ -24,10 +25,12 @@ from geodata.db.features import (
     query_features,
     queryables,
 )
+from geodata.db.grid_cache import GridSnapshot, GridSnapshotCache
 from grid_service.auth import OptionalPrincipal, Principal
 from grid_service.deps import EngineDep
 from grid_service.ogc import documents
 from grid_service.ogc.access import area_filter, may_read
+from grid_service.ogc.grid_features import GRIDS, grid_in_force
 from grid_service.ogc.params import (
     DEFAULT_LIMIT,
     LAT_LON_CRS,
@@ -371,7 +374,7 @@ def items(
 
 
 @_get("/collections/{collectionId}/items/{featureId}", "ogc_item", _GEOJSON, summary="A feature")
-def item(
+async def item(
     request: Request,
     engine: EngineDep,
     caller: OptionalPrincipal,
@@ -390,19 +393,39 @@ def item(
 ) -> JSONResponse:
     """One feature as GeoJSON; for a grid, its version in force (else its latest).
 
+    A grid in force is answered from the grid snapshot locate reads, used only while
+    checked against the database within its interval (2 s by default), so that a
+    boundary import shows here within it, as in locate and the tiles.
+
     Errors: `feature_not_found`, `collection_not_found` (404); 400 as for items.
     """
     chosen = _collection(collection_id)
     area_prefix = area_filter(chosen, caller)
     output_crs = parse_crs(crs)
-    feature = get_feature(
-        engine,
-        chosen,
-        feature_id,
-        area_prefix=area_prefix,
-        lat_lon=output_crs in LAT_LON_CRS,
-        properties=parse_properties(properties),
-    )
+    lat_lon = output_crs in LAT_LON_CRS
+    chosen_properties = parse_properties(properties)
+    feature = None
+    if chosen is GRIDS:
+        # Async, so that a grid in force costs neither a thread-pool hop nor a statement.
+        snapshot = await _checked_grids(request)
+        if snapshot is not None:
+            feature = grid_in_force(
+                snapshot,
+                feature_id,
+                datetime.now(UTC),
+                lat_lon=lat_lon,
+                properties=chosen_properties,
+            )
+    if feature is None:
+        feature = await run_in_threadpool(
+            get_feature,
+            engine,
+            chosen,
+            feature_id,
+            area_prefix=area_prefix,
+            lat_lon=lat_lon,
+            properties=chosen_properties,
+        )
     if feature is None:
         raise HTTPException(
             status_code=404,
@@ -421,3 +444,15 @@ def item(
         alternate=alternate,
     )
     return _json(document, served.media_type, output_crs)
+
+
+async def _checked_grids(request: Request) -> GridSnapshot | None:
+    """The grid snapshot if checked against the database within its interval, else None.
+
+    The first request loads it (as locate's first does); a due check runs in the
+    background meanwhile, and until it ends the database answers.
+    """
+    cache: GridSnapshotCache = request.app.state.grid_snapshots
+    if cache.current() is None:
+        await run_in_threadpool(cache.snapshot)
+    return cache.fresh()

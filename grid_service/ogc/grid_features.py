@@ -1,0 +1,76 @@
+"""One grid as an OGC feature from the grid snapshot in memory, without a query.
+
+The grid snapshot that locate and nearest answer from (`geodata.db.grid_cache`) holds
+every grid version with its GeoJSON as PostGIS wrote it, `ST_AsGeoJSON(geom, 7)`, the
+very expression `geodata.db.features.get_feature` selects. So a grid with a version in
+force is answered here as `get_feature` would answer it, byte for byte once encoded
+(tests/integration/test_ogc_grid_memory.py holds the two equal for every grid); only a
+grid with no version in force (closed, or not yet in force: its latest version) or an
+unknown code needs the database.
+"""
+
+from datetime import datetime
+from typing import Any, Final
+
+from geodata.db.features import COLLECTIONS, Feature, check_properties
+from geodata.db.grid_cache import GridSnapshot
+from geodata.db.grid_queries import GridRecord
+from geodata.errors import GridNotFound
+from grid_service.ogc.documents import rfc3339
+
+GRIDS: Final = COLLECTIONS["grids"]
+
+
+def grid_in_force(
+    snapshot: GridSnapshot,
+    code: str,
+    at: datetime,
+    *,
+    lat_lon: bool = False,
+    properties: tuple[str, ...] | None = None,
+) -> Feature | None:
+    """`get_feature` on the grids collection, from memory, for a grid in force at `at`.
+
+    None when the snapshot has no version of `code` in force then: only the database
+    knows which answer that is (the latest version, or none). Unknown `properties` raise
+    UnknownProperty, as `get_feature` does.
+    """
+    if properties is not None:
+        check_properties(GRIDS, properties)
+    try:
+        grid = snapshot.detail(code, at).grid
+    except GridNotFound:
+        return None
+    values = _properties(grid)
+    return Feature(
+        id=grid.code,
+        geometry=_flipped(grid.geometry) if lat_lon else grid.geometry,
+        # In the collection's order, whatever order they were asked in, as get_feature.
+        properties={
+            name: values[name]
+            for name in GRIDS.properties
+            if properties is None or name in properties
+        },
+    )
+
+
+def _properties(grid: GridRecord) -> dict[str, Any]:
+    return {
+        "code": grid.code,
+        "name": grid.name,
+        "community_code": grid.community_code,
+        "households": grid.households,
+        "valid_from": rfc3339(grid.valid_from),
+        "valid_to": None if grid.valid_to is None else rfc3339(grid.valid_to),
+    }
+
+
+def _flipped(geometry: dict[str, Any]) -> dict[str, Any]:
+    # What ST_FlipCoordinates does before ST_AsGeoJSON: each ordinate keeps its digits.
+    return {**geometry, "coordinates": _flip(geometry["coordinates"])}
+
+
+def _flip(coordinates: list[Any]) -> list[Any]:
+    if coordinates and isinstance(coordinates[0], int | float):
+        return [coordinates[1], coordinates[0], *coordinates[2:]]
+    return [_flip(part) for part in coordinates]
