@@ -23,7 +23,7 @@ from sqlalchemy import Engine, text
 import kafka_clients
 from geodata.contract import Topics
 from geodata.db import migrate
-from geodata.db.features import COLLECTIONS, _in_force
+from geodata.db.features import COLLECTIONS, in_force
 from geodata.db.heartbeats import Heartbeat, read_heartbeats
 from grid_service.producer import EventProducer
 
@@ -31,7 +31,7 @@ logger = logging.getLogger(__name__)
 
 #: The grids in force now, by the predicate OGC reads them with: a redrawing loaded ahead
 #: of its date counts from that date, as locate and the consumers see it.
-_GRIDS_IN_FORCE: Final = text(f"SELECT count(*) FROM grids WHERE {_in_force(COLLECTIONS['grids'])}")
+_GRIDS_IN_FORCE: Final = text(f"SELECT count(*) FROM grids WHERE {in_force(COLLECTIONS['grids'])}")
 
 COMPLIANCE_GROUP_SUFFIX: Final = ".compliance"
 """The compliance stage's consumer group is the intake group's name plus this."""

@@ -291,7 +291,7 @@ def _versions_source(collection: Collection, interval: TimeInterval | None) -> _
     if interval is None:
         # Without a time, the versions in force now, as locate reads them: not the open
         # versions, since a redrawing dated by the city may be loaded before it takes effect.
-        sql = _Sql(f"(SELECT * FROM {collection.table} WHERE {_in_force(collection)}) AS f")
+        sql = _Sql(f"(SELECT * FROM {collection.table} WHERE {in_force(collection)}) AS f")
         sql.values["t_now"] = datetime.now(UTC)
         return sql
     sql = _Sql("")
@@ -313,7 +313,7 @@ def _versions_source(collection: Collection, interval: TimeInterval | None) -> _
     return sql
 
 
-def _in_force(collection: Collection, alias: str = "") -> str:
+def in_force(collection: Collection, alias: str = "") -> str:
     """SQL true for a version valid at the bound `:t_now`: `valid_from <= t < valid_to`."""
     valid_from, valid_to = (f"{alias}{column}" for column in collection.time_columns)
     return f"{valid_from} <= :t_now AND ({valid_to} IS NULL OR :t_now < {valid_to})"
@@ -467,7 +467,7 @@ def get_feature(
     if collection.temporal == "validity":
         # The version in force now first, then the latest (a closed grid's last one, or a
         # redrawing not yet in force when the grid did not exist before it).
-        order = f"({_in_force(collection, 'f.')}) DESC, f.{collection.time_columns[0]} DESC"
+        order = f"({in_force(collection, 'f.')}) DESC, f.{collection.time_columns[0]} DESC"
         sql.values["t_now"] = datetime.now(UTC)
     statement = text(
         f"SELECT {_columns(collection, lat_lon, chosen)} FROM {sql.source} "

@@ -19,7 +19,7 @@ from typing import Final, Literal
 from sqlalchemy import Connection, text
 from sqlalchemy.sql.elements import TextClause
 
-from geodata.db.features import COLLECTIONS, _in_force
+from geodata.db.features import COLLECTIONS, in_force
 from geodata.db.stamps import TABLE_STAMP, stamp_sql
 from geodata.errors import WanggeError
 from geodata.spatial_index import to_epoch_us
@@ -151,7 +151,7 @@ LAYERS: Final[Mapping[str, TileLayer]] = {
             description="Grids (网格), the boundary versions in force",
             minzoom=11,
             maxzoom=16,
-            where=_in_force(_GRID_VERSIONS, "t."),
+            where=in_force(_GRID_VERSIONS, "t."),
             feature_id_sql=_CODE_AS_ID,
             validity=(_GRID_VERSIONS.time_columns[0], _GRID_VERSIONS.time_columns[1]),
         ),

@@ -130,8 +130,9 @@ def test_a_connection_ended_between_requests_is_replaced_and_the_next_read_answe
     kafka_bootstrap: str,
     topic_factory: Callable[..., Topics],
 ) -> None:
-    # Each from the database (locate and a tile served before answer from memory).
-    from_memory = ("locate", "/tiles/")
+    # Each from the database (locate, a tile served before and a grid by id from OGC answer
+    # from memory).
+    from_memory = ("locate", "/tiles/", "/ogc/collections/grids/items/")
     reads = [r for r in _reads(city_url)[:8] if not any(m in r for m in from_memory)]
     reads += _reads(city_url)[-1:]
     config = ApiConfig(city_url, kafka_bootstrap, topic_factory(partitions=1), db_pool=POOL)
