@@ -1,16 +1,21 @@
 """The GeoJSON documents of the grid routes: their documented schemas, and how they are built.
 
 Routes build their GeoJSON as plain dicts (validating thousands of coordinates per answer
-costs more than the query); the models here are the documented shape, and the tests hold
-every answer to them. Times are local (Asia/Shanghai) with their offset; distances are
+costs more than the query), or, for nearest, join features encoded once per snapshot
+(`EncodedFeatures`); the models here are the documented shape, and the tests hold every
+answer to them. Times are local (Asia/Shanghai) with their offset; distances are
 rounded to the millimetre; coordinates come with at most 7 decimals from the queries.
 """
 
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import Annotated, Any, Final, Literal
 
 from fastapi import Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from geodata.dataset.layers import LOCAL_TZ
@@ -24,6 +29,12 @@ DISTANCE_DECIMALS: Final = 3  # millimetres: far below what a boundary means on 
 
 class GeoJSONResponse(JSONResponse):
     """JSON served as `application/geo+json` (RFC 7946)."""
+
+    media_type = GEOJSON_MEDIA_TYPE
+
+
+class EncodedGeoJSONResponse(Response):
+    """GeoJSON already encoded, served as `application/geo+json`."""
 
     media_type = GEOJSON_MEDIA_TYPE
 
@@ -212,6 +223,53 @@ def collection(
         "numberReturned": returned,
         "links": found,
     }
+
+
+class EncodedFeatures:
+    """Grid versions' Features encoded once, to answer many pages of them by joining text.
+
+    Encoding a grid's boundary is most of the cost of an answer from memory, yet the
+    Feature of a version never changes within one grid snapshot; only its distance does.
+    Each version is encoded at its first use, as `GeoJSONResponse` would encode it, so an
+    answer joined from these is byte for byte the one `collection` would give. Hold one
+    per snapshot: the versions are told apart by code and start.
+    """
+
+    def __init__(self) -> None:
+        """An empty store; versions are encoded as they are asked for."""
+        self._heads: dict[tuple[str, datetime], str] = {}
+
+    def feature(self, grid: GridRecord) -> str:
+        """`feature(grid)` as JSON text."""
+        key = (grid.code, grid.valid_from)
+        head = self._heads.get(key)
+        if head is None:
+            # Without its distance, less the `}}` that close its properties and itself:
+            # `distance_m` is the last property, and properties the Feature's last member.
+            whole = _dumps(feature(replace(grid, distance_m=None)))
+            head = self._heads[key] = whole[:-2]
+        if grid.distance_m is None:
+            return head + "}}"
+        distance = round(grid.distance_m, DISTANCE_DECIMALS)
+        # json writes a finite float as its repr (and refuses NaN and infinities).
+        text = repr(distance) if math.isfinite(distance) else _dumps(distance)
+        return f'{head},"distance_m":{text}}}}}'
+
+    def collection(self, request: Request, grids: Sequence[GridRecord]) -> bytes:
+        """A whole result (no paging) as `collection` would encode it: a self link alone."""
+        features = ",".join([self.feature(grid) for grid in grids])
+        links = _dumps([_link(request, "self", 0)])
+        return (
+            f'{{"type":"FeatureCollection","features":[{features}],'
+            f'"numberMatched":{len(grids)},"numberReturned":{len(grids)},"links":{links}}}'
+        ).encode()
+
+
+def _dumps(value: Any) -> str:
+    """JSON text as `JSONResponse.render` writes it, so that joined text equals its bytes."""
+    return json.dumps(
+        value, ensure_ascii=False, allow_nan=False, indent=None, separators=(",", ":")
+    )
 
 
 def _link(request: Request, rel: str, offset: int) -> dict[str, str]:

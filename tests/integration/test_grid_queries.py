@@ -732,3 +732,22 @@ def test_openapi_documents_every_route_with_its_geojson_schema(client: TestClien
     assert len(body[GEOJSON]["schema"]["oneOf"]) == 6
     collection = spec["components"]["schemas"]["GridFeatureCollection"]["properties"]
     assert {"numberMatched", "numberReturned", "links", "features"} <= set(collection)
+
+
+def test_nearest_documents_the_parameters_it_reads_itself_as_fastapi_would(
+    client: TestClient,
+) -> None:
+    # nearest reads its query itself; locate's lon, lat, crs and at are FastAPI's own.
+    paths = client.get("/openapi.json").json()["paths"]
+    fastapi = {p["name"]: p for p in paths[f"{GRIDS}/locate"]["get"]["parameters"]}
+    nearest = paths[f"{GRIDS}/nearest"]["get"]["parameters"]
+    assert [p["name"] for p in nearest] == ["lon", "lat", "k", "crs", "at"]
+    for parameter in nearest:
+        if parameter["name"] != "k":
+            assert parameter == fastapi[parameter["name"]]
+    k = nearest[2]
+    assert (k["in"], k["required"], k["description"]) == ("query", False, "how many grids")
+    assert k["schema"] == {
+        "type": "integer", "minimum": 1, "maximum": 50, "default": 5,
+        "description": "how many grids", "title": "K",
+    }  # fmt: skip
