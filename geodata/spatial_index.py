@@ -12,6 +12,7 @@ them on the same rows, only vectorised over a whole batch of events:
 3. otherwise `outside_area`.
 """
 
+import bisect
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -118,6 +119,12 @@ class GridIndex:
                 raise ValueError(f"grid {version.code}: valid_to must be after valid_from")
         self._valid_from: Int64Array = valid_from
         self._valid_to: Int64Array = valid_to
+        # Which versions are valid changes only at these instants: nearest keeps the mask
+        # of the last span it was asked about (the API asks "now", time after time).
+        self._changes: list[int] = sorted(
+            {*valid_from.tolist(), *valid_to[valid_to != _OPEN_END_US].tolist()}
+        )
+        self._valid_span: tuple[int, npt.NDArray[np.bool_], int] | None = None
 
         # Ties are broken on a code's rank instead of the string: fixed-width digit codes
         # sort the same either way, and integer min/max reduce in numpy's fast paths.
@@ -135,6 +142,7 @@ class GridIndex:
         shapely.prepare(geometries)
         shapely.prepare(metric)
         self._metric: ObjectArray = metric
+        self._geometries: ObjectArray = geometries
         self._tree = shapely.STRtree(geometries)
         self._metric_tree = shapely.STRtree(metric)
         self._geography = PolygonDistances(geometries)
@@ -230,21 +238,30 @@ class GridIndex:
         when = to_epoch_us(at)
         if k <= 0 or not self._versions or not (math.isfinite(lon) and math.isfinite(lat)):
             return []
-        below, above = self._geography.distance_bounds_m(lon, lat)
-        invalid = (when < self._valid_from) | (self._valid_to <= when)
-        below[invalid] = above[invalid] = np.inf
-        k = min(k, int(invalid.size - invalid.sum()))
+        valid, count = self._valid_at(when)
+        k = min(k, count)
         if k == 0:
             return []
         # No version further than the k-th least upper bound can be among the k nearest.
-        reach = np.partition(above, k - 1)[k - 1]
-        candidates = np.flatnonzero(below <= reach)
+        candidates = self._geography.candidates(lon, lat, k, valid if count < valid.size else None)
         distances = self._geography.distances_m(lon, lat, candidates)
-        covering = self._tree.query(shapely.Point(lon, lat), predicate="intersects")
-        if covering.size:
-            distances[np.isin(candidates, covering)] = 0.0
+        # A candidate covering the point is at 0: the tree's `intersects` of locate, asked
+        # of the candidates alone, from the coordinates (no Point to build).
+        distances[shapely.intersects_xy(self._geometries[candidates], lon, lat)] = 0.0
         order = np.lexsort((self._rank[candidates], distances))[:k]
-        return [(int(candidates[i]), float(distances[i])) for i in order]
+        return list(zip(candidates[order].tolist(), distances[order].tolist(), strict=True))
+
+    def _valid_at(self, when: int) -> tuple[npt.NDArray[np.bool_], int]:
+        """Which versions are valid at `when` (µs since the epoch), and how many."""
+        span = bisect.bisect_right(self._changes, when)
+        kept = self._valid_span
+        if kept is not None and kept[0] == span:
+            return kept[1], kept[2]
+        valid = (self._valid_from <= when) & (when < self._valid_to)
+        count = int(np.count_nonzero(valid))
+        # One tuple, replaced whole: a reader in another thread sees an old or a new one.
+        self._valid_span = (span, valid, count)
+        return valid, count
 
     def _assign_covering(
         self,

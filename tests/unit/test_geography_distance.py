@@ -31,3 +31,26 @@ def test_a_vertex_is_at_zero_and_a_point_a_degree_north_about_111_km() -> None:
     # 34.31 to 35.31 north along the meridian: 110.94 km on WGS 84.
     far = _INDEX.distances_m(107.105, 35.31, _ALL[:1])[0]
     assert abs(far - 110_943) < 50
+
+
+@settings(max_examples=200)
+@given(
+    lon=st.floats(106.9, 107.6),
+    lat=st.floats(33.9, 34.6),
+    k=st.integers(1, len(_POLYGONS)),
+    valid=st.lists(st.booleans(), min_size=len(_POLYGONS), max_size=len(_POLYGONS)),
+)
+def test_candidates_hold_the_k_nearest_valid_polygons(
+    lon: float, lat: float, k: int, valid: list[bool]
+) -> None:
+    mask = np.array(valid)
+    if mask.sum() < k:
+        mask[:k] = True
+    candidates = _INDEX.candidates(lon, lat, k, None if mask.all() else mask)
+    assert np.all(mask[candidates])
+    assert np.all(np.diff(candidates) > 0)
+    # Every valid polygon nearer than the k-th nearest valid one is a candidate.
+    shown = np.flatnonzero(mask)
+    distances = _INDEX.distances_m(lon, lat, shown)
+    kth = np.sort(distances)[k - 1]
+    assert set(shown[distances <= kth].tolist()) <= set(candidates.tolist())

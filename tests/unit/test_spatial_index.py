@@ -15,6 +15,7 @@ from shapely.geometry import MultiPolygon, Polygon, box
 from shapely.geometry.base import BaseGeometry
 
 from geodata.dataset.layers import METRIC_CRS, STORAGE_CRS
+from geodata.geography_distance import PolygonDistances
 from geodata.spatial_index import AssignmentRule, GridIndex, GridVersion, Located
 
 FloatArray = npt.NDArray[np.float64]
@@ -350,3 +351,31 @@ def _brute_force(lon: float, lat: float, at: datetime) -> tuple[str | None, Assi
     if near and near[0][0] <= 30.0:
         return near[0][1], AssignmentRule.NEAREST_WITHIN_TOLERANCE, near[0][0]
     return None, AssignmentRule.OUTSIDE_AREA, float("nan")
+
+
+_k = st.integers(1, len(_versions()) + 1)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.one_of(st.tuples(_lon, _lat), _near), _time, _k), max_size=20))
+def test_nearest_equals_every_valid_version_measured(
+    asked: list[tuple[tuple[float, float], datetime, int]],
+) -> None:
+    # One index asked at times in any order: the validity it keeps between two asks must
+    # never answer for another span of time.
+    index = _shared_index()
+    everything = PolygonDistances([v.geometry for v in index.versions])
+    for (lon, lat), at, k in asked:
+        valid = [
+            i
+            for i, v in enumerate(index.versions)
+            if v.valid_from <= at and (v.valid_to is None or at < v.valid_to)
+        ]
+        metres = everything.distances_m(lon, lat, np.array(valid, dtype=np.int64))
+        point = shapely.Point(lon, lat)
+        measured = [
+            (0.0 if shapely.intersects(index.versions[i].geometry, point) else float(m), i)
+            for i, m in zip(valid, metres, strict=True)
+        ]
+        expected = sorted(measured, key=lambda dm: (dm[0], index.versions[dm[1]].code))[:k]
+        assert index.nearest(lon, lat, k, at) == [(i, d) for d, i in expected]
