@@ -9,8 +9,6 @@ from typing import Final
 from geodata.evaluation import STAGES, Evaluation, Figures
 from geodata.table_files import csv_text
 
-_FORMULA_STARTS: Final = ("=", "+", "-", "@", "\t", "\r")
-
 FIXED_COLUMNS: Final = (
     "level",
     "code",
@@ -35,9 +33,7 @@ def _cell(value: str | int | float | None) -> str:
         return ""
     if isinstance(value, float):
         return f"{value:.4f}".rstrip("0").rstrip(".") if value % 1 else f"{value:.0f}"
-    text = str(value)
-    # A name a spreadsheet would run as a formula is written as text.
-    return "'" + text if text.startswith(_FORMULA_STARTS) else text
+    return str(value)
 
 
 def _row(figures: Figures, sources: list[str], categories: list[str]) -> list[str]:
