@@ -6,6 +6,11 @@ Parquet files, one per partition (GeoParquet for `checkins`, which has a geometr
 back. This module holds the rules and the file format; `geodata.db.archive_store` does
 the reading, writing, detaching and loading.
 
+A week can be archived more than once: a very late check-in for an archived week is still
+stored, in its week's partition made anew, and the next run archives that partition as a
+new part of the week (`checkins_2020w37.2.parquet`, ...), with only the rows no earlier
+part holds. A part is never rewritten, and a restore loads the union of a week's parts.
+
 Two checksums guard a file: `sha256`, of the file's bytes, catches a file changed on disk;
 `content_sha256`, of the rows in a canonical text form (`rows_digest`), is computed from
 the rows as read from the database and again from the rows read back from the file (and,
@@ -18,7 +23,7 @@ import json
 import math
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any, Final
@@ -35,8 +40,9 @@ PARTITION_ZONE: Final = ZoneInfo("Asia/Shanghai")
 """The zone of the partitions' weeks (the database's `week_partition`, migration 0023)."""
 
 MANIFEST_NAME: Final = "manifest.json"
-MANIFEST_FORMAT: Final = 2
-"""2 added each week's `patrol_checkins` file; a format 1 manifest (checkins only) reads."""
+MANIFEST_FORMAT: Final = 3
+"""3 made a week a list of parts (one per run that archived it); 2 added each week's
+`patrol_checkins` file. A format 1 or 2 manifest reads as one part a week."""
 
 COLUMNS: Final = (
     "event_id", "worker_id", "recorded_at", "lon", "lat", "crs", "accuracy_m", "grid_code",
@@ -44,6 +50,8 @@ COLUMNS: Final = (
     "assigned_at",
 )  # fmt: skip
 """Every column of `checkins` but `geom`, which is the files' geometry column."""
+KEY: Final = ["event_id", "recorded_at"]
+"""A row's key in both tables (their primary key)."""
 
 
 @dataclass(frozen=True)
@@ -112,19 +120,31 @@ class ArchivedFile:
 
 
 @dataclass(frozen=True)
-class ArchivedPartition:
-    """One manifest entry: a week, its `checkins` partition and file and what the file must
-    hold, and its `patrol_checkins` file (None in an archive written before 0023)."""
+class ArchivedPart:
+    """What one archive run took of a week: its `checkins` file and its `patrol_checkins`
+    file (None in an archive written before 0023)."""
+
+    part: int
+    checkins: ArchivedFile
+    patrol_checkins: ArchivedFile | None = None
+
+    def files(self) -> list[tuple[ArchivedTable, ArchivedFile]]:
+        """Each archived table of the part with its file."""
+        patrol = [(PATROL_CHECKINS, self.patrol_checkins)] if self.patrol_checkins else []
+        return [(CHECKINS, self.checkins), *patrol]
+
+
+@dataclass(frozen=True)
+class ArchivedWeek:
+    """One manifest entry: a week, its `checkins` partition's name and its parts, in the
+    order they were archived (a week archived again, after a very late check-in made its
+    partition anew, gains a part; none is ever replaced)."""
 
     partition: str
     week: str
     start: str
     end: str
-    file: str
-    rows: int
-    sha256: str
-    content_sha256: str
-    patrol_checkins: ArchivedFile | None = None
+    parts: tuple[ArchivedPart, ...]
 
     @property
     def bounds(self) -> tuple[datetime, datetime]:
@@ -132,15 +152,42 @@ class ArchivedPartition:
         return datetime.fromisoformat(self.start), datetime.fromisoformat(self.end)
 
     @property
+    def rows(self) -> int:
+        """The `checkins` rows of all its parts."""
+        return sum(p.checkins.rows for p in self.parts)
+
+    @property
     def patrol_rows(self) -> int:
-        """The rows of its `patrol_checkins` file; 0 without one."""
-        return self.patrol_checkins.rows if self.patrol_checkins else 0
+        """The `patrol_checkins` rows of all its parts."""
+        return sum(p.patrol_checkins.rows for p in self.parts if p.patrol_checkins)
 
     def files(self) -> list[tuple[ArchivedTable, ArchivedFile]]:
-        """Each archived table of the week with its file."""
-        own = ArchivedFile(self.partition, self.file, self.rows, self.sha256, self.content_sha256)
-        patrol = [(PATROL_CHECKINS, self.patrol_checkins)] if self.patrol_checkins else []
-        return [(CHECKINS, own), *patrol]
+        """Each archived table of each part with its file, part by part."""
+        return [pair for part in self.parts for pair in part.files()]
+
+    def files_of(self, table: ArchivedTable) -> list[ArchivedFile]:
+        """The files of `table`, part by part."""
+        return [f for t, f in self.files() if t == table]
+
+    def with_part(self, part: ArchivedPart) -> "ArchivedWeek":
+        """The entry with `part` added after the others."""
+        return replace(self, parts=(*self.parts, part))
+
+
+@dataclass(frozen=True)
+class WeekArchived:
+    """What one archive run did to a week: its manifest entry, and the part it added (None
+    when every row was in the archive already, so the partitions were only dropped)."""
+
+    entry: ArchivedWeek
+    part: ArchivedPart | None
+
+
+def part_file_name(table: ArchivedTable, week: IsoWeek, part: int) -> str:
+    """`checkins_2020w37.parquet` for a week's first part (the name archives had before
+    parts), `checkins_2020w37.2.parquet` for its second."""
+    name = table.partition_name(week)
+    return f"{name}.parquet" if part == 1 else f"{name}.{part}.parquet"
 
 
 def partition_week(name: str, table: ArchivedTable = CHECKINS) -> IsoWeek | None:
@@ -221,48 +268,100 @@ def _column_text(frame: pd.DataFrame, column: str, table: ArchivedTable) -> pd.S
     return series.astype(object).where(series.notna(), _NULL).astype(str)
 
 
+def _row_lines(frame: pd.DataFrame, table: ArchivedTable) -> pd.Series:
+    """Each row in canonical text: its columns with a tab between them, the geometry, if
+    the table has one, last as hex WKB."""
+    texts = [_column_text(frame, c, table) for c in table.columns]
+    if table.geometry:
+        wkb = shapely.to_wkb(frame.geometry.to_numpy(), hex=True)
+        texts.append(pd.Series(wkb, index=frame.index).astype(str))
+    lines = texts[0]
+    for text in texts[1:]:
+        lines = lines + "\t" + text
+    return lines
+
+
 def rows_digest(frame: pd.DataFrame, table: ArchivedTable = CHECKINS) -> str:
-    """SHA-256 of the rows in canonical text (tab between columns, the geometry, if the
-    table has one, last as hex WKB), ordered by (event_id, recorded_at)."""
-    ordered = frame.sort_values(["event_id", "recorded_at"], kind="stable")
+    """SHA-256 of the rows in canonical text (`_row_lines`), ordered by (event_id,
+    recorded_at)."""
+    ordered = frame.sort_values(KEY, kind="stable")
     digest = hashlib.sha256()
     for first in range(0, len(ordered), _DIGEST_CHUNK):
-        chunk = ordered.iloc[first : first + _DIGEST_CHUNK]
-        texts = [_column_text(chunk, c, table) for c in table.columns]
-        if table.geometry:
-            wkb = shapely.to_wkb(chunk.geometry.to_numpy(), hex=True)
-            texts.append(pd.Series(wkb, index=chunk.index).astype(str))
-        lines = texts[0]
-        for text in texts[1:]:
-            lines = lines + "\t" + text
+        lines = _row_lines(ordered.iloc[first : first + _DIGEST_CHUNK], table)
         digest.update(("\n".join(lines.tolist()) + "\n").encode())
     return digest.hexdigest()
 
 
-def read_manifest(directory: Path) -> list[ArchivedPartition]:
+def not_archived(
+    frame: pd.DataFrame, archived: Sequence[pd.DataFrame], table: ArchivedTable = CHECKINS
+) -> pd.DataFrame:
+    """The rows of `frame` that no archived part holds, every column equal: what a week
+    archived again must add. A row differing in any column (a redelivered event stored
+    again, say, with its own `received_at`) is kept: the archive keeps all it was given."""
+    if not archived or frame.empty:
+        return frame
+    known = set().union(*(_row_lines(f, table) for f in archived))
+    fresh = ~_row_lines(frame, table).isin(known)
+    return frame[fresh].reset_index(drop=True)
+
+
+def union_of_parts(frames: Sequence[pd.DataFrame]) -> pd.DataFrame:
+    """A week's rows from its parts' files, the earliest part's row kept where two parts
+    hold the same (event_id, recorded_at): the one the table held first, which the
+    writers' ON CONFLICT DO NOTHING would have kept had the week never left."""
+    if len(frames) == 1:
+        return frames[0]
+    joined = pd.concat(frames, ignore_index=True)
+    return joined.drop_duplicates(KEY, keep="first").reset_index(drop=True)
+
+
+def _file(document: Any) -> ArchivedFile:
+    """An `ArchivedFile` from the manifest, its file a plain name in the archive's folder."""
+    found = ArchivedFile(**document)
+    if not found.file or Path(found.file).name != found.file or found.file.startswith("."):
+        raise ValueError(f"{found.file!r} is not a file name in the archive's folder")
+    return found
+
+
+def _week(entry: dict[str, Any], version: int) -> ArchivedWeek:
+    """A manifest entry; before format 3 a week had one part, its fields in the entry."""
+    if version == MANIFEST_FORMAT:
+        parts = tuple(
+            ArchivedPart(
+                int(p["part"]),
+                _file(p["checkins"]),
+                _file(p["patrol_checkins"]) if p.get("patrol_checkins") else None,
+            )
+            for p in entry.pop("parts")
+        )
+        if not parts or [p.part for p in parts] != list(range(1, len(parts) + 1)):
+            raise ValueError(f"{entry.get('week')}: its parts are not numbered 1, 2, ...")
+    else:
+        patrol = entry.pop("patrol_checkins", None)
+        own = {k: entry.pop(k) for k in ("file", "rows", "sha256", "content_sha256")}
+        checkins = _file({"partition": entry["partition"], **own})
+        parts = (ArchivedPart(1, checkins, _file(patrol) if patrol is not None else None),)
+    return ArchivedWeek(**entry, parts=parts)
+
+
+def read_manifest(directory: Path) -> list[ArchivedWeek]:
     """The manifest's entries; none when the directory holds no manifest yet."""
     path = directory / MANIFEST_NAME
     if not path.exists():
         return []
     try:
         document = json.loads(path.read_text(encoding="utf-8"))
-        if (
-            document.get("format") not in (1, MANIFEST_FORMAT)
-            or document.get("table") != "checkins"
-        ):
+        version = document.get("format")
+        if version not in (1, 2, MANIFEST_FORMAT) or document.get("table") != "checkins":
             raise ArchiveRefused(f"{path} is not a wangge check-ins archive manifest")
-        entries = []
-        for entry in document["partitions"]:
-            patrol = entry.pop("patrol_checkins", None)
-            companion = ArchivedFile(**patrol) if patrol is not None else None
-            entries.append(ArchivedPartition(**entry, patrol_checkins=companion))
-        return entries
-    except (ValueError, TypeError, KeyError) as exc:
+        return [_week(entry, version) for entry in document["partitions"]]
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
         raise ArchiveRefused(f"{path} cannot be read: {exc}") from exc
 
 
-def write_manifest(directory: Path, entries: Sequence[ArchivedPartition]) -> None:
-    """Write the manifest (entries by week) atomically: a new file renamed over the old."""
+def write_manifest(directory: Path, entries: Sequence[ArchivedWeek]) -> None:
+    """Write the manifest (entries by week, a later entry of a week replacing an earlier
+    one) atomically: a new file renamed over the old."""
     by_partition = {e.partition: e for e in entries}
     document = {
         "format": MANIFEST_FORMAT,

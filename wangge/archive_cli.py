@@ -6,26 +6,42 @@ from pathlib import Path
 
 from rich.table import Table
 
-from geodata.archive import ArchivedPartition
+from geodata.archive import ArchivedWeek, WeekArchived
 from geodata.compliance.weeks import IsoWeek
 from geodata.db import archive_store
 from wangge.commands.common import console, progress_bar
 
 
-def _table(rows: Sequence[tuple[ArchivedPartition, str]], title: str) -> Table:
+def _archived_table(done: Sequence[WeekArchived], title: str) -> Table:
     table = Table(
-        "week 周", "partition 分区", "rows 行数", "patrol rows 巡查行数", "file 文件", "SHA-256",
+        "week 周", "part 部分", "rows 行数", "patrol rows 巡查行数", "file 文件", "SHA-256",
         title=title,
     )  # fmt: skip
-    for entry, rows_text in rows:
+    for week in done:
+        part = week.part
+        if part is None:
+            # A week archived before whose partition held only rows already archived.
+            table.add_row(week.entry.week, "-", "0", "0", "already archived 已归档", "")
+            continue
+        patrol = part.patrol_checkins
         table.add_row(
-            entry.week,
-            entry.partition,
-            rows_text,
-            f"{entry.patrol_rows:,}",
-            entry.file,
-            entry.sha256[:16] + "…",
+            week.entry.week,
+            f"{part.part} / {len(week.entry.parts)}",
+            f"{part.checkins.rows:,}",
+            f"{patrol.rows:,}" if patrol else "0",
+            part.checkins.file,
+            part.checkins.sha256[:16] + "…",
         )
+    return table
+
+
+def _restored_table(loaded: Sequence[tuple[ArchivedWeek, int]], title: str) -> Table:
+    table = Table(
+        "week 周", "partition 分区", "parts 部分", "added / archived 新增 / 已归档", title=title
+    )
+    for entry, added in loaded:
+        archived = f"{added:,} / {entry.rows + entry.patrol_rows:,}"
+        table.add_row(entry.week, entry.partition, str(len(entry.parts)), archived)
     return table
 
 
@@ -35,33 +51,34 @@ def run_archive(
     before: date | None,
     retention_weeks: int | None,
     allowed_lateness: timedelta,
-) -> list[ArchivedPartition]:
+) -> list[WeekArchived]:
     """Archive the weeks ending by `before`, or those WANGGE_RETENTION_WEEKS lets go."""
     with progress_bar() as progress:
         if before is not None:
-            entries = archive_store.archive(
+            done = archive_store.archive(
                 database_url, before, out, allowed_lateness, progress=progress
             )
         elif retention_weeks is None:
             console.print("WANGGE_RETENTION_WEEKS is not set: every week is kept 未设置保留周数")
             return []
         else:
-            entries = archive_store.apply_retention(
+            done = archive_store.apply_retention(
                 database_url, retention_weeks, out, allowed_lateness, progress=progress
             )
-    if not entries:
+    if not done:
         console.print("no closed week to archive 没有可归档的周")
-        return entries
-    console.print(_table([(e, f"{e.rows:,}") for e in entries], f"archived to {out} 已归档"))
-    return entries
+        return done
+    console.print(_archived_table(done, f"archived to {out} 已归档"))
+    return done
 
 
 def run_restore(
     database_url: str, directory: Path, weeks: Sequence[IsoWeek] | None
-) -> list[tuple[ArchivedPartition, int]]:
-    """Restore the archive's weeks (all, or `weeks`) and print what each added."""
+) -> list[tuple[ArchivedWeek, int]]:
+    """Restore the archive's weeks (all, or `weeks`, every part of each) and print what
+    each added."""
     with progress_bar() as progress:
         loaded = archive_store.restore(database_url, directory, weeks, progress=progress)
-    rows = [(e, f"{added:,} / {e.rows + e.patrol_rows:,}") for e, added in loaded]
-    console.print(_table(rows, f"restored from {directory} 已恢复 (added / archived, both tables)"))
+    title = f"restored from {directory} 已恢复 (rows of both tables)"
+    console.print(_restored_table(loaded, title))
     return loaded

@@ -6,10 +6,12 @@ writes, read their rows, write `checkins_2020w37.parquet` (GeoParquet) and
 `patrol_checkins_2020w37.parquet`, read each file back and compare its bytes' SHA-256,
 row count and rows' digest, record both in the manifest, and only then detach and drop
 the partitions. Anything that fails before the drop rolls back and leaves the partitions
-as they were. A restore checks every file it is asked for before loading any, then loads
-each week in one transaction: the week's partitions made again by `week_partition`, the
-rows added (a row already there is kept), and the week's rows read back and compared with
-the manifest before commit.
+as they were. A week already in the manifest (a very late check-in made its partition
+again) gets a new part, `checkins_2020w37.2.parquet` and so on, holding the rows its
+earlier parts (read and checked first) do not; no file is ever written over. A restore
+checks every file it is asked for before loading any, then loads each week in one
+transaction: the week's partitions made again by `week_partition`, the union of its parts
+added (a row already there is kept), and read back and compared before commit.
 
 The rest of the compliance engine's tables (`patrols`, `patrol_weeks`,
 `compliance_changes`), `coverage_days` and incidents stay, so a week's compliance,
@@ -30,19 +32,25 @@ import shapely
 from geodata.archive import (
     ARCHIVED_TABLES,
     CHECKINS,
+    MANIFEST_NAME,
     PARTITION_ZONE,
     ArchiveCorrupted,
     ArchivedFile,
-    ArchivedPartition,
+    ArchivedPart,
     ArchivedTable,
+    ArchivedWeek,
     ArchiveRefused,
+    WeekArchived,
     array_text,
     file_sha256,
     is_closed,
+    not_archived,
+    part_file_name,
     partition_week,
     read_manifest,
     retention_cutoff,
     rows_digest,
+    union_of_parts,
     weeks_before,
     write_manifest,
 )
@@ -181,9 +189,7 @@ def write_partition_file(frame: pd.DataFrame, path: Path) -> None:
     partial.replace(path)
 
 
-def verify_file(
-    path: Path, entry: ArchivedFile | ArchivedPartition, table: ArchivedTable = CHECKINS
-) -> pd.DataFrame:
+def verify_file(path: Path, entry: ArchivedFile, table: ArchivedTable = CHECKINS) -> pd.DataFrame:
     """The file's rows, once its bytes, row count and rows match `entry`; else refused."""
     if not path.exists():
         raise ArchiveCorrupted(f"{path.name} is missing")
@@ -200,47 +206,92 @@ def verify_file(
     return frame
 
 
-def _archive_partition(
-    conn: psycopg.Connection, table: ArchivedTable, week: IsoWeek, out: Path
+def _part_paths(out: Path, week: IsoWeek, part: int, listed: set[str]) -> list[Path]:
+    """The new part's files, one per table; refused if one is already there: a file the
+    manifest lists is never written over, and one it does not list (left by a run that
+    was killed, or not this archive's) is not either, nor guessed about."""
+    paths = [out / part_file_name(table, week, part) for table in ARCHIVED_TABLES]
+    for path in paths:
+        if path.name in listed or path.exists():
+            raise ArchiveRefused(
+                f"{path} already exists but {MANIFEST_NAME} does not list it as {week}'s part"
+                f" {part} (a file of an interrupted run, or not this archive's): nothing of"
+                f" {week} was archived; move the file away and run the archive again"
+            )
+    return paths
+
+
+def _write_part(
+    frame: pd.DataFrame, table: ArchivedTable, week: IsoWeek, path: Path
 ) -> ArchivedFile:
-    """Write one week's partition of `table` to its file and check it (nothing dropped)."""
-    name = table.partition_name(week)
-    start, end = week.start(PARTITION_ZONE), week.end(PARTITION_ZONE)
-    frame = fetch_rows(conn, "recorded_at >= %s AND recorded_at < %s", (start, end), table)
-    path = out / f"{name}.parquet"
+    """Write one table's rows of the part to `path` and check the file."""
     write_partition_file(frame, path)
     written = ArchivedFile(
-        name, path.name, len(frame), file_sha256(path), rows_digest(frame, table)
+        table.partition_name(week),
+        path.name,
+        len(frame),
+        file_sha256(path),
+        rows_digest(frame, table),
     )
     verify_file(path, written, table)
     return written
 
 
-def archive_week(conn: psycopg.Connection, week: IsoWeek, out: Path) -> ArchivedPartition:
-    """Archive one closed week's partitions of both tables and drop them, in one transaction."""
+def _discard(paths: Sequence[Path]) -> None:
+    """Remove the files of a part that failed before the manifest listed it, so that they
+    stop no later run (a listed file is never removed)."""
+    for path in paths:
+        path.unlink(missing_ok=True)
+        path.with_suffix(".parquet.partial").unlink(missing_ok=True)
+
+
+def archive_week(conn: psycopg.Connection, week: IsoWeek, out: Path) -> WeekArchived:
+    """Archive one closed week's partitions of both tables and drop them, in one transaction.
+
+    A week already in the manifest gets a new part with the rows its earlier parts do not
+    hold (none when they hold them all: the partitions are then only dropped)."""
     start, end = week.start(PARTITION_ZONE), week.end(PARTITION_ZONE)
     names = [table.partition_name(week) for table in ARCHIVED_TABLES]
+    manifest = read_manifest(out)
+    earlier = next((e for e in manifest if e.week == str(week)), None)
+    number = len(earlier.parts) + 1 if earlier else 1
+    paths = _part_paths(out, week, number, {f.file for e in manifest for _, f in e.files()})
+    unlisted: list[Path] = []  # this run's files until the manifest lists them
     try:
         for table in ARCHIVED_TABLES:
             # A week may have a partition of one table only: the other's is made (empty),
-            # so that every week's entry has both files.
+            # so that every part has both files.
             _make_partition(conn, table, start)
         for name in names:
             # Writers of this week wait (readers do not) until the partitions are gone.
             conn.execute(f'LOCK TABLE "{name}" IN SHARE MODE')
-        checkins, patrol = (_archive_partition(conn, t, week, out) for t in ARCHIVED_TABLES)
-        entry = ArchivedPartition(
-            partition=checkins.partition,
-            week=str(week),
-            start=start.isoformat(),
-            end=end.isoformat(),
-            file=checkins.file,
-            rows=checkins.rows,
-            sha256=checkins.sha256,
-            content_sha256=checkins.content_sha256,
-            patrol_checkins=patrol,
-        )
-        write_manifest(out, [*read_manifest(out), entry])
+        frames = [
+            fetch_rows(conn, "recorded_at >= %s AND recorded_at < %s", (start, end), table)
+            for table in ARCHIVED_TABLES
+        ]
+        if earlier is not None:
+            # What earlier runs wrote is read back (and checked) so that a row is never
+            # archived twice, e.g. when a restored week goes again.
+            frames = [
+                not_archived(
+                    frame, [verify_file(out / f.file, f, t) for f in earlier.files_of(t)], t
+                )
+                for t, frame in zip(ARCHIVED_TABLES, frames, strict=True)
+            ]
+        part: ArchivedPart | None = None
+        entry = earlier
+        if earlier is None or any(len(frame) for frame in frames):
+            unlisted.extend(paths)
+            checkins, patrol = (
+                _write_part(frame, table, week, path)
+                for table, frame, path in zip(ARCHIVED_TABLES, frames, paths, strict=True)
+            )
+            part = ArchivedPart(number, checkins, patrol)
+            new = ArchivedWeek(names[0], str(week), start.isoformat(), end.isoformat(), ())
+            entry = (earlier or new).with_part(part)
+            write_manifest(out, [*manifest, entry])
+            unlisted.clear()
+        assert entry is not None
         # Detaching waits for every reader of the table, and readers queue behind it: it
         # gives up after DETACH_WAIT rather than hold the API's reads (or the engine's)
         # for longer.
@@ -251,17 +302,26 @@ def archive_week(conn: psycopg.Connection, week: IsoWeek, out: Path) -> Archived
         conn.commit()
     except psycopg.errors.LockNotAvailable as exc:
         conn.rollback()
+        _discard(unlisted)
         raise ArchiveRefused(
             f"{week} is archived to {out} but its tables stayed busy for {DETACH_WAIT}:"
-            " nothing was dropped; run the archive again"
+            " nothing was dropped; run the archive again (it finds the rows archived)"
         ) from exc
     except BaseException:
         conn.rollback()
+        _discard(unlisted)
         raise
-    logger.info(
-        "archived %s: %d check-ins, %d patrol check-ins", week, entry.rows, entry.patrol_rows
-    )
-    return entry
+    if part is None:
+        logger.info("archived %s before: its partitions held nothing new", week)
+    else:
+        logger.info(
+            "archived %s part %d: %d check-ins, %d patrol check-ins",
+            week,
+            number,
+            part.checkins.rows,
+            part.patrol_checkins.rows if part.patrol_checkins else 0,
+        )
+    return WeekArchived(entry, part)
 
 
 def archive(
@@ -272,18 +332,18 @@ def archive(
     *,
     skip_open: bool = False,
     progress: Progress = _no_progress,
-) -> list[ArchivedPartition]:
+) -> list[WeekArchived]:
     """Archive and drop every closed week's partition that ends by `cutoff`."""
     out.mkdir(parents=True, exist_ok=True)
     read_manifest(out)  # a directory holding something else is refused before any work
     with _connect(database_url) as conn:
         weeks = plan_archive(conn, cutoff, allowed_lateness, skip_open=skip_open)
-        entries: list[ArchivedPartition] = []
+        done: list[WeekArchived] = []
         progress("archiving weeks 归档周分区", 0, len(weeks))
         for i, week in enumerate(weeks, 1):
-            entries.append(archive_week(conn, week, out))
+            done.append(archive_week(conn, week, out))
             progress(f"archived {week} 已归档", i, len(weeks))
-    return entries
+    return done
 
 
 def apply_retention(
@@ -293,7 +353,7 @@ def apply_retention(
     allowed_lateness: timedelta,
     *,
     progress: Progress = _no_progress,
-) -> list[ArchivedPartition]:
+) -> list[WeekArchived]:
     """Archive every closed week older than the `keep_weeks` newest (WANGGE_RETENTION_WEEKS)."""
     with _connect(database_url) as conn:
         watermark = read_watermark(conn)
@@ -325,18 +385,21 @@ def _copy_text(frame: pd.DataFrame, table: ArchivedTable) -> str:
 def _load_partition(
     conn: psycopg.Connection,
     table: ArchivedTable,
-    entry: ArchivedPartition,
-    expected: ArchivedFile,
-    frame: pd.DataFrame,
+    entry: ArchivedWeek,
+    files: Sequence[ArchivedFile],
+    frames: Sequence[pd.DataFrame],
 ) -> int:
-    """Load one verified file of the week back into `table`, in the caller's transaction,
-    and read its rows back against the manifest; the rows added."""
+    """Load the verified files of the week's parts back into `table`, in the caller's
+    transaction, and read the rows back against their union; the rows added."""
     start, end = entry.bounds
     _make_partition(conn, table, start)
+    union = union_of_parts(frames)
+    # One part is its file, whose rows' digest the file was just checked against.
+    digest = files[0].content_sha256 if len(files) == 1 else rows_digest(union, table)
     stage = f"restored_{table.name}"
     conn.execute(f"CREATE TEMP TABLE {stage} (LIKE {table.name} INCLUDING DEFAULTS) ON COMMIT DROP")
     columns = ", ".join(table.columns) + (", geom" if table.geometry else "")
-    text = _copy_text(frame, table)
+    text = _copy_text(union, table)
     with conn.cursor().copy(
         f"COPY {stage} ({columns}) FROM STDIN (FORMAT csv, NULL '\\N')"
     ) as copy:
@@ -352,20 +415,28 @@ def _load_partition(
         (start, end),
         table,
     )
-    if len(back) != expected.rows or rows_digest(back, table) != expected.content_sha256:
-        raise ArchiveCorrupted(f"{expected.partition}: the loaded rows differ from the archive's")
+    if len(back) != len(union) or rows_digest(back, table) != digest:
+        raise ArchiveCorrupted(
+            f"{entry.week} {table.name}: the loaded rows differ from the archive's"
+        )
     return added
 
 
-def _load_week(
-    conn: psycopg.Connection, entry: ArchivedPartition, frames: Sequence[pd.DataFrame]
-) -> int:
-    """Load one verified week back (each of its files), in one transaction; the rows added."""
+def _verified(directory: Path, entry: ArchivedWeek, table: ArchivedTable) -> list[pd.DataFrame]:
+    """The rows of each of the week's files of `table`, part by part, each checked."""
+    return [verify_file(directory / f.file, f, table) for f in entry.files_of(table)]
+
+
+def _load_week(conn: psycopg.Connection, directory: Path, entry: ArchivedWeek) -> int:
+    """Load one week back (the union of its parts, table by table), in one transaction;
+    the rows added."""
     try:
-        added = sum(
-            _load_partition(conn, table, entry, expected, frame)
-            for (table, expected), frame in zip(entry.files(), frames, strict=True)
-        )
+        added = 0
+        for table in ARCHIVED_TABLES:
+            files = entry.files_of(table)
+            if files:  # a week archived before 0023 has no patrol_checkins file
+                frames = _verified(directory, entry, table)
+                added += _load_partition(conn, table, entry, files, frames)
         conn.commit()
     except BaseException:
         conn.rollback()
@@ -379,10 +450,10 @@ def restore(
     weeks: Sequence[IsoWeek] | None = None,
     *,
     progress: Progress = _no_progress,
-) -> list[tuple[ArchivedPartition, int]]:
-    """Load archived weeks (all, or `weeks`) back into `checkins` and `patrol_checkins`;
-    every file is checked before any is loaded. Returns each week's entry and the rows
-    it added to both."""
+) -> list[tuple[ArchivedWeek, int]]:
+    """Load archived weeks (all, or `weeks`) back into `checkins` and `patrol_checkins`,
+    every part of each; every file is checked before any is loaded. Returns each week's
+    entry and the rows it added to both."""
     entries = read_manifest(directory)
     if not entries:
         raise ArchiveRefused(f"{directory} holds no archive manifest")
@@ -398,11 +469,10 @@ def restore(
         for table, expected in entry.files():
             verify_file(directory / expected.file, expected, table)
         progress(f"checked {entry.week} 已校验", i, len(entries))
-    loaded: list[tuple[ArchivedPartition, int]] = []
+    loaded: list[tuple[ArchivedWeek, int]] = []
     with _connect(database_url) as conn:
         progress("restoring weeks 恢复周分区", 0, len(entries))
         for i, entry in enumerate(entries, 1):
-            frames = [verify_file(directory / f.file, f, t) for t, f in entry.files()]
-            loaded.append((entry, _load_week(conn, entry, frames)))
+            loaded.append((entry, _load_week(conn, directory, entry)))
             progress(f"restored {entry.week} 已恢复", i, len(entries))
     return loaded

@@ -155,6 +155,8 @@ def test_a_corrupted_file_is_refused_before_its_partition_is_dropped(
     assert _rows(url) == before
     assert {"2020-W36", "2020-W37", "2020-W38"} <= set(_partitions(url))
     assert read_manifest(tmp_path) == []
+    # The failed week's files were removed, so they stop no later run.
+    assert list(tmp_path.glob("*.parquet*")) == []
 
 
 def test_archive_drop_restore_gives_the_same_rows_and_figures(
@@ -185,7 +187,7 @@ def test_archive_drop_restore_gives_the_same_rows_and_figures(
 
     damaged = tmp_path / "damaged"
     shutil.copytree(out, damaged)
-    patrol_file = entries[1].patrol_checkins
+    patrol_file = entries[1].parts[0].patrol_checkins
     assert patrol_file is not None
     (damaged / patrol_file.file).write_bytes(b"PAR1 not a parquet file")
     with pytest.raises(ArchiveCorrupted, match=patrol_file.file):
@@ -202,6 +204,96 @@ def test_archive_drop_restore_gives_the_same_rows_and_figures(
     assert track_page(db, walk.worker_id, *SPAN, limit=5000) == track
     # A second restore adds nothing: every row is already there.
     assert [added for _, added in archive_store.restore(url, out)] == [0, 0, 0]
+
+
+def _store_late(url: str, archived: tuple[Any, ...]) -> str:
+    """What the writers store for W37 once it is archived: a new, very late check-in, and
+    `archived` (event id, time) delivered again; each in both tables, copied from W39's
+    row, in W37's partitions made again. Returns the new check-in's event id."""
+    tz = ComplianceConfig().tz
+    late = WEEK.start(tz) + timedelta(days=3)
+    with psycopg.connect(url) as conn:
+        event_id = str(conn.execute("SELECT gen_random_uuid()").fetchone()[0])  # type: ignore[index]
+        keys = (
+            "(VALUES (%s::uuid, %s::timestamptz), (%s::uuid, %s::timestamptz))"
+            " AS k (event_id, recorded_at)"
+        )
+        params = (event_id, late, *archived, IsoWeek.parse("2020-W39").start(tz))
+        for table, columns in (
+            ("checkins", "worker_id, lon, lat, crs, accuracy_m, geom, grid_code, staff_id,"
+             " in_assigned_grid, assignment_rule, flags"),
+            ("patrol_checkins", "worker_id, grid_code, accuracy_m, in_assigned_grid, mock,"
+             " implausible_speed"),
+        ):  # fmt: skip
+            conn.execute("SELECT week_partition(%s, %s)", (table, late))
+            conn.execute(
+                f"INSERT INTO {table} (event_id, recorded_at, late, received_at, {columns})"
+                f" SELECT k.event_id, k.recorded_at, true, now(), {columns}"
+                f" FROM {table}, {keys} WHERE {table}.recorded_at >= %s",
+                params,
+            )
+    return event_id
+
+
+def test_a_late_checkin_for_an_archived_week_goes_to_a_second_part_and_restores(
+    seeded: tuple[str, SeededWalk], db: Engine, tmp_path: Path
+) -> None:
+    url, walk = seeded
+    rows, patrol_rows, figures = _rows(url), _rows(url, _PATROL_ROWS), _figures(db, walk)
+    tz = ComplianceConfig().tz
+    with psycopg.connect(url) as conn:
+        archived = conn.execute(
+            "SELECT event_id, recorded_at FROM checkins WHERE recorded_at >= %s"
+            " AND recorded_at < %s ORDER BY event_id LIMIT 1",
+            (WEEK.start(tz), WEEK.end(tz)),
+        ).fetchone()
+    assert archived is not None
+    out = tmp_path / "archive"
+    first = archive_store.archive(url, BEFORE, out, LATENESS)
+    assert [d.part.part if d.part else None for d in first] == [1, 1, 1]
+
+    late_id = _store_late(url, archived)
+    assert "2020-W37" in _partitions(url)
+    second = archive_store.archive(url, BEFORE, out, LATENESS)
+    assert [(d.entry.week, d.part.part if d.part else None) for d in second] == [("2020-W37", 2)]
+    entry = read_manifest(out)[1]
+    assert entry.parts[0] == first[1].entry.parts[0]  # the first part is as it was written
+    # Both stored rows are kept: the new check-in, and the redelivered one (its own
+    # received_at and late flag), which part 1 holds in another form.
+    added = entry.parts[1]
+    assert (added.checkins.rows, added.patrol_checkins and added.patrol_checkins.rows) == (2, 2)
+    assert sorted(p.name for p in out.glob("*2020w37*")) == [
+        "checkins_2020w37.2.parquet", "checkins_2020w37.parquet",
+        "patrol_checkins_2020w37.2.parquet", "patrol_checkins_2020w37.parquet",
+    ]  # fmt: skip
+    assert _figures(db, walk) == figures
+
+    archive_store.restore(url, out)
+    # Every row of both parts: the earlier rows as they were (the redelivered event as
+    # first stored, the one the table kept) and the new check-in.
+    for query, before in ((_ROWS, rows), (_PATROL_ROWS, patrol_rows)):
+        restored = _rows(url, query)
+        assert [r for r in restored if str(r[0]) != late_id] == before
+        assert len(restored) == len(before) + 1
+    assert _figures(db, walk) == figures
+
+    # Restored and archived again, the weeks hold nothing new: no part is added.
+    manifest = (out / "manifest.json").read_bytes()
+    again = archive_store.archive(url, BEFORE, out, LATENESS)
+    assert [d.part for d in again] == [None, None, None]
+    assert (out / "manifest.json").read_bytes() == manifest
+    archive_store.restore(url, out)  # the next test archives W36 and W37 again
+
+
+def test_an_unlisted_file_where_a_new_part_would_go_is_refused_and_kept(
+    seeded: tuple[str, SeededWalk], tmp_path: Path
+) -> None:
+    url, _ = seeded
+    (tmp_path / "checkins_2020w36.parquet").write_bytes(b"someone else's")
+    with pytest.raises(ArchiveRefused, match=r"checkins_2020w36\.parquet already exists"):
+        archive_store.archive(url, BEFORE, tmp_path, LATENESS)
+    assert (tmp_path / "checkins_2020w36.parquet").read_bytes() == b"someone else's"
+    assert {"2020-W36", "2020-W37", "2020-W38"} <= set(_partitions(url))
 
 
 def test_retention_archives_only_closed_weeks_beyond_the_kept_ones(
