@@ -264,11 +264,13 @@ def load_statuses(
     wanted = list(keys)
     if not wanted:
         return {}
+    # The weeks as constants too: else the planner may join the keys to a scan of every
+    # week's statuses, which grows with the history.
     rows = conn.execute(
         "SELECT s.worker_id, s.grid_code, s.week, s.status, s.counted, s.required"
         " FROM unnest(%s::text[], %s::text[], %s::text[]) AS k(worker_id, grid_code, week)"
-        " JOIN patrol_weeks s USING (worker_id, grid_code, week)",
-        _key_arrays(wanted),
+        " JOIN patrol_weeks s USING (worker_id, grid_code, week) WHERE s.week = ANY(%s)",
+        (*_key_arrays(wanted), sorted({str(k.week) for k in wanted})),
     ).fetchall()
     return {
         ComplianceKey(w, g, IsoWeek.parse(week)): StoredStatus(status, counted, required)

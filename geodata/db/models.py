@@ -369,6 +369,10 @@ class Patrol(Base):
     __table_args__ = (
         Index("ix_patrols_worker_grid_start", "worker_id", "grid_code", "started_at"),
         Index("ix_patrols_week_grid", "week", "grid_code"),
+        # A worker's week (the engine's replacements, their patrols), and the patrols
+        # ending in or after a track's interval, without reading their history (0024).
+        Index("ix_patrols_worker_week", "worker_id", "week", "grid_code", "local_day"),
+        Index("ix_patrols_worker_end", "worker_id", "ended_at"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
@@ -390,7 +394,11 @@ class PatrolWeek(Base):
     """The engine's current status of one (worker, grid, week), as of its watermark."""
 
     __tablename__ = "patrol_weeks"
-    __table_args__ = (Index("ix_patrol_weeks_week_grid", "week", "grid_code"),)
+    __table_args__ = (
+        Index("ix_patrol_weeks_week_grid", "week", "grid_code"),
+        # The open weeks the engine's every batch looks for, without the final ones (0024).
+        Index("ix_patrol_weeks_open_week", "week", postgresql_where=text("NOT final")),
+    )
 
     worker_id: Mapped[str] = mapped_column(String(6), primary_key=True)
     grid_code: Mapped[str] = mapped_column(String(15), primary_key=True)

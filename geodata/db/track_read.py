@@ -76,8 +76,8 @@ _STAMP: Final = text(
     """
     SELECT (SELECT count(*) FROM checkins WHERE worker_id = :worker_id
               AND recorded_at >= :start AND recorded_at < :end),
-           (SELECT count(*) FROM patrols WHERE worker_id = :worker_id),
-           (SELECT max(id) FROM patrols WHERE worker_id = :worker_id)
+           (SELECT count(*) FROM patrols WHERE worker_id = :worker_id AND ended_at >= :start),
+           (SELECT max(id) FROM patrols WHERE worker_id = :worker_id AND ended_at >= :start)
     """
 )
 
@@ -87,7 +87,11 @@ def track_stamp(
 ) -> tuple[object, ...]:
     """What changes whenever the worker's track in [start, end) could: the count of its
     check-ins (stored once each, never changed or deleted), and the count and highest id
-    of the worker's patrols (the engine replaces a patrol by deleting and inserting)."""
+    of the worker's patrols ending at or after `start` (the engine replaces a patrol by
+    deleting and inserting, a new one with a higher id than any: a patrol of the interval
+    that goes lowers the count or comes with a higher id). Those that end before `start`
+    cannot overlap the interval, and leaving them out keeps the stamp's cost a week's,
+    not the worker's history's."""
     params = {"worker_id": worker_id, "start": start, "end": end}
     if isinstance(bind, Connection):
         return tuple(bind.execute(_STAMP, params).one())
