@@ -25,7 +25,6 @@ import statistics
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from pathlib import Path
@@ -41,7 +40,7 @@ from geodata.db.track_read import track_page, track_stamp
 from geodata.track import DEFAULT_LIMIT
 from wangge import services
 from wangge.benchmarks import history_load
-from wangge.benchmarks.compliance import Fold, time_city_wide_read, wait_folded
+from wangge.benchmarks.compliance import Fold, median_ms, time_city_wide_read, wait_folded
 from wangge.benchmarks.compliance_latency import Latency, measure_latency
 from wangge.benchmarks.compliance_week import WEEK, WeekPlan, plan_week
 from wangge.benchmarks.harness import (
@@ -88,7 +87,7 @@ class HistoryRun:
     last: Measures
     weeks: list[WeekLoad]
     load_s: float
-    index_s: float
+    vacuum_s: float
     disk: dict[str, int]
     counted: dict[str, dict[str, int]]
     scale: float
@@ -137,7 +136,7 @@ def run_history_benchmark(
         history_load.vacuum_analyze(url)
         measure = _Measure(bootstrap, live, notify, events, latency_rate, latency_seconds)
         first = measure(server.copy(name), query_runs, "week 1")
-        loaded, load_s, index_s = _load_history(url, weeks - 1, notify)
+        loaded, load_s, vacuum_s = load_history(url, weeks - 1, notify)
         with psycopg.connect(url) as conn:
             notify("Counting the history's rows", 0, 1)
             counted = history_load.rows_by_week(conn)
@@ -148,7 +147,7 @@ def run_history_benchmark(
         server.drop_created()
     notify("Done", 1, 1)
     return HistoryRun(
-        first, last, [*loaded, current], load_s, index_s, disk, counted, scale, len(plan.pairs)
+        first, last, [*loaded, current], load_s, vacuum_s, disk, counted, scale, len(plan.pairs)
     )
 
 
@@ -172,25 +171,22 @@ def _fresh(plan: WeekPlan, seed: int) -> WeekPlan:
     return replace(plan, ids=np.random.default_rng(seed).bytes(16 * len(plan)))
 
 
-def _load_history(url: str, weeks: int, notify: Progress) -> tuple[list[WeekLoad], float, float]:
+def load_history(url: str, weeks: int, notify: Progress) -> tuple[list[WeekLoad], float, float]:
     """The `weeks` weeks before WEEK, oldest first; (loads, seconds in all, of which
-    rebuilding indexes and vacuuming)."""
+    vacuuming)."""
     monday = WEEK.days()[0]
     began = time.perf_counter()
     loads = []
-    with (
-        psycopg.connect(url) as conn,
-        history_load.indexes_built_after(conn, "patrol_checkins"),
-    ):
+    with psycopg.connect(url) as conn:
         for k in range(weeks):
             week = IsoWeek.of_date(monday - timedelta(weeks=weeks - k))
             notify(f"Loading {week} ({k + 1}/{weeks})", k, weeks)
             loads.append(history_load.load_week(conn, week, k))
-        notify(f"Indexing and vacuuming {weeks} weeks", weeks, weeks)
-        indexing = time.perf_counter()
+    notify(f"Vacuuming {weeks} weeks", weeks, weeks)
+    vacuuming = time.perf_counter()
     history_load.vacuum_analyze(url)
     ended = time.perf_counter()
-    return loads, ended - began, ended - indexing
+    return loads, ended - began, ended - vacuuming
 
 
 class _Measure:
@@ -236,23 +232,12 @@ class _Measure:
             services.delete_topics(self.bootstrap, topics)
         self.notify(f"{label}: timing the reads", 0, 1)
         report_ms, http_ms, items = time_city_wide_read(url, self.bootstrap, runs)
-        worker_id, fixes, patrols_ms, track_ms = _time_worker_reads(url, runs)
+        worker_id, fixes, patrols_ms, track_ms = time_worker_reads(url, runs)
         return Measures(fold, latency, report_ms, http_ms, items, patrols_ms, track_ms,
                         worker_id, fixes)  # fmt: skip
 
 
-def _median_ms(call: Callable[[], object], runs: int) -> float:
-    for _ in range(3):
-        call()  # warm-up: connections, prepared plans, caches
-    times = []
-    for _ in range(runs):
-        began = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - began)
-    return statistics.median(times) * 1000
-
-
-def _time_worker_reads(url: str, runs: int) -> tuple[str, int, float, float]:
+def time_worker_reads(url: str, runs: int) -> tuple[str, int, float, float]:
     """The busiest worker of the week: (id, fixes, ms for their patrols, for their track)."""
     config = ComplianceConfig()
     start, end = WEEK.start(config.tz), WEEK.end(config.tz)
@@ -275,8 +260,8 @@ def _time_worker_reads(url: str, runs: int) -> tuple[str, int, float, float]:
             )
             return len(page.fixes)
 
-        patrols_ms = _median_ms(lambda: worker_patrols(engine, worker_id, WEEK, config), runs)
-        track_ms = _median_ms(track, runs)
+        patrols_ms = median_ms(lambda: worker_patrols(engine, worker_id, WEEK, config), runs)
+        track_ms = median_ms(track, runs)
         fixes = track()
     finally:
         engine.dispose()
@@ -319,7 +304,7 @@ def as_benchmark_rows(run: HistoryRun) -> list[BenchmarkRow]:
             f"history loaded: {weeks - 1} weeks before {WEEK}", loaded, "check-ins", None, "",
             None, "context", None,
             f"{scale}; {run.load_s:,.0f} s in all ({loaded / run.load_s:,.0f} check-ins/s),"
-            f" of which {run.index_s:,.0f} s indexing patrol_checkins and vacuuming; a week"
+            f" of which {run.vacuum_s:,.0f} s vacuuming; a week"
             f" {statistics.median(w.seconds for w in history):,.1f} s (median), rows a week: "
             + ", ".join(f"{t} {n:,}" for t, n in history[0].rows.items()),
         ),

@@ -4,16 +4,16 @@ One template week is drawn once (`prepare_template`): every sampled worker's wal
 week (3 to 5 on different days, 1 lazy worker in 10 walking 0 to 2), a fix every 30 s
 for 40 to 90 minutes at points inside their grid, about 1.15 million fixes for Baoji.
 Each week is then that template moved in time with fresh event ids (`load_week`), into
-every table that grows with check-ins: `checkins` (the week's partition filled as a
-table of its own, indexed, then attached, which is what makes loading fast),
-`patrol_checkins`, `patrols`, `patrol_weeks`, `compliance_changes` and `coverage_days`,
-as the storage stage and the compliance engine would have left them. Incidents grow with
+every table that grows with check-ins: `checkins` and `patrol_checkins` (each week's
+partition filled as a table of its own, indexed, then attached: fast to load, and what
+the storage stage and the engine leave, a week in its own partition, not in the default
+one), `patrols`, `patrol_weeks`, `compliance_changes` and `coverage_days`, as the
+storage stage and the compliance engine would have left them. Incidents grow with
 reports, not check-ins, and none of the growth benchmark's measures reads them.
 """
 
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
@@ -32,6 +32,19 @@ GROWING = (
     "compliance_changes",
     "coverage_days",
 )
+#: The key and indexes of each week-partitioned table's partitions (migrations 0022, 0023).
+_PARTITION_INDEXES = {
+    "checkins": (
+        "ALTER TABLE {} ADD PRIMARY KEY (event_id, recorded_at)",
+        "CREATE INDEX ON {} USING gist (geom)",
+        "CREATE INDEX ON {} (grid_code, recorded_at)",
+        "CREATE INDEX ON {} (worker_id, recorded_at)",
+    ),
+    "patrol_checkins": (
+        "ALTER TABLE {} ADD PRIMARY KEY (event_id, recorded_at)",
+        "CREATE INDEX ON {} (worker_id, grid_code, recorded_at)",
+    ),
+}
 POINTS_PER_GRID = 32
 FIX_EVERY_S = 30
 CELL_M = 10.0  # the coverage lattice's cell (geodata.coverage.CoverageConfig.cell_m)
@@ -92,7 +105,7 @@ FROM hist_fixes CROSS JOIN LATERAL (SELECT %(monday)s + at_s * interval '1 s' AS
 WHERE day < %(days)s
 """
 _PATROL_CHECKINS = """
-INSERT INTO patrol_checkins (event_id, worker_id, grid_code, recorded_at, accuracy_m,
+INSERT INTO {part} (event_id, worker_id, grid_code, recorded_at, accuracy_m,
     in_assigned_grid, late, received_at, mock, implausible_speed)
 SELECT overlay(event_id::text PLACING %(tag)s FROM 1 FOR 4)::uuid, worker_id, grid_code, t,
        accuracy_m, true, false, t + interval '3 s', false, false
@@ -176,9 +189,9 @@ def drop_template(conn: psycopg.Connection) -> None:
     conn.commit()
 
 
-def partition_name(week: IsoWeek) -> str:
-    """The week's partition of `checkins`, named as `checkin_week_partition` names it."""
-    return f"checkins_{week.year}w{week.week:02d}"
+def partition_name(week: IsoWeek, table: str = "checkins") -> str:
+    """The week's partition of `table`, named as `week_partition` names it."""
+    return f"{table}_{week.year}w{week.week:02d}"
 
 
 def load_week(
@@ -186,8 +199,9 @@ def load_week(
 ) -> WeekLoad:
     """Write the template as week `week` (its first `days` days) into every growing table.
 
-    `index` (0 to 65,535) makes the week's event ids its own. The check-ins fill a table
-    of their own, indexed once full and attached as the week's partition of `checkins`.
+    `index` (0 to 65,535) makes the week's event ids its own. The check-ins and the
+    engine's copy of them each fill a table of their own, indexed once full and attached
+    as the week's partition of `checkins` and `patrol_checkins`.
     """
     config = ComplianceConfig()
     began = time.perf_counter()
@@ -202,37 +216,11 @@ def load_week(
         "final": final,
         "as_of": as_of,
     }
-    part = sql.Identifier(partition_name(week))
-    conn.execute(
-        sql.SQL("CREATE TABLE {} (LIKE checkins INCLUDING DEFAULTS INCLUDING CONSTRAINTS)").format(
-            part
-        )
-    )
-    conn.execute(sql.SQL(_CHECKINS).format(part=part), params)
-    # The parent's key and indexes, built once on the full week; attaching adopts them.
-    for index_sql in (
-        "ALTER TABLE {} ADD PRIMARY KEY (event_id, recorded_at)",
-        "CREATE INDEX ON {} USING gist (geom)",
-        "CREATE INDEX ON {} (grid_code, recorded_at)",
-        "CREATE INDEX ON {} (worker_id, recorded_at)",
-    ):
-        conn.execute(sql.SQL(index_sql).format(part))
-    # A constraint proving the bounds spares ATTACH a scan of the week.
-    bounds = sql.Identifier(f"{partition_name(week)}_bounds")
-    conn.execute(
-        sql.SQL(
-            "ALTER TABLE {} ADD CONSTRAINT {} CHECK (recorded_at >= {} AND recorded_at < {})"
-        ).format(part, bounds, sql.Literal(monday), sql.Literal(end))
-    )
-    conn.execute(
-        sql.SQL("ALTER TABLE checkins ATTACH PARTITION {} FOR VALUES FROM ({}) TO ({})").format(
-            part, sql.Literal(monday), sql.Literal(end)
-        )
-    )
-    conn.execute(sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(part, bounds))
-    rows = {"checkins": _rowcount(conn, sql.SQL("SELECT count(*) FROM {}").format(part))}
+    rows = {
+        table: _fill_partition(conn, table, week, statement, params)
+        for table, statement in (("checkins", _CHECKINS), ("patrol_checkins", _PATROL_CHECKINS))
+    }
     for table, statement in (
-        ("patrol_checkins", _PATROL_CHECKINS),
         ("patrols", _PATROLS.format(every=FIX_EVERY_S)),
         ("patrol_weeks", _PATROL_WEEKS),
         ("compliance_changes", _CHANGES),
@@ -243,55 +231,43 @@ def load_week(
     return WeekLoad(week, rows, time.perf_counter() - began)
 
 
+def _fill_partition(
+    conn: psycopg.Connection, table: str, week: IsoWeek, insert: str, params: dict[str, object]
+) -> int:
+    """Fill a new table with the week's rows of `table`, give it the parent's key and
+    indexes once full, attach it as the week's partition; its rows."""
+    config = ComplianceConfig()
+    monday, end = week.start(config.tz), week.end(config.tz)
+    name = partition_name(week, table)
+    part = sql.Identifier(name)
+    conn.execute(
+        sql.SQL("CREATE TABLE {} (LIKE {} INCLUDING DEFAULTS INCLUDING CONSTRAINTS)").format(
+            part, sql.Identifier(table)
+        )
+    )
+    conn.execute(sql.SQL(insert).format(part=part), params)
+    # Built once on the full week; attaching adopts them as the parent's.
+    for index_sql in _PARTITION_INDEXES[table]:
+        conn.execute(sql.SQL(index_sql).format(part))
+    # A constraint proving the bounds spares ATTACH a scan of the week.
+    bounds = sql.Identifier(f"{name}_bounds")
+    conn.execute(
+        sql.SQL(
+            "ALTER TABLE {} ADD CONSTRAINT {} CHECK (recorded_at >= {} AND recorded_at < {})"
+        ).format(part, bounds, sql.Literal(monday), sql.Literal(end))
+    )
+    conn.execute(
+        sql.SQL("ALTER TABLE {} ATTACH PARTITION {} FOR VALUES FROM ({}) TO ({})").format(
+            sql.Identifier(table), part, sql.Literal(monday), sql.Literal(end)
+        )
+    )
+    conn.execute(sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(part, bounds))
+    return _rowcount(conn, sql.SQL("SELECT count(*) FROM {}").format(part))
+
+
 def _rowcount(conn: psycopg.Connection, query: sql.Composed) -> int:
     row = conn.execute(query).fetchone()
     return int(row[0]) if row else 0
-
-
-@contextmanager
-def indexes_built_after(conn: psycopg.Connection, table: str) -> Iterator[None]:
-    """Drop a plain table's indexes and key for a bulk load, and build them again after.
-
-    A partitioned table (patrol_checkins may be one) keeps its indexes: its rows go into
-    weekly partitions, whose indexes stay small.
-    """
-    partitioned = conn.execute(
-        "SELECT 1 FROM pg_partitioned_table WHERE partrelid = %s::regclass", (table,)
-    ).fetchone()
-    if partitioned:
-        yield
-        return
-    constraints = conn.execute(
-        "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint"
-        " WHERE conrelid = %s::regclass AND contype IN ('p', 'u')",
-        (table,),
-    ).fetchall()
-    indexes = conn.execute(
-        "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = 'public'"
-        " AND tablename = %s AND indexname <> ALL(%s)",
-        (table, [name for name, _ in constraints]),
-    ).fetchall()
-    name = sql.Identifier(table)
-    for constraint, _ in constraints:
-        conn.execute(
-            sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(name, sql.Identifier(constraint))
-        )
-    for index, _ in indexes:
-        conn.execute(sql.SQL("DROP INDEX {}").format(sql.Identifier(index)))
-    conn.commit()
-    try:
-        yield
-    finally:
-        conn.rollback()
-        for constraint, definition in constraints:
-            conn.execute(
-                sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}").format(
-                    name, sql.Identifier(constraint), sql.SQL(definition)
-                )
-            )
-        for _, definition in indexes:
-            conn.execute(definition)
-        conn.commit()
 
 
 def set_engine_clock(conn: psycopg.Connection, watermark: datetime, evaluated_day: date) -> None:
