@@ -145,6 +145,18 @@ def wait_folded(
 # --------------------------------------------------------------------------- reading
 
 
+def median_ms(call: Callable[[], object], runs: int) -> float:
+    """Median ms of `runs` calls, after 3 warm-ups (connections, prepared plans, caches)."""
+    for _ in range(3):
+        call()
+    times = []
+    for _ in range(runs):
+        began = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - began)
+    return statistics.median(times) * 1000
+
+
 def time_city_wide_read(url: str, bootstrap: str, runs: int) -> tuple[float, float, int]:
     """Median ms of `compliance_report` (worker level, whole city) and of the HTTP GET."""
     from fastapi.testclient import TestClient
@@ -154,21 +166,11 @@ def time_city_wide_read(url: str, bootstrap: str, runs: int) -> tuple[float, flo
     from grid_service.app import ApiConfig, create_app
     from wangge.users_cli import add_user
 
-    def median_ms(call: Callable[[], object]) -> float:
-        for _ in range(3):
-            call()  # warm-up: connections, prepared plans, caches
-        times = []
-        for _ in range(runs):
-            began = time.perf_counter()
-            call()
-            times.append(time.perf_counter() - began)
-        return statistics.median(times) * 1000
-
     engine = create_db_engine(url)
     try:
         as_of = datetime.now(UTC)
         items = len(compliance_report(engine, WEEK, as_of).items)
-        direct = median_ms(lambda: compliance_report(engine, WEEK, as_of, level="worker"))
+        direct = median_ms(lambda: compliance_report(engine, WEEK, as_of, level="worker"), runs)
     finally:
         engine.dispose()
     # The whole city is an admin's to read; the token is checked as for any caller.
@@ -178,7 +180,7 @@ def time_city_wide_read(url: str, bootstrap: str, runs: int) -> tuple[float, flo
         def get() -> None:
             client.get("/api/v1/compliance", params={"week": str(WEEK)}).raise_for_status()
 
-        http = median_ms(get)
+        http = median_ms(get, runs)
     return direct, http, items
 
 
