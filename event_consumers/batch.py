@@ -51,13 +51,24 @@ class TwoStepHandler(Handler, Protocol[Prepared]):
         ...
 
 
+@dataclass(frozen=True)
+class OwnPartitions:
+    """A member's partitions of one topic as a batch was polled."""
+
+    assigned: frozenset[int]
+    #: Those whose every record is polled (as of the last fetch).
+    read_to_end: frozenset[int]
+    #: How many partitions the topic has, as the client's metadata tells.
+    topic_partitions: int
+
+
 @runtime_checkable
 class ReadToEndAwareHandler(Handler, Protocol):
     """A handler that needs to know which partitions hold nothing unread (a watermark's
     idle partitions); told before each `handle`, on the main thread."""
 
-    def note_read_to_end(self, partitions: frozenset[int]) -> None:
-        """The partitions of its topic whose every record is polled."""
+    def note_partitions(self, partitions: OwnPartitions) -> None:
+        """Its partitions of its topic, and which of them are read to their end."""
         ...
 
 

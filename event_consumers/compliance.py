@@ -6,10 +6,11 @@ topic. An event is folded into the weeks whose reading window holds it, and only
 local days whose walks it changes are cut again (`geodata.compliance.incremental`), so a
 check-in costs the same on Sunday as on Monday. The event-time watermark is the minimum
 over partitions of their newest event times, a partition read to its end not holding it
-back (`geodata.compliance.watermark`). When the watermark crosses a
-local midnight, every assigned worker of the open weeks is re-evaluated, because
-statuses also change as days run out. Status changes go to an outbox in the same
-transaction and are published exactly once after it commits.
+back (`geodata.compliance.watermark`); each member of the group stores its own partitions'
+and takes the watermark from every partition's. When the watermark crosses a local
+midnight, every assigned worker of the open weeks is re-evaluated, because statuses also
+change as days run out. Status changes go to an outbox in the same transaction and are
+published exactly once after it commits.
 """
 
 import logging
@@ -22,6 +23,7 @@ import psycopg
 from pydantic import ValidationError
 
 from event_consumers import metrics
+from event_consumers.batch import OwnPartitions
 from event_consumers.grid_snapshot import batch_snapshot
 from event_consumers.records import InboundRecord, OutboundRecord, dead_letter
 from geodata.compliance import (
@@ -93,23 +95,21 @@ class ComplianceHandler:
         self._roster = WorkerRoster([], {})
         self.config = config or ComplianceConfig()
         self.folds = WeekFolds()
-        self.event_time = PartitionWatermark()
-        #: Partitions the consumer had read to their end when this batch was polled.
-        self._read_to_end: frozenset[int] = frozenset()
+        #: This member's partitions when the batch was polled; None when not told (a
+        #: batch handled outside the runner), and then the batch's own partitions count.
+        self._partitions: OwnPartitions | None = None
 
     def reset(self) -> None:
         """After a rolled-back batch: the state lives in the database, drop the copy."""
         self.folds.clear()
-        self.event_time.clear()
 
     def partitions_changed(self) -> None:
         """Another member may have folded check-ins of our keys in: drop the copy."""
         self.folds.clear()
-        self.event_time.clear()
 
-    def note_read_to_end(self, partitions: frozenset[int]) -> None:
-        """Before `handle`: which partitions hold nothing unread (the runner knows)."""
-        self._read_to_end = partitions
+    def note_partitions(self, partitions: OwnPartitions) -> None:
+        """Before `handle`: this member's partitions, and which hold nothing unread."""
+        self._partitions = partitions
 
     def handle(
         self, records: Sequence[InboundRecord], conn: psycopg.Connection, now: datetime
@@ -137,6 +137,8 @@ class ComplianceHandler:
         new_keys = store.insert_checkins(conn, parsed)
         metrics.EVENTS_DUPLICATE.labels(self.topic).inc(len(parsed) - len(new_keys))
         watermark, evaluated_day = store.lock_clock(conn)
+        # Every member's partitions, read under the clock's lock: ours are updated below.
+        event_time = PartitionWatermark(store.load_partitions(conn, self.topic))
 
         touched: dict[ComplianceKey, list[CheckinRecord]] = {}
         late: list[store.CheckinKey] = []
@@ -149,14 +151,19 @@ class ComplianceHandler:
             if watermark is not None and is_week_final(week, watermark, self.config):
                 late.append(stored_key)
                 continue
-            self.event_time.observe(partition, checkin.recorded_at)
+            event_time.observe(partition, checkin.recorded_at)
             if checkin.grid_code is not None:
                 for reading in weeks_reading(checkin.recorded_at, self.config):
                     key = ComplianceKey(checkin.worker_id, checkin.grid_code, reading)
                     touched.setdefault(key, []).append(checkin)
         store.mark_late(conn, late)
         metrics.EVENTS_LATE.labels(self.topic).inc(len(late))
-        watermark = self.event_time.advance(watermark, self._read_to_end)
+        own = self._partitions or OwnPartitions(
+            frozenset(r.partition for r in records), frozenset(), topic_partitions=0
+        )
+        store.save_partitions(conn, self.topic, event_time.settle(own.assigned, own.read_to_end))
+        # Partitions past the topic's count were left by an earlier topic of the same name.
+        watermark = event_time.advance(watermark, own.topic_partitions or None)
         if watermark is None:
             return outgoing
 

@@ -50,6 +50,7 @@ from event_consumers import metrics
 from event_consumers.batch import (
     Batch,
     Handler,
+    OwnPartitions,
     PartitionAwareHandler,
     ReadToEndAwareHandler,
     TwoStepHandler,
@@ -439,21 +440,25 @@ class ConsumerRunner:
             batch.whole_handle = True
             if isinstance(handler, ReadToEndAwareHandler):
                 # Safe to set now: a whole-handle batch in flight was settled before this.
-                handler.note_read_to_end(self._read_to_end(handler.topic))
+                handler.note_partitions(self._own_partitions(handler.topic))
             return lambda conn: handler.handle(records, conn, now)
         prepared = handler.prepare(records, self._read_conn, now)
         return lambda conn: list(handler.write(prepared, conn))
 
-    def _read_to_end(self, topic: str) -> frozenset[int]:
-        """The assigned partitions of `topic` whose end (as of the last fetch) is polled."""
+    def _own_partitions(self, topic: str) -> OwnPartitions:
+        """The assigned partitions of `topic`, those whose end (as of the last fetch) is
+        polled, and how many the topic has."""
+        assigned = set()
         ended = set()
         for tp in self._consumer.assignment():
             if tp.topic != topic:
                 continue
+            assigned.add(tp.partition)
             end = self._consumer.highwater(tp)
             if end is not None and self._consumer.position(tp) >= end:
                 ended.add(tp.partition)
-        return frozenset(ended)
+        count = len(self._consumer.partitions_for_topic(topic) or ())
+        return OwnPartitions(frozenset(assigned), frozenset(ended), count)
 
     def _write(self, batch: Batch) -> None:
         """On the writer thread: rows, produced records, offsets, one commit."""

@@ -12,6 +12,7 @@ from datetime import date, datetime
 import psycopg
 
 from geodata.compliance import CheckinRecord, ComplianceKey, IsoWeek, Patrol
+from geodata.compliance.watermark import PartitionProgress
 from geodata.db.partitions import make_week_partitions
 from geodata.events import ComplianceChange
 
@@ -104,7 +105,8 @@ def lock_clock(conn: psycopg.Connection) -> tuple[datetime | None, date | None]:
     """The watermark and last evaluated day, locked for this transaction.
 
     The lock serialises compliance batches across consumer processes, which is what
-    makes the day-boundary evaluation of every worker safe to run from any of them.
+    makes the day-boundary evaluation of every worker safe to run from any of them, and
+    each member's read and write of the partitions' progress one step of one sequence.
     """
     conn.execute(
         "INSERT INTO compliance_clock (name, watermark, evaluated_day)"
@@ -124,6 +126,38 @@ def save_clock(conn: psycopg.Connection, watermark: datetime, evaluated_day: dat
     conn.execute(
         "UPDATE compliance_clock SET watermark = %s, evaluated_day = %s WHERE name = %s",
         (watermark, evaluated_day, CLOCK_NAME),
+    )
+
+
+def load_partitions(conn: psycopg.Connection, topic: str) -> dict[int, PartitionProgress]:
+    """Every partition's progress as the group's members stored it (`save_partitions`).
+
+    Read after `lock_clock`, so no other member's batch is between the read and the write.
+    """
+    rows = conn.execute(
+        "SELECT partition, newest, read_to_end FROM compliance_partitions WHERE topic = %s",
+        (topic,),
+    ).fetchall()
+    return {partition: PartitionProgress(newest, ended) for partition, newest, ended in rows}
+
+
+def save_partitions(
+    conn: psycopg.Connection, topic: str, progress: Mapping[int, PartitionProgress]
+) -> None:
+    """Store the progress of a member's own partitions."""
+    if not progress:
+        return
+    conn.execute(
+        "INSERT INTO compliance_partitions (topic, partition, newest, read_to_end)"
+        " SELECT %s, * FROM unnest(%s::int[], %s::timestamptz[], %s::boolean[])"
+        " ON CONFLICT (topic, partition) DO UPDATE SET newest = excluded.newest,"
+        " read_to_end = excluded.read_to_end, updated_at = now()",
+        (
+            topic,
+            list(progress),
+            [p.newest for p in progress.values()],
+            [p.read_to_end for p in progress.values()],
+        ),
     )
 
 

@@ -472,6 +472,18 @@ class ComplianceClock(Base):
     evaluated_day: Mapped[date | None] = mapped_column(Date)
 
 
+class CompliancePartition(Base):
+    """How far the engine's group has read one partition: the watermark is made of these."""
+
+    __tablename__ = "compliance_partitions"
+
+    topic: Mapped[str] = mapped_column(Text, primary_key=True)
+    partition: Mapped[int] = mapped_column(Integer, primary_key=True)
+    newest: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    read_to_end: Mapped[bool] = mapped_column(Boolean)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
 class Account(Base):
     """Someone who may call the API: a worker, a supervisor of an area, or an admin."""
 

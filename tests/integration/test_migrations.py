@@ -31,6 +31,7 @@ EXPECTED_TABLES = {
     "patrol_weeks",
     "compliance_changes",
     "compliance_clock",
+    "compliance_partitions",
     "incident_status_changes",
     "accounts",
     "account_tokens",
