@@ -20,7 +20,7 @@ test: bootstrap ## lint, type-check (tests included) and run the whole suite aga
 	$(VENV)/ruff check .
 	$(VENV)/ruff format --check .
 	$(VENV)/mypy
-	$(VENV)/pytest
+	./scripts/test-suite.sh
 
 # The fast lane runs each property test on 10 examples instead of its hundreds, and
 # collects tests/unit alone: importing the integration modules costs seconds by itself.

@@ -1,10 +1,10 @@
 """Shared fixtures: real PostGIS databases made per test module, never shared state."""
 
 import os
+import subprocess
 import sys
 import uuid
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import hypothesis
@@ -83,23 +83,17 @@ def _admin_url() -> str:
     return f"{base}/{ADMIN_DB}"
 
 
-DROPPING_AT_ONCE = 8
-"""Databases dropped concurrently at the session's end (see `_drop_databases`)."""
-
-
 def _drop_databases(names: list[str]) -> None:
-    """Drop the session's databases, several at once.
-
-    PostgreSQL makes each DROP DATABASE wait for a checkpoint, seconds each on a busy
-    server; drops waiting at the same time share one, so a session's databases go in a
-    few checkpoints rather than one each."""
-
-    def drop(name: str) -> None:
-        with psycopg.connect(_admin_url(), autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-    with ThreadPoolExecutor(DROPPING_AT_ONCE) as pool:
-        list(pool.map(drop, names))
+    """Have the session's databases dropped by a process of its own, which outlives the
+    session (`tests.drop_databases`: each drop waits for a checkpoint)."""
+    if names:
+        subprocess.Popen(
+            [sys.executable, "-m", "tests.drop_databases", _admin_url(), *names],
+            cwd=Path(__file__).parent.parent,
+            start_new_session=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
 
 
 @pytest.fixture(scope="session")
