@@ -153,8 +153,8 @@ def walk(context: Any, page: Any, walker: Walker, steps: int, kept_before: int) 
         lon, lat = walker.around(24, step)
         context.set_geolocation({"longitude": lon, "latitude": lat, "accuracy": 8})
         page.clock.fast_forward(30_000)
-        # A bound on a hang, not a timing: a loaded CI machine took over 10 s for one fix.
-        page.wait_for_selector(f'body[data-kept="{kept_before + step}"]', timeout=30_000)
+        # A bound on a hang, not a timing: a loaded machine took over 30 s for one fix.
+        page.wait_for_selector(f'body[data-kept="{kept_before + step}"]', timeout=60_000)
 
 
 def screenshot_dir(fallback: Path) -> Path:
