@@ -10,6 +10,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 
 import numpy as np
 import psycopg
@@ -33,6 +34,9 @@ class _Sampler(threading.Thread):
     The row commits in the same transaction as the patrols and status it changes, so its
     visibility is the status's. Each poll asks for the ids still pending (a few hundred
     at most); a row first seen by a poll became visible since the previous one began.
+    The poll names the pending check-ins' earliest and latest times as constants, so it
+    probes their weeks' partitions only: without them it probed every week's key, and
+    after a year (`wangge bench history`) a poll of 1,000 ids took 121 ms, not 17.
     """
 
     def __init__(self, url: str) -> None:
@@ -41,13 +45,13 @@ class _Sampler(threading.Thread):
         self.seen: dict[uuid.UUID, float] = {}
         self.periods: list[float] = []
         self.done = threading.Event()
-        self._pending: set[uuid.UUID] = set()
+        self._pending: dict[uuid.UUID, datetime] = {}
         self._lock = threading.Lock()
 
-    def expect(self, event_id: uuid.UUID) -> None:
-        """Watch for one more event id."""
+    def expect(self, event_id: uuid.UUID, recorded_at: datetime) -> None:
+        """Watch for one more check-in, by its event id and time."""
         with self._lock:
-            self._pending.add(event_id)
+            self._pending[event_id] = recorded_at
 
     def pending(self) -> int:
         """Ids not seen yet."""
@@ -60,19 +64,20 @@ class _Sampler(threading.Thread):
             last = time.perf_counter()
             while not self.done.is_set():
                 with self._lock:
-                    ids = list(self._pending)
+                    ids, times = list(self._pending), list(self._pending.values())
                 began = time.perf_counter()
                 self.periods.append(began - last)
                 last = began
                 if ids:
                     rows = conn.execute(
-                        "SELECT event_id FROM patrol_checkins WHERE event_id = ANY(%s)",
-                        (ids,),
+                        "SELECT event_id FROM patrol_checkins WHERE event_id = ANY(%s)"
+                        " AND recorded_at >= %s AND recorded_at <= %s",
+                        (ids, min(times), max(times)),
                         prepare=True,
                     ).fetchall()
                     with self._lock:
                         for (event_id,) in rows:
-                            self._pending.discard(event_id)
+                            self._pending.pop(event_id, None)
                             self.seen[event_id] = began
                 time.sleep(max(0.0, SAMPLE_POLL_S - (time.perf_counter() - began)))
 
@@ -92,6 +97,11 @@ class Latency:
     last_p50_ms: float
 
 
+def _recorded_at(plan: WeekPlan, i: int) -> datetime:
+    """The event time of the plan's `i`th check-in (whole seconds, as sent)."""
+    return datetime.fromtimestamp(int(plan.at_s[i]), UTC)
+
+
 def measure_latency(
     url: str, bootstrap: str, topic: str, plan: WeekPlan, rate: float, seconds: float
 ) -> Latency:
@@ -107,7 +117,7 @@ def measure_latency(
         # The first fixes cross midnight into a new week, which re-evaluates every worker:
         # a one-off, kept out of the steady state.
         for i, (key, value) in enumerate(messages[:WARMUP_EVENTS]):
-            sampler.expect(plan.event_id(i))
+            sampler.expect(plan.event_id(i), _recorded_at(plan, i))
             producer.send(topic, key=key, value=value)
         producer.flush(timeout=60)
         _wait_for(lambda: sampler.pending() == 0, "the warm-up check-ins")
@@ -120,7 +130,7 @@ def measure_latency(
             if delay > 0:
                 time.sleep(delay)
             event_id = plan.event_id(WARMUP_EVENTS + k)
-            sampler.expect(event_id)
+            sampler.expect(event_id, _recorded_at(plan, WARMUP_EVENTS + k))
             sent.append((event_id, time.perf_counter()))
             producer.send(topic, key=key, value=value)
         producer.flush(timeout=60)
