@@ -381,7 +381,8 @@ def _columns(collection: Collection, lat_lon: bool, properties: tuple[str, ...])
     )
 
 
-def _json_value(value: object) -> object:
+def json_value(value: object) -> object:
+    """A column's value as a GeoJSON property holds it."""
     # JSON has no time type: RFC 3339 in UTC, as GeoJSON readers such as GDAL expect.
     if isinstance(value, datetime):
         return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
@@ -394,7 +395,7 @@ def _feature(row: RowMapping, properties: tuple[str, ...]) -> Feature:
     return Feature(
         id=str(row["feature_id"]),
         geometry=row["geometry"],
-        properties={name: _json_value(row[f"p_{name}"]) for name in properties},
+        properties={name: json_value(row[f"p_{name}"]) for name in properties},
     )
 
 

@@ -12,11 +12,9 @@ unknown code needs the database.
 from datetime import datetime
 from typing import Any, Final
 
-from geodata.db.features import COLLECTIONS, Feature, check_properties
+from geodata.db.features import COLLECTIONS, Feature, check_properties, json_value
 from geodata.db.grid_cache import GridSnapshot
-from geodata.db.grid_queries import GridRecord
 from geodata.errors import GridNotFound
-from grid_service.ogc.documents import rfc3339
 
 GRIDS: Final = COLLECTIONS["grids"]
 
@@ -41,28 +39,17 @@ def grid_in_force(
         grid = snapshot.detail(code, at).grid
     except GridNotFound:
         return None
-    values = _properties(grid)
     return Feature(
         id=grid.code,
         geometry=_flipped(grid.geometry) if lat_lon else grid.geometry,
         # In the collection's order, whatever order they were asked in, as get_feature.
+        # A grid record's fields are named as the collection's columns.
         properties={
-            name: values[name]
+            name: json_value(getattr(grid, name))
             for name in GRIDS.properties
             if properties is None or name in properties
         },
     )
-
-
-def _properties(grid: GridRecord) -> dict[str, Any]:
-    return {
-        "code": grid.code,
-        "name": grid.name,
-        "community_code": grid.community_code,
-        "households": grid.households,
-        "valid_from": rfc3339(grid.valid_from),
-        "valid_to": None if grid.valid_to is None else rfc3339(grid.valid_to),
-    }
 
 
 def _flipped(geometry: dict[str, Any]) -> dict[str, Any]:
