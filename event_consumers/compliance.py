@@ -163,6 +163,7 @@ class ComplianceHandler:
         )
         store.save_partitions(conn, self.topic, event_time.settle(own.assigned, own.read_to_end))
         # Partitions past the topic's count were left by an earlier topic of the same name.
+        watermark_before = watermark
         watermark = event_time.advance(watermark, own.topic_partitions or None)
         if watermark is None:
             return outgoing
@@ -174,6 +175,16 @@ class ComplianceHandler:
         }
         current = self._evaluate_touched(conn, open_keys, watermark)
         today = local_date(watermark, self.config.tz)
+        if watermark_before is not None and watermark > watermark_before:
+            # Walks folded ahead of the watermark count from when they became valid.
+            current.update(
+                self._evaluate_stored(
+                    conn,
+                    store.keys_valid_between(conn, watermark_before, watermark),
+                    watermark,
+                    skip=set(current),
+                )
+            )
         if evaluated_day is None or today > evaluated_day:
             # From the last evaluated day's week, and back to any week this batch touched
             # (the very first batch may hold weeks before the watermark's).
@@ -260,6 +271,30 @@ class ComplianceHandler:
             status = fold.status(watermark)
             result[key] = store.StoredStatus(status.status, status.counted, status.required)
         store.replace_patrol_days(conn, patrols)
+        return result
+
+    def _evaluate_stored(
+        self,
+        conn: psycopg.Connection,
+        keys: Sequence[ComplianceKey],
+        watermark: datetime,
+        skip: set[ComplianceKey],
+    ) -> dict[ComplianceKey, store.StoredStatus]:
+        """Status of the given keys from their stored patrols (open weeks, not in `skip`)."""
+        wanted = [
+            k for k in keys if k not in skip and not is_week_final(k.week, watermark, self.config)
+        ]
+        counted = store.counted_days_of(conn, wanted, watermark, self.config.max_counted_per_day)
+        result = {}
+        for key in wanted:
+            required = required_patrols(
+                self._periods(key.worker_id, key.grid_code), key.week, self.config
+            )
+            if required == 0:
+                continue  # not assigned that week, as in `_evaluate_touched`
+            per_day = counted.get(key, {})
+            status = status_as_of(per_day, required, key.week, watermark, self.config)
+            result[key] = store.StoredStatus(status, sum(per_day.values()), required)
         return result
 
     def _evaluate_everyone(

@@ -125,11 +125,14 @@ class WeekFold:
         return set(self.days)
 
     def status(self, as_of: datetime) -> FoldStatus:
-        """The week's status at `as_of` (at or after its newest check-in, as the engine asks)."""
+        """The week's status at `as_of`: a patrol counts from the moment it became valid, so
+        a walk folded ahead of the watermark (another partition's backlog holds it back)
+        counts once the watermark passes it, as `evaluate_week` at `as_of` counts it."""
+        cap = self.config.max_counted_per_day
         counted = {
-            day: n
+            day: min(n, cap)
             for day, patrols in self.patrols.items()
-            if (n := sum(p.patrol.counted for p in patrols))
+            if (n := sum(p.valid_at is not None and p.valid_at <= as_of for p in patrols))
         }
         status = status_as_of(counted, self.required, self.key.week, as_of, self.config)
         return FoldStatus(status, sum(counted.values()), self.required)

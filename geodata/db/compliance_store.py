@@ -291,6 +291,38 @@ def counted_days(
     return result
 
 
+def keys_valid_between(
+    conn: psycopg.Connection, after: datetime, upto: datetime
+) -> list[ComplianceKey]:
+    """The (worker, grid, week) keys with a patrol that became valid in (after, upto]."""
+    rows = conn.execute(
+        "SELECT DISTINCT worker_id, grid_code, week FROM patrols"
+        " WHERE valid_at > %s AND valid_at <= %s",
+        (after, upto),
+    ).fetchall()
+    return [ComplianceKey(w, g, IsoWeek.parse(week)) for w, g, week in rows]
+
+
+def counted_days_of(
+    conn: psycopg.Connection, keys: Sequence[ComplianceKey], as_of: datetime, max_per_day: int
+) -> dict[ComplianceKey, dict[date, int]]:
+    """Counted patrols per local day of the given keys' weeks, as of an event time."""
+    if not keys:
+        return {}
+    rows = conn.execute(
+        "SELECT p.worker_id, p.grid_code, p.week, p.local_day, count(*)"
+        " FROM unnest(%s::text[], %s::text[], %s::text[]) AS k(worker_id, grid_code, week)"
+        " JOIN patrols p USING (worker_id, grid_code, week)"
+        " WHERE p.week = ANY(%s) AND p.valid_at IS NOT NULL AND p.valid_at <= %s"
+        " GROUP BY p.worker_id, p.grid_code, p.week, p.local_day",
+        (*_key_arrays(keys), sorted({str(k.week) for k in keys}), as_of),
+    ).fetchall()
+    result: dict[ComplianceKey, dict[date, int]] = defaultdict(dict)
+    for worker, grid, week, day, count in rows:
+        result[ComplianceKey(worker, grid, IsoWeek.parse(week))][day] = min(int(count), max_per_day)
+    return result
+
+
 def load_statuses(
     conn: psycopg.Connection, keys: Iterable[ComplianceKey]
 ) -> dict[ComplianceKey, StoredStatus]:

@@ -373,6 +373,8 @@ class Patrol(Base):
         # ending in or after a track's interval, without reading their history (0024).
         Index("ix_patrols_worker_week", "worker_id", "week", "grid_code", "local_day"),
         Index("ix_patrols_worker_end", "worker_id", "ended_at"),
+        # The weeks whose walks became valid as the watermark moved, evaluated again (0026).
+        Index("ix_patrols_valid_at", "valid_at", postgresql_where=text("valid_at IS NOT NULL")),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)

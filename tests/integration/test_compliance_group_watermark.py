@@ -5,12 +5,13 @@ import threading
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
 from kafka import KafkaProducer
 
+from event_consumers.batch import OwnPartitions
 from event_consumers.compliance import ComplianceHandler
 from event_consumers.records import InboundRecord, OutboundRecord
 from event_consumers.runner import ConsumerRunner, RunnerConfig
@@ -184,3 +185,56 @@ def test_a_member_read_to_its_end_leaves_the_week_open_for_anothers_backlog(
         [(mine_a, WEDNESDAY, True), (mine_b, SUNDAY + timedelta(minutes=15), True)]
     )
     assert _week(url, walker.worker_id) == (1, True), "Sunday's walk counts, then the week ends"
+
+
+def test_a_walk_folded_behind_the_watermark_counts_once_the_watermark_passes_it(
+    reference_database_url: str, topic_factory: Callable[..., Topics]
+) -> None:
+    """A walk is folded while another partition's backlog holds the watermark before it;
+    the backlog's later check-ins (of someone else) then move the watermark past the walk
+    within the same local day. The walker's week counts it then, not at midnight."""
+    url = reference_database_url
+    topics = topic_factory(partitions=2)
+    walker, other = placements(url, per_grid=1, seed=22)[:2]
+    keep_assigned_only(url, [walker.worker_id, other.worker_id])
+    engine = create_db_engine(url)
+    handler = ComplianceHandler(GridSnapshotCache(engine), topics)
+    saturday_9 = SATURDAY.replace(hour=9)
+    offsets = {0: 0, 1: 0}
+
+    def batch(
+        partition: int, spot: Placement, times: list[datetime], read_to_end: set[int]
+    ) -> None:
+        records = []
+        for at in times:
+            records.append(
+                InboundRecord(
+                    topics.assignments,
+                    partition,
+                    offsets[partition],
+                    0,
+                    None,
+                    _assignment(spot, at),
+                )
+            )
+            offsets[partition] += 1
+        handler.note_partitions(OwnPartitions(frozenset({0, 1}), frozenset(read_to_end), 2))
+        with psycopg.connect(url) as conn, conn.transaction():
+            assert handler.handle(records, conn, datetime.now(UTC)) == []
+
+    try:
+        # Partition 1 has a backlog at 09:00; partition 0 holds the 10:00 walk, read to its end.
+        batch(1, other, [saturday_9], read_to_end=set())
+        batch(0, walker, [saturday_9 + timedelta(hours=1, minutes=5 * i) for i in range(4)], {0})
+        with psycopg.connect(url) as conn:
+            clock = conn.execute("SELECT watermark FROM compliance_clock").fetchone()
+        assert clock == (saturday_9,), "the backlog holds the watermark before the walk"
+        assert _week(url, walker.worker_id) == (0, False), "not valid yet as of 09:00"
+        # The backlog is read up to 11:00 of the same day: nothing of the walker's arrives.
+        batch(1, other, [saturday_9 + timedelta(hours=2)], read_to_end={0, 1})
+        with psycopg.connect(url) as conn:
+            clock = conn.execute("SELECT watermark FROM compliance_clock").fetchone()
+        assert clock == (saturday_9 + timedelta(hours=2),)
+        assert _week(url, walker.worker_id) == (1, False), "valid as of 11:00: it counts"
+    finally:
+        engine.dispose()
