@@ -21,7 +21,13 @@ from datetime import date, datetime, timedelta
 from uuid import UUID
 
 from geodata.compliance.config import ComplianceConfig
-from geodata.compliance.patrols import CheckinRecord, Patrol, build_patrols, is_usable, valid_at
+from geodata.compliance.patrols import (
+    CheckinRecord,
+    Patrol,
+    is_usable,
+    patrols_of_ordered,
+    valid_at,
+)
 from geodata.compliance.weekly import (
     ComplianceKey,
     checkin_window,
@@ -182,12 +188,17 @@ class WeekFold:
             return
         self.patrols[day] = tuple(
             DayPatrol(p, valid_at(p, records, self.config))
-            for p in build_patrols(records, self.config)
+            for p in patrols_of_ordered(records, self.config)
         )
 
 
+#: How many puts between two counts of every held fold's size.
+RECOUNT_PUTS = 256
+
+
 class WeekFolds:
-    """The folds held in memory, least recently used dropped beyond `max_checkins` in all.
+    """The folds held in memory; beyond `max_checkins` in all, the least recently used are
+    dropped down to nine tenths of it.
 
     Only a copy of what PostgreSQL holds: right while this consumer owns the keys'
     partitions and every batch that touched them committed, so the engine clears it when
@@ -197,9 +208,19 @@ class WeekFolds:
     def __init__(self, max_checkins: int = 1_000_000) -> None:
         self.max_checkins = max_checkins
         self._folds: OrderedDict[ComplianceKey, WeekFold] = OrderedDict()
+        # The folds' sizes as last counted, and their sum. A fold grows after it is put, so
+        # the sum is redone (a walk over every fold) every RECOUNT_PUTS puts, not at each:
+        # with the city's keys held that walk was a fortieth of the engine's time.
+        self._counted: dict[ComplianceKey, int] = {}
+        self._held = 0
+        self._puts = 0
 
     def __len__(self) -> int:
         return sum(len(f) for f in self._folds.values())
+
+    def _recount(self) -> None:
+        self._counted = {key: len(fold) for key, fold in self._folds.items()}
+        self._held = sum(self._counted.values())
 
     def get(self, key: ComplianceKey) -> WeekFold | None:
         """The key's fold if held."""
@@ -212,10 +233,18 @@ class WeekFolds:
         """Hold a fold, dropping the least recently used beyond `max_checkins`."""
         self._folds[fold.key] = fold
         self._folds.move_to_end(fold.key)
-        held = len(self)
-        while held > self.max_checkins and len(self._folds) > 1:
-            _, dropped = self._folds.popitem(last=False)
-            held -= len(dropped)
+        size = len(fold)
+        self._held += size - self._counted.get(fold.key, 0)
+        self._counted[fold.key] = size
+        self._puts += 1
+        if self._puts % RECOUNT_PUTS == 0 or self._held > self.max_checkins:
+            self._recount()
+        if self._held <= self.max_checkins:
+            return
+        # Down to nine tenths of the limit, so that the next puts do not each recount.
+        while self._held > self.max_checkins * 0.9 and len(self._folds) > 1:
+            key, dropped = self._folds.popitem(last=False)
+            self._held -= self._counted.pop(key, len(dropped))
 
     def held_keys(self) -> list[ComplianceKey]:
         """The keys held, least recently used first."""
@@ -224,7 +253,10 @@ class WeekFolds:
     def discard(self, key: ComplianceKey) -> None:
         """Forget one key (its week is final and will not be evaluated again)."""
         self._folds.pop(key, None)
+        self._held -= self._counted.pop(key, 0)
 
     def clear(self) -> None:
         """Forget everything."""
         self._folds.clear()
+        self._counted.clear()
+        self._held = 0

@@ -1,7 +1,7 @@
 """From check-ins to patrols: which check-ins count, how they chain, which patrols count."""
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from itertools import pairwise
@@ -176,7 +176,12 @@ def build_patrols(checkins: Iterable[CheckinRecord], config: ComplianceConfig) -
     `max_counted_per_day` valid patrols count per day: the earliest ones, so the choice
     never depends on the order the check-ins arrived in.
     """
-    ordered = unique_checkins(checkins)
+    return patrols_of_ordered(unique_checkins(checkins), config)
+
+
+def patrols_of_ordered(ordered: Sequence[CheckinRecord], config: ComplianceConfig) -> list[Patrol]:
+    """`build_patrols` of check-ins already once each and in `unique_checkins`' order (the
+    incremental fold keeps them so, and skips sorting a day's again for each new fix)."""
     if not ordered:
         return []
     owners = {(c.worker_id, c.grid_code) for c in ordered}
