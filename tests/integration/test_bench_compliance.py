@@ -41,6 +41,15 @@ def test_compliance_benchmark_folds_every_checkin_once_and_records_statuses(
     assert agreeing.peer == 30
     # Correctness, not a figure: every sampled week as evaluate_week has it at the watermark.
     assert (agreeing.ours, agreeing.met) == (30, True)
+    # The compliance stage is fed the storage stage's assignments directly, and the same
+    # search runs end to end: both tried at least their first step.
+    stage = by_name["compliance stage: highest rate with p99 ≤ 1 s, × check-in stage"]
+    end_to_end = by_name[
+        "end to end: highest rate with arrival → status p99 ≤ 1 s, × check-in stage"
+    ]
+    assert "0.25× (" in stage.detail and "0.25× (" in end_to_end.detail
+    assert "never drained" not in stage.detail  # the stage read every assignment sent
+    assert stage.met is not None and end_to_end.met is None
     for row in rows:
         assert math.isfinite(row.ours)
     assert "Done" in stages

@@ -245,26 +245,40 @@ def run_compliance_benchmark(
                     latency_rate,
                     latency_seconds,
                 )
-                notify("Highest rate with p99 within the target", 0, 1)
-                sustained = highest_sustained_rate(
+                base_rate = fold.records / fold.checkins_s
+                notify("The compliance stage's highest rate with p99 within the target", 0, 1)
+                stage = highest_sustained_rate(
+                    url,
+                    bootstrap,
+                    topics.assignments,
+                    plan,
+                    base_rate,
+                    latency_seconds,
+                    TARGET_P99_MS,
+                    RATE_SHARES,
+                    assignments=True,
+                )
+                notify("The same, end to end", 0, 1)
+                end_to_end = highest_sustained_rate(
                     url,
                     bootstrap,
                     topics.checkins,
                     plan,
-                    fold.records / fold.checkins_s,
+                    base_rate,
                     latency_seconds,
                     TARGET_P99_MS,
                     RATE_SHARES,
+                    first_week=2 + len(RATE_SHARES),
                 )
             notify("Cost per check-in, Monday and Sunday", 0, 1)
-            days = measure_day_costs(url, plan, 3 + len(RATE_SHARES), SEED + 7)
+            days = measure_day_costs(url, plan, 2 + 2 * len(RATE_SHARES), SEED + 7)
             notify("Timing the city-wide read", 0, 1)
             read = time_city_wide_read(url, bootstrap, query_runs)
     finally:
         services.delete_topics(bootstrap, topics)
     notify("Done", 1, 1)
     return _rows(plan, produce_s, fold, checked, latency, read, processes) + _stage_rows(
-        sustained, days
+        stage, end_to_end, days
     )
 
 
@@ -380,21 +394,37 @@ def _rows(
     ]
 
 
-def _stage_rows(sustained: SustainedRate, days: DayCosts) -> list[BenchmarkRow]:
+def _steps(sustained: SustainedRate) -> str:
     steps = "; ".join(
         f"{share:.2f}× ({share * sustained.base_rate:,.0f}/s): "
         + (f"p99 {lat.p99_ms:,.0f} ms" if lat else "never drained")
         for share, lat in sustained.steps
     )
+    return (
+        f"check-in stage {sustained.base_rate:,.0f}/s in this run; held"
+        f" {sustained.rate:,.0f}/s; steps tried, each on a fresh week: {steps}"
+    )
+
+
+def _stage_rows(
+    stage: SustainedRate, end_to_end: SustainedRate, days: DayCosts
+) -> list[BenchmarkRow]:
     return [
         _row(
-            "highest rate with arrival → status p99 ≤ 1 s, × check-in stage",
-            sustained.ratio,
+            "compliance stage: highest rate with p99 ≤ 1 s, × check-in stage",
+            stage.ratio,
             "×",
-            f"check-in stage {sustained.base_rate:,.0f}/s in this run; held"
-            f" {sustained.rate:,.0f}/s; steps tried, each on a fresh week: {steps}",
+            "assignments produced as the storage stage makes them, to their status"
+            f" readable; {_steps(stage)}",
             target=f"≥ {TARGET_RATE_SHARE}",
-            met=sustained.ratio >= TARGET_RATE_SHARE,
+            met=stage.ratio >= TARGET_RATE_SHARE,
+        ),
+        _row(
+            "end to end: highest rate with arrival → status p99 ≤ 1 s, × check-in stage",
+            end_to_end.ratio,
+            "×",
+            "check-ins through both stages, the load generator, broker and PostgreSQL on the"
+            f" same cores; {_steps(end_to_end)}",
         ),
         _row(
             "compliance stage cost per check-in, Sunday / Monday",

@@ -103,11 +103,21 @@ def _recorded_at(plan: WeekPlan, i: int) -> datetime:
 
 
 def measure_latency(
-    url: str, bootstrap: str, topic: str, plan: WeekPlan, rate: float, seconds: float
+    url: str,
+    bootstrap: str,
+    topic: str,
+    plan: WeekPlan,
+    rate: float,
+    seconds: float,
+    *,
+    assignments: bool = False,
 ) -> Latency:
-    """Produce `plan`'s first fixes at `rate` per second while the consumers run."""
+    """Produce `plan`'s first fixes at `rate` per second while the consumers run: as
+    phones send them to `topic` (the check-ins topic), or with `assignments` as the
+    storage stage passes them on (`topic` is then the assignments topic)."""
     count = min(len(plan), WARMUP_EVENTS + int(rate * seconds))
-    messages = list(plan.messages(0, count))
+    made = plan.assignments(0, count) if assignments else plan.messages(0, count)
+    messages = list(made)
     sampler = _Sampler(url)
     sampler.start()
     producer = kafka_clients.producer(
@@ -188,15 +198,18 @@ def highest_sustained_rate(
     target_p99_ms: float,
     shares: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0),
     first_week: int = 2,
+    *,
+    assignments: bool = False,
 ) -> SustainedRate:
     """Try `shares` of `base_rate` in order, each on a fresh week of `plan`'s walks, until
-    one misses p99 <= `target_p99_ms`; the last share that held it."""
+    one misses p99 <= `target_p99_ms`; the last share that held it. With `assignments`,
+    the compliance stage alone is fed (see `measure_latency`)."""
     best = SustainedRate(base_rate, 0.0, 0.0, [])
     for k, share in enumerate(shares):
         week = weeks_later(plan, first_week + k, seed=1000 + k)
         try:
             latency: Latency | None = measure_latency(
-                url, bootstrap, topic, week, share * base_rate, seconds
+                url, bootstrap, topic, week, share * base_rate, seconds, assignments=assignments
             )
         except RuntimeError:  # fell so far behind that it did not drain in time
             latency = None

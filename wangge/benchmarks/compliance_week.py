@@ -5,11 +5,12 @@ lines inside their grid, a fix every 30 s); `check_fold` recomputes a sample of 
 engine's statuses with `evaluate_week` from the same fixes.
 """
 
+import json
 import math
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import numpy.typing as npt
@@ -19,6 +20,7 @@ import shapely
 from geodata.compliance import CheckinRecord, ComplianceConfig, IsoWeek, evaluate_week
 from geodata.dataset.layers import LOCAL_TZ
 from geodata.db.compliance_store import CLOCK_NAME
+from geodata.records import assignment_record
 from geodata.staffing import AssignmentPeriod
 from wangge.benchmarks.harness import scalar
 
@@ -83,6 +85,25 @@ class WeekPlan:
                 f'"lat":{lat},"recorded_at":"{at}{suffix}","accuracy_m":{accuracy}}}'
             )
             yield worker_id.encode(), value.encode()
+
+    def assignments(self, start: int = 0, stop: int | None = None) -> Iterator[tuple[bytes, bytes]]:
+        """Fixes `start:stop` as the storage stage passes them on: keyed by grid, each in
+        its worker's own grid (the plan walks nowhere else), no quality flag."""
+        assigned_at = datetime.now(UTC)
+        for i, (_, value) in enumerate(self.messages(start, stop), start=start):
+            worker_id, grid_code = self.pairs[int(self.worker[i])]
+            record = assignment_record(
+                "",
+                json.loads(value),
+                kind="checkin",
+                grid_code=grid_code,
+                staff_id=worker_id,
+                in_assigned_grid=True,
+                rule="contains",
+                flags=(),
+                assigned_at=assigned_at,
+            )
+            yield record.key or b"", record.value or b""
 
     def records_of(self, index: int) -> list[CheckinRecord]:
         """Worker `index`'s fixes as the patrol rule reads them, in their own grid."""
