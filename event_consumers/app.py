@@ -23,6 +23,7 @@ from sqlalchemy import Engine
 
 from event_consumers.batch import Handler
 from event_consumers.checkins import CheckinHandler
+from event_consumers.collector import tune_for_a_long_lived_heap
 from event_consumers.compliance import ComplianceHandler
 from event_consumers.coverage import CoverageRecorder
 from event_consumers.deadlines import DeadlineEngine, DeadlineEngineThread, EventTimeClock
@@ -283,6 +284,7 @@ def _run_stage_process(
 ) -> None:
     """Entry point of a stage's child process (spawned: nothing is inherited but args)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    tune_for_a_long_lived_heap()
     engine = create_db_engine(engine_url)
     try:
         _run_stage(config, engine, topics, names, idle_exit_after_s)

@@ -99,6 +99,7 @@ def serve(
 
 def _consume(names: list[str], group: str | None, idle_exit_after_s: float | None) -> None:
     from event_consumers.app import run_consumers
+    from event_consumers.collector import tune_for_a_long_lived_heap
     from geodata.db import migrate
     from geodata.db.engine import create_db_engine
     from geodata.errors import SchemaMissing
@@ -115,6 +116,7 @@ def _consume(names: list[str], group: str | None, idle_exit_after_s: float | Non
     except Exception as exc:
         raise fail(f"the broker at {kafka.bootstrap} does not answer: {exc}") from exc
     config = runner_config(group)
+    tune_for_a_long_lived_heap()
     run_consumers(config, engine, kafka.topics, names, idle_exit_after_s=idle_exit_after_s)
     # Everything is committed: the exit's last collection would walk the grid snapshot and
     # the coverage lattices for seconds (8 s on a loaded 2-core host) and free nothing
