@@ -47,9 +47,11 @@ def test_compliance_benchmark_folds_every_checkin_once_and_records_statuses(
     end_to_end = by_name[
         "end to end: highest rate with arrival → status p99 ≤ 1 s, × check-in stage"
     ]
-    assert "0.25× (" in stage.detail and "0.25× (" in end_to_end.detail
+    assert "0.25× (" in stage.detail
+    assert "0.25× (" in end_to_end.detail
     assert "never drained" not in stage.detail  # the stage read every assignment sent
-    assert stage.met is not None and end_to_end.met is None
+    assert stage.met is not None
+    assert end_to_end.met is None
     for row in rows:
         assert math.isfinite(row.ours)
     assert "Done" in stages
