@@ -17,6 +17,7 @@ from geodata.compliance import (
     ComplianceConfig,
     ComplianceKey,
     IsoWeek,
+    WeekResult,
     checkin_window,
     evaluate_week,
     is_usable,
@@ -52,15 +53,19 @@ def _assert_agrees(
 ) -> None:
     key, config = fold.key, history.config
     watermark = max(c.recorded_at for c in fed)
-    expected = evaluate_week(
-        fed,
-        periods,
-        worker_id=key.worker_id,
-        grid_code=key.grid_code,
-        week=key.week,
-        as_of=watermark,
-        config=config,
-    )
+
+    def rule_as_of(as_of: datetime) -> WeekResult:
+        return evaluate_week(
+            fed,
+            periods,
+            worker_id=key.worker_id,
+            grid_code=key.grid_code,
+            week=key.week,
+            as_of=as_of,
+            config=config,
+        )
+
+    expected = rule_as_of(watermark)
     got = fold.all_patrols()
     assert tuple(p.patrol for p in got) == expected.patrols
     window_from, window_to = checkin_window(key.week, config)
@@ -93,15 +98,7 @@ def _assert_agrees(
     # a walk counts only from the moment it became valid.
     times = sorted(c.recorded_at for c in fed)
     behind = times[len(times) // 2]
-    then = evaluate_week(
-        fed,
-        periods,
-        worker_id=key.worker_id,
-        grid_code=key.grid_code,
-        week=key.week,
-        as_of=behind,
-        config=config,
-    )
+    then = rule_as_of(behind)
     status_then = fold.status(behind)
     assert (status_then.status, status_then.counted) == (then.status, then.counted)
 
