@@ -29,6 +29,7 @@ from geodata.contract import Topics
 from wangge import services
 from wangge.benchmarks.compliance_days import BATCH, DayCosts, measure_day_costs
 from wangge.benchmarks.compliance_latency import (
+    TIME_EVERY,
     Latency,
     SustainedRate,
     highest_sustained_rate,
@@ -311,7 +312,8 @@ def _rows(
 ) -> list[BenchmarkRow]:
     n, (direct_ms, http_ms, items) = len(plan), read
     consumers = f"{processes} `wangge consume` process{'es' if processes > 1 else ''}"
-    steady = f"{latency.events:,} check-ins at {latency.rate:,.0f}/s, seen every"
+    steady = f"{latency.events:,} check-ins at {latency.rate:,.0f}/s, one in {TIME_EVERY} timed,"
+    steady += " seen every"
     steady += f" {latency.resolution_ms:.0f} ms (the resolution); max {latency.max_ms:,.0f} ms;"
     steady += f" p50 {latency.first_p50_ms:,.0f} ms in the first fifth, {latency.last_p50_ms:,.0f}"
     steady += " ms in the last"
