@@ -285,17 +285,19 @@ class ComplianceHandler:
             k for k in keys if k not in skip and not is_week_final(k.week, watermark, self.config)
         ]
         counted = store.counted_days_of(conn, wanted, watermark, self.config.max_counted_per_day)
-        result = {}
-        for key in wanted:
-            required = required_patrols(
-                self._periods(key.worker_id, key.grid_code), key.week, self.config
-            )
-            if required == 0:
-                continue  # not assigned that week, as in `_evaluate_touched`
-            per_day = counted.get(key, {})
-            status = status_as_of(per_day, required, key.week, watermark, self.config)
-            result[key] = store.StoredStatus(status, sum(per_day.values()), required)
-        return result
+        statuses = {k: self._stored_status(k, counted.get(k, {}), watermark) for k in wanted}
+        # Not assigned that week: no status, as in `_evaluate_touched`.
+        return {k: status for k, status in statuses.items() if status.required}
+
+    def _stored_status(
+        self, key: ComplianceKey, per_day: dict[date, int], watermark: datetime
+    ) -> store.StoredStatus:
+        """A key's status at the watermark from its counted patrols per day."""
+        required = required_patrols(
+            self._periods(key.worker_id, key.grid_code), key.week, self.config
+        )
+        status = status_as_of(per_day, required, key.week, watermark, self.config)
+        return store.StoredStatus(status, sum(per_day.values()), required)
 
     def _evaluate_everyone(
         self,
@@ -320,9 +322,6 @@ class ComplianceHandler:
                 key = ComplianceKey(worker, grid, week)
                 if key in skip:
                     continue
-                per_day = counted.get((worker, grid), {})
-                required = required_patrols(self._periods(worker, grid), week, self.config)
-                status = status_as_of(per_day, required, week, watermark, self.config)
-                result[key] = store.StoredStatus(status, sum(per_day.values()), required)
+                result[key] = self._stored_status(key, counted.get((worker, grid), {}), watermark)
             week = week.next()
         return result
