@@ -4,9 +4,10 @@
 days of work and a fix on Monday one. A `WeekFold` keeps the week's usable check-ins in
 order and its patrols per local day; a new check-in extends (or joins) the walk around
 it, and only the local days whose patrols that walk can change are cut again, with the
-rule's own `is_usable` and `build_patrols`. Its patrols and status are always those of
-`evaluate_week` on the same check-ins as of the newest of them (the property tests hold
-it to that and to the reference reading).
+rule's own `is_usable` and `build_patrols`. The usual fix, the newest of the walk going
+on, only grows that walk's patrol without reading its day again. Its patrols and status
+are always those of `evaluate_week` on the same check-ins as of the newest of them (the
+property tests hold it to that and to the reference reading).
 
 A fold is a copy in memory: the engine builds it from the stored check-ins of the week's
 reading window (after a restart, an eviction or a rolled-back batch), and builds it
@@ -16,7 +17,7 @@ again (`with_periods`) whenever the assignment periods it judged usability with 
 from bisect import bisect_left, insort
 from collections import OrderedDict
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 from uuid import UUID
 
@@ -94,6 +95,7 @@ class WeekFold:
         """
         window_from, window_to = self.window
         worker_id, grid_code = self.key.worker_id, self.key.grid_code
+        days: set[date] = set()
         touched: list[datetime] = []
         for checkin in checkins:
             identity = (checkin.recorded_at, checkin.event_id)
@@ -108,14 +110,20 @@ class WeekFold:
             if is_usable(checkin, self.periods, self.config):
                 self._usable[identity] = checkin
                 insort(self._order, identity)
-                touched.append(checkin.recorded_at)
-        days: set[date] = set()
+                # The usual fix: the newest, on the walk going on. Until another day is due
+                # to be cut, its patrol is current and only it grows.
+                grown = None if touched else self._extend_newest_walk(identity)
+                if grown is None:
+                    touched.append(checkin.recorded_at)
+                else:
+                    days.add(grown)
+        cut: set[date] = set()
         for t in touched:
             first, last = self._walk_around(t)
-            days.update(self._local_days(first, last))
-        for day in sorted(days):
+            cut.update(self._local_days(first, last))
+        for day in sorted(cut):
             self._cut_day(day)
-        return days
+        return days | cut
 
     def with_periods(self, periods: Iterable[AssignmentPeriod]) -> "WeekFold":
         """The same check-ins folded afresh under other assignment periods, every day cut."""
@@ -170,6 +178,41 @@ class WeekFold:
                 days.append(day)
             day += ONE_DAY
         return days
+
+    def _extend_newest_walk(self, identity: tuple[datetime, UUID]) -> date | None:
+        """Grow the newest walk's patrol by the check-in `identity` just folded; the day it
+        belongs to, or None when `identity` is not that case and its days must be cut again.
+
+        What `_cut_day` would give, without re-reading the day: the walks before it are
+        the same, and validity is decided by the check-ins up to the one that first meets
+        both thresholds, so a valid walk stays valid, a flagged one stays flagged and only
+        one still too short (or with too few check-ins) is judged again.
+        """
+        order, config = self._order, self.config
+        if len(order) < 2 or order[-1] != identity or not self.patrols:
+            return None
+        previous, t = order[-2][0], identity[0]
+        if t - previous > config.patrol_gap:
+            return None  # a new walk
+        day = max(self.patrols)
+        held = self.patrols[day]
+        patrol = held[-1].patrol
+        if patrol.end != previous:
+            return None  # the walk began before the week, or is not the newest patrol
+        if patrol.invalid_reason in (None, "mocked_location", "implausible_speed"):
+            longer = replace(
+                patrol, end=t.astimezone(config.tz), checkin_count=patrol.checkin_count + 1
+            )
+            grown = DayPatrol(longer, held[-1].valid_at)
+        else:
+            run = [self._usable[i] for i in order[-patrol.checkin_count - 1 :]]
+            (longer,) = patrols_of_ordered(run, config)
+            counted_before = sum(p.patrol.counted for p in held[:-1])
+            if longer.counted and counted_before >= config.max_counted_per_day:
+                longer = replace(longer, count_reason="already_counted_today")
+            grown = DayPatrol(longer, valid_at(longer, run, config))
+        self.patrols[day] = (*held[:-1], grown)
+        return day
 
     def _cut_day(self, day: date) -> None:
         """Cut the walks that start on `day` again with the rule's `build_patrols`."""

@@ -8,6 +8,7 @@ be `evaluate_week`'s on everything fed so far, and the reference reading's.
 import random
 import uuid
 from datetime import date, datetime, timedelta
+from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -120,6 +121,37 @@ def test_fold_agrees_with_the_rule_and_the_oracle_after_every_batch(
             _assert_agrees(fold, fed, history.assignments, history)
 
 
+def _in_order(checkins: list[CheckinRecord], rng: random.Random) -> list[list[CheckinRecord]]:
+    """As a phone sends them: by time, some sent again, in batches of 1 to 3."""
+    deliveries = sorted(checkins, key=lambda c: (c.recorded_at, c.event_id))
+    for checkin in rng.sample(deliveries, k=len(deliveries) // 4):
+        deliveries.insert(rng.randint(deliveries.index(checkin), len(deliveries)), checkin)
+    batches = []
+    while deliveries:
+        size = rng.randint(1, 3)
+        batches.append(deliveries[:size])
+        deliveries = deliveries[size:]
+    return batches
+
+
+@settings(max_examples=50, deadline=None)
+@given(histories(), st.randoms(use_true_random=False))
+def test_a_fold_fed_in_time_order_agrees_after_every_batch(
+    history: History, rng: random.Random
+) -> None:
+    # Mostly the newest fix of the walk going on, which grows that walk's patrol alone.
+    folds = [
+        WeekFold(ComplianceKey(*pair, history.week), history.assignments, history.config)
+        for pair in PAIRS
+    ]
+    fed: list[CheckinRecord] = []
+    for batch in _in_order(history.checkins, rng):
+        fed.extend(batch)
+        for fold in folds:
+            fold.add(batch)
+            _assert_agrees(fold, fed, history.assignments, history)
+
+
 @settings(max_examples=25, deadline=None)
 @given(histories(), st.randoms(use_true_random=False))
 def test_a_fold_under_new_periods_agrees_with_the_rule_under_them(
@@ -162,6 +194,26 @@ def test_a_sunday_fix_cuts_only_sunday_after_a_full_week() -> None:
     before = dict(fold.patrols)
     assert fold.add(_walk(6, 9)) == {_sunday()}
     assert {d: p for d, p in fold.patrols.items() if d != _sunday()} == before
+
+
+def test_each_newer_fix_of_the_walk_going_on_reads_no_day_again(monkeypatch: Any) -> None:
+    cuts: list[date] = []
+    cut_day = WeekFold._cut_day
+
+    def counting(fold: WeekFold, day: date) -> None:
+        cuts.append(day)
+        cut_day(fold, day)
+
+    monkeypatch.setattr(WeekFold, "_cut_day", counting)
+    fold = WeekFold(ComplianceKey(WORKER, GRID, WEEK), ALWAYS, CONFIG)
+    walk = _walk(3, 9, fixes=30)
+    for fix in walk:
+        assert fold.add([fix]) == {WEEK.days()[3]}
+    assert cuts == [WEEK.days()[3]]  # the walk's first fix began it; the rest grew it
+    (patrol,) = fold.all_patrols()
+    assert (patrol.patrol.checkin_count, patrol.patrol.end) == (30, walk[-1].recorded_at)
+    assert patrol.valid_at == walk[5].recorded_at  # the sixth fix, 10 min in, made it valid
+    assert fold.status(walk[-1].recorded_at).counted == 1
 
 
 def test_a_fix_joining_two_walks_across_midnight_cuts_both_days() -> None:
