@@ -101,10 +101,29 @@ def phone_context(at: Walker) -> Iterator[Any]:
         yield new_phone(browser, at)
 
 
+# Test instrumentation, not the app's: the last position the app's watch was handed,
+# noted once its callback has run.
+FIX_SEEN = """
+(() => {
+  const geolocation = navigator.geolocation;
+  const watch = geolocation.watchPosition.bind(geolocation);
+  geolocation.watchPosition = (onFix, ...rest) => watch((position) => {
+    onFix(position);
+    window.__fixSeen = [position.coords.longitude, position.coords.latitude];
+  }, ...rest);
+})();
+"""
+FIX_SEEN_AT = """([lon, lat]) => {
+  const seen = window.__fixSeen;
+  return !!seen && Math.abs(seen[0] - lon) < 1e-9 && Math.abs(seen[1] - lat) < 1e-9;
+}"""
+
+
 def new_page(context: Any, walker: Walker, errors: list[str]) -> Any:
     """A page of `context` whose errors land in `errors`, its clock 14 minutes behind (a
     12-minute walk ends before the server's now), standing on `walker`'s circle."""
     page = context.new_page()
+    page.add_init_script(FIX_SEEN)
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
     page.clock.install(time=datetime.now() - timedelta(minutes=14))
@@ -152,6 +171,9 @@ def walk(context: Any, page: Any, walker: Walker, steps: int, kept_before: int) 
     for step in range(1, steps + 1):
         lon, lat = walker.around(24, step)
         context.set_geolocation({"longitude": lon, "latitude": lat, "accuracy": 8})
+        # The position reaches the page on its own time: a clock moved on before it came
+        # keeps the fix at the old spot, and the next step, 28 m on, keeps two.
+        page.wait_for_function(FIX_SEEN_AT, arg=[lon, lat], timeout=30_000)
         page.clock.fast_forward(30_000)
         # A bound on a hang, not a timing: a loaded machine took over 30 s for one fix.
         page.wait_for_selector(f'body[data-kept="{kept_before + step}"]', timeout=60_000)
