@@ -175,7 +175,7 @@ def walk(context: Any, page: Any, walker: Walker, steps: int, kept_before: int) 
         # keeps the fix at the old spot, and the next step, 28 m on, keeps two.
         page.wait_for_function(FIX_SEEN_AT, arg=[lon, lat], timeout=30_000)
         page.clock.fast_forward(30_000)
-        # A bound on a hang, not a timing: a loaded machine took over 30 s for one fix.
+        # A bound on a hang, not a timing.
         page.wait_for_selector(f'body[data-kept="{kept_before + step}"]', timeout=60_000)
 
 
