@@ -117,7 +117,12 @@ def status_as_of(
 def is_week_final(week: IsoWeek, watermark: datetime, config: ComplianceConfig) -> bool:
     """Whether the event-time watermark has reached the week's end plus `allowed_lateness`."""
     require_aware(watermark, "watermark")
-    return watermark >= week.end(config.tz) + config.allowed_lateness
+    return watermark >= _final_from(week, config)
+
+
+@functools.lru_cache(maxsize=256)
+def _final_from(week: IsoWeek, config: ComplianceConfig) -> datetime:
+    return week.end(config.tz) + config.allowed_lateness
 
 
 # Cached: the engine asks for up to three windows per check-in, which uncached was a tenth
@@ -137,12 +142,19 @@ def checkin_window(week: IsoWeek, config: ComplianceConfig) -> tuple[datetime, d
 def weeks_reading(t: datetime, config: ComplianceConfig) -> list[IsoWeek]:
     """The weeks whose evaluation window contains an instant (usually one, at most three)."""
     week = IsoWeek.week_of(t, config.tz)
+    previous, following = _neighbours(week, config)
     weeks = []
-    for candidate in (week.previous(), week, week.next()):
+    for candidate in (previous, week, following):
         start, end = checkin_window(candidate, config)
         if start <= t < end:
             weeks.append(candidate)
     return weeks
+
+
+# Cached, like the windows: the engine asks for every check-in it folds.
+@functools.lru_cache(maxsize=256)
+def _neighbours(week: IsoWeek, config: ComplianceConfig) -> tuple[IsoWeek, IsoWeek]:
+    return week.previous(), week.next()
 
 
 class ComplianceKey(NamedTuple):
