@@ -34,16 +34,23 @@ CONFIG = ComplianceConfig()
 MINUTE = timedelta(minutes=1)
 
 
+def _cut(
+    deliveries: list[CheckinRecord], largest: int, rng: random.Random
+) -> list[list[CheckinRecord]]:
+    """`deliveries` in their order, cut into batches of 1 to `largest`."""
+    batches = []
+    while deliveries:
+        size = rng.randint(1, largest)
+        batches.append(deliveries[:size])
+        deliveries = deliveries[size:]
+    return batches
+
+
 def _batches(checkins: list[CheckinRecord], rng: random.Random) -> list[list[CheckinRecord]]:
     """The check-ins shuffled, a third of them repeated, cut into batches of 1 to 6."""
     deliveries = checkins + rng.sample(checkins, k=len(checkins) // 3)
     rng.shuffle(deliveries)
-    batches = []
-    while deliveries:
-        size = rng.randint(1, 6)
-        batches.append(deliveries[:size])
-        deliveries = deliveries[size:]
-    return batches
+    return _cut(deliveries, 6, rng)
 
 
 def _assert_agrees(
@@ -126,12 +133,7 @@ def _in_order(checkins: list[CheckinRecord], rng: random.Random) -> list[list[Ch
     deliveries = sorted(checkins, key=lambda c: (c.recorded_at, c.event_id))
     for checkin in rng.sample(deliveries, k=len(deliveries) // 4):
         deliveries.insert(rng.randint(deliveries.index(checkin), len(deliveries)), checkin)
-    batches = []
-    while deliveries:
-        size = rng.randint(1, 3)
-        batches.append(deliveries[:size])
-        deliveries = deliveries[size:]
-    return batches
+    return _cut(deliveries, 3, rng)
 
 
 @settings(max_examples=50, deadline=None)
