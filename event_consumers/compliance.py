@@ -233,9 +233,9 @@ class ComplianceHandler:
                 continue
             if fold.periods != frozenset(periods):
                 # The roster changed: usability and what is owed are judged afresh.
-                fold = fold.with_periods(periods)
+                fold = WeekFold.built(key, periods, self.config, [*fold.checkins.values(), *new])
                 self.folds.put(fold)
-                result[key] = (fold, fold.add(new) | fold.cut_all())
+                result[key] = (fold, set(fold.days))
             else:
                 result[key] = (fold, fold.add(new))
         # Read after this batch's insert, so these hold its new check-ins already; the
@@ -243,10 +243,12 @@ class ComplianceHandler:
         spans = [(k.worker_id, k.grid_code, *checkin_window(k.week, self.config)) for k in missing]
         stored = store.load_checkins(conn, spans)
         for key in missing:
-            fold = WeekFold(key, self._periods(key.worker_id, key.grid_code), self.config)
-            fold.add(stored.get((key.worker_id, key.grid_code), []))
+            periods = self._periods(key.worker_id, key.grid_code)
+            fold = WeekFold.built(
+                key, periods, self.config, stored.get((key.worker_id, key.grid_code), [])
+            )
             self.folds.put(fold)
-            result[key] = (fold, fold.cut_all())
+            result[key] = (fold, set(fold.days))
         return result
 
     def _evaluate_touched(

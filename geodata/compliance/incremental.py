@@ -9,9 +9,9 @@ on, only grows that walk's patrol without reading its day again. Its patrols and
 are always those of `evaluate_week` on the same check-ins as of the newest of them (the
 property tests hold it to that and to the reference reading).
 
-A fold is a copy in memory: the engine builds it from the stored check-ins of the week's
-reading window (after a restart, an eviction or a rolled-back batch), and builds it
-again (`with_periods`) whenever the assignment periods it judged usability with change.
+A fold is a copy in memory: the engine builds it (`built`) from the stored check-ins of
+the week's reading window (after a restart, an eviction or a rolled-back batch), and
+builds it again whenever the assignment periods it judged usability with change.
 """
 
 from bisect import bisect_left, insort
@@ -86,6 +86,24 @@ class WeekFold:
     def __len__(self) -> int:
         return len(self.checkins)
 
+    @classmethod
+    def built(
+        cls,
+        key: ComplianceKey,
+        periods: Iterable[AssignmentPeriod],
+        config: ComplianceConfig,
+        checkins: Iterable[CheckinRecord],
+    ) -> "WeekFold":
+        """A fold of `checkins` with every day of the week cut once (a rebuild: after a
+        restart, an eviction, or when the periods change). Folding them in one by one
+        would find each one's walk and cut its days, and every day would be cut anyway."""
+        fold = cls(key, periods, config)
+        for checkin in checkins:
+            fold._hold(checkin)
+        for day in fold.days:
+            fold._cut_day(day)
+        return fold
+
     def add(self, checkins: Iterable[CheckinRecord]) -> set[date]:
         """Fold new check-ins in; the local days of the week whose patrols were cut again.
 
@@ -93,30 +111,19 @@ class WeekFold:
         walks around the new usable check-ins can change, so only the days those walks
         start on (or started on before they joined) are cut again.
         """
-        window_from, window_to = self.window
-        worker_id, grid_code = self.key.worker_id, self.key.grid_code
         days: set[date] = set()
         touched: list[datetime] = []
         for checkin in checkins:
-            identity = (checkin.recorded_at, checkin.event_id)
-            if (
-                checkin.worker_id != worker_id
-                or checkin.grid_code != grid_code
-                or not window_from <= checkin.recorded_at < window_to
-                or identity in self.checkins
-            ):
+            identity = self._hold(checkin)
+            if identity is None:
                 continue
-            self.checkins[identity] = checkin
-            if is_usable(checkin, self.periods, self.config):
-                self._usable[identity] = checkin
-                insort(self._order, identity)
-                # The usual fix: the newest, on the walk going on. Until another day is due
-                # to be cut, its patrol is current and only it grows.
-                grown = None if touched else self._extend_newest_walk(identity)
-                if grown is None:
-                    touched.append(checkin.recorded_at)
-                else:
-                    days.add(grown)
+            # The usual fix: the newest, on the walk going on. Until another day is due to
+            # be cut, its patrol is current and only it grows.
+            grown = None if touched else self._extend_newest_walk(identity)
+            if grown is None:
+                touched.append(checkin.recorded_at)
+            else:
+                days.add(grown)
         cut: set[date] = set()
         for t in touched:
             first, last = self._walk_around(t)
@@ -127,16 +134,26 @@ class WeekFold:
 
     def with_periods(self, periods: Iterable[AssignmentPeriod]) -> "WeekFold":
         """The same check-ins folded afresh under other assignment periods, every day cut."""
-        fold = WeekFold(self.key, periods, self.config)
-        fold.add(self.checkins.values())
-        fold.cut_all()
-        return fold
+        return WeekFold.built(self.key, periods, self.config, self.checkins.values())
 
-    def cut_all(self) -> set[date]:
-        """Cut every day of the week again (after a rebuild); the week's seven days."""
-        for day in self.days:
-            self._cut_day(day)
-        return set(self.days)
+    def _hold(self, checkin: CheckinRecord) -> tuple[datetime, UUID] | None:
+        """Keep a check-in of this key's window not held yet; its identity if it is usable
+        (and so in the walks), else None."""
+        identity = (checkin.recorded_at, checkin.event_id)
+        window_from, window_to = self.window
+        if (
+            checkin.worker_id != self.key.worker_id
+            or checkin.grid_code != self.key.grid_code
+            or not window_from <= checkin.recorded_at < window_to
+            or identity in self.checkins
+        ):
+            return None
+        self.checkins[identity] = checkin
+        if not is_usable(checkin, self.periods, self.config):
+            return None
+        self._usable[identity] = checkin
+        insort(self._order, identity)
+        return identity
 
     def status(self, as_of: datetime) -> FoldStatus:
         """The week's status at `as_of`: a patrol counts from the moment it became valid, so
