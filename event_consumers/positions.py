@@ -13,7 +13,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import Any, Final
 
 import psycopg
 from kafka import KafkaConsumer, TopicPartition
@@ -25,6 +25,19 @@ from event_consumers.batch import Batch, rewind_offset
 from geodata.db import event_store
 
 logger = logging.getLogger(__name__)
+
+#: How long the loop may wait for a partition's end or position: kafka-python's own
+#: default is its request timeout (30 s) for an end and forever for a position, and the
+#: loop must poll within its poll interval (6 s) or it leaves its group. Without an answer
+#: in time a stored offset is used as it is, and one past the end is then reset to the
+#: start by the consumer itself (`auto_offset_reset`).
+OFFSETS_TIMEOUT_MS: Final = 2_000
+
+
+def existing(consumer: KafkaConsumer, topic: str, numbers: Iterable[int]) -> list[TopicPartition]:
+    """The partitions of `topic` among `numbers` that the consumer's metadata knows."""
+    known = consumer.partitions_for_topic(topic) or set()
+    return [TopicPartition(topic, n) for n in numbers if n in known]
 
 
 class StoredPositions:
@@ -80,9 +93,13 @@ class StoredPositions:
                 self._connection(), self._group_id, topic, numbers, topic_id
             )
             ends: dict[TopicPartition, int] = {}
-            if topic_id is None and stored:
+            # Only partitions the topic has: kafka-python raises KeyError for the end of
+            # one it lacks, and the whole assignment went unsought (a topic made anew
+            # with fewer partitions, assigned from the old one's metadata).
+            present = existing(self._consumer, topic, stored)
+            if topic_id is None and present:
                 with contextlib.suppress(KafkaError):
-                    ends = self._consumer.end_offsets([TopicPartition(topic, n) for n in stored])
+                    ends = self._consumer.end_offsets(present, timeout_ms=OFFSETS_TIMEOUT_MS)
             for number in numbers:
                 tp = TopicPartition(topic, number)
                 offset = stored.get(number)

@@ -57,7 +57,12 @@ from event_consumers.batch import (
     Write,
     inbound_record,
 )
-from event_consumers.positions import SeekToStoredOffsets, StoredPositions
+from event_consumers.positions import (
+    OFFSETS_TIMEOUT_MS,
+    SeekToStoredOffsets,
+    StoredPositions,
+    existing,
+)
 from event_consumers.publisher import Publisher
 from event_consumers.records import InboundRecord, OutboundRecord, dead_letter
 from geodata.compliance import ComplianceConfig
@@ -138,6 +143,8 @@ class ConsumerRunner:
         #: When a drain was asked for (monotonic), and the ends it reads to.
         self._drain_asked: float | None = None
         self._drain_ends: dict[TopicPartition, int] | None = None
+        #: The assignment `_drain_ends` was read for.
+        self._drain_assignment: set[TopicPartition] = set()
         self._conn = psycopg.connect(config.database_url, autocommit=False)
         # Preparing reads (roster, last fixes) while the writer holds `_conn` in a batch.
         self._read_conn = psycopg.connect(config.database_url, autocommit=True)
@@ -268,11 +275,23 @@ class ConsumerRunner:
         if not assignment:
             waited = time.monotonic() - self._drain_asked
             return waited > self.config.max_poll_interval_ms / 1000
-        if self._drain_ends is None or set(self._drain_ends) != assignment:
-            self._drain_ends = self._consumer.end_offsets(list(assignment))
+        if self._drain_ends is None or self._drain_assignment != assignment:
+            self._drain_assignment = set(assignment)
+            # A partition the topic lacks (assigned from an older incarnation's metadata)
+            # has no end to read to; the next assignment drops it.
+            present = [
+                tp
+                for topic in {tp.topic for tp in assignment}
+                for tp in existing(
+                    self._consumer, topic, (t.partition for t in assignment if t.topic == topic)
+                )
+            ]
+            self._drain_ends = self._consumer.end_offsets(present, timeout_ms=OFFSETS_TIMEOUT_MS)
             logger.info("draining to the end of %d partitions", len(self._drain_ends))
-        if any(self._consumer.position(tp) < end for tp, end in self._drain_ends.items()):
-            return False
+        for tp, end in self._drain_ends.items():
+            position = self._consumer.position(tp, timeout_ms=OFFSETS_TIMEOUT_MS)
+            if position is None or position < end:  # None: not known yet
+                return False
         self._settle(wait=True)
         return True
 

@@ -279,3 +279,66 @@ def test_a_topic_made_anew_with_fewer_partitions_seeks_only_the_partitions_it_ha
         assert runner.positions.owned_partitions([topics.checkins]) == []
     finally:
         runner.close()
+
+
+def _runner_assigned_beyond_the_topic(
+    database_url: str, kafka_bootstrap: str, topics: Topics
+) -> tuple[ConsumerRunner, list[TopicPartition]]:
+    """A runner assigned partitions 0 - 5 of a topic that has 4: what an assignment made
+    from an older incarnation's metadata leaves a member with until the next one."""
+    runner = ConsumerRunner(
+        RunnerConfig(
+            bootstrap=kafka_bootstrap, database_url=database_url, group_id=uuid.uuid4().hex
+        ),
+        [SimpleNamespace(topic=topics.checkins, reset=lambda: None)],
+        deadletter_topic=topics.deadletter,
+    )
+    runner.check_topics(create=False)
+    partitions = [TopicPartition(topics.checkins, p) for p in range(6)]
+    runner._consumer.assign(partitions)  # by hand: no group join (slow on Tansu)
+    return runner, partitions
+
+
+def test_seeking_an_assignment_with_partitions_the_topic_lacks_seeks_those_it_has(
+    database_url: str,
+    kafka_bootstrap: str,
+    topic_factory: Callable[..., Topics],
+) -> None:
+    """kafka-python raises KeyError for the end of a partition the topic lacks: the seek
+    failed and no partition of the assignment was sought to its stored offset."""
+    topics = topic_factory(partitions=4)
+    runner, partitions = _runner_assigned_beyond_the_topic(database_url, kafka_bootstrap, topics)
+    try:
+        with psycopg.connect(database_url) as conn:
+            # Stored where the broker gives no topic ids: then the ends are asked for.
+            event_store.store_offsets(
+                conn, runner.config.group_id, topics.checkins, dict.fromkeys(range(6), 7), None
+            )
+        runner.positions.incarnations._ids.clear()
+        runner.positions.seek_to_stored(partitions)
+        # Past the end of the empty partitions: each is read from its start.
+        sought = {
+            tp.partition: runner._consumer.position(tp, timeout_ms=5000) for tp in partitions[:4]
+        }
+        assert sought == dict.fromkeys(range(4), 0)
+    finally:
+        runner.close()
+
+
+def test_a_drain_reads_to_the_ends_of_the_partitions_the_topic_has(
+    database_url: str,
+    kafka_bootstrap: str,
+    topic_factory: Callable[..., Topics],
+) -> None:
+    """A drain asked for the ends of the whole assignment (KeyError for a partition the
+    topic lacks) and the position of each (for such a partition, kafka-python waits
+    forever): a member asked to drain then could not stop."""
+    topics = topic_factory(partitions=4)
+    produce(kafka_bootstrap, topics.checkins, [(key, b"{}") for key in (b"a", b"b", b"c")])
+    runner, partitions = _runner_assigned_beyond_the_topic(database_url, kafka_bootstrap, topics)
+    try:
+        runner.request_drain()
+        assert runner._drained() is False  # the records are not read yet
+        assert set(runner._drain_ends or ()) == set(partitions[:4])
+    finally:
+        runner.close()
