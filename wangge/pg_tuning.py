@@ -108,6 +108,15 @@ def recommended(resources: Resources) -> tuple[Setting, ...]:
     )
 
 
+AUTOVACUUM_ADVICE: Final = (
+    "autovacuum is off: turn it on (PostgreSQL's default). Without it the patrol days the"
+    " compliance stage rewrites leave dead rows behind, and statements the consumers"
+    " prepared while a table was small keep their plans as it grows"
+)
+"""Advised, never set, even on a local cluster: off is someone's explicit choice (the
+default is on), where the memory settings above are defaults that do not fit the machine."""
+
+
 def this_machine() -> Resources:
     """The memory of the machine this process runs on."""
     memory_bytes = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")

@@ -187,6 +187,9 @@ def postgis_status(settings: DatabaseSettings) -> ServiceReport:
             row = conn.execute("SELECT postgis_full_version()").fetchone()
             version = str(row[0]).split('"')[1] if row else "?"
         settings_lines = [state.line() for state in setting_states(url)]
+        settings_lines.append(
+            "autovacuum on" if autovacuum_on(url) else f"advice: {pg_tuning.AUTOVACUUM_ADVICE}"
+        )
         return ServiceReport(
             "postgis",
             "running",
@@ -244,12 +247,13 @@ def tune_postgres(
     `ALTER SYSTEM`, reloaded, and the cluster restarted if one needs it (shared_buffers
     does); without it nothing is changed and the differences come back as advice.
     """
+    vacuum = [] if autovacuum_on(admin_url) else [f"advice: {pg_tuning.AUTOVACUUM_ADVICE}"]
     states = setting_states(admin_url, resources)
     differing = [s for s in states if not s.matches]
     if not differing:
-        return ["settings as recommended for this machine"]
+        return ["settings as recommended for this machine", *vacuum]
     if restart is None:
-        return [f"advice: {s.line()}" for s in differing]
+        return [f"advice: {s.line()}" for s in differing] + vacuum
     with psycopg.connect(admin_url, autocommit=True) as conn:
         for state in differing:
             # A setting name cannot be a bound parameter; these come from our own table.
@@ -260,7 +264,13 @@ def tune_postgres(
         log("restarting the local PostgreSQL cluster for its new memory settings")
         restart()
         _wait_for(admin_url)
-    return [f"set {changed}"]
+    return [f"set {changed}", *vacuum]
+
+
+def autovacuum_on(url: str) -> bool:
+    """Whether the server at `url` runs autovacuum (see `pg_tuning.AUTOVACUUM_ADVICE`)."""
+    with psycopg.connect(url, connect_timeout=3) as conn:
+        return conn.execute("SELECT current_setting('autovacuum')").fetchone() == ("on",)
 
 
 def _wait_for(admin_url: str) -> None:

@@ -11,7 +11,7 @@ import pytest
 
 from tests.integration.fault_support import PrivateCluster
 from wangge import services
-from wangge.pg_tuning import GB, Resources, recommended
+from wangge.pg_tuning import AUTOVACUUM_ADVICE, GB, Resources, recommended
 
 pytestmark = pytest.mark.integration
 
@@ -80,3 +80,29 @@ def test_a_configured_database_is_only_advised(cluster: PrivateCluster) -> None:
             "SELECT count(*) FROM pg_file_settings WHERE sourcefile LIKE '%auto.conf'"
         ).fetchone()
     assert written == (0,), "nothing written by ALTER SYSTEM"
+
+
+def test_autovacuum_off_is_advised_against_and_left_as_it_is(cluster: PrivateCluster) -> None:
+    url = cluster.url("postgres")
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("ALTER SYSTEM SET autovacuum = off")
+        conn.execute("SELECT pg_reload_conf()")
+
+    def restart() -> None:
+        cluster.stop()
+        cluster.start()
+
+    set_first = services.tune_postgres(url, restart, log=lambda _m: None, resources=SMALL_MACHINE)
+    assert set_first[-1] == f"advice: {AUTOVACUUM_ADVICE}", set_first
+
+    # Even on a cluster it may set: off is someone's choice, not a default that misfits.
+    again = services.tune_postgres(url, None, log=lambda _m: None, resources=SMALL_MACHINE)
+
+    assert again == ["settings as recommended for this machine", f"advice: {AUTOVACUUM_ADVICE}"]
+    assert not services.autovacuum_on(url)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("ALTER SYSTEM SET autovacuum = on")
+        conn.execute("SELECT pg_reload_conf()")
+    assert services.tune_postgres(url, None, log=lambda _m: None, resources=SMALL_MACHINE) == [
+        "settings as recommended for this machine"
+    ]

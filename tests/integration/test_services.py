@@ -10,6 +10,7 @@ from kafka.admin import KafkaAdminClient
 
 from geodata.contract import ALL_TOPICS
 from wangge import services
+from wangge.pg_tuning import AUTOVACUUM_ADVICE
 from wangge.settings import DatabaseSettings, KafkaSettings, LocalServicesSettings
 
 pytestmark = pytest.mark.integration
@@ -95,3 +96,13 @@ def test_status_reports_a_missing_database_as_not_running(
     report = services.postgis_status(DatabaseSettings(database_url=url))
     assert report.state == "not running"
     assert "does not exist" in report.details[0]
+
+
+def test_status_says_whether_autovacuum_runs_and_advises_when_it_does_not(
+    database_url: str,
+) -> None:
+    report = services.postgis_status(DatabaseSettings(database_url=database_url))
+    with psycopg.connect(database_url) as conn:
+        running = conn.execute("SHOW autovacuum").fetchone() == ("on",)
+    assert report.state == "running"
+    assert ("autovacuum on" if running else f"advice: {AUTOVACUUM_ADVICE}") in report.details
