@@ -130,6 +130,10 @@ class _ProbeLoop:
             self._result = result
 
 
+#: The broker client's share of a probe's time (see `HealthMonitor._probe_broker`).
+BROKER_CLIENT_SHARE: Final = 0.75
+
+
 def stage_groups(consumer_group: str) -> dict[str, str]:
     """Each consumer stage's group: the intake's is the configured group."""
     return {"intake": consumer_group, "compliance": consumer_group + COMPLIANCE_GROUP_SUFFIX}
@@ -189,7 +193,11 @@ class HealthMonitor:
         return ProbeResult(bool(grids), detail, time.monotonic(), tuple(beats))
 
     def _probe_broker(self) -> ProbeResult:
-        timeout_ms = int(self.config.probe_timeout_s * 1000)
+        # The client gives up before the loop stops waiting for it: kafka-python retries a
+        # refused bootstrap until its timeout, and with the loop's own a refused broker was
+        # told as "no answer" as often as "unreachable" (the loop's timeout is for a broker
+        # that takes the connection and never answers).
+        timeout_ms = int(self.config.probe_timeout_s * 1000 * BROKER_CLIENT_SHARE)
         admin = kafka_clients.admin(
             kafka_clients.KafkaConfig(self.bootstrap),
             "healthz",
