@@ -224,29 +224,26 @@ class ComplianceHandler:
     ) -> dict[ComplianceKey, tuple[WeekFold, set[date]]]:
         """Fold each key's new check-ins in; with each fold, the days cut again."""
         result = {}
-        missing = []
+        rebuilt: dict[ComplianceKey, WeekFold] = {}
+        missing: dict[ComplianceKey, list[AssignmentPeriod]] = {}
         for key, new in keys.items():
             periods = self._periods(key.worker_id, key.grid_code)
             fold = self.folds.get(key)
             if fold is None:
-                missing.append(key)
-                continue
-            if fold.periods != frozenset(periods):
+                missing[key] = periods
+            elif fold.periods != frozenset(periods):
                 # The roster changed: usability and what is owed are judged afresh.
-                fold = WeekFold.built(key, periods, self.config, [*fold.checkins.values(), *new])
-                self.folds.put(fold)
-                result[key] = (fold, set(fold.days))
+                rebuilt[key] = fold.with_periods(periods, new)
             else:
                 result[key] = (fold, fold.add(new))
         # Read after this batch's insert, so these hold its new check-ins already; the
         # stored patrols may predate a roster change, so every day is cut and rewritten.
         spans = [(k.worker_id, k.grid_code, *checkin_window(k.week, self.config)) for k in missing]
         stored = store.load_checkins(conn, spans)
-        for key in missing:
-            periods = self._periods(key.worker_id, key.grid_code)
-            fold = WeekFold.built(
-                key, periods, self.config, stored.get((key.worker_id, key.grid_code), [])
-            )
+        for key, periods in missing.items():
+            checkins = stored.get((key.worker_id, key.grid_code), [])
+            rebuilt[key] = WeekFold.built(key, periods, self.config, checkins)
+        for key, fold in rebuilt.items():
             self.folds.put(fold)
             result[key] = (fold, set(fold.days))
         return result

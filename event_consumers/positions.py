@@ -34,10 +34,19 @@ logger = logging.getLogger(__name__)
 OFFSETS_TIMEOUT_MS: Final = 2_000
 
 
-def existing(consumer: KafkaConsumer, topic: str, numbers: Iterable[int]) -> list[TopicPartition]:
-    """The partitions of `topic` among `numbers` that the consumer's metadata knows."""
-    known = consumer.partitions_for_topic(topic) or set()
-    return [TopicPartition(topic, n) for n in numbers if n in known]
+def present_partitions(
+    consumer: KafkaConsumer, partitions: Iterable[TopicPartition]
+) -> list[TopicPartition]:
+    """Those of `partitions` that their topic has, as the consumer's metadata knows it.
+
+    A topic made anew may have fewer partitions than the assignment names (a broker that
+    makes a topic a client names, with its own count). kafka-python cannot seek one it
+    lacks (it asks for its metadata every 100 ms until it gives up), raises KeyError for
+    its end, and waits forever for its position.
+    """
+    return [
+        tp for tp in partitions if tp.partition in (consumer.partitions_for_topic(tp.topic) or ())
+    ]
 
 
 class StoredPositions:
@@ -93,10 +102,9 @@ class StoredPositions:
                 self._connection(), self._group_id, topic, numbers, topic_id
             )
             ends: dict[TopicPartition, int] = {}
-            # Only partitions the topic has: kafka-python raises KeyError for the end of
-            # one it lacks, and the whole assignment went unsought (a topic made anew
-            # with fewer partitions, assigned from the old one's metadata).
-            present = existing(self._consumer, topic, stored)
+            # A KeyError for the end of a partition the topic lacks left the whole
+            # assignment unsought.
+            present = present_partitions(self._consumer, (TopicPartition(topic, n) for n in stored))
             if topic_id is None and present:
                 with contextlib.suppress(KafkaError):
                     ends = self._consumer.end_offsets(present, timeout_ms=OFFSETS_TIMEOUT_MS)
@@ -141,25 +149,16 @@ class StoredPositions:
 
     def owned_partitions(self, topics: Iterable[str]) -> list[TopicPartition]:
         """The assigned partitions of `topics` that may be sought now: none during a
-        rebalance, and none that the topic's current incarnation lacks.
-
-        A topic made anew may have fewer partitions than before (a broker that makes a
-        topic a client names, with its own count). A partition it lacks cannot be sought:
-        the client asks for its metadata every 100 ms until it gives up, and that was seen
-        with an intake group that never got its assignment after a broker restart (fault
-        matrix, loaded machine). The next assignment covers what the new incarnation has
-        and seeks it to the stored offsets itself.
+        rebalance, and none that the topic's current incarnation lacks
+        (`present_partitions`; seeking one was seen with an intake group that never got
+        its assignment after a broker restart: fault matrix, loaded machine). The next
+        assignment covers what the new incarnation has and seeks it itself.
         """
         if self.rebalancing:
             return []
         wanted = set(topics)
-        owned = []
-        for tp in self._consumer.assignment():
-            if tp.topic in wanted and tp.partition in (
-                self._consumer.partitions_for_topic(tp.topic) or ()
-            ):
-                owned.append(tp)
-        return owned
+        assigned = (tp for tp in self._consumer.assignment() if tp.topic in wanted)
+        return present_partitions(self._consumer, assigned)
 
     def rewind(self, batch: Batch) -> None:
         """Seek each partition of `batch` back to its first record (to be read again)."""

@@ -61,7 +61,7 @@ from event_consumers.positions import (
     OFFSETS_TIMEOUT_MS,
     SeekToStoredOffsets,
     StoredPositions,
-    existing,
+    present_partitions,
 )
 from event_consumers.publisher import Publisher
 from event_consumers.records import InboundRecord, OutboundRecord, dead_letter
@@ -143,8 +143,6 @@ class ConsumerRunner:
         #: When a drain was asked for (monotonic), and the ends it reads to.
         self._drain_asked: float | None = None
         self._drain_ends: dict[TopicPartition, int] | None = None
-        #: The assignment `_drain_ends` was read for.
-        self._drain_assignment: set[TopicPartition] = set()
         self._conn = psycopg.connect(config.database_url, autocommit=False)
         # Preparing reads (roster, last fixes) while the writer holds `_conn` in a batch.
         self._read_conn = psycopg.connect(config.database_url, autocommit=True)
@@ -275,17 +273,10 @@ class ConsumerRunner:
         if not assignment:
             waited = time.monotonic() - self._drain_asked
             return waited > self.config.max_poll_interval_ms / 1000
-        if self._drain_ends is None or self._drain_assignment != assignment:
-            self._drain_assignment = set(assignment)
-            # A partition the topic lacks (assigned from an older incarnation's metadata)
-            # has no end to read to; the next assignment drops it.
-            present = [
-                tp
-                for topic in {tp.topic for tp in assignment}
-                for tp in existing(
-                    self._consumer, topic, (t.partition for t in assignment if t.topic == topic)
-                )
-            ]
+        # A partition the topic lacks (assigned from an older incarnation's metadata) has
+        # no end to read to; the next assignment drops it.
+        present = present_partitions(self._consumer, assignment)
+        if self._drain_ends is None or set(self._drain_ends) != set(present):
             self._drain_ends = self._consumer.end_offsets(present, timeout_ms=OFFSETS_TIMEOUT_MS)
             logger.info("draining to the end of %d partitions", len(self._drain_ends))
         for tp, end in self._drain_ends.items():

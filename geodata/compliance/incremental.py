@@ -132,9 +132,12 @@ class WeekFold:
             self._cut_day(day)
         return days | cut
 
-    def with_periods(self, periods: Iterable[AssignmentPeriod]) -> "WeekFold":
-        """The same check-ins folded afresh under other assignment periods, every day cut."""
-        return WeekFold.built(self.key, periods, self.config, self.checkins.values())
+    def with_periods(
+        self, periods: Iterable[AssignmentPeriod], more: Iterable[CheckinRecord] = ()
+    ) -> "WeekFold":
+        """The same check-ins (and `more`) folded afresh under other assignment periods,
+        every day cut once."""
+        return WeekFold.built(self.key, periods, self.config, [*self.checkins.values(), *more])
 
     def _hold(self, checkin: CheckinRecord) -> tuple[datetime, UUID] | None:
         """Keep a check-in of this key's window not held yet; its identity if it is usable
