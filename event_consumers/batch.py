@@ -129,12 +129,15 @@ def inbound_record(raw: object) -> InboundRecord:
     )
 
 
-def rewind_offset(first: int, position: int | None) -> int:
-    """Where to seek a partition back to for a batch that starts at `first`.
+def rewind_offset(first: int, position: int | None) -> int | None:
+    """Where to seek a partition back to for a batch that starts at `first` (None: leave it).
 
     After a failed batch in flight was rewound, the one prepared behind it is rewound
     too: never past where the first one put a shared partition. Position 0 is a position
     (a topic's first record), not a missing one: taking it for "unknown" skipped the
-    first records of a topic made anew after a broker restart.
+    first records of a topic made anew after a broker restart. An unknown position is a
+    reset under way, and every reset here reads from the start (sought to the beginning,
+    or `auto_offset_reset`), which reads the batch again; seeking to `first` would put an
+    offset of the topic's old incarnation on a new one.
     """
-    return first if position is None else min(first, position)
+    return None if position is None else min(first, position)

@@ -49,6 +49,17 @@ def present_partitions(
     ]
 
 
+def known_position(consumer: KafkaConsumer, tp: TopicPartition) -> int | None:
+    """The partition's position if the consumer knows it, without waiting (None while a
+    reset is under way).
+
+    kafka-python's `position()` waits for a reset to end, forever for a partition its
+    topic lacks: a rewind after a broker restart hung the loop that way, and the member
+    never read again.
+    """
+    return consumer.position(tp, timeout_ms=0)  # type: ignore[no-any-return]
+
+
 class StoredPositions:
     """Seeks a consumer's partitions to their stored offsets and tracks its topics' ids."""
 
@@ -165,14 +176,17 @@ class StoredPositions:
         for tp, offset in batch.first_offsets().items():
             # A partition revoked meanwhile is no longer ours to seek.
             with contextlib.suppress(KafkaError, AssertionError, ValueError):
-                self._consumer.seek(tp, rewind_offset(offset, self._consumer.position(tp)))
+                back_to = rewind_offset(offset, known_position(self._consumer, tp))
+                if back_to is not None:
+                    self._consumer.seek(tp, back_to)
 
     def note_lag(self, partitions: Iterable[TopicPartition]) -> None:
         """Note how far each partition's position is behind its end (metrics, `lag`)."""
         for tp in partitions:
             highwater = self._consumer.highwater(tp)
-            if highwater is not None:
-                lag = highwater - self._consumer.position(tp)
+            position = known_position(self._consumer, tp)
+            if highwater is not None and position is not None:
+                lag = highwater - position
                 self._lag[tp] = lag
                 metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(lag)
 

@@ -61,6 +61,7 @@ from event_consumers.positions import (
     OFFSETS_TIMEOUT_MS,
     SeekToStoredOffsets,
     StoredPositions,
+    known_position,
     present_partitions,
 )
 from event_consumers.publisher import Publisher
@@ -465,7 +466,8 @@ class ConsumerRunner:
                 continue
             assigned.add(tp.partition)
             end = self._consumer.highwater(tp)
-            if end is not None and self._consumer.position(tp) >= end:
+            position = known_position(self._consumer, tp)
+            if end is not None and position is not None and position >= end:
                 ended.add(tp.partition)
         count = len(self._consumer.partitions_for_topic(topic) or ())
         return OwnPartitions(frozenset(assigned), frozenset(ended), count)

@@ -2,6 +2,7 @@
 made again) starts their offsets at 0: the consumers must read the new topics from their
 start, not wait at the offsets they stored for the old ones."""
 
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -13,6 +14,7 @@ import pytest
 from kafka import KafkaAdminClient, TopicPartition
 from kafka.admin import NewTopic
 
+from event_consumers.batch import Batch, OwnPartitions
 from event_consumers.records import OutboundRecord
 from event_consumers.runner import ConsumerRunner, RunnerConfig
 from event_consumers.topics import topic_ids
@@ -340,5 +342,40 @@ def test_a_drain_reads_to_the_ends_of_the_partitions_the_topic_has(
         runner.request_drain()
         assert runner._drained() is False  # the records are not read yet
         assert set(runner._drain_ends or ()) == set(partitions[:4])
+    finally:
+        runner.close()
+
+
+def test_a_rewind_leaves_a_partition_whose_reset_is_under_way_and_rewinds_the_others(
+    database_url: str,
+    kafka_bootstrap: str,
+    topic_factory: Callable[..., Topics],
+) -> None:
+    """kafka-python waits for a reset to end before it tells a position, forever for a
+    partition the topic lacks: a batch's rewind after a broker restart hung the loop, and
+    the member read nothing again (fault matrix, CI). The loop's other readers of
+    positions (the lag, the partitions read to their end) must not wait either."""
+    topics = topic_factory(partitions=4)
+    runner, partitions = _runner_assigned_beyond_the_topic(database_url, kafka_bootstrap, topics)
+    consumer = runner._consumer
+    try:
+        consumer.seek(partitions[0], 3)
+        consumer.seek_to_beginning(partitions[1], partitions[5])  # resets under way
+        failed = Batch({tp: [SimpleNamespace(offset=2)] for tp in partitions}, topic_ids={})
+        own: list[OwnPartitions] = []
+
+        def after_a_failed_batch() -> None:
+            runner.positions.rewind(failed)
+            runner.positions.note_lag(partitions)
+            own.append(runner._own_partitions(topics.checkins))
+
+        loop = threading.Thread(target=after_a_failed_batch, daemon=True)
+        loop.start()
+        loop.join(timeout=30)  # a bound on a hang, not a timing
+        assert not loop.is_alive(), "the loop still waits for a position"
+        assert consumer.position(partitions[0], timeout_ms=0) == 2  # rewound to the batch
+        # Reads from its start: the batch again, and no old offset on a new incarnation.
+        assert consumer.position(partitions[1], timeout_ms=5000) == 0
+        assert own[0].read_to_end == frozenset()
     finally:
         runner.close()

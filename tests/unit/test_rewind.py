@@ -17,5 +17,5 @@ def test_position_zero_is_the_first_record_not_an_unknown_position() -> None:
     assert rewind_offset(10, 0) == 0
 
 
-def test_an_unknown_position_rewinds_to_the_batch() -> None:
-    assert rewind_offset(10, None) == 10
+def test_an_unknown_position_is_left_to_its_reset_which_reads_from_the_start() -> None:
+    assert rewind_offset(10, None) is None
