@@ -2,6 +2,7 @@
 made again) starts their offsets at 0: the consumers must read the new topics from their
 start, not wait at the offsets they stored for the old ones."""
 
+import contextlib
 import threading
 import time
 import uuid
@@ -13,6 +14,7 @@ import psycopg
 import pytest
 from kafka import KafkaAdminClient, TopicPartition
 from kafka.admin import NewTopic
+from kafka.errors import TopicAlreadyExistsError
 
 from event_consumers.batch import Batch, OwnPartitions
 from event_consumers.records import OutboundRecord
@@ -203,12 +205,33 @@ def test_a_topic_made_anew_is_reported_even_when_another_is_still_missing(
 
 def _make_anew_with(bootstrap: str, topic: str, partitions: int) -> None:
     """Delete `topic` and make it again with `partitions`: what a restarted in-memory broker
-    shows when a client's metadata request makes the topic with the broker's own count."""
+    shows when a client's metadata request makes the topic with the broker's own count.
+
+    A client that names the topic meanwhile (a consumer assigned it, a producer refreshing
+    its metadata) may make it again first, with the broker's count: any new incarnation
+    with `partitions` will do, one with another count is deleted again. Waiting for the
+    topic to be gone failed in CI when a client was quicker.
+    """
+    old_id = topic_ids(bootstrap, [topic]).get(topic)
     admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+
+    def made_anew() -> bool:
+        # Listed first: a request that names a missing topic makes it (Tansu).
+        if topic not in admin.list_topics():
+            with contextlib.suppress(TopicAlreadyExistsError):
+                admin.create_topics([NewTopic(topic, partitions, 1)])
+            return False
+        (described,) = admin.describe_topics([topic])
+        if str(described["topic_id"]) == str(old_id):
+            return False  # not deleted yet
+        if len(described["partitions"]) != partitions:
+            admin.delete_topics([topic])
+            return False
+        return True
+
     try:
         admin.delete_topics([topic])
-        wait_until(lambda: not topic_ids(bootstrap, [topic]), 30, "the topic was not deleted")
-        admin.create_topics([NewTopic(topic, partitions, 1)])
+        wait_until(made_anew, 60, f"{topic} was not made anew with {partitions} partitions")
     finally:
         admin.close()
 
