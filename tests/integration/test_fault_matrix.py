@@ -9,6 +9,7 @@ recover with no restart by hand. Each scenario prints one line of figures (pytes
 and adds it to fault-matrix.json in pytest's base temporary directory.
 """
 
+import re
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -210,6 +211,8 @@ def run_scenario(
             time.sleep(0.25)
     finally:
         city.phones.stop()
+    if recovered_at is None:
+        _print_what_the_city_said(city)
 
     batches = city.phones.accepted()
     accepted = [i for b in batches for i in b.event_ids]
@@ -224,7 +227,7 @@ def run_scenario(
     _wait_folded(city, kept)
     folded = folded_ids(url, kept) or set()
     records, repeated = repeated_event_ids(city.broker.bootstrap, city.topics.assignments)
-    _, redelivered = repeated_event_ids(city.broker.bootstrap, city.topics.checkins)
+    on_checkins, redelivered = repeated_event_ids(city.broker.bootstrap, city.topics.checkins)
     figures = Figures(
         scenario=scenario,
         accepted=len(accepted),
@@ -243,6 +246,7 @@ def run_scenario(
             "unpublished_status_changes": _outbox_left(url),
             "duplicated_patrols": duplicated_patrols(url),
             "assignment_records": records,
+            "checkin_records": on_checkins,
             "redelivered_on_checkins_topic": redelivered,
             "phone_answers": city.phones.answers(),
             "unexpected_answers": city.phones.unexpected()[:5],
@@ -256,6 +260,23 @@ def run_scenario(
     matrix.append(figures)
     print(figures.line())
     return figures, fault
+
+
+_CHATTER = re.compile(r" kafka\.(net\.|cluster Updated metadata)")
+
+
+def _print_what_the_city_said(city: City, lines: int = 80) -> None:
+    """The tails of the processes' logs and the broker's topics, for a city that did not
+    recover (shown by pytest with the failure; the temporary directory is gone in CI)."""
+    for process in (city.consumer, city.api):
+        # The client's connection and metadata chatter (every 100 ms) would fill the tail.
+        said = [line for line in process.log().splitlines() if not _CHATTER.search(line)]
+        tail = said[-lines:]
+        print(f"---- {process.name} log, last {len(tail)} lines ----", *tail, sep="\n")
+    try:
+        print("---- broker topics:", city.broker.topic_partitions())
+    except Exception as exc:  # a diagnostic: the failure itself is asserted later
+        print("---- broker topics unknown:", repr(exc))
 
 
 def _outbox_left(url: str, patience_s: float = 30.0) -> int:
