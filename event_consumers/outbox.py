@@ -14,11 +14,14 @@ import contextlib
 import logging
 import select
 import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Final
 
 import psycopg
-from kafka import KafkaProducer, TopicPartition
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.errors import KafkaTimeoutError
 
 import kafka_clients
 from event_consumers.topics import topic_ids
@@ -28,6 +31,11 @@ from geodata.records import OutboundRecord, compliance_change_record, record_eve
 logger = logging.getLogger(__name__)
 
 _PUBLISHER_GROUP = "outbox-publisher"
+
+READ_BACK_LIMIT_S: Final = 30.0
+"""Longest a publish reads its topic back: ends the broker told may never be reached (it
+lost the partitions' logs meanwhile, and a read past the new end is reset to it), and the
+publisher then starts again from a new producer (`recover`) rather than wait for good."""
 
 
 @dataclass(frozen=True)
@@ -84,6 +92,7 @@ class OutboxPublisher:
         self.outbox = outbox
         self._kafka = kafka_clients.KafkaConfig(bootstrap)
         self._producer = self._new_producer()
+        self.read_back_limit_s = READ_BACK_LIMIT_S
         #: The topic's id when last looked at; None: look again before publishing.
         self._topic_id: str | None = None
         self._topic_id_known = False
@@ -189,7 +198,13 @@ class OutboxPublisher:
             found: set[str] = set()
             for tp in tps:
                 consumer.seek(tp, stored.get(tp.partition, 0))
-            while any(consumer.position(tp) < end[tp] for tp in tps):
+            deadline = time.monotonic() + self.read_back_limit_s
+            while any(_short_of(consumer, tp, end[tp]) for tp in tps):
+                if time.monotonic() > deadline:
+                    raise KafkaTimeoutError(
+                        f"{self.topic} was not read back to its ends within"
+                        f" {self.read_back_limit_s:g} s"
+                    )
                 for records in consumer.poll(timeout_ms=500).values():
                     found.update(_change_ids(records))
             return found, {tp.partition: offset for tp, offset in end.items()}
@@ -202,6 +217,13 @@ class OutboxPublisher:
             self._producer.close(timeout=10)
         finally:
             self._close_connection()
+
+
+def _short_of(consumer: KafkaConsumer, tp: TopicPartition, end: int) -> bool:
+    """Whether the partition is not read to `end` yet (or its position is not known:
+    kafka-python waits for a reset's end without a bound)."""
+    position = consumer.position(tp, timeout_ms=1000)
+    return position is None or position < end
 
 
 def _change_ids(records: Iterable[object]) -> set[str]:

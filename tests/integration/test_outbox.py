@@ -4,9 +4,12 @@ import json
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 
 import psycopg
 import pytest
+from kafka import KafkaConsumer
+from kafka.errors import KafkaTimeoutError
 
 from event_consumers.outbox import COMPLIANCE_OUTBOX, OutboxPublisher
 from geodata.contract import Topics
@@ -61,3 +64,40 @@ def test_the_outbox_publishes_every_change_once_without_a_connection_per_publish
         for r in read_topic(kafka_bootstrap, topics.compliance)
     ]
     assert sorted(published) == sorted(str(c) for c in queued)
+
+
+def test_a_read_back_whose_ends_cannot_be_reached_gives_up_and_the_next_publish_sends(
+    database_url: str,
+    kafka_bootstrap: str,
+    topic_factory: Callable[..., Topics],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Ends told by a broker that then lost the partitions' logs are never reached: the
+    read-back looped for good and the outbox published nothing again. The ends are made
+    five records further than the real broker's to stand for that loss."""
+    topics = topic_factory()
+    publisher = OutboxPublisher(database_url, kafka_bootstrap, topics.compliance, COMPLIANCE_OUTBOX)
+    publisher.read_back_limit_s = 2.0
+    real_end_offsets = KafkaConsumer.end_offsets
+
+    def ends_out_of_reach(self: KafkaConsumer, *args: Any, **kwargs: Any) -> Any:
+        return {tp: end + 5 for tp, end in real_end_offsets(self, *args, **kwargs).items()}
+
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        try:
+            first = _queue_change(conn, "W00001")
+            assert publisher.publish_pending() == 1
+            second = _queue_change(conn, "W00002")
+            with monkeypatch.context() as patched:
+                patched.setattr(KafkaConsumer, "end_offsets", ends_out_of_reach)
+                with pytest.raises(KafkaTimeoutError, match="not read back"):
+                    publisher.publish_pending()
+            publisher.recover()  # what the publisher's thread does after a failure
+            assert publisher.publish_pending() == 1
+        finally:
+            publisher.close()
+    published = [
+        json.loads(r.value)["event_id"]  # type: ignore[attr-defined]
+        for r in read_topic(kafka_bootstrap, topics.compliance)
+    ]
+    assert sorted(published) == sorted([str(first), str(second)])
