@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import replace
+from typing import Final
 
 from sqlalchemy import Engine
 
@@ -47,6 +48,12 @@ from geodata.events import DEFAULT_TIME_LIMITS, EventTimeLimits
 from geodata.snapshot_policy import SnapshotPolicy
 
 logger = logging.getLogger(__name__)
+
+#: A consumer process's log lines: the intake stage and its compliance stage's child write
+#: to one output, and the process's name (the stage's) tells whose line it is.
+LOG_FORMAT: Final = "%(asctime)s %(processName)s %(name)s %(message)s"
+_INTAKE_PROCESS: Final = "wangge-intake-stage"
+_COMPLIANCE_PROCESS: Final = "wangge-compliance-stage"
 
 INTAKE_STAGE = ("checkins", "incidents", "lockers")
 COMPLIANCE_STAGE = ("compliance",)
@@ -129,6 +136,7 @@ def run_consumers(
     _check_names(names)
     intake = [name for name in INTAKE_STAGE if name in names]
     compliance = [name for name in COMPLIANCE_STAGE if name in names]
+    multiprocessing.current_process().name = _INTAKE_PROCESS if intake else _COMPLIANCE_PROCESS
     if not intake or not compliance:
         _run_stage(config, engine, topics, intake or compliance, idle_exit_after_s)
         return
@@ -141,7 +149,7 @@ def run_consumers(
             compliance,
             idle_exit_after_s,
         ),
-        name="wangge-compliance-stage",
+        name=_COMPLIANCE_PROCESS,
     )
     child.start()
     logger.info("compliance stage started in process %s", child.pid)
@@ -283,7 +291,7 @@ def _run_stage_process(
     idle_exit_after_s: float | None,
 ) -> None:
     """Entry point of a stage's child process (spawned: nothing is inherited but args)."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     tune_for_a_long_lived_heap()
     engine = create_db_engine(engine_url)
     try:

@@ -238,6 +238,14 @@ def test_one_consume_runs_both_stages_and_its_compliance_child_never_outlives_it
         assert process.process is not None
         children = _spawned_children(process.process.pid)
         assert len(children) == 1, "the compliance stage runs in one child process"
+        # Both stages write to one output; each line says whose it is.
+        assigned = re.findall(
+            r" (\S+) event_consumers\.positions partitions assigned: \[\('([^']+)'", process.log()
+        )
+        assert {(stage, topic) for stage, topic in assigned} >= {
+            ("wangge-intake-stage", topics.checkins),
+            ("wangge-compliance-stage", topics.assignments),
+        }
 
         process.kill()
         wait_until(lambda: not _running(children[0]), 60, "the orphaned stage stopped")

@@ -143,7 +143,9 @@ def consume(
     verbose: VerboseOption = False,
 ) -> None:
     """Run the consumers; several processes with one --group share the partitions."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    from event_consumers.app import LOG_FORMAT
+
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     if not verbose:
         quiet_library_logs()
     names = names or ["checkins", "incidents", "compliance"]
