@@ -93,6 +93,65 @@ def _events(plan: list[Walk], spots: list[Placement]) -> list[dict[str, object]]
     return events
 
 
+def _records(events: list[dict[str, object]], spots: list[Placement]) -> list[CheckinRecord]:
+    """The check-ins as the reference reads them, each in its worker's grid."""
+    return [
+        CheckinRecord(
+            uuid.UUID(str(e["event_id"])),
+            str(e["worker_id"]),
+            next(s.grid_code for s in spots if s.worker_id == e["worker_id"]),
+            datetime.fromisoformat(str(e["recorded_at"])),
+            float(e["accuracy_m"]),  # type: ignore[arg-type]
+        )
+        for e in events
+    ]
+
+
+def _assert_agrees_with_the_reference(
+    url: str, spots: list[Placement], records: list[CheckinRecord]
+) -> dict[tuple[str, str], tuple[str, int, int]]:
+    """Each spot's stored status and patrols of WEEK equal the reference's, judged with
+    the assignment periods stored now; the stored statuses."""
+    watermark = max(r.recorded_at for r in records)
+    with psycopg.connect(url) as conn:
+        periods = [
+            AssignmentPeriod(w, g, f, t)
+            for w, g, f, t in conn.execute(
+                "SELECT worker_id, grid_code, valid_from, valid_to FROM worker_assignments"
+            ).fetchall()
+        ]
+        statuses = {
+            (w, g): (status, counted, required)
+            for w, g, status, counted, required in conn.execute(
+                "SELECT worker_id, grid_code, status, counted, required FROM patrol_weeks"
+                " WHERE week = %s",
+                (WEEK,),
+            ).fetchall()
+        }
+        stored_patrols = defaultdict(list)
+        for w, g, start, end, n, valid, counted in conn.execute(
+            "SELECT worker_id, grid_code, started_at, ended_at, checkin_count, valid, counted"
+            " FROM patrols WHERE week = %s ORDER BY started_at",
+            (WEEK,),
+        ).fetchall():
+            stored_patrols[(w, g)].append((start, end, n, valid, counted))
+        clock = conn.execute("SELECT watermark FROM compliance_clock").fetchone()
+    assert clock is not None
+    assert clock[0] == watermark
+
+    for spot in spots:
+        expected = reference_week(
+            records, periods, spot.worker_id, spot.grid_code, WEEK, watermark, CONFIG
+        )
+        key = (spot.worker_id, spot.grid_code)
+        assert statuses[key] == (expected.status, expected.counted, expected.required)
+        assert stored_patrols[key] == [
+            (p.start, p.end, p.checkins, p.validity == "valid", p.count_reason == "counted")
+            for p in expected.patrols
+        ]
+    return statuses
+
+
 @settings(
     max_examples=4,
     deadline=None,
@@ -160,53 +219,8 @@ def test_engine_agrees_with_the_reference_under_shuffles_duplicates_and_restarts
     finally:
         final.stop()
 
-    records = [
-        CheckinRecord(
-            uuid.UUID(str(e["event_id"])),
-            str(e["worker_id"]),
-            next(s.grid_code for s in spots if s.worker_id == e["worker_id"]),
-            datetime.fromisoformat(str(e["recorded_at"])),
-            float(e["accuracy_m"]),  # type: ignore[arg-type]
-        )
-        for e in events
-    ]
-    watermark = max(r.recorded_at for r in records)
-    with psycopg.connect(url) as conn:
-        periods = [
-            AssignmentPeriod(w, g, f, t)
-            for w, g, f, t in conn.execute(
-                "SELECT worker_id, grid_code, valid_from, valid_to FROM worker_assignments"
-            ).fetchall()
-        ]
-        statuses = {
-            (w, g): (status, counted, required)
-            for w, g, status, counted, required in conn.execute(
-                "SELECT worker_id, grid_code, status, counted, required FROM patrol_weeks"
-                " WHERE week = %s",
-                (WEEK,),
-            ).fetchall()
-        }
-        stored_patrols = defaultdict(list)
-        for w, g, start, end, n, valid, counted in conn.execute(
-            "SELECT worker_id, grid_code, started_at, ended_at, checkin_count, valid, counted"
-            " FROM patrols WHERE week = %s ORDER BY started_at",
-            (WEEK,),
-        ).fetchall():
-            stored_patrols[(w, g)].append((start, end, n, valid, counted))
-        clock = conn.execute("SELECT watermark FROM compliance_clock").fetchone()
-    assert clock is not None
-    assert clock[0] == watermark
-
-    for spot in spots:
-        expected = reference_week(
-            records, periods, spot.worker_id, spot.grid_code, WEEK, watermark, CONFIG
-        )
-        key = (spot.worker_id, spot.grid_code)
-        assert statuses[key] == (expected.status, expected.counted, expected.required)
-        assert stored_patrols[key] == [
-            (p.start, p.end, p.checkins, p.validity == "valid", p.count_reason == "counted")
-            for p in expected.patrols
-        ]
+    records = _records(events, spots)
+    statuses = _assert_agrees_with_the_reference(url, spots, records)
 
     # Each change once, and the changes of a key chain from nothing to its final status.
     published = [json.loads(r.value) for r in read_topic(kafka_bootstrap, topics.compliance)]  # type: ignore[attr-defined]
@@ -221,3 +235,98 @@ def test_engine_agrees_with_the_reference_under_shuffles_duplicates_and_restarts
             assert after["old_status"] == before["new_status"]
         if week == WEEK:
             assert chain[-1]["new_status"] == statuses[(worker, grid)][0]
+
+
+def test_a_roster_change_reaches_the_week_held_in_memory_at_its_next_check_in(
+    reference_database_factory: Callable[[], str],
+    kafka_bootstrap: str,
+    topic_factory: Callable[..., Topics],
+    tmp_path: Path,
+) -> None:
+    """The stage holds each open week's fold in memory. The worker's assignment is moved
+    to start on Tuesday at noon while the patrols of Monday and Tuesday morning are held;
+    the grid snapshot brings the change, and the week's next check-ins are judged with the
+    new period: those two patrols no longer count, as the reference says."""
+    url = reference_database_factory()
+    topics = topic_factory()
+    spot = placements(url, per_grid=1, seed=5)[0]
+    keep_assigned_only(url, [spot.worker_id])
+
+    def walk(day: int, hour: int, fixes: int, spacing_minutes: int) -> list[dict[str, object]]:
+        start = MONDAY + timedelta(days=day, hours=hour)
+        return [
+            {
+                "event_id": str(uuid.uuid4()),
+                "worker_id": spot.worker_id,
+                "lon": spot.lon,
+                "lat": spot.lat,
+                "recorded_at": (start + timedelta(minutes=i * spacing_minutes)).isoformat(),
+                "accuracy_m": 8.0,
+            }
+            for i in range(fixes)
+        ]
+
+    def send(events: list[dict[str, object]]) -> None:
+        messages = ((spot.worker_id.encode(), json.dumps(e).encode()) for e in events)
+        produce(kafka_bootstrap, topics.checkins, messages)
+
+    def folded() -> int:
+        return count_rows(url, "SELECT count(*) FROM patrol_checkins")
+
+    early = walk(0, 9, 4, 10) + walk(1, 9, 4, 10)  # one patrol a day counts
+    thursday = walk(3, 9, 24, 3)  # one fix at a time until the stage has the new roster
+    process = ConsumerProcess(url, kafka_bootstrap, topics, "roster", tmp_path).start()
+    try:
+        send(early)
+        wait_until(lambda: folded() == len(early), 120, "the early walks folded in")
+        wait_until(lambda: _counted(url, spot) == 2, 60, "both early patrols counted")
+
+        def loads() -> int:
+            return process.log().count(
+                "wangge-compliance-stage geodata.db.grid_cache grid snapshot loaded"
+            )
+
+        before = loads()
+        with psycopg.connect(url) as conn:
+            conn.execute(
+                "UPDATE worker_assignments SET valid_from = %s WHERE worker_id = %s",
+                (MONDAY + timedelta(days=1, hours=12), spot.worker_id),
+            )
+        sent = 0
+
+        def roster_reloaded() -> bool:
+            nonlocal sent
+            if loads() > before:
+                return True
+            if sent < len(thursday) - 1:  # the last fix comes after the reload
+                send(thursday[sent : sent + 1])
+                sent += 1
+            return False
+
+        wait_until(roster_reloaded, 60, "the compliance stage loaded the new roster", every=0.5)
+        send(thursday[sent:])
+        wait_until(
+            lambda: (
+                folded() == len(early) + len(thursday)
+                and count_rows(
+                    url, "SELECT count(*) FROM compliance_changes WHERE published_at IS NULL"
+                )
+                == 0
+            ),
+            120,
+            "Thursday's walk folded in and every change published",
+        )
+    finally:
+        process.stop()
+    statuses = _assert_agrees_with_the_reference(url, [spot], _records(early + thursday, [spot]))
+    assert statuses[(spot.worker_id, spot.grid_code)][1] == 1, "only Thursday's patrol counts"
+
+
+def _counted(url: str, spot: Placement) -> int | None:
+    with psycopg.connect(url) as conn:
+        row = conn.execute(
+            "SELECT counted FROM patrol_weeks"
+            " WHERE worker_id = %s AND grid_code = %s AND week = %s",
+            (spot.worker_id, spot.grid_code, WEEK),
+        ).fetchone()
+    return None if row is None else int(row[0])
