@@ -92,6 +92,10 @@ class RunnerConfig:
     max_poll_interval_ms: int = 6000
     session_timeout_ms: int = 6000
     heartbeat_interval_ms: int = 1000
+    # How long a request waits for its answer before it is sent again. A group's SyncGroup
+    # went unanswered for over 20 s after a broker restart (Tansu, fault matrix), and with
+    # kafka-python's 30 s the compliance stage held no partitions for that long.
+    request_timeout_ms: int = 10_000
     max_backoff_s: float = 10.0
     #: Partitions of a topic the consumer (re)creates when the broker lacks it.
     topic_partitions: int = 6
@@ -165,6 +169,7 @@ class ConsumerRunner:
             max_poll_interval_ms=config.max_poll_interval_ms,
             session_timeout_ms=config.session_timeout_ms,
             heartbeat_interval_ms=config.heartbeat_interval_ms,
+            request_timeout_ms=config.request_timeout_ms,
             **config.fetch_settings(),
         )
         self.positions = StoredPositions(
