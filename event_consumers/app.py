@@ -18,7 +18,6 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import replace
-from typing import Final
 
 from sqlalchemy import Engine
 
@@ -30,6 +29,7 @@ from event_consumers.coverage import CoverageRecorder
 from event_consumers.deadlines import DeadlineEngine, DeadlineEngineThread, EventTimeClock
 from event_consumers.incidents import IncidentHandler
 from event_consumers.lockers import LockerHandler
+from event_consumers.logs import COMPLIANCE_PROCESS, INTAKE_PROCESS, LOG_FORMAT
 from event_consumers.outbox import (
     COMPLIANCE_OUTBOX,
     INCIDENT_STATUS_OUTBOX,
@@ -48,12 +48,6 @@ from geodata.events import DEFAULT_TIME_LIMITS, EventTimeLimits
 from geodata.snapshot_policy import SnapshotPolicy
 
 logger = logging.getLogger(__name__)
-
-#: A consumer process's log lines: the intake stage and its compliance stage's child write
-#: to one output, and the process's name (the stage's) tells whose line it is.
-LOG_FORMAT: Final = "%(asctime)s %(processName)s %(name)s %(message)s"
-_INTAKE_PROCESS: Final = "wangge-intake-stage"
-_COMPLIANCE_PROCESS: Final = "wangge-compliance-stage"
 
 INTAKE_STAGE = ("checkins", "incidents", "lockers")
 COMPLIANCE_STAGE = ("compliance",)
@@ -136,7 +130,7 @@ def run_consumers(
     _check_names(names)
     intake = [name for name in INTAKE_STAGE if name in names]
     compliance = [name for name in COMPLIANCE_STAGE if name in names]
-    multiprocessing.current_process().name = _INTAKE_PROCESS if intake else _COMPLIANCE_PROCESS
+    multiprocessing.current_process().name = INTAKE_PROCESS if intake else COMPLIANCE_PROCESS
     if not intake or not compliance:
         _run_stage(config, engine, topics, intake or compliance, idle_exit_after_s)
         return
@@ -149,7 +143,7 @@ def run_consumers(
             compliance,
             idle_exit_after_s,
         ),
-        name=_COMPLIANCE_PROCESS,
+        name=COMPLIANCE_PROCESS,
     )
     child.start()
     logger.info("compliance stage started in process %s", child.pid)

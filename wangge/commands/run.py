@@ -143,7 +143,7 @@ def consume(
     verbose: VerboseOption = False,
 ) -> None:
     """Run the consumers; several processes with one --group share the partitions."""
-    from event_consumers.app import LOG_FORMAT
+    from event_consumers.logs import LOG_FORMAT
 
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     if not verbose:
