@@ -24,6 +24,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import KafkaTimeoutError
 
 import kafka_clients
+from event_consumers.positions import known_position
 from event_consumers.topics import topic_ids
 from geodata.db import compliance_store, event_store, incident_outbox
 from geodata.records import OutboundRecord, compliance_change_record, record_event_id
@@ -220,9 +221,9 @@ class OutboxPublisher:
 
 
 def _short_of(consumer: KafkaConsumer, tp: TopicPartition, end: int) -> bool:
-    """Whether the partition is not read to `end` yet (or its position is not known:
-    kafka-python waits for a reset's end without a bound)."""
-    position = consumer.position(tp, timeout_ms=1000)
+    """Whether the partition is not read to `end` yet (or its position is not known yet:
+    a reset under way, which the next poll completes)."""
+    position = known_position(consumer, tp)
     return position is None or position < end
 
 
