@@ -251,6 +251,18 @@ class GridIndex:
         order = np.lexsort((self._rank[candidates], distances))[:k]
         return list(zip(candidates[order].tolist(), distances[order].tolist(), strict=True))
 
+    def valid_intersecting(
+        self, at: datetime, box: tuple[float, float, float, float] | None = None
+    ) -> Int64Array:
+        """Positions of the versions valid at `at`, ascending; with `box` (min lon, min lat,
+        max lon, max lat), only those meeting it, as PostGIS's `ST_Intersects(geom,
+        ST_MakeEnvelope(...))` on the same doubles (GEOS decides both)."""
+        valid, _ = self._valid_at(to_epoch_us(at))
+        if box is None:
+            return np.flatnonzero(valid).astype(np.int64)
+        hits = self._tree.query(shapely.box(*box), predicate="intersects")
+        return np.sort(hits[valid[hits]]).astype(np.int64)
+
     def _valid_at(self, when: int) -> tuple[npt.NDArray[np.bool_], int]:
         """Which versions are valid at `when` (µs since the epoch), and how many."""
         span = bisect.bisect_right(self._changes, when)

@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
+from operator import attrgetter
 from typing import Final
 
 from sqlalchemy import Engine, text
@@ -137,6 +138,15 @@ class GridSnapshot:
         with self._lock:
             found = self.index.nearest(lon, lat, k, at)
         return tuple(replace(self._records[i], distance_m=metres) for i, metres in found)
+
+    def in_force(
+        self, at: datetime, box: tuple[float, float, float, float] | None = None
+    ) -> list[GridRecord]:
+        """The versions valid at `at` as the `grids` table holds them (a version whose
+        community is missing included), those meeting the lon/lat `box` if given, by code."""
+        with self._lock:
+            positions = self.index.valid_intersecting(at, box)
+        return sorted((self._records[i] for i in positions.tolist()), key=attrgetter("code"))
 
     def detail(self, code: str, at: datetime) -> GridDetail:
         """`grid_queries.grid_detail` from memory: the version valid at `at`, its staff then."""

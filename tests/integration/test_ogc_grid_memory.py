@@ -1,6 +1,8 @@
-"""OGC's one grid by id from the grid snapshot: the database's answer, and never older
-than the snapshot's check interval (the clock is the test's)."""
+"""OGC's grids from the grid snapshot (one by id, pages of those in force): the
+database's answer, and never older than the snapshot's check interval (the clock is the
+test's)."""
 
+import random
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -12,13 +14,20 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine, text
 
 from geodata.db.engine import create_db_engine, unit_of_work
-from geodata.db.features import Feature, get_feature
+from geodata.db.features import (
+    BBox,
+    Feature,
+    FeaturePage,
+    FeatureQuery,
+    get_feature,
+    query_features,
+)
 from geodata.db.grid_cache import GridSnapshotCache, load_snapshot
 from geodata.snapshot_policy import SnapshotPolicy
 from grid_service.app import ApiConfig, create_app
 from grid_service.ogc import routes
 from grid_service.ogc.documents import feature_object
-from grid_service.ogc.grid_features import GRIDS, grid_in_force
+from grid_service.ogc.grid_features import GRIDS, grid_in_force, grids_in_force_page
 
 pytestmark = pytest.mark.integration
 
@@ -120,3 +129,108 @@ def test_a_grid_is_answered_from_memory_until_its_check_is_due_then_as_changed(
         assert gone.status_code == 200
         assert gone.json()["properties"]["valid_to"] is not None
         assert asked == [closed]
+
+
+def _encoded_page(page: FeaturePage | None) -> tuple[int, list[bytes]]:
+    assert page is not None
+    return page.number_matched, [_encoded(feature) for feature in page.features]
+
+
+def _boxes(engine: Engine, count: int) -> list[BBox]:
+    """Each of a sample of communities' extents, random boxes of the city's size range,
+    and boxes whose edges run through a grid's vertices (where `intersects` decides on a
+    touch)."""
+    with engine.connect() as connection:
+        extents = connection.execute(
+            text(
+                "SELECT ST_XMin(e), ST_YMin(e), ST_XMax(e), ST_YMax(e) FROM ("
+                " SELECT ST_Extent(geom) AS e FROM grids WHERE valid_to IS NULL"
+                " GROUP BY community_code ORDER BY community_code) AS c"
+            )
+        ).all()
+        corners = connection.execute(
+            text(
+                "SELECT ST_X(p.geom), ST_Y(p.geom) FROM (SELECT (ST_DumpPoints(geom)).geom"
+                " FROM grids WHERE valid_to IS NULL ORDER BY code LIMIT 400) AS p"
+            )
+        ).all()
+    rng = random.Random(20)
+    boxes = [BBox(*extent) for extent in rng.sample(extents, count // 3)]
+    min_lon, min_lat = min(e[0] for e in extents), min(e[1] for e in extents)
+    max_lon, max_lat = max(e[2] for e in extents), max(e[3] for e in extents)
+    for _ in range(count // 3):
+        lon, lat = rng.uniform(min_lon, max_lon), rng.uniform(min_lat, max_lat)
+        width, height = rng.uniform(1e-4, 0.03), rng.uniform(1e-4, 0.03)
+        boxes.append(BBox(lon, lat, lon + width, lat + height))
+    for lon, lat in rng.sample(corners, count - len(boxes)):
+        # A box ending exactly at a vertex, on one side or the other.
+        if rng.random() < 0.5:
+            boxes.append(BBox(lon - 0.002, lat - 0.002, lon, lat))
+        else:
+            boxes.append(BBox(lon, lat, lon + 0.002, lat + 0.002))
+    return boxes
+
+
+def test_every_page_and_box_of_grids_in_force_is_the_databases_byte_for_byte(
+    engine: Engine,
+) -> None:
+    snapshot = load_snapshot(engine)
+    now = datetime.now(UTC)
+    queries = [FeatureQuery(limit=100, offset=offset) for offset in range(0, 1200, 100)]
+    queries += [FeatureQuery(limit=7, offset=1135), FeatureQuery(limit=1, offset=5000)]
+    queries += [
+        FeatureQuery(limit=100, offset=100, lat_lon=True),
+        FeatureQuery(limit=50, properties=("households", "code")),
+        FeatureQuery(limit=50, properties=()),
+    ]
+    queries += [FeatureQuery(bbox=box, limit=100) for box in _boxes(engine, 90)]
+    met = 0
+    for query in queries:
+        ours = _encoded_page(grids_in_force_page(snapshot, now, query))
+        assert ours == _encoded_page(query_features(engine, GRIDS, query)), query
+        met += ours[0] > 0
+    assert (
+        met > len(queries) * 0.8
+    )  # the boxes meet grids: a comparison of empty pages proves little
+
+
+def test_a_page_the_snapshot_cannot_answer_is_left_to_the_database(engine: Engine) -> None:
+    snapshot = load_snapshot(engine)
+    now = datetime.now(UTC)
+    left = [
+        FeatureQuery(sortby=routes.parse_sortby("-households")),
+        FeatureQuery(interval=routes.parse_datetime("2020-09-07T10:00:00+08:00")),
+        FeatureQuery(bbox=BBox(179.5, 34.0, -179.5, 35.0)),  # across the antimeridian
+        FeatureQuery(bbox=BBox(107.1, 34.3, 107.1, 34.4)),  # no width
+        FeatureQuery(area_prefix="610302"),
+    ]
+    for query in left:
+        assert grids_in_force_page(snapshot, now, query) is None, query
+
+
+def test_the_items_route_answers_grids_in_force_from_memory_and_the_rest_from_the_database(
+    city_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    asked: list[FeatureQuery] = []
+
+    def from_database(*args: Any, **kwargs: Any) -> FeaturePage:
+        asked.append(args[2])
+        return query_features(*args, **kwargs)
+
+    monkeypatch.setattr(routes, "query_features", from_database)
+    items = "/ogc/collections/grids/items"
+    with TestClient(create_app(ApiConfig(city_url, UNUSED_BROKER))) as client:
+        client.get(f"{items}/610302001001001")  # loads the snapshot
+        page = client.get(items, params={"limit": 100, "offset": 1100, "bbox": "107,34,108,35"})
+        assert page.status_code == 200
+        body = page.json()
+        assert body["numberReturned"] == len(body["features"]) > 0
+        assert asked == []
+        filtered = client.get(items, params={"limit": 100, "filter": "households > 500"})
+        assert filtered.status_code == 200
+        assert len(asked) == 1
+        assert asked[0].filter is not None
+        unknown = client.get(items, params={"properties": "nonsense"})
+        assert unknown.status_code == 400
+        assert unknown.json()["code"] == "unknown_property"
+        assert len(asked) == 1
