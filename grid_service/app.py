@@ -49,6 +49,7 @@ from grid_service.notify import install_notify, start_notify_sender
 from grid_service.ogc import router as ogc_router
 from grid_service.open311 import router as open311_router
 from grid_service.producer import create_producer
+from grid_service.routing import add_routes
 from grid_service.session import install_sessions
 from grid_service.stream import open_live_stream
 from grid_service.stream import router as stream_router
@@ -203,25 +204,25 @@ def create_app(config: ApiConfig) -> FastAPI:
     # (map tiles, phones' posts, GIS clients' reads, locate and nearest, a worker's walk)
     # first, each under a path of its own, so that a tile hit is not tried against fifty
     # routes before it.
-    app.include_router(tiles_router)
-    app.include_router(gateway_router)
-    app.include_router(grids_router)
-    app.include_router(tracks_router)
+    add_routes(app, tiles_router)
+    add_routes(app, gateway_router)
+    add_routes(app, grids_router)
+    add_routes(app, tracks_router)
     # OGC's forty routes (each with its trailing-slash twin) after the short lists.
-    app.include_router(ogc_router)
+    add_routes(app, ogc_router)
     install_sessions(app)
-    app.include_router(health.router)
-    app.include_router(metrics.router)
+    add_routes(app, health.router)
+    add_routes(app, metrics.router)
     install_trackers(app)
-    app.include_router(devices_router)
-    app.include_router(compliance_export_router)
-    app.include_router(compliance_router)
-    app.include_router(evaluation_router)
-    app.include_router(coverage_router)
-    app.include_router(incidents_router)
-    app.include_router(admin_router)
-    app.include_router(open311_router)
-    app.include_router(stream_router)
+    add_routes(app, devices_router)
+    add_routes(app, compliance_export_router)
+    add_routes(app, compliance_router)
+    add_routes(app, evaluation_router)
+    add_routes(app, coverage_router)
+    add_routes(app, incidents_router)
+    add_routes(app, admin_router)
+    add_routes(app, open311_router)
+    add_routes(app, stream_router)
     install_attachments(app, config.attachments)
     install_notify(app)
     install_map(app, config.basemap)

@@ -38,6 +38,7 @@ from geodata.query_limits import PayloadTooLarge
 from grid_service.auth import RequiredPrincipal, require_roles
 from grid_service.deps import EngineDep, read_capped_body
 from grid_service.errors import ErrorBody
+from grid_service.routing import add_routes
 
 router = APIRouter(prefix="/api/v1", tags=["attachments"])
 
@@ -86,7 +87,7 @@ def install_attachments(app: FastAPI, config: AttachmentConfig) -> None:
     """Mount the routes and keep the config and blob store in `app.state`."""
     app.state.attachment_config = config
     app.state.blob_store = open_blob_store(config)
-    app.include_router(router)
+    add_routes(app, router)
 
 
 async def get_attachment_config(request: Request) -> AttachmentConfig:

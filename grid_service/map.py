@@ -25,6 +25,7 @@ from geodata.gcj02 import offset_grid
 from geodata.query_limits import parse_bbox
 from grid_service.auth import RequiredPrincipal
 from grid_service.errors import ErrorBody
+from grid_service.routing import add_routes
 
 logger = logging.getLogger(__name__)
 
@@ -215,7 +216,7 @@ def install_map(app: FastAPI, basemap: Basemap | None = None) -> None:
     """Add `/map` and its static assets to `app`, drawing `basemap` under the grids (None:
     none); call it once in the app factory."""
     app.state.basemap = basemap
-    app.include_router(router)
+    add_routes(app, router)
     # check_dir=False: the app starts without the assets; /map then says what is missing.
     # Gzipped to a browser that takes it: MapLibre GL JS is 1.1 MB as it is and 0.3 MB
     # gzipped, the bulk of the map's first paint on a slow network.

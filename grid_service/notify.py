@@ -34,6 +34,7 @@ from geodata.notify import MAX_MESSAGE_LENGTH, NotifyConfig, after_attempt, call
 from grid_service.auth import require_roles
 from grid_service.deps import EngineDep, StoredText
 from grid_service.errors import ErrorBody
+from grid_service.routing import add_routes
 
 logger = logging.getLogger(__name__)
 
@@ -292,7 +293,7 @@ class NotifySender:
 
 def install_notify(app: FastAPI) -> None:
     """Add the call routes to `app`; the sender is started by the app's lifespan."""
-    app.include_router(router)
+    add_routes(app, router)
 
 
 def start_notify_sender(engine: Engine, config: NotifyConfig) -> NotifySender | None:

@@ -42,6 +42,7 @@ from grid_service.auth import (
 )
 from grid_service.deps import EngineDep, StoredText
 from grid_service.errors import ErrorBody, RateLimited
+from grid_service.routing import add_routes
 from grid_service.session_cookie import (
     clear_session_cookie,
     remaining_s,
@@ -282,5 +283,5 @@ def end_current_session(request: Request, engine: EngineDep) -> Response:
 
 def install_sessions(app: FastAPI) -> None:
     """Add the sign-in routes and the admins' account listing to `app`."""
-    app.include_router(router)
-    app.include_router(users_router)
+    add_routes(app, router)
+    add_routes(app, users_router)

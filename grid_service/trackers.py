@@ -50,6 +50,7 @@ from grid_service.auth import AuthConfig, AuthState, RateLimiter
 from grid_service.deps import read_capped_body
 from grid_service.errors import ErrorBody
 from grid_service.gateway import ProducerDep, produce_checkins
+from grid_service.routing import add_routes
 
 logger = logging.getLogger(__name__)
 
@@ -286,7 +287,7 @@ class SecretRedaction(logging.Filter):
 
 def install_trackers(app: FastAPI) -> None:
     """Mount the tracker protocols on `app`, and keep their secrets out of the access log."""
-    app.include_router(router)
+    add_routes(app, router)
     access_log = logging.getLogger("uvicorn.access")
     if not any(isinstance(f, SecretRedaction) for f in access_log.filters):
         access_log.addFilter(SecretRedaction())

@@ -45,6 +45,7 @@ from grid_service.compliance import ComplianceConfigDep
 from grid_service.deps import EngineDep
 from grid_service.errors import ErrorBody
 from grid_service.grids import GridsDep
+from grid_service.routing import add_routes
 
 logger = logging.getLogger(__name__)
 
@@ -281,5 +282,5 @@ def _statuses(
 def install_worker_app(app: FastAPI) -> None:
     """Add `/app`, its files and `/api/v1/workers/me`; call it once in the app factory."""
     app.state.worker_app_files = load_app_files()
-    app.include_router(router)
-    app.include_router(page_router)
+    add_routes(app, router)
+    add_routes(app, page_router)

@@ -1,4 +1,4 @@
-"""OGC API - Features under /ogc; mount with `app.include_router(ogc.router)`."""
+"""OGC API - Features under /ogc; served with `grid_service.routing.add_routes(app, ogc.router)`."""
 
 from grid_service.ogc.routes import router
 
