@@ -1,5 +1,6 @@
 """The FastAPI application factory."""
 
+import asyncio
 import contextlib
 import gc
 import logging
@@ -20,6 +21,7 @@ from geodata.db.compliance_memory import ComplianceMemory
 from geodata.db.engine import PoolPolicy, create_db_engine
 from geodata.db.engine_clock import EngineClock, utc_now
 from geodata.db.grid_cache import GridSnapshotCache
+from geodata.db.tile_memory import DEFAULT_DRAWS as DEFAULT_TILE_DRAWS
 from geodata.db.tile_memory import DEFAULT_MAX_BYTES as DEFAULT_TILE_CACHE_BYTES
 from geodata.db.tile_memory import TileMemory
 from geodata.duplicates import DuplicateRule
@@ -86,6 +88,8 @@ class ApiConfig:
     db_pool: PoolPolicy = field(default_factory=PoolPolicy)
     #: Bytes of rendered tiles kept in memory (settings: WANGGE_TILE_CACHE_MB).
     tile_cache_bytes: int = DEFAULT_TILE_CACHE_BYTES
+    #: Tiles drawn from the database at once; the others wait (settings: WANGGE_TILE_DRAWS).
+    tile_draws: int = DEFAULT_TILE_DRAWS
     #: Seconds between reads of the compliance engine's new patrols into memory; 0: none
     #: held, compliance read from the database (settings: WANGGE_COMPLIANCE_REFRESH_S).
     compliance_refresh_s: float = 0.5
@@ -136,6 +140,7 @@ def create_app(config: ApiConfig) -> FastAPI:
             engine, config.grid_snapshot.check_interval_s, config.tile_cache_bytes
         )
         tiles.start()
+        app.state.tile_draws = asyncio.Semaphore(config.tile_draws)
         # Loaded and refreshed from the first compliance request on (the route starts it).
         clock = app.state.engine_clock = (
             EngineClock(engine) if config.compliance_clock == "engine" else None

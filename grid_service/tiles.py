@@ -10,6 +10,7 @@ second. Without a fresh stamp in memory (none kept, or the database away) a rout
 the stamp from the database, as it does for an app built without the memory.
 """
 
+import asyncio
 import math
 import re
 from datetime import UTC, datetime
@@ -174,10 +175,12 @@ async def get_tile(request: Request) -> Response:
     engine: Engine = request.app.state.engine
     memory: TileMemory | None = getattr(request.app.state, "tile_memory", None)
     stamp = None if memory is None else memory.stamp(layer)
+    draws: asyncio.Semaphore = request.app.state.tile_draws
     if memory is None or stamp is None:
-        return await run_in_threadpool(
-            _tile_from_database, engine, layer, z, x, y, area_prefix, if_none_match
-        )
+        async with draws:
+            return await run_in_threadpool(
+                _tile_from_database, engine, layer, z, x, y, area_prefix, if_none_match
+            )
     # From memory, on the event loop: the 304 and a kept tile touch no database.
     etag = f'"{tile_version(layer, z, x, y, stamp)}"'
     if _etag_matches(if_none_match, etag):
@@ -186,9 +189,10 @@ async def get_tile(request: Request) -> Response:
     if tile is None:
         # Drawn with the stamp of the rows it was drawn from (one statement), and kept
         # under that stamp: newer than the one in memory if the data has just changed.
-        drawn_at, drawn = await run_in_threadpool(
-            _render_stamped, engine, layer, z, x, y, memory.now()
-        )
+        async with draws:
+            drawn_at, drawn = await run_in_threadpool(
+                _render_stamped, engine, layer, z, x, y, memory.now()
+            )
         memory.tiles.put((layer.name, z, x, y, drawn_at), drawn)
         etag = f'"{tile_version(layer, z, x, y, drawn_at)}"'
         if _etag_matches(if_none_match, etag):

@@ -55,6 +55,7 @@ def api_config() -> ApiConfig:
         cors_allow_origins=CorsSettings().origins(),
         db_pool=database.pool_policy(),
         tile_cache_bytes=TileCacheSettings().max_bytes(),
+        tile_draws=TileCacheSettings().tile_draws,
         compliance_refresh_s=ApiSettings().compliance_refresh_s,
         compliance_clock=ApiSettings().compliance_clock,
         attachments=AttachmentSettings().config(),

@@ -16,6 +16,7 @@ from geodata.compliance import ComplianceConfig
 from geodata.contract import Topics
 from geodata.coverage import CoverageConfig
 from geodata.db.engine import PoolPolicy
+from geodata.db.tile_memory import DEFAULT_DRAWS as DEFAULT_TILE_DRAWS
 from geodata.db.tile_memory import DEFAULT_MAX_BYTES as DEFAULT_TILE_CACHE_BYTES
 from geodata.duplicates import DEFAULT_RADIUS_M, DEFAULT_WINDOW, DuplicateRule
 from geodata.events import EventTimeLimits
@@ -240,7 +241,8 @@ class GridSnapshotSettings(BaseSettings):
 
 
 class TileCacheSettings(BaseSettings):
-    """How much of the rendered vector tiles the API keeps in memory."""
+    """How much of the rendered vector tiles the API keeps in memory, and how many it
+    draws at once."""
 
     model_config = _config()
 
@@ -249,6 +251,13 @@ class TileCacheSettings(BaseSettings):
         ge=0,
         description="MiB of rendered public tiles kept per API process (least recently used"
         " dropped first); 0 keeps none",
+    )
+
+    tile_draws: int = Field(
+        default=DEFAULT_TILE_DRAWS,
+        ge=1,
+        description="vector tiles one API process draws from the database at once; the"
+        " others wait their turn",
     )
 
     def max_bytes(self) -> int:

@@ -31,6 +31,11 @@ TileKey = tuple[str, int, int, int, str]
 #: many empty tiles are bounded too.
 ENTRY_OVERHEAD_BYTES: Final = 200
 DEFAULT_MAX_BYTES: Final = 64 * 1024 * 1024
+#: Tiles one API process draws at once (settings: WANGGE_TILE_DRAWS); the others wait
+#: their turn. Sixteen drawn together on a database's two cores share them, so a tile of
+#: many grids took its share sixteen times and the tail grew; four at once cut the p99 of
+#: z12 tiles by a fifth for a tenth of the throughput (docs/BENCHMARKS.md).
+DEFAULT_DRAWS: Final = 4
 
 PUBLIC_TABLES: Final = tuple(
     sorted({layer.table for layer in LAYERS.values() if not layer.restricted})

@@ -28,6 +28,7 @@ from grid_service.app import ApiConfig, create_app
 from grid_service.ogc import routes
 from grid_service.ogc.documents import feature_object
 from grid_service.ogc.grid_features import GRIDS, grid_in_force, grids_in_force_page
+from grid_service.ogc.params import parse_datetime, parse_sortby
 
 pytestmark = pytest.mark.integration
 
@@ -198,8 +199,8 @@ def test_a_page_the_snapshot_cannot_answer_is_left_to_the_database(engine: Engin
     snapshot = load_snapshot(engine)
     now = datetime.now(UTC)
     left = [
-        FeatureQuery(sortby=routes.parse_sortby("-households")),
-        FeatureQuery(interval=routes.parse_datetime("2020-09-07T10:00:00+08:00")),
+        FeatureQuery(sortby=parse_sortby("-households")),
+        FeatureQuery(interval=parse_datetime("2020-09-07T10:00:00+08:00")),
         FeatureQuery(bbox=BBox(179.5, 34.0, -179.5, 35.0)),  # across the antimeridian
         FeatureQuery(bbox=BBox(107.1, 34.3, 107.1, 34.4)),  # no width
         FeatureQuery(area_prefix="610302"),

@@ -4,11 +4,15 @@ Tiles are decoded here by a small reader of the MVT protobuf (below), so the tes
 nothing beyond the project's dependencies.
 """
 
+import asyncio
 import itertools
 import math
 import struct
+import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +27,7 @@ from sqlalchemy import Engine, text
 
 from geodata.accounts import Role
 from geodata.db.engine import create_db_engine
+from geodata.db.tile_memory import DEFAULT_DRAWS
 from geodata.db.tiles import (
     LAYERS,
     MAX_ZOOM,
@@ -32,6 +37,7 @@ from geodata.db.tiles import (
     tile_lonlat_bounds,
     tiles_covering,
 )
+from grid_service import tiles as tiles_module
 from grid_service.errors import install_error_handlers
 from grid_service.tiles import MVT_MEDIA_TYPE, PUBLIC_MAX_AGE_S, router
 from wangge.benchmarks.tiles import run_tile_benchmark, serve_tiles
@@ -247,6 +253,7 @@ def tiles_app(engine: Engine) -> FastAPI:
     install_error_handlers(app)
     app.include_router(router)
     app.state.engine = engine
+    app.state.tile_draws = asyncio.Semaphore(DEFAULT_DRAWS)
     return app
 
 
@@ -293,6 +300,41 @@ def city_bounds(engine: Engine) -> tuple[float, float, float, float]:
             )
         ).one()
     return (row[0], row[1], row[2], row[3])
+
+
+def test_at_most_tile_draws_tiles_are_drawn_at_once_and_the_others_wait_their_turn(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    running, most = 0, 0
+    lock = threading.Lock()
+    draw = tiles_module._tile_from_database
+
+    def slow_draw(*args: Any) -> Any:
+        nonlocal running, most
+        with lock:
+            running += 1
+            most = max(most, running)
+        time.sleep(0.2)  # long enough that eight requests overlap
+        try:
+            return draw(*args)
+        finally:
+            with lock:
+                running -= 1
+
+    monkeypatch.setattr(tiles_module, "_tile_from_database", slow_draw)
+    addresses = [(12, x, y) for x in range(3265, 3269) for y in (1630, 1631)]
+    for draws in (2, len(addresses)):
+        app = tiles_app(engine)
+        app.state.tile_draws = asyncio.Semaphore(draws)
+        most = 0
+        with TestClient(app) as client, ThreadPoolExecutor(len(addresses)) as pool:
+            answers = list(
+                pool.map(lambda a: client.get("/tiles/grids/{}/{}/{}.pbf".format(*a)), addresses)
+            )
+        assert [answer.status_code for answer in answers] == [200] * len(addresses)
+        # Two at most when two are allowed; with room for all, more than two did overlap,
+        # so the bound above is the limit's, not the test's.
+        assert most == 2 if draws == 2 else most > 2, (draws, most)
 
 
 # --------------------------------------------------------------------------- content
