@@ -34,7 +34,7 @@ DEFAULT_MAX_BYTES: Final = 64 * 1024 * 1024
 #: Tiles one API process draws at once (settings: WANGGE_TILE_DRAWS); the others wait
 #: their turn. Sixteen drawn together on a database's two cores share them, so a tile of
 #: many grids took its share sixteen times and the tail grew; four at once cut the p99 of
-#: z12 tiles by a fifth for a tenth of the throughput (docs/BENCHMARKS.md).
+#: z12 tiles by about a quarter for a tenth of the throughput (docs/BENCHMARKS.md).
 DEFAULT_DRAWS: Final = 4
 
 PUBLIC_TABLES: Final = tuple(
