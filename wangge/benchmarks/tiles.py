@@ -111,17 +111,21 @@ def _get(connection: HTTPConnection, path: str) -> tuple[int, bytes]:
 
 def create_tiles_app() -> "FastAPI":
     """An app with only the tiles router, on the configured database (a uvicorn factory)."""
+    import asyncio
+
     from fastapi import FastAPI
 
     from geodata.db.engine import create_db_engine
     from grid_service.errors import install_error_handlers
+    from grid_service.routing import add_routes
     from grid_service.tiles import router
-    from wangge.settings import DatabaseSettings
+    from wangge.settings import DatabaseSettings, TileCacheSettings
 
     app = FastAPI()
     install_error_handlers(app)
-    app.include_router(router)
+    add_routes(app, router)
     app.state.engine = create_db_engine(DatabaseSettings().url)
+    app.state.tile_draws = asyncio.Semaphore(TileCacheSettings().tile_draws)
     return app
 
 
