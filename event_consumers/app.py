@@ -16,7 +16,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
 from sqlalchemy import Engine
@@ -142,6 +142,7 @@ def run_consumers(
             topics,
             compliance,
             idle_exit_after_s,
+            _logger_levels(),
         ),
         name=COMPLIANCE_PROCESS,
     )
@@ -277,15 +278,28 @@ def _stop_partner(
         partner.join()
 
 
+def _logger_levels() -> dict[str, int]:
+    """The levels set on named loggers in this process (a library's quieted, say)."""
+    return {
+        name: logger.level
+        for name, logger in logging.root.manager.loggerDict.items()
+        if isinstance(logger, logging.Logger) and logger.level != logging.NOTSET
+    }
+
+
 def _run_stage_process(
     config: RunnerConfig,
     engine_url: str,
     topics: Topics,
     names: Sequence[str],
     idle_exit_after_s: float | None,
+    logger_levels: Mapping[str, int],
 ) -> None:
-    """Entry point of a stage's child process (spawned: nothing is inherited but args)."""
+    """Entry point of a stage's child process (spawned: nothing is inherited but args,
+    so the parent's logger levels come as one)."""
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+    for name, level in logger_levels.items():
+        logging.getLogger(name).setLevel(level)
     tune_for_a_long_lived_heap()
     engine = create_db_engine(engine_url)
     try:
