@@ -12,11 +12,12 @@ in between is not replayed: the map reloads compliance from the database instead
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import Final
 
 from kafka import KafkaConsumer, TopicPartition
-from kafka.errors import KafkaError
+from kafka.errors import KafkaError, KafkaTimeoutError
 
 import kafka_clients
 from geodata.contract import Topics
@@ -32,6 +33,8 @@ logger = logging.getLogger(__name__)
 
 POLL_TIMEOUT_MS: Final = 500
 """Longest a poll blocks: also how long a stop request waits for the thread."""
+END_OFFSETS_TIMEOUT_S: Final = 10.0
+"""Longest a connection waits for the ends of its partitions before it starts again."""
 MAX_RECORDS: Final = 1000
 
 
@@ -49,10 +52,12 @@ class LiveFeed:
         hub: LiveHub,
         *,
         retry_s: float = 3.0,
+        end_offsets_timeout_s: float = END_OFFSETS_TIMEOUT_S,
     ) -> None:
         self.bootstrap = bootstrap
         self.hub = hub
         self.retry_s = retry_s
+        self.end_offsets_timeout_s = end_offsets_timeout_s
         self._kafka = kafka_clients.KafkaConfig(bootstrap)
         self._readers: dict[str, Callable[[bytes], MapMessage]] = {
             topics.assignments: assignment_message,
@@ -123,9 +128,17 @@ class LiveFeed:
             consumer.assign(partitions)
             consumer.seek_to_end()
             # Resolving the end offsets now makes "live" true: nothing produced after this
-            # status is missed.
+            # status is missed. Bounded: the end of a partition the broker no longer has
+            # (a topic made anew with fewer after a restart) never comes, and the map
+            # would wait for it for good; after the bound the feed connects again.
+            deadline = time.monotonic() + self.end_offsets_timeout_s
             for partition in partitions:
-                consumer.position(partition)
+                left_ms = max(0, int((deadline - time.monotonic()) * 1000))
+                if consumer.position(partition, timeout_ms=left_ms) is None:
+                    raise KafkaTimeoutError(
+                        f"the end of {partition.topic} [{partition.partition}] was not known"
+                        f" within {self.end_offsets_timeout_s:g} s"
+                    )
         except BaseException:
             consumer.close(autocommit=False)
             raise
