@@ -18,7 +18,6 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
-from operator import attrgetter
 from typing import Final
 
 from sqlalchemy import Engine, text
@@ -113,7 +112,7 @@ class GridSnapshot:
         self.roster = roster
         self.stamp = stamp
         self._versions = versions
-        # Each indexed version as served, in the index's order.
+        # Each indexed version as served, in the index's order (the load's: by code, then start).
         self._records = tuple(records)
         # The index's prepared GEOS geometries are not documented as safe to share between
         # threads; a lookup takes microseconds, so serialising is cheaper than finding out.
@@ -146,7 +145,9 @@ class GridSnapshot:
         community is missing included), those meeting the lon/lat `box` if given, by code."""
         with self._lock:
             positions = self.index.valid_intersecting(at, box)
-        return sorted((self._records[i] for i in positions.tolist()), key=attrgetter("code"))
+        # Ascending positions are the load's order, `ORDER BY g.code, g.valid_from`: by
+        # code as the database sorts it, so nothing is sorted here.
+        return [self._records[i] for i in positions.tolist()]
 
     def detail(self, code: str, at: datetime) -> GridDetail:
         """`grid_queries.grid_detail` from memory: the version valid at `at`, its staff then."""
