@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Annotated, Final
 
 import typer
 
+from event_consumers.logs import LOG_FORMAT
 from wangge import services
 from wangge.commands.common import console, fail, print_reports, raise_keyboard_interrupt
 from wangge.commands.dataset import load_reference_dataset_if_empty
@@ -143,8 +144,6 @@ def consume(
     verbose: VerboseOption = False,
 ) -> None:
     """Run the consumers; several processes with one --group share the partitions."""
-    from event_consumers.logs import LOG_FORMAT
-
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     if not verbose:
         quiet_library_logs()
